@@ -1,0 +1,1 @@
+"""The host-wide, content-addressed blob cache shared by every mount and ``artfs get``."""

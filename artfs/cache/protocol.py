@@ -1,0 +1,58 @@
+"""What the mount and the CLI need from the blob cache (implemented in ``blobcache.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    complete_blobs: int
+    complete_bytes: int
+    partial_blobs: int
+    partial_bytes: int  # bytes actually held of partial blobs
+    limit_bytes: int | None
+
+
+class BlobReader(Protocol):
+    """An open blob. While any reader of a blob is open, no process evicts that blob."""
+
+    sha256: str
+    size: int
+
+    async def read(self, offset: int, length: int) -> bytes:
+        """Verified bytes ``[offset, offset+length)`` (short only at end of blob).
+
+        Fetches missing blocks (with read-ahead when this reader goes sequentially),
+        waits for fetches another task or process already runs, verifies each block's
+        sha256 before returning it. Raises ``Unavailable`` (registry unreachable within
+        the timeout), ``IntegrityError`` (the source keeps sending wrong bytes),
+        ``StorageFull``.
+        """
+        ...
+
+    def cached_bytes(self) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+
+class BlobCacheAPI(Protocol):
+    root: Path
+
+    async def open(self, sha256: str, size: int) -> BlobReader: ...
+
+    def cached_bytes(self, sha256: str, size: int) -> int:
+        """Bytes of this blob held locally (``size`` when complete), without I/O to the registry."""
+        ...
+
+    async def fetch(self, sha256: str, size: int) -> Path:
+        """Make the blob complete and verified in the cache; return the path of the complete file."""
+        ...
+
+    def stats(self) -> CacheStats: ...
+
+    def prune(self, to_bytes: int) -> int:
+        """Evict least-recently-used unpinned complete blobs until at most ``to_bytes``; return bytes freed."""
+        ...

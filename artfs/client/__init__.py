@@ -1,0 +1,1 @@
+"""Clients of the registry: over HTTP (``http.py``) or in-process (``local.py``)."""

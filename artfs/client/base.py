@@ -1,0 +1,104 @@
+"""The registry as the mount, the cache and the CLI see it.
+
+Two implementations share this protocol: ``HttpRegistryClient`` (a server URL)
+and ``LocalRegistryClient`` (a registry directory used in-process). Blob bytes
+are reached through ``read_range``: the HTTP client asks the server where a blob
+lives (a URL it hands out: its own sendfile data port today, a presigned S3 URL
+later) and fetches byte ranges from there, so the mount never cares which.
+
+Every method raises only ``artfs.errors`` exceptions; every remote call has a
+deadline and raises ``Unavailable`` when it passes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..manifest import Manifest
+from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo
+
+
+class _Unset(enum.Enum):
+    UNSET = "unset"
+
+
+UNSET = _Unset.UNSET
+"""``expect=UNSET``: move unconditionally. ``expect=None``: the alias must not exist yet.
+``expect=N``: the alias must currently point at version N."""
+
+Expect = int | None | _Unset
+
+DataSink = Callable[[bytes], None]
+"""Receives the bytes of a range in order, in chunks of any size."""
+
+
+class RegistryClient(Protocol):
+    async def registry_id(self) -> str:
+        """A stable id of this registry (cache metadata is kept per registry)."""
+        ...
+
+    async def list_projects(self) -> list[ProjectInfo]: ...
+
+    async def create_project(self, name: str, *, exist_ok: bool = False) -> ProjectInfo: ...
+
+    async def list_artifacts(self, project: str) -> list[ArtifactInfo]:
+        """Artifacts of a project, each with its versions and aliases."""
+        ...
+
+    async def get_artifact(self, project: str, artifact: str) -> ArtifactInfo: ...
+
+    async def create_artifact(
+        self, project: str, artifact: str, *, type: str, description: str = "", exist_ok: bool = False
+    ) -> ArtifactInfo: ...
+
+    async def get_version(self, project: str, artifact: str, selector: str) -> VersionInfo:
+        """``selector`` is ``vN`` or an alias name (``latest`` included)."""
+        ...
+
+    async def get_manifest(self, project: str, artifact: str, number: int) -> Manifest: ...
+
+    async def missing_blobs(self, digests: Iterable[str]) -> set[str]:
+        """Which of these sha256 the registry does not hold (one request for the lot)."""
+        ...
+
+    async def upload_blob(self, sha256: str, path: Path) -> None:
+        """Upload a file's bytes; the registry verifies them against ``sha256``."""
+        ...
+
+    async def commit(
+        self,
+        project: str,
+        artifact: str,
+        manifest: Manifest,
+        *,
+        metadata: dict[str, Any] | None = None,
+        description: str = "",
+        aliases: Iterable[str] = (),
+        parent: int | None = None,
+        creator: str = "",
+    ) -> CommitResult:
+        """Register a version atomically; every blob must already be in the registry."""
+        ...
+
+    async def set_alias(
+        self, project: str, artifact: str, alias: str, number: int, *, expect: Expect = UNSET
+    ) -> None: ...
+
+    async def delete_alias(self, project: str, artifact: str, alias: str, *, expect: Expect = UNSET) -> None: ...
+
+    async def blob_blocks(self, sha256: str, size: int) -> list[bytes]:
+        """The 32-byte block digests of a blob (see ``artfs.hashing``)."""
+        ...
+
+    async def read_range(self, sha256: str, size: int, offset: int, length: int, sink: DataSink) -> None:
+        """Deliver ``length`` bytes of the blob from ``offset`` to ``sink``, in order.
+
+        Bytes are not verified here (the cache verifies blocks). Raises ``Unavailable``
+        if the data source stalls longer than the client's timeout.
+        """
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,249 @@
+"""An in-memory twin of the registry and a fault injector, for tests of the cache and the mount.
+
+``MemoryRegistryClient`` keeps everything in dicts and counts the blob bytes it
+serves; ``FaultyClient`` wraps any client and fails, stalls or corrupts on demand.
+Neither is used in production; both implement ``RegistryClient`` exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed, Unavailable
+from ..hashing import BlobHasher
+from ..manifest import Manifest
+from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionSummary
+from ..names import LATEST, alias_name, artifact_name, parse_version, project_name
+from .base import UNSET, DataSink, Expect, RegistryClient
+
+
+class MemoryRegistryClient:
+    def __init__(self) -> None:
+        self.projects: dict[str, ProjectInfo] = {}
+        self.artifacts: dict[tuple[str, str], ArtifactInfo] = {}
+        self.versions: dict[tuple[str, str, int], tuple[VersionInfo, Manifest]] = {}
+        self.blobs: dict[str, bytes] = {}
+        self.bytes_served = 0
+        self.requests = 0
+
+    # --- helpers for tests -------------------------------------------------
+    def add_blob(self, data: bytes) -> str:
+        h = BlobHasher()
+        h.update(data)
+        self.blobs[h.hexdigest()] = data
+        return h.hexdigest()
+
+    def publish(self, project: str, artifact: str, files: dict[str, bytes], **kw: Any) -> VersionInfo:
+        """Synchronously add a version made of these files (creating what is missing)."""
+        if project not in self.projects:
+            self.projects[project] = ProjectInfo(project, time.time())
+        if (project, artifact) not in self.artifacts:
+            self.artifacts[(project, artifact)] = ArtifactInfo(project, artifact, "dataset", "", time.time())
+        manifest = Manifest.build((p, len(d), self.add_blob(d)) for p, d in files.items())
+        return self._commit(project, artifact, manifest, **kw).version
+
+    def _art(self, project: str, artifact: str) -> ArtifactInfo:
+        try:
+            return self.artifacts[(project, artifact)]
+        except KeyError:
+            raise NotFound(f"artifact {project}/{artifact} not found") from None
+
+    def _commit(self, project: str, artifact: str, manifest: Manifest, *, metadata: dict[str, Any] | None = None,
+                description: str = "", aliases: Iterable[str] = (), parent: int | None = None,
+                creator: str = "test") -> CommitResult:
+        art = self._art(project, artifact)
+        for sha in manifest.blobs():
+            if sha not in self.blobs:
+                raise InvalidInput(f"blob {sha} is not in the registry")
+        if art.versions:
+            latest_num = art.aliases[LATEST]
+            info, m = self.versions[(project, artifact, latest_num)]
+            if m.digest == manifest.digest:
+                return CommitResult(info, False)
+        number = art.versions[-1].number + 1 if art.versions else 0
+        info = VersionInfo(project, artifact, number, manifest.digest, time.time(), creator, description,
+                           dict(metadata or {}), parent, len(manifest), manifest.total_size, (), art.type)
+        self.versions[(project, artifact, number)] = (info, manifest)
+        new_aliases = dict(art.aliases)
+        new_aliases[LATEST] = number
+        for a in aliases:
+            new_aliases[alias_name(a)] = number
+        summary = VersionSummary(number, manifest.digest, info.created, len(manifest), manifest.total_size)
+        self.artifacts[(project, artifact)] = ArtifactInfo(
+            art.project, art.name, art.type, art.description, art.created, (*art.versions, summary), new_aliases)
+        return CommitResult(self._with_aliases(info), True)
+
+    def _with_aliases(self, info: VersionInfo) -> VersionInfo:
+        art = self._art(info.project, info.artifact)
+        names = tuple(sorted(a for a, n in art.aliases.items() if n == info.number))
+        return VersionInfo(**{**{f: getattr(info, f) for f in info.__slots__}, "aliases": names})
+
+    # --- RegistryClient ----------------------------------------------------
+    async def registry_id(self) -> str:
+        return "memory"
+
+    async def list_projects(self) -> list[ProjectInfo]:
+        self.requests += 1
+        return sorted(self.projects.values(), key=lambda p: p.name)
+
+    async def create_project(self, name: str, *, exist_ok: bool = False) -> ProjectInfo:
+        self.requests += 1
+        project_name(name)
+        if name in self.projects:
+            if exist_ok:
+                return self.projects[name]
+            raise AlreadyExists(f"project {name} already exists")
+        self.projects[name] = ProjectInfo(name, time.time())
+        return self.projects[name]
+
+    async def list_artifacts(self, project: str) -> list[ArtifactInfo]:
+        self.requests += 1
+        if project not in self.projects:
+            raise NotFound(f"project {project} not found")
+        return [a for (p, _), a in sorted(self.artifacts.items()) if p == project]
+
+    async def get_artifact(self, project: str, artifact: str) -> ArtifactInfo:
+        self.requests += 1
+        return self._art(project, artifact)
+
+    async def create_artifact(self, project: str, artifact: str, *, type: str, description: str = "",
+                              exist_ok: bool = False) -> ArtifactInfo:
+        self.requests += 1
+        artifact_name(artifact)
+        if project not in self.projects:
+            raise NotFound(f"project {project} not found")
+        if (project, artifact) in self.artifacts:
+            if exist_ok:
+                return self.artifacts[(project, artifact)]
+            raise AlreadyExists(f"artifact {project}/{artifact} already exists")
+        info = ArtifactInfo(project, artifact, type, description, time.time())
+        self.artifacts[(project, artifact)] = info
+        return info
+
+    async def get_version(self, project: str, artifact: str, selector: str) -> VersionInfo:
+        self.requests += 1
+        art = self._art(project, artifact)
+        number = parse_version(selector)
+        if number is None:
+            if selector not in art.aliases:
+                raise NotFound(f"alias {project}/{artifact}:{selector} not found")
+            number = art.aliases[selector]
+        try:
+            return self._with_aliases(self.versions[(project, artifact, number)][0])
+        except KeyError:
+            raise NotFound(f"version {project}/{artifact}:v{number} not found") from None
+
+    async def get_manifest(self, project: str, artifact: str, number: int) -> Manifest:
+        self.requests += 1
+        try:
+            return self.versions[(project, artifact, number)][1]
+        except KeyError:
+            raise NotFound(f"version {project}/{artifact}:v{number} not found") from None
+
+    async def missing_blobs(self, digests: Iterable[str]) -> set[str]:
+        self.requests += 1
+        return {d for d in digests if d not in self.blobs}
+
+    async def upload_blob(self, sha256: str, path: Path) -> None:
+        self.requests += 1
+        data = path.read_bytes()
+        if self.add_blob(data) != sha256:
+            raise InvalidInput(f"uploaded bytes do not match sha256 {sha256}")
+
+    async def commit(self, project: str, artifact: str, manifest: Manifest, *,
+                     metadata: dict[str, Any] | None = None, description: str = "",
+                     aliases: Iterable[str] = (), parent: int | None = None, creator: str = "") -> CommitResult:
+        self.requests += 1
+        return self._commit(project, artifact, manifest, metadata=metadata, description=description,
+                            aliases=aliases, parent=parent, creator=creator)
+
+    async def set_alias(self, project: str, artifact: str, alias: str, number: int, *,
+                        expect: Expect = UNSET) -> None:
+        self.requests += 1
+        alias_name(alias)
+        art = self._art(project, artifact)
+        if (project, artifact, number) not in self.versions:
+            raise NotFound(f"version {project}/{artifact}:v{number} not found")
+        if expect is not UNSET and art.aliases.get(alias) != expect:
+            raise PreconditionFailed(f"alias {alias} does not point at {expect}")
+        art.aliases[alias] = number
+
+    async def delete_alias(self, project: str, artifact: str, alias: str, *, expect: Expect = UNSET) -> None:
+        self.requests += 1
+        alias_name(alias)
+        art = self._art(project, artifact)
+        if alias not in art.aliases:
+            raise NotFound(f"alias {alias} not found")
+        if expect is not UNSET and art.aliases.get(alias) != expect:
+            raise PreconditionFailed(f"alias {alias} does not point at {expect}")
+        del art.aliases[alias]
+
+    async def blob_blocks(self, sha256: str, size: int) -> list[bytes]:
+        from ..hashing import split_block_digests
+
+        self.requests += 1
+        h = BlobHasher()
+        h.update(self._blob(sha256))
+        return split_block_digests(h.block_digests(), size)
+
+    def _blob(self, sha256: str) -> bytes:
+        try:
+            return self.blobs[sha256]
+        except KeyError:
+            raise NotFound(f"blob {sha256} not found") from None
+
+    async def read_range(self, sha256: str, size: int, offset: int, length: int, sink: DataSink) -> None:
+        self.requests += 1
+        data = self._blob(sha256)[offset : offset + length]
+        for i in range(0, len(data), 256 * 1024):
+            await trio.sleep(0)
+            piece = data[i : i + 256 * 1024]
+            self.bytes_served += len(piece)
+            sink(piece)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class FaultyClient:
+    """Wraps a client; tests flip ``down``, ``stall`` or ``corrupt`` to inject faults."""
+
+    def __init__(self, inner: RegistryClient) -> None:
+        self.inner = inner
+        self.down = False
+        self.stall = False  # calls hang until cancelled (to test deadlines)
+        self.corrupt = False  # read_range flips a byte of every chunk
+
+    async def _gate(self) -> None:
+        if self.stall:
+            await trio.sleep_forever()
+        if self.down:
+            raise Unavailable("registry unreachable (injected fault)")
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr) or name.startswith("_"):
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            await self._gate()
+            return await attr(*args, **kwargs)
+
+        return call
+
+    async def read_range(self, sha256: str, size: int, offset: int, length: int, sink: DataSink) -> None:
+        await self._gate()
+
+        def bad_sink(data: bytes) -> None:
+            if data:
+                b = bytearray(data)
+                b[0] ^= 0xFF
+                data = bytes(b)
+            sink(data)
+
+        await self.inner.read_range(sha256, size, offset, length, bad_sink if self.corrupt else sink)

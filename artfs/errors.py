@@ -1,0 +1,128 @@
+"""The one exception hierarchy of artfs.
+
+Every layer raises these; each boundary translates them exactly once:
+the HTTP server maps ``code`` to a status (``server/api.py``), the HTTP client
+maps a status+code back to the class (``client/http.py``), the FUSE adapter maps
+the class to an errno (``fs/fuse_ops.py``) and the CLI prints ``str(exc)``.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class ArtfsError(Exception):
+    """Base class. ``code`` is the stable wire name, ``errno`` the POSIX view."""
+
+    code = "error"
+    http_status = 500
+    errno = _errno.EIO
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(ArtfsError):
+    """A name, path, reference, manifest or request body that breaks the rules."""
+
+    code = "invalid"
+    http_status = 400
+    errno = _errno.EINVAL
+
+
+class NotFound(ArtfsError):
+    code = "not_found"
+    http_status = 404
+    errno = _errno.ENOENT
+
+
+class AlreadyExists(ArtfsError):
+    code = "exists"
+    http_status = 409
+    errno = _errno.EEXIST
+
+
+class Conflict(ArtfsError):
+    """A conditional update whose precondition no longer holds, or a refused state change."""
+
+    code = "conflict"
+    http_status = 409
+    errno = _errno.EBUSY
+
+
+class PreconditionFailed(Conflict):
+    """An alias move conditional on the current target found another target."""
+
+    code = "precondition_failed"
+    http_status = 412
+
+
+class NotPermitted(ArtfsError):
+    """The operation can never be done on this object (e.g. moving ``latest`` by hand)."""
+
+    code = "not_permitted"
+    http_status = 403
+    errno = _errno.EPERM
+
+
+class ReadOnly(ArtfsError):
+    code = "read_only"
+    http_status = 405
+    errno = _errno.EROFS
+
+
+class IntegrityError(ArtfsError):
+    """Bytes that do not match their sha256: an upload, a download or cached data at rest."""
+
+    code = "integrity"
+    http_status = 422
+    errno = _errno.EIO
+
+
+class Unavailable(ArtfsError):
+    """The registry (or blob store) could not be reached in time."""
+
+    code = "unavailable"
+    http_status = 503
+    errno = _errno.EIO
+
+
+class StorageFull(ArtfsError):
+    code = "storage_full"
+    http_status = 507
+    errno = _errno.ENOSPC
+
+
+class ProtocolError(ArtfsError):
+    """The peer answered something this version of artfs does not understand."""
+
+    code = "protocol"
+    http_status = 502
+    errno = _errno.EIO
+
+
+ALL_ERRORS: tuple[type[ArtfsError], ...] = (
+    ArtfsError,
+    InvalidInput,
+    NotFound,
+    AlreadyExists,
+    Conflict,
+    PreconditionFailed,
+    NotPermitted,
+    ReadOnly,
+    IntegrityError,
+    Unavailable,
+    StorageFull,
+    ProtocolError,
+)
+
+BY_CODE: dict[str, type[ArtfsError]] = {cls.code: cls for cls in ALL_ERRORS}
+
+
+def from_code(code: str, message: str) -> ArtfsError:
+    """Rebuild an error received over the wire; unknown codes become ``ArtfsError``."""
+    return BY_CODE.get(code, ArtfsError)(message)

@@ -1,0 +1,116 @@
+"""Manifests: the file list of a version (path -> size, sha256).
+
+Pure and synchronous. A ``Manifest`` is only ever built through ``Manifest.build``,
+which enforces every SPEC path rule, so holding one means it is valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidInput
+from .hashing import sha256_hex
+from .names import manifest_path
+
+MAX_FILES = 2_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    size: int
+    sha256: str
+
+
+class Manifest(Mapping[str, FileEntry]):
+    """An immutable, validated mapping of relative path -> FileEntry, sorted by path."""
+
+    __slots__ = ("_digest", "_files")
+
+    def __init__(self, files: dict[str, FileEntry], digest: str) -> None:
+        self._files = files
+        self._digest = digest
+
+    @classmethod
+    def build(cls, entries: Iterable[tuple[str, int, str]]) -> Manifest:
+        files: dict[str, FileEntry] = {}
+        for item in entries:
+            try:
+                path, size, sha = item
+            except (TypeError, ValueError):
+                raise InvalidInput(f"invalid manifest entry {item!r}: expected [path, size, sha256]") from None
+            manifest_path(path)
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise InvalidInput(f"invalid size {size!r} for {path!r}: must be a non-negative integer")
+            sha256_hex(sha)
+            if path in files:
+                raise InvalidInput(f"duplicate path {path!r} in manifest")
+            files[path] = FileEntry(size, sha)
+            if len(files) > MAX_FILES:
+                raise InvalidInput(f"manifest has more than {MAX_FILES} files")
+        ordered = dict(sorted(files.items()))
+        _check_file_dir_conflicts(ordered)
+        return cls(ordered, _digest(ordered))
+
+    @classmethod
+    def from_json(cls, data: Any) -> Manifest:
+        """Accept ``{"files": [[path, size, sha], ...]}`` or ``{path: {"size", "sha256"}}``."""
+        if isinstance(data, dict) and "files" in data:
+            data = data["files"]
+        if isinstance(data, dict):
+            try:
+                return cls.build((p, e["size"], e["sha256"]) for p, e in data.items())
+            except (TypeError, KeyError):
+                raise InvalidInput("invalid manifest: entries need 'size' and 'sha256'") from None
+        if isinstance(data, list):
+            return cls.build(tuple(e) if isinstance(e, list) else e for e in data)
+        raise InvalidInput("invalid manifest: expected a list of [path, size, sha256]")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"files": [[p, e.size, e.sha256] for p, e in self._files.items()]}
+
+    @property
+    def digest(self) -> str:
+        return self._digest
+
+    @property
+    def total_size(self) -> int:
+        return sum(e.size for e in self._files.values())
+
+    def blobs(self) -> dict[str, int]:
+        """Distinct sha256 -> size."""
+        return {e.sha256: e.size for e in self._files.values()}
+
+    def __getitem__(self, path: str) -> FileEntry:
+        return self._files[path]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Manifest) and other._digest == self._digest
+
+    def __hash__(self) -> int:
+        return hash(self._digest)
+
+
+def _digest(files: dict[str, FileEntry]) -> str:
+    """sha256 over the canonical form: ``path NUL size NUL sha256 LF`` per file, sorted by path."""
+    h = hashlib.sha256()
+    for path, e in files.items():
+        h.update(f"{path}\x00{e.size}\x00{e.sha256}\n".encode())
+    return h.hexdigest()
+
+
+def _check_file_dir_conflicts(files: dict[str, FileEntry]) -> None:
+    for path in files:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            prefix = "/".join(parts[:i])
+            if prefix in files:
+                raise InvalidInput(f"path conflict: {prefix!r} is a file and also a directory of {path!r}")

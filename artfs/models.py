@@ -1,0 +1,162 @@
+"""Registry records as plain immutable values, with their JSON wire form.
+
+The same classes are returned by the registry core, sent by the server and
+rebuilt by the HTTP client, so both clients hand the mount identical values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ProtocolError
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectInfo:
+    name: str
+    created: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "created": self.created}
+
+    @classmethod
+    def from_json(cls, d: Any) -> ProjectInfo:
+        try:
+            return cls(str(d["name"]), float(d["created"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProtocolError(f"malformed project record: {e}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSummary:
+    """What a listing of an artifact says of each version (no manifest, no metadata)."""
+
+    number: int
+    digest: str
+    created: float
+    file_count: int
+    total_size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "digest": self.digest,
+            "created": self.created,
+            "file_count": self.file_count,
+            "total_size": self.total_size,
+        }
+
+    @classmethod
+    def from_json(cls, d: Any) -> VersionSummary:
+        try:
+            return cls(int(d["number"]), str(d["digest"]), float(d["created"]),
+                       int(d["file_count"]), int(d["total_size"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProtocolError(f"malformed version summary: {e}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactInfo:
+    """An artifact with its versions and aliases: one request answers a whole ``ls``."""
+
+    project: str
+    name: str
+    type: str
+    description: str
+    created: float
+    versions: tuple[VersionSummary, ...] = ()
+    aliases: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "project": self.project,
+            "name": self.name,
+            "type": self.type,
+            "description": self.description,
+            "created": self.created,
+            "versions": [v.to_json() for v in self.versions],
+            "aliases": dict(self.aliases),
+        }
+
+    @classmethod
+    def from_json(cls, d: Any) -> ArtifactInfo:
+        try:
+            return cls(
+                str(d["project"]), str(d["name"]), str(d["type"]), str(d["description"]),
+                float(d["created"]),
+                tuple(VersionSummary.from_json(v) for v in d.get("versions", [])),
+                {str(k): int(v) for k, v in d.get("aliases", {}).items()},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ProtocolError(f"malformed artifact record: {e}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    """Everything about one version except its manifest."""
+
+    project: str
+    artifact: str
+    number: int
+    digest: str
+    created: float
+    creator: str
+    description: str
+    metadata: dict[str, Any]
+    parent: int | None
+    file_count: int
+    total_size: int
+    aliases: tuple[str, ...] = ()
+    artifact_type: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.project}/{self.artifact}:v{self.number}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "project": self.project,
+            "artifact": self.artifact,
+            "number": self.number,
+            "digest": self.digest,
+            "created": self.created,
+            "creator": self.creator,
+            "description": self.description,
+            "metadata": self.metadata,
+            "parent": self.parent,
+            "file_count": self.file_count,
+            "total_size": self.total_size,
+            "aliases": list(self.aliases),
+            "artifact_type": self.artifact_type,
+        }
+
+    @classmethod
+    def from_json(cls, d: Any) -> VersionInfo:
+        try:
+            parent = d.get("parent")
+            return cls(
+                str(d["project"]), str(d["artifact"]), int(d["number"]), str(d["digest"]),
+                float(d["created"]), str(d["creator"]), str(d["description"]),
+                dict(d["metadata"]), None if parent is None else int(parent),
+                int(d["file_count"]), int(d["total_size"]),
+                tuple(str(a) for a in d.get("aliases", [])), str(d.get("artifact_type", "")),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ProtocolError(f"malformed version record: {e}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    version: VersionInfo
+    created: bool  # False: identical to latest, the existing version was returned
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version.to_json(), "created": self.created}
+
+    @classmethod
+    def from_json(cls, d: Any) -> CommitResult:
+        try:
+            return cls(VersionInfo.from_json(d["version"]), bool(d["created"]))
+        except (KeyError, TypeError) as e:
+            raise ProtocolError(f"malformed commit result: {e}") from None

@@ -1,0 +1,143 @@
+"""Names and references, parsed once into typed values.
+
+Everything that comes from a user, a URL or the wire passes through here before
+it reaches the registry core, the cache or the mount. The rules are SPEC §1.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidInput
+
+_PROJECT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_ARTIFACT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_VERSION_RE = re.compile(r"v(0|[1-9][0-9]*)")
+_VERSIONISH_RE = re.compile(r"v[0-9]+")
+LATEST = "latest"
+MAX_ALIAS_LEN = 128
+MAX_COMPONENT_BYTES = 255
+
+
+def project_name(name: str) -> str:
+    if not isinstance(name, str) or not _PROJECT_RE.fullmatch(name):
+        raise InvalidInput(
+            f"invalid project name {name!r}: use 1-64 of [A-Za-z0-9._-], starting with a letter or digit"
+        )
+    return name
+
+
+def artifact_name(name: str) -> str:
+    if not isinstance(name, str) or not _ARTIFACT_RE.fullmatch(name):
+        raise InvalidInput(
+            f"invalid artifact name {name!r}: use 1-128 of [A-Za-z0-9._-], starting with a letter or digit"
+        )
+    return name
+
+
+def alias_name(name: str, *, allow_latest: bool = False) -> str:
+    """Validate an alias. ``latest`` is a valid name but only the registry may move it."""
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_ALIAS_LEN:
+        raise InvalidInput(f"invalid alias {name!r}: must be 1-{MAX_ALIAS_LEN} characters")
+    if any(c in name for c in "/:\x00") or name in (".", ".."):
+        raise InvalidInput(f"invalid alias {name!r}: no '/', ':' or NUL, and not '.' or '..'")
+    if _VERSIONISH_RE.fullmatch(name):
+        raise InvalidInput(f"invalid alias {name!r}: names of the form v<digits> are versions")
+    if name == LATEST and not allow_latest:
+        raise InvalidInput("'latest' is maintained by the registry and cannot be set by hand")
+    return name
+
+
+def parse_version(text: str) -> int | None:
+    """``'v12'`` -> 12; anything else -> None (it may be an alias)."""
+    m = _VERSION_RE.fullmatch(text)
+    return int(m.group(1)) if m else None
+
+
+def version_label(number: int) -> str:
+    return f"v{number}"
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactId:
+    project: str
+    artifact: str
+
+    def __str__(self) -> str:
+        return f"{self.project}/{self.artifact}"
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """``project/artifact:selector``; the selector is ``vN`` or an alias (``latest`` by default)."""
+
+    project: str
+    artifact: str
+    version: int | None = None
+    alias: str | None = None
+
+    @property
+    def artifact_id(self) -> ArtifactId:
+        return ArtifactId(self.project, self.artifact)
+
+    @property
+    def selector(self) -> str:
+        if self.version is not None:
+            return version_label(self.version)
+        return self.alias or LATEST
+
+    def __str__(self) -> str:
+        return f"{self.project}/{self.artifact}:{self.selector}"
+
+
+def parse_ref(text: str, *, default_latest: bool = True) -> Ref:
+    """Parse ``p/a``, ``p/a:vN`` or ``p/a:alias``."""
+    if not isinstance(text, str) or "/" not in text:
+        raise InvalidInput(f"invalid reference {text!r}: expected project/artifact[:vN|:alias]")
+    project, _, rest = text.partition("/")
+    artifact, colon, selector = rest.partition(":")
+    project_name(project)
+    artifact_name(artifact)
+    if not colon:
+        return Ref(project, artifact, alias=LATEST if default_latest else None)
+    number = parse_version(selector)
+    if number is not None:
+        return Ref(project, artifact, version=number)
+    return Ref(project, artifact, alias=alias_name(selector, allow_latest=True))
+
+
+def parse_artifact_id(text: str) -> ArtifactId:
+    ref = parse_ref(text)
+    if ":" in text:
+        raise InvalidInput(f"expected project/artifact without a version: {text!r}")
+    return ref.artifact_id
+
+
+def manifest_path(path: str) -> tuple[str, ...]:
+    """Validate a path inside a version and return its components.
+
+    Relative POSIX path of UTF-8 components, each 1-255 bytes, never ``.``/``..``,
+    never NUL; no leading or trailing ``/`` and no empty components.
+    """
+    if not isinstance(path, str) or not path:
+        raise InvalidInput("invalid path '': paths inside a version must not be empty")
+    if "\x00" in path:
+        raise InvalidInput(f"invalid path {path!r}: contains NUL")
+    if path.startswith("/"):
+        raise InvalidInput(f"invalid path {path!r}: must be relative, not absolute")
+    parts = tuple(path.split("/"))
+    for part in parts:
+        if part == "":
+            raise InvalidInput(f"invalid path {path!r}: empty component (leading, trailing or '//')")
+        if part in (".", ".."):
+            raise InvalidInput(f"invalid path {path!r}: '.' and '..' are not allowed")
+        try:
+            encoded = part.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(f"invalid path {path!r}: not valid UTF-8") from None
+        if len(encoded) > MAX_COMPONENT_BYTES:
+            raise InvalidInput(
+                f"invalid path {path[:80]!r}...: a component is {len(encoded)} bytes, over {MAX_COMPONENT_BYTES}"
+            )
+    return parts
