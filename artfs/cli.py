@@ -1,0 +1,356 @@
+"""The ``artfs`` command line (SPEC §3).
+
+Each command is a small function over the client, the cache and the mount;
+every failure becomes one line on stderr and a non-zero exit (``main``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from . import config
+from .client import open_client
+from .client.base import UNSET, Expect, RegistryClient
+from .errors import ArtfsError, InvalidInput, NotFound
+from .names import alias_name, parse_artifact_id, parse_ref, parse_version
+from .progress import human_bytes
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _metadata(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"--metadata is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput("--metadata must be a JSON object, e.g. '{\"epochs\": 3}'")
+    return value
+
+
+def _client(args: argparse.Namespace) -> RegistryClient:
+    return open_client(config.registry_from(args.registry), timeout=args.timeout)
+
+
+async def _with_client(args: argparse.Namespace, fn: Callable[[RegistryClient], Awaitable[int]]) -> int:
+    client = _client(args)
+    try:
+        return await fn(client)
+    finally:
+        await client.aclose()
+
+
+async def _resolve_number(client: RegistryClient, project: str, artifact: str, selector: str) -> int:
+    number = parse_version(selector)
+    if number is not None:
+        return number
+    return (await client.get_version(project, artifact, selector)).number
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import run_server
+
+    data = Path(args.data).expanduser().absolute()
+    trio.run(run_server, data, args.host, args.port, args.blob_port)
+    return 0
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    from .publish import put_tree
+
+    target = parse_artifact_id(args.artifact)
+    source = Path(args.path)
+
+    async def run(client: RegistryClient) -> int:
+        result, uploaded = await put_tree(
+            client, source, target.project, target.artifact, type=args.type,
+            aliases=tuple(alias_name(a) for a in args.alias), metadata=_metadata(args.metadata),
+            description=args.description or "", creator=config.creator(),
+        )
+        v = result.version
+        print(v.ref)
+        if not result.created:
+            print(f"unchanged: content identical to {target}:latest, no new version made", file=sys.stderr)
+        else:
+            print(f"{v.file_count} files, {human_bytes(v.total_size)}, uploaded {human_bytes(uploaded)}",
+                  file=sys.stderr)
+        return 0
+
+    return trio.run(_with_client, args, run)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    async def run(client: RegistryClient) -> int:
+        target: str | None = args.target
+        if not target:
+            for p in await client.list_projects():
+                print(p.name)
+            return 0
+        if "/" not in target:
+            for a in await client.list_artifacts(target):
+                print(f"{a.name}\t{a.type}\t{len(a.versions)} versions")
+            return 0
+        ref = parse_ref(target, default_latest=False)
+        if ref.version is None and ref.alias is None:
+            art = await client.get_artifact(ref.project, ref.artifact)
+            by_number: dict[int, list[str]] = {}
+            for alias, n in art.aliases.items():
+                by_number.setdefault(n, []).append(alias)
+            for v in art.versions:
+                names = ",".join(sorted(by_number.get(v.number, [])))
+                print(f"v{v.number}\t{v.file_count} files\t{human_bytes(v.total_size)}\t{names}")
+            return 0
+        number = await _resolve_number(client, ref.project, ref.artifact, ref.selector)
+        manifest = await client.get_manifest(ref.project, ref.artifact, number)
+        for path, entry in manifest.items():
+            print(f"{entry.size}\t{path}")
+        return 0
+
+    return trio.run(_with_client, args, run)
+
+
+def cmd_alias(args: argparse.Namespace) -> int:
+    async def run(client: RegistryClient) -> int:
+        expect: Expect = UNSET
+        if args.expect is not None:
+            expect = None if args.expect == "none" else _expect_number(args.expect)
+        if args.alias_cmd == "set":
+            ref = parse_ref(args.ref)
+            alias = alias_name(args.alias)
+            number = await _resolve_number(client, ref.project, ref.artifact, ref.selector)
+            await client.set_alias(ref.project, ref.artifact, alias, number, expect=expect)
+            print(f"{ref.project}/{ref.artifact}:{alias} -> v{number}")
+        else:
+            aid = parse_artifact_id(args.artifact)
+            alias = alias_name(args.alias)
+            await client.delete_alias(aid.project, aid.artifact, alias, expect=expect)
+            print(f"removed {aid}:{alias}")
+        return 0
+
+    return trio.run(_with_client, args, run)
+
+
+def _expect_number(text: str) -> int:
+    n = parse_version(text)
+    if n is None:
+        raise InvalidInput(f"--expect takes vN or 'none', not {text!r}")
+    return n
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .mountinfo import locate
+
+    target: str = args.target
+    registry = config.registry_from(args.registry)
+    sub_path = ""
+    if os.path.exists(target):
+        found = locate(Path(target))
+        registry, ref_text, sub_path = found.registry, found.ref, found.sub_path
+    else:
+        ref_text = target
+
+    async def run(client: RegistryClient) -> int:
+        ref = parse_ref(ref_text, default_latest=True)
+        if ref.version is None and ":" not in ref_text and sub_path == "" and "/" in ref_text:
+            pass
+        info = await client.get_version(ref.project, ref.artifact, ref.selector)
+        facts: dict[str, Any] = {
+            "ref": info.ref, "type": info.artifact_type, "digest": info.digest, "created": info.created,
+            "creator": info.creator, "description": info.description, "aliases": list(info.aliases),
+            "metadata": info.metadata, "parent": info.parent, "files": info.file_count,
+            "size": info.total_size,
+        }
+        if sub_path:
+            manifest = await client.get_manifest(ref.project, ref.artifact, info.number)
+            if sub_path in manifest:
+                entry = manifest[sub_path]
+                facts = {"ref": info.ref, "path": sub_path, "size": entry.size, "sha256": entry.sha256,
+                         "cached": _cached_bytes(args, entry.sha256, entry.size)}
+            else:
+                prefix = sub_path + "/"
+                inside = [e for p, e in manifest.items() if p.startswith(prefix)]
+                if not inside:
+                    raise NotFound(f"{sub_path!r} is not in {info.ref}")
+                facts = {"ref": info.ref, "path": sub_path, "files": len(inside),
+                         "size": sum(e.size for e in inside)}
+        print(json.dumps(facts, indent=2, ensure_ascii=False))
+        return 0
+
+    client = open_client(registry, timeout=args.timeout)
+
+    async def main() -> int:
+        try:
+            return await run(client)
+        finally:
+            await client.aclose()
+
+    return trio.run(main)
+
+
+def _cached_bytes(args: argparse.Namespace, sha256: str, size: int) -> int:
+    from .cache.layout import cached_bytes_at_rest
+
+    return cached_bytes_at_rest(config.cache_dir_from(args.cache_dir), sha256, size)
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    from .download import download_version
+
+    ref = parse_ref(args.ref)
+
+    async def run(client: RegistryClient) -> int:
+        count, size = await download_version(
+            client, config.cache_dir_from(args.cache_dir), ref, Path(args.dest),
+            cache_size=config.parse_size(args.cache_size) if args.cache_size else None,
+        )
+        print(f"{ref}: {count} files, {human_bytes(size)} -> {args.dest}", file=sys.stderr)
+        return 0
+
+    return trio.run(_with_client, args, run)
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    from .mounting import mount_command
+
+    return mount_command(args)
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    from .mounting import umount_command
+
+    return umount_command(args)
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .cache.blobcache import cache_prune, cache_stats
+
+    root = config.cache_dir_from(args.cache_dir)
+    if args.cache_cmd == "stats":
+        s = cache_stats(root)
+        limit = human_bytes(s.limit_bytes) if s.limit_bytes else "none"
+        print(f"cache: {root}")
+        print(f"complete blobs: {s.complete_blobs} ({human_bytes(s.complete_bytes)})")
+        print(f"partial blobs:  {s.partial_blobs} ({human_bytes(s.partial_bytes)} held)")
+        print(f"limit:          {limit}")
+        return 0
+    to = config.parse_size(args.to) if args.to else 0
+    freed = cache_prune(root, to)
+    print(f"freed {human_bytes(freed)}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="artfs", description="Versioned artifact registry, mounted as a filesystem.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_registry(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--registry", help="registry URL or local registry directory (default: $ARTFS_REGISTRY "
+                        f"or {config.DEFAULT_REGISTRY})")
+        sp.add_argument("--timeout", type=float, default=config.DEFAULT_TIMEOUT,
+                        help="seconds before a registry call is given up (default %(default)s)")
+        return sp
+
+    def with_cache(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--cache-dir", help="cache directory (default: $ARTFS_CACHE_DIR or ~/.cache/artfs)")
+        return sp
+
+    s = sub.add_parser("serve", help="run the registry server")
+    s.add_argument("--data", default="./artfs-data", help="data directory (SQLite + blobs), default %(default)s")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--blob-port", type=int, default=None, help="port of the blob data server (default: PORT+1)")
+    s.set_defaults(fn=cmd_serve)
+
+    s = with_cache(with_registry(sub.add_parser("mount", help="mount the registry")))
+    s.add_argument("mountpoint")
+    s.add_argument("--cache-size", help="bound the cache, e.g. 20G (default: unbounded)")
+    s.add_argument("--foreground", action="store_true", help="stay in the foreground (default: daemonize)")
+    s.add_argument("--ttl", type=float, default=config.DEFAULT_TTL,
+                   help="seconds alias links and listings are trusted before re-asking (default %(default)s)")
+    s.add_argument("--xattrs", action="store_true", help="answer user.artfs.* extended attributes")
+    s.add_argument("--allow-other", action="store_true", help="let other users see the mount")
+    s.add_argument("--debug", action="store_true", help="log every request")
+    s.set_defaults(fn=cmd_mount)
+
+    s = sub.add_parser("umount", help="unmount cleanly")
+    s.add_argument("mountpoint")
+    s.set_defaults(fn=cmd_umount)
+
+    s = with_registry(sub.add_parser("put", help="publish a file or directory as a new version"))
+    s.add_argument("path")
+    s.add_argument("artifact", metavar="project/artifact")
+    s.add_argument("--type", help="artifact type when it is created (default: dataset)")
+    s.add_argument("--alias", action="append", default=[], help="alias to point at the new version (repeatable)")
+    s.add_argument("--metadata", help="JSON object stored with the version")
+    s.add_argument("--description")
+    s.set_defaults(fn=cmd_put)
+
+    s = with_cache(with_registry(sub.add_parser("get", help="download a version through the shared cache")))
+    s.add_argument("ref", metavar="REF")
+    s.add_argument("dest")
+    s.add_argument("--cache-size", help="bound the cache while downloading")
+    s.set_defaults(fn=cmd_get)
+
+    s = with_registry(sub.add_parser("ls", help="list projects, artifacts, versions or files"))
+    s.add_argument("target", nargs="?", metavar="p[/a[:v]]")
+    s.set_defaults(fn=cmd_ls)
+
+    s = sub.add_parser("alias", help="move or remove an alias")
+    asub = s.add_subparsers(dest="alias_cmd", required=True)
+    a = with_registry(asub.add_parser("set", help="point ALIAS at REF's version"))
+    a.add_argument("ref", metavar="REF")
+    a.add_argument("alias")
+    a.add_argument("--expect", help="only if the alias now points at this vN ('none': only if it does not exist)")
+    a.set_defaults(fn=cmd_alias)
+    a = with_registry(asub.add_parser("rm", help="remove an alias"))
+    a.add_argument("artifact", metavar="project/artifact")
+    a.add_argument("alias")
+    a.add_argument("--expect", help="only if the alias now points at this vN")
+    a.set_defaults(fn=cmd_alias)
+
+    s = with_cache(with_registry(sub.add_parser("info", help="facts about a reference or a path in a mount")))
+    s.add_argument("target", metavar="REF_OR_PATH")
+    s.set_defaults(fn=cmd_info)
+
+    s = sub.add_parser("cache", help="inspect or shrink the local cache")
+    csub = s.add_subparsers(dest="cache_cmd", required=True)
+    c = with_cache(csub.add_parser("stats"))
+    c.set_defaults(fn=cmd_cache)
+    c = with_cache(csub.add_parser("prune"))
+    c.add_argument("--to", help="shrink to at most this size (default: evict everything not open)")
+    c.set_defaults(fn=cmd_cache)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except ArtfsError as e:
+        print(f"artfs {args.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except OSError as e:
+        print(f"artfs {args.command}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

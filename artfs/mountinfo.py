@@ -1,0 +1,71 @@
+"""Records of running mounts, so ``artfs info PATH`` works without xattrs.
+
+When a mount is ready, a small JSON record (mountpoint, registry, cache dir,
+pid) is written under ``config.runtime_dir()``; it is removed on unmount. A
+path is mapped back to ``project/artifact:vN`` + a path inside the version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import config
+from .errors import InvalidInput, NotFound
+
+
+def _record_path(mountpoint: Path) -> Path:
+    key = hashlib.sha1(str(mountpoint).encode()).hexdigest()[:16]
+    return config.runtime_dir() / f"mount-{key}.json"
+
+
+def write_record(mountpoint: Path, registry: str, cache_dir: Path, pid: int) -> None:
+    mountpoint = Path(os.path.realpath(mountpoint))
+    data = {"mountpoint": str(mountpoint), "registry": registry, "cache_dir": str(cache_dir), "pid": pid}
+    path = _record_path(mountpoint)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def remove_record(mountpoint: Path) -> None:
+    try:
+        _record_path(Path(os.path.realpath(mountpoint))).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def read_record(mountpoint: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(_record_path(mountpoint).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    mountpoint: Path
+    registry: str
+    ref: str  # project/artifact[:vN]
+    sub_path: str  # path inside the version, '' for the version itself
+
+
+def locate(path: Path) -> Located:
+    """Map a path inside an artfs mount to its registry, reference and path inside the version."""
+    real = Path(os.path.realpath(path))
+    for candidate in [real, *real.parents]:
+        record = read_record(candidate)
+        if record is not None and os.path.ismount(candidate):
+            rel = real.relative_to(candidate).parts
+            if len(rel) < 2:
+                raise InvalidInput(f"{path}: not inside an artifact of the mount at {candidate}")
+            ref = f"{rel[0]}/{rel[1]}"
+            if len(rel) >= 3:
+                ref += f":{rel[2]}"
+            return Located(candidate, str(record["registry"]), ref, "/".join(rel[3:]))
+    raise NotFound(f"{path}: not inside a running artfs mount")

@@ -1,0 +1,144 @@
+"""Publishing a local file or directory tree as a new version (``artfs put``; reused by draft commits).
+
+Order matters for atomicity: hash everything, upload only the blobs the registry
+lacks (several at once), and only then register the version in one request. A
+crash at any point before the last step leaves no version behind; repeating the
+whole thing uploads nothing twice and, if the first commit did land, returns
+the same version (identical content to ``latest``).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .client.base import RegistryClient
+from .errors import AlreadyExists, InvalidInput, NotFound
+from .hashing import hash_file
+from .manifest import Manifest
+from .models import CommitResult
+from .progress import Progress
+
+UPLOAD_PARALLELISM = 4
+HASH_PARALLELISM = 2
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    path: str  # relative, '/'-separated
+    source: Path
+    size: int
+
+
+def scan_tree(root: Path) -> list[LocalFile]:
+    """Regular files under ``root`` (or ``root`` itself if it is a file). Anything else is refused."""
+    try:
+        st = root.stat()
+    except FileNotFoundError:
+        raise NotFound(f"{root}: no such file or directory") from None
+    if stat.S_ISREG(st.st_mode):
+        return [LocalFile(root.name, root, st.st_size)]
+    if not stat.S_ISDIR(st.st_mode):
+        raise InvalidInput(f"{root}: not a regular file or directory")
+    files: list[LocalFile] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in [*sorted(filenames), *[d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]]:
+            full = Path(dirpath) / name
+            lst = full.lstat()
+            rel = full.relative_to(root).as_posix()
+            if stat.S_ISLNK(lst.st_mode):
+                raise InvalidInput(f"{full}: is a symbolic link; a version holds only regular files")
+            if not stat.S_ISREG(lst.st_mode):
+                raise InvalidInput(f"{full}: not a regular file; a version holds only regular files")
+            files.append(LocalFile(rel, full, lst.st_size))
+    return files
+
+
+async def hash_files(files: list[LocalFile], progress: Progress | None = None) -> Manifest:
+    limiter = trio.CapacityLimiter(HASH_PARALLELISM)
+    digests: dict[str, str] = {}
+
+    async def one(f: LocalFile) -> None:
+        h = await trio.to_thread.run_sync(hash_file, f.source, limiter=limiter)
+        if h.size != f.size:
+            raise InvalidInput(f"{f.source} changed size while being read; retry when it is stable")
+        digests[f.path] = h.hexdigest()
+        if progress:
+            progress.advance(f.size)
+
+    async with trio.open_nursery() as nursery:
+        for f in files:
+            nursery.start_soon(one, f)
+    return Manifest.build((f.path, f.size, digests[f.path]) for f in files)
+
+
+async def upload_missing(client: RegistryClient, manifest: Manifest, sources: dict[str, Path],
+                         progress: Progress | None = None) -> int:
+    """Upload the blobs the registry lacks, several at once; return bytes uploaded."""
+    blobs = manifest.blobs()
+    missing = await client.missing_blobs(blobs)
+    sem = trio.Semaphore(UPLOAD_PARALLELISM)
+    uploaded = 0
+
+    async def one(sha: str) -> None:
+        nonlocal uploaded
+        async with sem:
+            await client.upload_blob(sha, sources[sha])
+            uploaded += blobs[sha]
+            if progress:
+                progress.advance(blobs[sha])
+
+    async with trio.open_nursery() as nursery:
+        for sha in sorted(missing):
+            nursery.start_soon(one, sha)
+    return uploaded
+
+
+async def ensure_artifact(client: RegistryClient, project: str, artifact: str, type: str | None,
+                          description: str = "") -> None:
+    await client.create_project(project, exist_ok=True)
+    try:
+        info = await client.get_artifact(project, artifact)
+    except NotFound:
+        try:
+            await client.create_artifact(project, artifact, type=type or "dataset", description=description)
+        except AlreadyExists:
+            pass
+        return
+    if type is not None and info.type != type:
+        raise InvalidInput(f"artifact {project}/{artifact} has type {info.type!r}, not {type!r} (a type is fixed at creation)")
+
+
+async def put_tree(
+    client: RegistryClient,
+    root: Path,
+    project: str,
+    artifact: str,
+    *,
+    type: str | None = None,
+    aliases: tuple[str, ...] = (),
+    metadata: dict[str, Any] | None = None,
+    description: str = "",
+    creator: str = "",
+    show_progress: bool | None = None,
+) -> tuple[CommitResult, int]:
+    """Publish ``root`` as a new version; returns the commit result and the bytes uploaded."""
+    files = scan_tree(root)
+    total = sum(f.size for f in files)
+    hashing = Progress("hashing", total, enabled=show_progress)
+    manifest = await hash_files(files, hashing)
+    hashing.close()
+    await ensure_artifact(client, project, artifact, type)
+    sources = {manifest[f.path].sha256: f.source for f in files}
+    uploading = Progress("uploading", sum(manifest.blobs().values()), enabled=show_progress)
+    uploaded = await upload_missing(client, manifest, sources, uploading)
+    uploading.close()
+    result = await client.commit(project, artifact, manifest, metadata=metadata, description=description,
+                                 aliases=aliases, creator=creator)
+    return result, uploaded

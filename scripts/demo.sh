@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# One command for a newcomer: set up, start a local registry with a sample project, mount it.
+#   scripts/demo.sh         set up, serve on 127.0.0.1:8765, publish samples, mount at ./demo/mnt
+#   scripts/demo.sh stop    unmount and stop the server
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$PWD
+demo=$top/demo
+artfs=$top/.venv/bin/artfs
+export ARTFS_REGISTRY=http://127.0.0.1:8765
+export ARTFS_CACHE_DIR=$demo/cache
+
+stop() {
+    [ -x "$artfs" ] && mountpoint -q "$demo/mnt" 2>/dev/null && "$artfs" umount "$demo/mnt" || true
+    if [ -f "$demo/server.pid" ]; then
+        kill "$(cat "$demo/server.pid")" 2>/dev/null || true
+        rm -f "$demo/server.pid"
+    fi
+}
+if [ "${1:-}" = stop ]; then stop; echo "demo stopped"; exit 0; fi
+
+./scripts/setup.sh
+stop
+mkdir -p "$demo/mnt"
+"$artfs" serve --data "$demo/registry" --port 8765 >"$demo/server.log" 2>&1 &
+echo $! >"$demo/server.pid"
+for _ in $(seq 100); do
+    curl -sf "$ARTFS_REGISTRY/v1" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+curl -sf "$ARTFS_REGISTRY/v1" >/dev/null || { echo "server did not start; see $demo/server.log" >&2; exit 1; }
+
+if ! "$artfs" ls demo/mnist-mini >/dev/null 2>&1; then
+    .venv/bin/python scripts/make_sample.py "$demo/sample"
+    "$artfs" put "$demo/sample/dataset-v0" demo/mnist-mini --description "first cut"
+    "$artfs" put "$demo/sample/dataset-v1" demo/mnist-mini --alias best --metadata '{"rows": 1200}'
+    "$artfs" put "$demo/sample/model" demo/resnet-tiny --type model --alias production
+fi
+"$artfs" mount "$demo/mnt" --xattrs
+
+cat <<EOT
+
+artfs is running: registry $ARTFS_REGISTRY (data in demo/registry), mounted at demo/mnt.
+Try:
+  ls -l demo/mnt/demo/mnist-mini/                 # v0 v1 and alias links: latest -> v1, best -> v1
+  cat demo/mnt/demo/mnist-mini/latest/README.md
+  cp -r demo/mnt/demo/mnist-mini/v0 /tmp/mnist-v0   # bytes fetched lazily into demo/cache
+  getfattr -d demo/mnt/demo/mnist-mini/latest       # registry facts as xattrs
+  .venv/bin/artfs ls demo/mnist-mini
+  .venv/bin/artfs alias set demo/mnist-mini:v0 best # then: ls -l demo/mnt/demo/mnist-mini
+  .venv/bin/artfs cache stats
+Stop with: scripts/demo.sh stop
+EOT
