@@ -69,6 +69,21 @@ class NotPermitted(ArtfsError):
     errno = _errno.EPERM
 
 
+class NoAttribute(NotFound):
+    """An extended attribute that this object does not carry (ENODATA, what getxattr expects)."""
+
+    code = "no_attribute"
+    errno = _errno.ENODATA
+
+
+class Unsupported(ArtfsError):
+    """An operation this implementation does not offer at all (ENOSYS: the kernel stops asking)."""
+
+    code = "unsupported"
+    http_status = 501
+    errno = _errno.ENOSYS
+
+
 class ReadOnly(ArtfsError):
     code = "read_only"
     http_status = 405
@@ -113,6 +128,8 @@ ALL_ERRORS: tuple[type[ArtfsError], ...] = (
     Conflict,
     PreconditionFailed,
     NotPermitted,
+    NoAttribute,
+    Unsupported,
     ReadOnly,
     IntegrityError,
     Unavailable,

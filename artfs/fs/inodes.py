@@ -1,0 +1,299 @@
+"""The inode table: one node per path of the mount, with stable inode numbers.
+
+Pure and synchronous: nothing here talks to the registry. The service feeds it
+listings (``sync_*``) and manifests (``build_version``) and asks it questions.
+
+Numbers are handed out once and never reused while the mount lives, so the
+kernel can keep what it caches about an inode for as long as it likes. A name
+that stays in a listing keeps its node (and number) across refreshes; a version
+whose digest changed under the same ``vN`` (an artifact deleted and re-created)
+gets a fresh subtree, so cached pages can never show the old bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..errors import NotFound
+from ..manifest import Manifest
+from ..models import ArtifactInfo, ProjectInfo, VersionSummary
+from ..names import version_label
+
+ROOT_INODE = 1
+
+
+class Kind(enum.Enum):
+    ROOT = "root"
+    PROJECT = "project"
+    ARTIFACT = "artifact"
+    VERSION = "version"
+    DIR = "dir"  # a directory inside a version
+    FILE = "file"  # a file inside a version
+    ALIAS = "alias"  # a symlink ``best -> v5`` in an artifact directory
+
+
+@dataclass(frozen=True, slots=True)
+class VersionKey:
+    project: str
+    artifact: str
+    number: int
+
+    @property
+    def ref(self) -> str:
+        return f"{self.project}/{self.artifact}:{version_label(self.number)}"
+
+
+class Node:
+    __slots__ = ("ino", "name", "parent")
+    kind: Kind
+
+    def __init__(self, ino: int, parent: int, name: str) -> None:
+        self.ino = ino
+        self.parent = parent
+        self.name = name
+
+    @property
+    def is_dir(self) -> bool:
+        return isinstance(self, DirNode)
+
+
+class DirNode(Node):
+    __slots__ = ("_entries", "children", "mtime")
+
+    def __init__(self, ino: int, parent: int, name: str, mtime: float) -> None:
+        super().__init__(ino, parent, name)
+        self.children: dict[str, Node] = {}
+        self.mtime = mtime
+        self._entries: tuple[tuple[str, Node], ...] | None = None
+
+    def entries(self) -> tuple[tuple[str, Node], ...]:
+        """A snapshot of the children, for one readdir cycle (stable offsets)."""
+        if self._entries is None:
+            self._entries = tuple(self.children.items())
+        return self._entries
+
+    def _changed(self) -> None:
+        self._entries = None
+
+
+class ListedDir(DirNode):
+    """A directory whose children come from a registry listing that goes stale."""
+
+    __slots__ = ("listed_at",)
+
+    def __init__(self, ino: int, parent: int, name: str, mtime: float) -> None:
+        super().__init__(ino, parent, name, mtime)
+        self.listed_at: float | None = None  # monotonic time of the last refresh attempt
+
+
+class RootNode(ListedDir):
+    __slots__ = ()
+    kind = Kind.ROOT
+
+
+class ProjectNode(ListedDir):
+    __slots__ = ("project",)
+    kind = Kind.PROJECT
+
+    def __init__(self, ino: int, parent: int, info: ProjectInfo) -> None:
+        super().__init__(ino, parent, info.name, info.created)
+        self.project = info.name
+
+
+class ArtifactNode(ListedDir):
+    __slots__ = ("aliases", "artifact", "artifact_type", "description", "project")
+    kind = Kind.ARTIFACT
+
+    def __init__(self, ino: int, parent: int, info: ArtifactInfo) -> None:
+        super().__init__(ino, parent, info.name, info.created)
+        self.project = info.project
+        self.artifact = info.name
+        self.artifact_type = info.type
+        self.description = info.description
+        self.aliases: dict[str, int] = {}
+
+    def same_artifact(self, info: ArtifactInfo) -> bool:
+        """False when the name now belongs to another artifact (deleted and re-created)."""
+        return self.artifact_type == info.type and self.mtime == info.created
+
+
+class VersionNode(DirNode):
+    __slots__ = ("built", "key", "summary")
+    kind = Kind.VERSION
+
+    def __init__(self, ino: int, parent: int, key: VersionKey, summary: VersionSummary) -> None:
+        super().__init__(ino, parent, version_label(key.number), summary.created)
+        self.key = key
+        self.summary = summary
+        self.built = False  # children filled from the manifest, once
+
+
+class TreeDirNode(DirNode):
+    __slots__ = ("version",)
+    kind = Kind.DIR
+
+    def __init__(self, ino: int, parent: int, name: str, version: VersionNode) -> None:
+        super().__init__(ino, parent, name, version.mtime)
+        self.version = version
+
+
+class FileNode(Node):
+    __slots__ = ("sha256", "size", "version")
+    kind = Kind.FILE
+
+    def __init__(
+        self, ino: int, parent: int, name: str, size: int, sha256: str, version: VersionNode
+    ) -> None:
+        super().__init__(ino, parent, name)
+        self.size = size
+        self.sha256 = sha256
+        self.version = version
+
+
+class AliasNode(Node):
+    __slots__ = ("artifact", "number")
+    kind = Kind.ALIAS
+
+    def __init__(self, ino: int, parent: int, name: str, number: int, artifact: ArtifactNode):
+        super().__init__(ino, parent, name)
+        self.number = number
+        self.artifact = artifact
+
+    @property
+    def target(self) -> str:
+        return version_label(self.number)
+
+
+class InodeTable:
+    """All nodes the mount knows, by inode number."""
+
+    def __init__(self, mount_time: float) -> None:
+        self._next = ROOT_INODE + 1
+        self.root = RootNode(ROOT_INODE, ROOT_INODE, "", mount_time)
+        self._nodes: dict[int, Node] = {ROOT_INODE: self.root}
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def get(self, ino: int) -> Node:
+        try:
+            return self._nodes[ino]
+        except KeyError:
+            raise NotFound(f"inode {ino} is gone (its object was deleted)") from None
+
+    def _ino(self) -> int:
+        ino = self._next
+        self._next += 1
+        return ino
+
+    # --- registry level ----------------------------------------------------------
+    def sync_projects(self, projects: Iterable[ProjectInfo]) -> None:
+        root = self.root
+        wanted: dict[str, Node] = {}
+        for info in projects:
+            node = root.children.get(info.name)
+            if not isinstance(node, ProjectNode):
+                node = ProjectNode(self._ino(), root.ino, info)
+                self._nodes[node.ino] = node
+            wanted[info.name] = node
+        self._replace_children(root, wanted)
+
+    def sync_artifacts(
+        self, project: ProjectNode, artifacts: Iterable[ArtifactInfo], listed_at: float | None
+    ) -> None:
+        """Apply a project listing; each artifact's versions and aliases come with it."""
+        wanted: dict[str, Node] = {}
+        for info in artifacts:
+            node = project.children.get(info.name)
+            if not isinstance(node, ArtifactNode) or not node.same_artifact(info):
+                node = ArtifactNode(self._ino(), project.ino, info)
+                self._nodes[node.ino] = node
+            self.sync_artifact(node, info)
+            node.listed_at = listed_at
+            wanted[info.name] = node
+        self._replace_children(project, wanted)
+
+    def sync_artifact(self, node: ArtifactNode, info: ArtifactInfo) -> None:
+        node.description = info.description
+        wanted: dict[str, Node] = {}
+        for summary in info.versions:
+            label = version_label(summary.number)
+            old = node.children.get(label)
+            if isinstance(old, VersionNode) and old.summary.digest == summary.digest:
+                wanted[label] = old
+                continue
+            key = VersionKey(node.project, node.artifact, summary.number)
+            version = VersionNode(self._ino(), node.ino, key, summary)
+            self._nodes[version.ino] = version
+            wanted[label] = version
+        for alias, number in sorted(info.aliases.items()):
+            old = node.children.get(alias)
+            if isinstance(old, AliasNode):
+                old.number = number
+                wanted[alias] = old
+            else:
+                link = AliasNode(self._ino(), node.ino, alias, number, node)
+                self._nodes[link.ino] = link
+                wanted[alias] = link
+        node.aliases = dict(info.aliases)
+        self._replace_children(node, wanted)
+
+    def _replace_children(self, parent: DirNode, wanted: dict[str, Node]) -> None:
+        for name, old in parent.children.items():
+            if wanted.get(name) is not old:
+                self._forget_subtree(old)
+        parent.children = wanted
+        parent._changed()
+
+    def _forget_subtree(self, node: Node) -> None:
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            self._nodes.pop(current.ino, None)
+            if isinstance(current, DirNode):
+                stack.extend(current.children.values())
+
+    # --- inside a version ----------------------------------------------------------
+    def build_version(self, version: VersionNode, manifest: Manifest) -> None:
+        """Create the directories and files of a version from its manifest, once.
+
+        One pass over the sorted paths; a dict of directory paths avoids walking
+        from the version root for every file, so 100,000 files take well under a second.
+        """
+        if version.built:
+            return
+        dirs: dict[str, DirNode] = {"": version}
+        nodes = self._nodes
+        for path in manifest:
+            entry = manifest[path]
+            dir_path, _, name = path.rpartition("/")
+            parent = dirs.get(dir_path)
+            if parent is None:
+                parent = self._make_dirs(dirs, dir_path, version)
+            file = FileNode(self._ino(), parent.ino, name, entry.size, entry.sha256, version)
+            nodes[file.ino] = file
+            parent.children[name] = file
+        version.built = True
+        version._changed()
+
+    def _make_dirs(self, dirs: dict[str, DirNode], dir_path: str, version: VersionNode) -> DirNode:
+        parent_path, _, name = dir_path.rpartition("/")
+        parent = dirs.get(parent_path)
+        if parent is None:
+            parent = self._make_dirs(dirs, parent_path, version)
+        node = TreeDirNode(self._ino(), parent.ino, name, version)
+        self._nodes[node.ino] = node
+        parent.children[name] = node
+        dirs[dir_path] = node
+        return node
+
+    def path_in_version(self, node: FileNode | TreeDirNode) -> str:
+        """The node's path relative to its version directory."""
+        parts: list[str] = []
+        current: Node = node
+        while not isinstance(current, VersionNode):
+            parts.append(current.name)
+            current = self.get(current.parent)
+        return "/".join(reversed(parts))

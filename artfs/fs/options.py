@@ -1,0 +1,51 @@
+"""Mount options: the few knobs of the mount, validated once when the mount starts."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InvalidInput
+
+DEFAULT_LISTING_TTL = 5.0
+MAX_LISTING_TTL = 10.0
+IMMUTABLE_TIMEOUT = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class MountOptions:
+    """How the mount behaves.
+
+    ``listing_ttl`` bounds how stale a root/project/artifact listing or an alias
+    link may be (SPEC §2: aliases are re-resolved "within a short, documented
+    time"); it is also the kernel entry/attr timeout of those objects, so it is
+    capped at ``MAX_LISTING_TTL``. Everything inside a version is immutable and
+    gets ``immutable_timeout``.
+
+    ``xattrs=False`` answers getxattr/listxattr with ENOSYS, after which the
+    kernel never asks again: ``ls -l`` otherwise pays two getxattr round trips
+    per file (notes/fuse-performance.md).
+    """
+
+    listing_ttl: float = DEFAULT_LISTING_TTL
+    immutable_timeout: float = IMMUTABLE_TIMEOUT
+    xattrs: bool = False
+    uid: int = field(default_factory=os.getuid)
+    gid: int = field(default_factory=os.getgid)
+    meta_timeout: float = 15.0  # deadline of one metadata call to the registry
+    read_timeout: float = 120.0  # deadline of one read() served from the cache
+    meta_root: Path | None = None  # default: <cache.root>/v1/meta
+    source: str = ""  # the registry URL or directory; remembers the registry id offline
+    allow_other: bool = False
+    debug: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.listing_ttl <= MAX_LISTING_TTL:
+            raise InvalidInput(
+                f"listing TTL {self.listing_ttl} s out of range: use 0 to {MAX_LISTING_TTL:g} seconds"
+            )
+        if self.immutable_timeout < 0:
+            raise InvalidInput("immutable_timeout must not be negative")
+        if self.meta_timeout <= 0 or self.read_timeout <= 0:
+            raise InvalidInput("timeouts must be positive")

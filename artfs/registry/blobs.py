@@ -1,0 +1,264 @@
+"""Blob storage: content-addressed bytes, verified on the way in.
+
+``BlobStore`` is what the registry core and the server need; ``LocalBlobStore``
+keeps blobs in a directory::
+
+    blobs/ab/<sha256>          the bytes
+    blobs/ab/<sha256>.blocks   the concatenated block digests (only when > 1 block)
+    blobs/.tmp/                uploads in progress
+
+An upload is hashed while it streams in (whole sha256 and block digests in the
+same pass), written to a temp file, fsynced, and renamed into place only when its
+sha256 matches; the block sidecar is renamed first, so a blob that exists always
+has its sidecar. A blob already present is kept and the upload dropped.
+
+An S3 store implements the same protocol: ``writer`` buffers to a multipart
+upload under a temporary key, ``presign`` returns a short-lived GET URL (clients
+then fetch bytes straight from the store) and ``local_path`` returns None.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import IntegrityError, InvalidInput, NotFound, StorageFull
+from ..hashing import BlobHasher, block_count, hash_file, sha256_hex
+
+COPY_CHUNK = 4 << 20
+STALE_TMP_SECONDS = 24 * 3600
+
+
+class BlobWriter(Protocol):
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def finish(self) -> bool:
+        """Verify and store; True if the blob is new, False if it was already there.
+        Raises IntegrityError (and stores nothing) when the bytes don't match."""
+        ...
+
+    def abort(self) -> None: ...
+
+
+class BlobStore(Protocol):
+    def sizes(self, digests: Iterable[str]) -> dict[str, int]:
+        """Size of each of these blobs that the store holds (absent ones are left out)."""
+        ...
+
+    def size(self, sha256: str) -> int:
+        """Size of a held blob; NotFound otherwise."""
+        ...
+
+    def writer(self, sha256: str, size: int | None = None) -> BlobWriter:
+        """Start an upload claimed to hash to ``sha256`` (and to be ``size`` bytes, if given)."""
+        ...
+
+    def block_digests(self, sha256: str) -> bytes:
+        """Concatenated 32-byte block digests (see ``artfs.hashing``)."""
+        ...
+
+    def local_path(self, sha256: str) -> Path | None:
+        """The file holding the blob if this store is a local directory, else None.
+        NotFound if the blob is not held."""
+        ...
+
+    def presign(self, sha256: str, expires_in: float) -> tuple[str, float] | None:
+        """(URL, expiry time) for fetching the blob directly, or None when the store has no URLs
+        of its own (the server's data port serves it)."""
+        ...
+
+
+def _storage_error(e: OSError, what: str) -> Exception:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(f"blob store full while {what}: {e.strerror}")
+    return e
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class LocalBlobStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.tmp = self.root / ".tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self._clean_stale_tmp()
+
+    def _clean_stale_tmp(self) -> None:
+        # Several server processes may share the directory: only remove what is clearly abandoned.
+        cutoff = time.time() - STALE_TMP_SECONDS
+        for entry in os.scandir(self.tmp):
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
+
+    def path(self, sha256: str) -> Path:
+        sha256_hex(sha256)
+        return self.root / sha256[:2] / sha256
+
+    def _sidecar(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / f"{sha256}.blocks"
+
+    def sizes(self, digests: Iterable[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for sha in digests:
+            try:
+                found[sha] = os.stat(self.path(sha)).st_size
+            except FileNotFoundError:
+                pass
+        return found
+
+    def size(self, sha256: str) -> int:
+        try:
+            return os.stat(self.path(sha256)).st_size
+        except FileNotFoundError:
+            raise NotFound(f"blob {sha256} not found") from None
+
+    def local_path(self, sha256: str) -> Path:
+        path = self.path(sha256)
+        if not path.exists():
+            raise NotFound(f"blob {sha256} not found")
+        return path
+
+    def presign(self, sha256: str, expires_in: float) -> None:
+        return None
+
+    def writer(self, sha256: str, size: int | None = None) -> _LocalWriter:
+        sha256_hex(sha256)
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise InvalidInput(f"invalid blob size {size!r}")
+        return _LocalWriter(self, sha256, size)
+
+    def put_file(self, sha256: str, source: str | Path) -> bool:
+        """Store a local file's bytes (verified, like any upload)."""
+        w = self.writer(sha256, os.stat(source).st_size)
+        try:
+            with open(source, "rb", buffering=0) as f:
+                buf = bytearray(COPY_CHUNK)
+                view = memoryview(buf)
+                while n := f.readinto(buf):
+                    w.write(view[:n])
+            return w.finish()
+        except BaseException:
+            w.abort()
+            raise
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store bytes whose sha256 is computed here; returns it (tests and tools)."""
+        h = BlobHasher()
+        h.update(data)
+        w = self.writer(h.hexdigest(), len(data))
+        w.write(data)
+        w.finish()
+        return h.hexdigest()
+
+    def block_digests(self, sha256: str) -> bytes:
+        size = self.size(sha256)
+        if block_count(size) == 1:
+            return bytes.fromhex(sha256)
+        try:
+            return self._sidecar(sha256).read_bytes()
+        except FileNotFoundError:
+            # Not written by this store (e.g. copied in by hand): compute and keep it.
+            raw = hash_file(self.path(sha256)).block_digests()
+            self._write_sidecar(sha256, raw)
+            return raw
+
+    def _write_sidecar(self, sha256: str, raw: bytes) -> None:
+        final = self._sidecar(sha256)
+        final.parent.mkdir(exist_ok=True)
+        tmp = self.tmp / f"{sha256}.blocks.{secrets.token_hex(6)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            _write_all(fd, raw)
+            os.fsync(fd)
+        except OSError as e:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise _storage_error(e, f"writing block digests of {sha256}") from e
+        os.close(fd)
+        os.replace(tmp, final)
+
+
+class _LocalWriter:
+    def __init__(self, store: LocalBlobStore, sha256: str, size: int | None) -> None:
+        self.store = store
+        self.sha256 = sha256
+        self.expected_size = size
+        self.hasher = BlobHasher()
+        self.tmp_path = store.tmp / f"{sha256}.{secrets.token_hex(6)}"
+        self.fd: int | None = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.fd is None:
+            raise ValueError("blob writer is closed")
+        self.hasher.update(data)
+        if self.expected_size is not None and self.hasher.size > self.expected_size:
+            self.abort()
+            raise IntegrityError(
+                f"upload of blob {self.sha256} is longer than its declared {self.expected_size} bytes"
+            )
+        try:
+            _write_all(self.fd, data)
+        except OSError as e:
+            self.abort()
+            raise _storage_error(e, f"storing blob {self.sha256}") from e
+
+    def finish(self) -> bool:
+        if self.fd is None:
+            raise ValueError("blob writer is closed")
+        got = self.hasher.hexdigest()
+        if got != self.sha256 or (self.expected_size is not None and self.hasher.size != self.expected_size):
+            size = self.hasher.size
+            self.abort()
+            raise IntegrityError(
+                f"upload does not match blob {self.sha256}: got {size} bytes hashing to {got}"
+            )
+        final = self.store.path(self.sha256)
+        try:
+            if final.exists():
+                self.abort()
+                return False
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = None
+            final.parent.mkdir(exist_ok=True)
+            raw = self.hasher.block_digests()
+            if block_count(self.hasher.size) > 1:
+                self.store._write_sidecar(self.sha256, raw)
+            os.chmod(self.tmp_path, 0o444)
+            os.replace(self.tmp_path, final)
+            _fsync_dir(final.parent)
+        except OSError as e:
+            self.abort()
+            raise _storage_error(e, f"storing blob {self.sha256}") from e
+        return True
+
+    def abort(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        self.tmp_path.unlink(missing_ok=True)
+
+    def __del__(self) -> None:
+        if self.fd is not None:
+            self.abort()

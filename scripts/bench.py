@@ -1,0 +1,240 @@
+"""artfs benchmark: one run, ratios against baselines measured in the same run.
+
+    .venv/bin/python scripts/bench.py [--size-mib 1024] [--files 10000] [--workdir DIR]
+
+Starts a real ``artfs serve``, publishes a large random file and a tree of small
+files, mounts with the CLI and measures (root is needed to drop the page cache):
+
+- cold sequential read through the mount vs a plain HTTP download (curl) of the same blob
+- time to first byte of a cold large file vs curl's time to first byte
+- warm read (blob in the disk cache, page cache dropped) vs reading the cached file directly
+- hot read (page cache) vs reading a local file from the page cache
+- random 4 KiB reads: IOPS vs the same reads of a local file (page cache dropped), and bytes moved per byte asked
+- find + stat of the small-file tree vs the same tree on local disk
+
+The machine is shared and noisy: compare ratios, not absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.e2e import Server, is_mounted, run_cli  # noqa: E402
+
+CHUNK = 1 << 20
+
+
+def drop_caches() -> None:
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        print("warning: cannot drop the page cache (not root?); warm/cold rows are optimistic", file=sys.stderr)
+
+
+def read_all(path: Path) -> int:
+    total = 0
+    buf = bytearray(CHUNK)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            total += n
+    return total
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def curl(url: str) -> tuple[float, float]:
+    """(total seconds, seconds to first byte) of a plain HTTP download to /dev/null."""
+    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{time_total} %{time_starttransfer}", url],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def random_reads(path: Path, size: int, count: int, seed: int = 5) -> float:
+    rng = random.Random(seed)
+    offsets = [rng.randrange(0, size - 4096) // 4096 * 4096 for _ in range(count)]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        start = time.perf_counter()
+        for off in offsets:
+            os.pread(fd, 4096, off)
+        return time.perf_counter() - start
+    finally:
+        os.close(fd)
+
+
+def walk_stat(root: Path) -> int:
+    n = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            os.stat(os.path.join(dirpath, name))
+            n += 1
+    return n
+
+
+class Bench:
+    def __init__(self, work: Path, size: int, nfiles: int) -> None:
+        self.work = work
+        self.size = size
+        self.nfiles = nfiles
+        self.rows: list[tuple[str, str, str, float, str]] = []
+        self.server = Server(work / "registry")
+
+    def row(self, name: str, artfs: str, base: str, ratio: float, target: str) -> None:
+        self.rows.append((name, artfs, base, ratio, target))
+        print(f"  {name}: artfs {artfs}, baseline {base}, ratio {ratio:.2f} (target {target})", file=sys.stderr)
+
+    def mount(self, mnt: Path, cache: Path) -> None:
+        mnt.mkdir(exist_ok=True)
+        run_cli("mount", "--registry", self.server.url, str(mnt), "--cache-dir", str(cache))
+
+    def umount(self, mnt: Path) -> None:
+        if is_mounted(mnt):
+            run_cli("umount", str(mnt))
+
+    def prepare(self) -> tuple[Path, str, Path]:
+        big_dir = self.work / "src-big"
+        big_dir.mkdir()
+        big = big_dir / "big.bin"
+        h = hashlib.sha256()
+        with open(big, "wb") as f:
+            left = self.size
+            rng = random.Random(1)
+            while left:
+                piece = rng.randbytes(min(left, 16 << 20))
+                h.update(piece)
+                f.write(piece)
+                left -= len(piece)
+        tree = self.work / "src-tree"
+        rng = random.Random(2)
+        for i in range(self.nfiles):
+            p = tree / f"d{i // 100:03d}" / f"f{i:05d}.bin"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(rng.randbytes(rng.randrange(100, 4096)))
+        self.server.start()
+        run_cli("put", str(big_dir), "bench/big", "--registry", self.server.url, timeout=1200)
+        run_cli("put", str(tree), "bench/tree", "--registry", self.server.url, timeout=1200)
+        return big, h.hexdigest(), tree
+
+    def run(self) -> None:
+        big, sha, tree = self.prepare()
+        blob_url = f"http://127.0.0.1:{self.server.blob_port}/blobs/{sha}"
+        mnt, cache = self.work / "mnt", self.work / "cache"
+        mfile = mnt / "bench" / "big" / "v0" / "big.bin"
+
+        # cold sequential vs curl
+        drop_caches()
+        t_curl, ttfb_curl = curl(blob_url)
+        drop_caches()
+        self.mount(mnt, cache)
+        t_cold = timed(lambda: read_all(mfile))
+        gbs = self.size / 1e9
+        self.row("cold sequential read, 1 file", f"{gbs / t_cold:.2f} GB/s", f"{gbs / t_curl:.2f} GB/s (curl)",
+                 t_curl / t_cold, ">= 0.8")
+
+        # hot: page cache kept
+        t_hot = timed(lambda: read_all(mfile))
+        t_hot_local = timed(lambda: read_all(big))
+        t_hot_local = min(t_hot_local, timed(lambda: read_all(big)))
+        self.row("hot read (page cache)", f"{gbs / t_hot:.2f} GB/s", f"{gbs / t_hot_local:.2f} GB/s (local)",
+                 t_hot_local / t_hot, ">= 0.8")
+        self.umount(mnt)
+
+        # warm: blob in the disk cache, page cache dropped
+        cached = next(p for p in cache.rglob(sha) if p.is_file())
+        drop_caches()
+        t_warm_local = timed(lambda: read_all(cached))
+        drop_caches()
+        self.mount(mnt, cache)
+        t_warm = timed(lambda: read_all(mfile))
+        self.row("warm read (disk cache)", f"{gbs / t_warm:.2f} GB/s", f"{gbs / t_warm_local:.2f} GB/s (cached file)",
+                 t_warm_local / t_warm, ">= 0.5")
+        self.umount(mnt)
+
+        # time to first byte, cold
+        shutil.rmtree(cache)
+        drop_caches()
+        self.mount(mnt, cache)
+
+        def first_byte() -> None:
+            with open(mfile, "rb", buffering=0) as f:
+                f.read(4096)
+
+        t_first = timed(first_byte)
+        self.row("time to first byte, cold 1 file", f"{t_first * 1000:.1f} ms", f"{ttfb_curl * 1000:.1f} ms (curl)",
+                 ttfb_curl / t_first if t_first else 0.0, "report")
+        self.umount(mnt)
+
+        # random 4 KiB reads, cold
+        shutil.rmtree(cache)
+        count = 2000
+        drop_caches()
+        self.mount(mnt, cache)
+        before = self.server.stats()["blob_bytes_sent"]
+        t_rand = random_reads(mfile, self.size, count)
+        moved = self.server.stats()["blob_bytes_sent"] - before
+        drop_caches()
+        t_rand_local = random_reads(big, self.size, count)
+        self.row("random 4 KiB reads, cold", f"{count / t_rand:.0f} IOPS", f"{count / t_rand_local:.0f} IOPS (local)",
+                 t_rand_local / t_rand, "report")
+        self.row("random 4 KiB: bytes moved per byte asked", f"{moved / (count * 4096):.1f}", "1.0", 0.0, "small")
+        self.umount(mnt)
+
+        # find + stat of the small-file tree
+        drop_caches()
+        t_local_tree = timed(lambda: walk_stat(tree))
+        self.mount(mnt, cache)
+        t_tree = timed(lambda: walk_stat(mnt / "bench" / "tree" / "v0"))
+        t_tree2 = timed(lambda: walk_stat(mnt / "bench" / "tree" / "v0"))
+        self.row(f"find+stat {self.nfiles} files, first pass", f"{t_tree * 1000:.0f} ms",
+                 f"{t_local_tree * 1000:.0f} ms (local, cold)", t_local_tree / t_tree, ">= 0.2 (<= 5x)")
+        self.row(f"find+stat {self.nfiles} files, second pass", f"{t_tree2 * 1000:.0f} ms",
+                 f"{t_local_tree * 1000:.0f} ms (local, cold)", t_local_tree / t_tree2, "report")
+        self.umount(mnt)
+
+    def table(self) -> str:
+        lines = ["| workload | artfs | baseline | ratio (higher is better) | target |", "|---|---|---|---|---|"]
+        for name, a, b, r, t in self.rows:
+            lines.append(f"| {name} | {a} | {b} | {r:.2f} | {t} |" if r else f"| {name} | {a} | {b} | - | {t} |")
+        return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--files", type=int, default=10_000)
+    ap.add_argument("--workdir", help="where to put data (default: a temp dir on /var/tmp)")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="artfs-bench-", dir=args.workdir or "/var/tmp"))
+    bench = Bench(work, args.size_mib << 20, args.files)
+    try:
+        bench.run()
+    finally:
+        for m in (work / "mnt",):
+            if is_mounted(m):
+                subprocess.run(["fusermount3", "-u", "-z", str(m)], check=False)
+        bench.server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nartfs bench, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
+          f"{args.size_mib} MiB file, {args.files} small files\n")
+    print(bench.table())
+
+
+if __name__ == "__main__":
+    main()

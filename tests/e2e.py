@@ -1,0 +1,95 @@
+"""Helpers for end-to-end tests: a real ``artfs serve`` process and real mounts made by the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ARTFS = [sys.executable, "-m", "artfs.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([*ARTFS, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"artfs {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@dataclass
+class Server:
+    data: Path
+    port: int = field(default_factory=free_port)
+    blob_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(self.data.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [*ARTFS, "serve", "--data", str(self.data), "--port", str(self.port),
+             "--blob-port", str(self.blob_port)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {(self.data.parent / f'server-{self.port}.log').read_text()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/v1", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise AssertionError("server did not become ready")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def stats(self) -> dict[str, int]:
+        data = httpx.get(self.url + "/v1/stats", timeout=5).json()
+        return {k: int(v) for k, v in data.items()}
+
+
+def is_mounted(path: Path) -> bool:
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == real for line in f)
+
+
+@contextlib.contextmanager
+def mounted(registry: str, mountpoint: Path, cache_dir: Path, *extra: str) -> Iterator[Path]:
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    run_cli("mount", "--registry", registry, str(mountpoint), "--cache-dir", str(cache_dir), *extra)
+    try:
+        assert is_mounted(mountpoint)
+        yield mountpoint
+    finally:
+        if is_mounted(mountpoint):
+            proc = run_cli("umount", str(mountpoint), check=False)
+            if is_mounted(mountpoint):
+                subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+                raise AssertionError(f"umount failed: {proc.stderr}")
