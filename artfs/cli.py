@@ -42,7 +42,9 @@ def _client(args: argparse.Namespace) -> RegistryClient:
     return open_client(config.registry_from(args.registry), timeout=args.timeout)
 
 
-async def _with_client(args: argparse.Namespace, fn: Callable[[RegistryClient], Awaitable[int]]) -> int:
+async def _with_client(
+    args: argparse.Namespace, fn: Callable[[RegistryClient], Awaitable[int]]
+) -> int:
     client = _client(args)
     try:
         return await fn(client)
@@ -50,7 +52,9 @@ async def _with_client(args: argparse.Namespace, fn: Callable[[RegistryClient], 
         await client.aclose()
 
 
-async def _resolve_number(client: RegistryClient, project: str, artifact: str, selector: str) -> int:
+async def _resolve_number(
+    client: RegistryClient, project: str, artifact: str, selector: str
+) -> int:
     number = parse_version(selector)
     if number is not None:
         return number
@@ -76,17 +80,28 @@ def cmd_put(args: argparse.Namespace) -> int:
 
     async def run(client: RegistryClient) -> int:
         result, uploaded = await put_tree(
-            client, source, target.project, target.artifact, type=args.type,
-            aliases=tuple(alias_name(a) for a in args.alias), metadata=_metadata(args.metadata),
-            description=args.description or "", creator=config.creator(),
+            client,
+            source,
+            target.project,
+            target.artifact,
+            type=args.type,
+            aliases=tuple(alias_name(a) for a in args.alias),
+            metadata=_metadata(args.metadata),
+            description=args.description or "",
+            creator=config.creator(),
         )
         v = result.version
         print(v.ref)
         if not result.created:
-            print(f"unchanged: content identical to {target}:latest, no new version made", file=sys.stderr)
+            print(
+                f"unchanged: content identical to {target}:latest, no new version made",
+                file=sys.stderr,
+            )
         else:
-            print(f"{v.file_count} files, {human_bytes(v.total_size)}, uploaded {human_bytes(uploaded)}",
-                  file=sys.stderr)
+            print(
+                f"{v.file_count} files, {human_bytes(v.total_size)}, uploaded {human_bytes(uploaded)}",
+                file=sys.stderr,
+            )
         return 0
 
     return trio.run(_with_client, args, run)
@@ -168,24 +183,40 @@ def cmd_info(args: argparse.Namespace) -> int:
             pass
         info = await client.get_version(ref.project, ref.artifact, ref.selector)
         facts: dict[str, Any] = {
-            "ref": info.ref, "type": info.artifact_type, "digest": info.digest, "created": info.created,
-            "creator": info.creator, "description": info.description, "aliases": list(info.aliases),
-            "metadata": info.metadata, "parent": info.parent, "files": info.file_count,
+            "ref": info.ref,
+            "type": info.artifact_type,
+            "digest": info.digest,
+            "created": info.created,
+            "creator": info.creator,
+            "description": info.description,
+            "aliases": list(info.aliases),
+            "metadata": info.metadata,
+            "parent": info.parent,
+            "files": info.file_count,
             "size": info.total_size,
         }
         if sub_path:
             manifest = await client.get_manifest(ref.project, ref.artifact, info.number)
             if sub_path in manifest:
                 entry = manifest[sub_path]
-                facts = {"ref": info.ref, "path": sub_path, "size": entry.size, "sha256": entry.sha256,
-                         "cached": _cached_bytes(args, entry.sha256, entry.size)}
+                facts = {
+                    "ref": info.ref,
+                    "path": sub_path,
+                    "size": entry.size,
+                    "sha256": entry.sha256,
+                    "cached": _cached_bytes(args, entry.sha256, entry.size),
+                }
             else:
                 prefix = sub_path + "/"
                 inside = [e for p, e in manifest.items() if p.startswith(prefix)]
                 if not inside:
                     raise NotFound(f"{sub_path!r} is not in {info.ref}")
-                facts = {"ref": info.ref, "path": sub_path, "files": len(inside),
-                         "size": sum(e.size for e in inside)}
+                facts = {
+                    "ref": info.ref,
+                    "path": sub_path,
+                    "files": len(inside),
+                    "size": sum(e.size for e in inside),
+                }
         print(json.dumps(facts, indent=2, ensure_ascii=False))
         return 0
 
@@ -213,7 +244,10 @@ def cmd_get(args: argparse.Namespace) -> int:
 
     async def run(client: RegistryClient) -> int:
         count, size = await download_version(
-            client, config.cache_dir_from(args.cache_dir), ref, Path(args.dest),
+            client,
+            config.cache_dir_from(args.cache_dir),
+            ref,
+            Path(args.dest),
             cache_size=config.parse_size(args.cache_size) if args.cache_size else None,
         )
         print(f"{ref}: {count} files, {human_bytes(size)} -> {args.dest}", file=sys.stderr)
@@ -256,33 +290,56 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="artfs", description="Versioned artifact registry, mounted as a filesystem.")
+    p = argparse.ArgumentParser(
+        prog="artfs", description="Versioned artifact registry, mounted as a filesystem."
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_registry(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("--registry", help="registry URL or local registry directory (default: $ARTFS_REGISTRY "
-                        f"or {config.DEFAULT_REGISTRY})")
-        sp.add_argument("--timeout", type=float, default=config.DEFAULT_TIMEOUT,
-                        help="seconds before a registry call is given up (default %(default)s)")
+        sp.add_argument(
+            "--registry",
+            help="registry URL or local registry directory (default: $ARTFS_REGISTRY "
+            f"or {config.DEFAULT_REGISTRY})",
+        )
+        sp.add_argument(
+            "--timeout",
+            type=float,
+            default=config.DEFAULT_TIMEOUT,
+            help="seconds before a registry call is given up (default %(default)s)",
+        )
         return sp
 
     def with_cache(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("--cache-dir", help="cache directory (default: $ARTFS_CACHE_DIR or ~/.cache/artfs)")
+        sp.add_argument(
+            "--cache-dir", help="cache directory (default: $ARTFS_CACHE_DIR or ~/.cache/artfs)"
+        )
         return sp
 
     s = sub.add_parser("serve", help="run the registry server")
-    s.add_argument("--data", default="./artfs-data", help="data directory (SQLite + blobs), default %(default)s")
+    s.add_argument(
+        "--data",
+        default="./artfs-data",
+        help="data directory (SQLite + blobs), default %(default)s",
+    )
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8765)
-    s.add_argument("--blob-port", type=int, default=None, help="port of the blob data server (default: PORT+1)")
+    s.add_argument(
+        "--blob-port", type=int, default=None, help="port of the blob data server (default: PORT+1)"
+    )
     s.set_defaults(fn=cmd_serve)
 
     s = with_cache(with_registry(sub.add_parser("mount", help="mount the registry")))
     s.add_argument("mountpoint")
     s.add_argument("--cache-size", help="bound the cache, e.g. 20G (default: unbounded)")
-    s.add_argument("--foreground", action="store_true", help="stay in the foreground (default: daemonize)")
-    s.add_argument("--ttl", type=float, default=config.DEFAULT_TTL,
-                   help="seconds alias links and listings are trusted before re-asking (default %(default)s)")
+    s.add_argument(
+        "--foreground", action="store_true", help="stay in the foreground (default: daemonize)"
+    )
+    s.add_argument(
+        "--ttl",
+        type=float,
+        default=config.DEFAULT_TTL,
+        help="seconds alias links and listings are trusted before re-asking (default %(default)s)",
+    )
     s.add_argument("--xattrs", action="store_true", help="answer user.artfs.* extended attributes")
     s.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     s.add_argument("--debug", action="store_true", help="log every request")
@@ -296,12 +353,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("path")
     s.add_argument("artifact", metavar="project/artifact")
     s.add_argument("--type", help="artifact type when it is created (default: dataset)")
-    s.add_argument("--alias", action="append", default=[], help="alias to point at the new version (repeatable)")
+    s.add_argument(
+        "--alias",
+        action="append",
+        default=[],
+        help="alias to point at the new version (repeatable)",
+    )
     s.add_argument("--metadata", help="JSON object stored with the version")
     s.add_argument("--description")
     s.set_defaults(fn=cmd_put)
 
-    s = with_cache(with_registry(sub.add_parser("get", help="download a version through the shared cache")))
+    s = with_cache(
+        with_registry(sub.add_parser("get", help="download a version through the shared cache"))
+    )
     s.add_argument("ref", metavar="REF")
     s.add_argument("dest")
     s.add_argument("--cache-size", help="bound the cache while downloading")
@@ -316,7 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     a = with_registry(asub.add_parser("set", help="point ALIAS at REF's version"))
     a.add_argument("ref", metavar="REF")
     a.add_argument("alias")
-    a.add_argument("--expect", help="only if the alias now points at this vN ('none': only if it does not exist)")
+    a.add_argument(
+        "--expect",
+        help="only if the alias now points at this vN ('none': only if it does not exist)",
+    )
     a.set_defaults(fn=cmd_alias)
     a = with_registry(asub.add_parser("rm", help="remove an alias"))
     a.add_argument("artifact", metavar="project/artifact")
@@ -324,7 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--expect", help="only if the alias now points at this vN")
     a.set_defaults(fn=cmd_alias)
 
-    s = with_cache(with_registry(sub.add_parser("info", help="facts about a reference or a path in a mount")))
+    s = with_cache(
+        with_registry(sub.add_parser("info", help="facts about a reference or a path in a mount"))
+    )
     s.add_argument("target", metavar="REF_OR_PATH")
     s.set_defaults(fn=cmd_info)
 

@@ -22,7 +22,9 @@ def parse_size(text: str) -> int:
     """``'10G'``, ``'512MiB'``, ``'1.5g'``, ``'4096'`` -> bytes (binary units)."""
     m = _SIZE_RE.fullmatch(text)
     if not m:
-        raise InvalidInput(f"invalid size {text!r}: use a number with an optional unit, e.g. 512M or 20G")
+        raise InvalidInput(
+            f"invalid size {text!r}: use a number with an optional unit, e.g. 512M or 20G"
+        )
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 

@@ -40,10 +40,14 @@ class Manifest(Mapping[str, FileEntry]):
             try:
                 path, size, sha = item
             except (TypeError, ValueError):
-                raise InvalidInput(f"invalid manifest entry {item!r}: expected [path, size, sha256]") from None
+                raise InvalidInput(
+                    f"invalid manifest entry {item!r}: expected [path, size, sha256]"
+                ) from None
             manifest_path(path)
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise InvalidInput(f"invalid size {size!r} for {path!r}: must be a non-negative integer")
+                raise InvalidInput(
+                    f"invalid size {size!r} for {path!r}: must be a non-negative integer"
+                )
             sha256_hex(sha)
             if path in files:
                 raise InvalidInput(f"duplicate path {path!r} in manifest")
@@ -113,4 +117,6 @@ def _check_file_dir_conflicts(files: dict[str, FileEntry]) -> None:
         for i in range(1, len(parts)):
             prefix = "/".join(parts[:i])
             if prefix in files:
-                raise InvalidInput(f"path conflict: {prefix!r} is a file and also a directory of {path!r}")
+                raise InvalidInput(
+                    f"path conflict: {prefix!r} is a file and also a directory of {path!r}"
+                )

@@ -50,8 +50,13 @@ class VersionSummary:
     @classmethod
     def from_json(cls, d: Any) -> VersionSummary:
         try:
-            return cls(int(d["number"]), str(d["digest"]), float(d["created"]),
-                       int(d["file_count"]), int(d["total_size"]))
+            return cls(
+                int(d["number"]),
+                str(d["digest"]),
+                float(d["created"]),
+                int(d["file_count"]),
+                int(d["total_size"]),
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise ProtocolError(f"malformed version summary: {e}") from None
 
@@ -83,7 +88,10 @@ class ArtifactInfo:
     def from_json(cls, d: Any) -> ArtifactInfo:
         try:
             return cls(
-                str(d["project"]), str(d["name"]), str(d["type"]), str(d["description"]),
+                str(d["project"]),
+                str(d["name"]),
+                str(d["type"]),
+                str(d["description"]),
                 float(d["created"]),
                 tuple(VersionSummary.from_json(v) for v in d.get("versions", [])),
                 {str(k): int(v) for k, v in d.get("aliases", {}).items()},
@@ -136,11 +144,19 @@ class VersionInfo:
         try:
             parent = d.get("parent")
             return cls(
-                str(d["project"]), str(d["artifact"]), int(d["number"]), str(d["digest"]),
-                float(d["created"]), str(d["creator"]), str(d["description"]),
-                dict(d["metadata"]), None if parent is None else int(parent),
-                int(d["file_count"]), int(d["total_size"]),
-                tuple(str(a) for a in d.get("aliases", [])), str(d.get("artifact_type", "")),
+                str(d["project"]),
+                str(d["artifact"]),
+                int(d["number"]),
+                str(d["digest"]),
+                float(d["created"]),
+                str(d["creator"]),
+                str(d["description"]),
+                dict(d["metadata"]),
+                None if parent is None else int(parent),
+                int(d["file_count"]),
+                int(d["total_size"]),
+                tuple(str(a) for a in d.get("aliases", [])),
+                str(d.get("artifact_type", "")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ProtocolError(f"malformed version record: {e}") from None

@@ -23,9 +23,21 @@ def _record_path(mountpoint: Path) -> Path:
     return config.runtime_dir() / f"mount-{key}.json"
 
 
+def _canonical(mountpoint: Path) -> Path:
+    """Resolve symlinks in the parent only: ``realpath`` of a mountpoint stats it, which
+    would wait on the mount's own daemon (a deadlock when the daemon itself calls this)."""
+    path = os.path.abspath(mountpoint)
+    return Path(os.path.realpath(os.path.dirname(path))) / os.path.basename(path)
+
+
 def write_record(mountpoint: Path, registry: str, cache_dir: Path, pid: int) -> None:
-    mountpoint = Path(os.path.realpath(mountpoint))
-    data = {"mountpoint": str(mountpoint), "registry": registry, "cache_dir": str(cache_dir), "pid": pid}
+    mountpoint = _canonical(mountpoint)
+    data = {
+        "mountpoint": str(mountpoint),
+        "registry": registry,
+        "cache_dir": str(cache_dir),
+        "pid": pid,
+    }
     path = _record_path(mountpoint)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
@@ -34,7 +46,7 @@ def write_record(mountpoint: Path, registry: str, cache_dir: Path, pid: int) -> 
 
 def remove_record(mountpoint: Path) -> None:
     try:
-        _record_path(Path(os.path.realpath(mountpoint))).unlink()
+        _record_path(_canonical(mountpoint)).unlink()
     except FileNotFoundError:
         pass
 
@@ -51,13 +63,14 @@ def read_record(mountpoint: Path) -> dict[str, Any] | None:
 class Located:
     mountpoint: Path
     registry: str
+    cache_dir: Path
     ref: str  # project/artifact[:vN]
     sub_path: str  # path inside the version, '' for the version itself
 
 
 def locate(path: Path) -> Located:
     """Map a path inside an artfs mount to its registry, reference and path inside the version."""
-    real = Path(os.path.realpath(path))
+    real = Path(os.path.realpath(path))  # a client process: stat through the mount is fine
     for candidate in [real, *real.parents]:
         record = read_record(candidate)
         if record is not None and os.path.ismount(candidate):
@@ -67,5 +80,6 @@ def locate(path: Path) -> Located:
             ref = f"{rel[0]}/{rel[1]}"
             if len(rel) >= 3:
                 ref += f":{rel[2]}"
-            return Located(candidate, str(record["registry"]), ref, "/".join(rel[3:]))
+            return Located(candidate, str(record["registry"]), Path(str(record["cache_dir"])), ref,
+                           "/".join(rel[3:]))
     raise NotFound(f"{path}: not inside a running artfs mount")

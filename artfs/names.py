@@ -129,7 +129,9 @@ def manifest_path(path: str) -> tuple[str, ...]:
     parts = tuple(path.split("/"))
     for part in parts:
         if part == "":
-            raise InvalidInput(f"invalid path {path!r}: empty component (leading, trailing or '//')")
+            raise InvalidInput(
+                f"invalid path {path!r}: empty component (leading, trailing or '//')"
+            )
         if part in (".", ".."):
             raise InvalidInput(f"invalid path {path!r}: '.' and '..' are not allowed")
         try:

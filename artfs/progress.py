@@ -18,8 +18,14 @@ def human_bytes(n: float) -> str:
 class Progress:
     """Counts bytes and items; redraws at most 10 times a second; ``close`` ends the line."""
 
-    def __init__(self, label: str, total_bytes: int, *, stream: TextIO | None = None,
-                 enabled: bool | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        total_bytes: int,
+        *,
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
+    ) -> None:
         self.label = label
         self.total = total_bytes
         self.done = 0

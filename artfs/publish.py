@@ -48,14 +48,21 @@ def scan_tree(root: Path) -> list[LocalFile]:
     files: list[LocalFile] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
-        for name in [*sorted(filenames), *[d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]]:
+        for name in [
+            *sorted(filenames),
+            *[d for d in dirnames if os.path.islink(os.path.join(dirpath, d))],
+        ]:
             full = Path(dirpath) / name
             lst = full.lstat()
             rel = full.relative_to(root).as_posix()
             if stat.S_ISLNK(lst.st_mode):
-                raise InvalidInput(f"{full}: is a symbolic link; a version holds only regular files")
+                raise InvalidInput(
+                    f"{full}: is a symbolic link; a version holds only regular files"
+                )
             if not stat.S_ISREG(lst.st_mode):
-                raise InvalidInput(f"{full}: not a regular file; a version holds only regular files")
+                raise InvalidInput(
+                    f"{full}: not a regular file; a version holds only regular files"
+                )
             files.append(LocalFile(rel, full, lst.st_size))
     return files
 
@@ -78,8 +85,12 @@ async def hash_files(files: list[LocalFile], progress: Progress | None = None) -
     return Manifest.build((f.path, f.size, digests[f.path]) for f in files)
 
 
-async def upload_missing(client: RegistryClient, manifest: Manifest, sources: dict[str, Path],
-                         progress: Progress | None = None) -> int:
+async def upload_missing(
+    client: RegistryClient,
+    manifest: Manifest,
+    sources: dict[str, Path],
+    progress: Progress | None = None,
+) -> int:
     """Upload the blobs the registry lacks, several at once; return bytes uploaded."""
     blobs = manifest.blobs()
     missing = await client.missing_blobs(blobs)
@@ -100,19 +111,24 @@ async def upload_missing(client: RegistryClient, manifest: Manifest, sources: di
     return uploaded
 
 
-async def ensure_artifact(client: RegistryClient, project: str, artifact: str, type: str | None,
-                          description: str = "") -> None:
+async def ensure_artifact(
+    client: RegistryClient, project: str, artifact: str, type: str | None, description: str = ""
+) -> None:
     await client.create_project(project, exist_ok=True)
     try:
         info = await client.get_artifact(project, artifact)
     except NotFound:
         try:
-            await client.create_artifact(project, artifact, type=type or "dataset", description=description)
+            await client.create_artifact(
+                project, artifact, type=type or "dataset", description=description
+            )
         except AlreadyExists:
             pass
         return
     if type is not None and info.type != type:
-        raise InvalidInput(f"artifact {project}/{artifact} has type {info.type!r}, not {type!r} (a type is fixed at creation)")
+        raise InvalidInput(
+            f"artifact {project}/{artifact} has type {info.type!r}, not {type!r} (a type is fixed at creation)"
+        )
 
 
 async def put_tree(
@@ -139,6 +155,13 @@ async def put_tree(
     uploading = Progress("uploading", sum(manifest.blobs().values()), enabled=show_progress)
     uploaded = await upload_missing(client, manifest, sources, uploading)
     uploading.close()
-    result = await client.commit(project, artifact, manifest, metadata=metadata, description=description,
-                                 aliases=aliases, creator=creator)
+    result = await client.commit(
+        project,
+        artifact,
+        manifest,
+        metadata=metadata,
+        description=description,
+        aliases=aliases,
+        creator=creator,
+    )
     return result, uploaded

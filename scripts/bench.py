@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e import Server, is_mounted, run_cli  # noqa: E402
+from tests.e2e import Server, is_mounted, run_cli
 
 CHUNK = 1 << 20
 
@@ -41,7 +41,10 @@ def drop_caches() -> None:
     try:
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
     except OSError:
-        print("warning: cannot drop the page cache (not root?); warm/cold rows are optimistic", file=sys.stderr)
+        print(
+            "warning: cannot drop the page cache (not root?); warm/cold rows are optimistic",
+            file=sys.stderr,
+        )
 
 
 def read_all(path: Path) -> int:
@@ -61,8 +64,12 @@ def timed(fn: Callable[[], object]) -> float:
 
 def curl(url: str) -> tuple[float, float]:
     """(total seconds, seconds to first byte) of a plain HTTP download to /dev/null."""
-    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{time_total} %{time_starttransfer}", url],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{time_total} %{time_starttransfer}", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     return float(out[0]), float(out[1])
 
 
@@ -98,7 +105,10 @@ class Bench:
 
     def row(self, name: str, artfs: str, base: str, ratio: float, target: str) -> None:
         self.rows.append((name, artfs, base, ratio, target))
-        print(f"  {name}: artfs {artfs}, baseline {base}, ratio {ratio:.2f} (target {target})", file=sys.stderr)
+        print(
+            f"  {name}: artfs {artfs}, baseline {base}, ratio {ratio:.2f} (target {target})",
+            file=sys.stderr,
+        )
 
     def mount(self, mnt: Path, cache: Path) -> None:
         mnt.mkdir(exist_ok=True)
@@ -145,15 +155,25 @@ class Bench:
         self.mount(mnt, cache)
         t_cold = timed(lambda: read_all(mfile))
         gbs = self.size / 1e9
-        self.row("cold sequential read, 1 file", f"{gbs / t_cold:.2f} GB/s", f"{gbs / t_curl:.2f} GB/s (curl)",
-                 t_curl / t_cold, ">= 0.8")
+        self.row(
+            "cold sequential read, 1 file",
+            f"{gbs / t_cold:.2f} GB/s",
+            f"{gbs / t_curl:.2f} GB/s (curl)",
+            t_curl / t_cold,
+            ">= 0.8",
+        )
 
         # hot: page cache kept
         t_hot = timed(lambda: read_all(mfile))
         t_hot_local = timed(lambda: read_all(big))
         t_hot_local = min(t_hot_local, timed(lambda: read_all(big)))
-        self.row("hot read (page cache)", f"{gbs / t_hot:.2f} GB/s", f"{gbs / t_hot_local:.2f} GB/s (local)",
-                 t_hot_local / t_hot, ">= 0.8")
+        self.row(
+            "hot read (page cache)",
+            f"{gbs / t_hot:.2f} GB/s",
+            f"{gbs / t_hot_local:.2f} GB/s (local)",
+            t_hot_local / t_hot,
+            ">= 0.8",
+        )
         self.umount(mnt)
 
         # warm: blob in the disk cache, page cache dropped
@@ -163,8 +183,13 @@ class Bench:
         drop_caches()
         self.mount(mnt, cache)
         t_warm = timed(lambda: read_all(mfile))
-        self.row("warm read (disk cache)", f"{gbs / t_warm:.2f} GB/s", f"{gbs / t_warm_local:.2f} GB/s (cached file)",
-                 t_warm_local / t_warm, ">= 0.5")
+        self.row(
+            "warm read (disk cache)",
+            f"{gbs / t_warm:.2f} GB/s",
+            f"{gbs / t_warm_local:.2f} GB/s (cached file)",
+            t_warm_local / t_warm,
+            ">= 0.5",
+        )
         self.umount(mnt)
 
         # time to first byte, cold
@@ -177,8 +202,13 @@ class Bench:
                 f.read(4096)
 
         t_first = timed(first_byte)
-        self.row("time to first byte, cold 1 file", f"{t_first * 1000:.1f} ms", f"{ttfb_curl * 1000:.1f} ms (curl)",
-                 ttfb_curl / t_first if t_first else 0.0, "report")
+        self.row(
+            "time to first byte, cold 1 file",
+            f"{t_first * 1000:.1f} ms",
+            f"{ttfb_curl * 1000:.1f} ms (curl)",
+            ttfb_curl / t_first if t_first else 0.0,
+            "report",
+        )
         self.umount(mnt)
 
         # random 4 KiB reads, cold
@@ -191,9 +221,20 @@ class Bench:
         moved = self.server.stats()["blob_bytes_sent"] - before
         drop_caches()
         t_rand_local = random_reads(big, self.size, count)
-        self.row("random 4 KiB reads, cold", f"{count / t_rand:.0f} IOPS", f"{count / t_rand_local:.0f} IOPS (local)",
-                 t_rand_local / t_rand, "report")
-        self.row("random 4 KiB: bytes moved per byte asked", f"{moved / (count * 4096):.1f}", "1.0", 0.0, "small")
+        self.row(
+            "random 4 KiB reads, cold",
+            f"{count / t_rand:.0f} IOPS",
+            f"{count / t_rand_local:.0f} IOPS (local)",
+            t_rand_local / t_rand,
+            "report",
+        )
+        self.row(
+            "random 4 KiB: bytes moved per byte asked",
+            f"{moved / (count * 4096):.1f}",
+            "1.0",
+            0.0,
+            "small",
+        )
         self.umount(mnt)
 
         # find + stat of the small-file tree
@@ -202,21 +243,40 @@ class Bench:
         self.mount(mnt, cache)
         t_tree = timed(lambda: walk_stat(mnt / "bench" / "tree" / "v0"))
         t_tree2 = timed(lambda: walk_stat(mnt / "bench" / "tree" / "v0"))
-        self.row(f"find+stat {self.nfiles} files, first pass", f"{t_tree * 1000:.0f} ms",
-                 f"{t_local_tree * 1000:.0f} ms (local, cold)", t_local_tree / t_tree, ">= 0.2 (<= 5x)")
-        self.row(f"find+stat {self.nfiles} files, second pass", f"{t_tree2 * 1000:.0f} ms",
-                 f"{t_local_tree * 1000:.0f} ms (local, cold)", t_local_tree / t_tree2, "report")
+        self.row(
+            f"find+stat {self.nfiles} files, first pass",
+            f"{t_tree * 1000:.0f} ms",
+            f"{t_local_tree * 1000:.0f} ms (local, cold)",
+            t_local_tree / t_tree,
+            ">= 0.2 (<= 5x)",
+        )
+        self.row(
+            f"find+stat {self.nfiles} files, second pass",
+            f"{t_tree2 * 1000:.0f} ms",
+            f"{t_local_tree * 1000:.0f} ms (local, cold)",
+            t_local_tree / t_tree2,
+            "report",
+        )
         self.umount(mnt)
 
     def table(self) -> str:
-        lines = ["| workload | artfs | baseline | ratio (higher is better) | target |", "|---|---|---|---|---|"]
+        lines = [
+            "| workload | artfs | baseline | ratio (higher is better) | target |",
+            "|---|---|---|---|---|",
+        ]
         for name, a, b, r, t in self.rows:
-            lines.append(f"| {name} | {a} | {b} | {r:.2f} | {t} |" if r else f"| {name} | {a} | {b} | - | {t} |")
+            lines.append(
+                f"| {name} | {a} | {b} | {r:.2f} | {t} |"
+                if r
+                else f"| {name} | {a} | {b} | - | {t} |"
+            )
         return "\n".join(lines)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--files", type=int, default=10_000)
     ap.add_argument("--workdir", help="where to put data (default: a temp dir on /var/tmp)")
@@ -231,8 +291,10 @@ def main() -> None:
                 subprocess.run(["fusermount3", "-u", "-z", str(m)], check=False)
         bench.server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nartfs bench, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
-          f"{args.size_mib} MiB file, {args.files} small files\n")
+    print(
+        f"\nartfs bench, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
+        f"{args.size_mib} MiB file, {args.files} small files\n"
+    )
     print(bench.table())
 
 

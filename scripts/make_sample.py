@@ -27,7 +27,7 @@ def make(dest: Path) -> None:
         write(root / "README.md", f"# Sample dataset ({version})\n\nRows: {rows}\n".encode())
         for i in range(20):
             write(root / "images" / f"img_{i:03d}.bin", rng.randbytes(4096 + 512 * i))
-        write(root / "notes" / "données é.txt", "unicode names work\n".encode())
+        write(root / "notes" / "données é.txt", b"unicode names work\n")
         write(root / "empty.txt", b"")
     model = dest / "model"
     write(model / "config.json", json.dumps({"layers": 12, "hidden": 768}, indent=2).encode())

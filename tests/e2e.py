@@ -24,12 +24,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*ARTFS, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [*ARTFS, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"artfs {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"artfs {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -47,12 +55,25 @@ class Server:
     def start(self) -> None:
         log = open(self.data.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [*ARTFS, "serve", "--data", str(self.data), "--port", str(self.port),
-             "--blob-port", str(self.blob_port)], stdout=log, stderr=log)
+            [
+                *ARTFS,
+                "serve",
+                "--data",
+                str(self.data),
+                "--port",
+                str(self.port),
+                "--blob-port",
+                str(self.blob_port),
+            ],
+            stdout=log,
+            stderr=log,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"server exited: {(self.data.parent / f'server-{self.port}.log').read_text()}")
+                raise AssertionError(
+                    f"server exited: {(self.data.parent / f'server-{self.port}.log').read_text()}"
+                )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.url + "/v1", timeout=1).status_code == 200:
                     return

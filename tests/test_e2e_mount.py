@@ -57,8 +57,17 @@ def server(tmp_path: Path) -> Iterator[Server]:
 def published(server: Server, tmp_path: Path) -> dict[str, bytes]:
     files = tree_files()
     write_tree(tmp_path / "src", files)
-    out = run_cli("put", str(tmp_path / "src"), "proj/data", "--registry", server.url,
-                  "--metadata", '{"epochs": 3}', "--description", "first")
+    out = run_cli(
+        "put",
+        str(tmp_path / "src"),
+        "proj/data",
+        "--registry",
+        server.url,
+        "--metadata",
+        '{"epochs": 3}',
+        "--description",
+        "first",
+    )
     assert out.stdout.strip() == "proj/data:v0"
     return files
 
@@ -68,7 +77,9 @@ def read(path: Path) -> bytes:
         return f.read()
 
 
-def test_every_file_byte_exact_and_layout(server: Server, published: dict[str, bytes], tmp_path: Path) -> None:
+def test_every_file_byte_exact_and_layout(
+    server: Server, published: dict[str, bytes], tmp_path: Path
+) -> None:
     with mounted(server.url, tmp_path / "mnt", tmp_path / "cache") as mnt:
         version = mnt / "proj" / "data" / "v0"
         assert sorted(os.listdir(mnt)) == ["proj"]
@@ -85,12 +96,14 @@ def test_every_file_byte_exact_and_layout(server: Server, published: dict[str, b
         assert stat.S_IMODE(os.stat(version / "a" / "b").st_mode) == 0o555
 
 
-def test_version_trees_are_read_only(server: Server, published: dict[str, bytes], tmp_path: Path) -> None:
+def test_version_trees_are_read_only(
+    server: Server, published: dict[str, bytes], tmp_path: Path
+) -> None:
     with mounted(server.url, tmp_path / "mnt", tmp_path / "cache") as mnt:
         v0 = mnt / "proj" / "data" / "v0"
         attempts = [
-            lambda: open(v0 / "empty.txt", "wb"),
-            lambda: open(v0 / "new.txt", "wb"),
+            lambda: open(v0 / "empty.txt", "wb"),  # noqa: SIM115
+            lambda: open(v0 / "new.txt", "wb"),  # noqa: SIM115
             lambda: os.mkdir(v0 / "newdir"),
             lambda: os.unlink(v0 / "empty.txt"),
             lambda: os.rmdir(v0 / "nested"),
@@ -105,12 +118,17 @@ def test_version_trees_are_read_only(server: Server, published: dict[str, bytes]
             assert info.value.errno == errno.EROFS, attempt
 
 
-def test_aliases_are_links_and_move_within_ttl(server: Server, published: dict[str, bytes],
-                                               tmp_path: Path) -> None:
+def test_aliases_are_links_and_move_within_ttl(
+    server: Server, published: dict[str, bytes], tmp_path: Path
+) -> None:
     (tmp_path / "v1").mkdir()
     (tmp_path / "v1" / "only.txt").write_bytes(b"second version\n")
-    assert run_cli("put", str(tmp_path / "v1"), "proj/data", "--registry", server.url,
-                   "--alias", "best").stdout.strip() == "proj/data:v1"
+    assert (
+        run_cli(
+            "put", str(tmp_path / "v1"), "proj/data", "--registry", server.url, "--alias", "best"
+        ).stdout.strip()
+        == "proj/data:v1"
+    )
     with mounted(server.url, tmp_path / "mnt", tmp_path / "cache", "--ttl", "1") as mnt:
         art = mnt / "proj" / "data"
         assert os.readlink(art / "latest") == "v1"
@@ -139,14 +157,19 @@ def test_xattrs(server: Server, published: dict[str, bytes], tmp_path: Path) -> 
         assert os.getxattr(v0 / "medium.bin", "user.artfs.sha256") == want
         assert int(os.getxattr(v0 / "medium.bin", "user.artfs.cached")) == 0
         read(v0 / "medium.bin")
-        assert int(os.getxattr(v0 / "medium.bin", "user.artfs.cached")) == len(published["medium.bin"])
+        assert int(os.getxattr(v0 / "medium.bin", "user.artfs.cached")) == len(
+            published["medium.bin"]
+        )
         assert "user.artfs.sha256" in os.listxattr(v0 / "medium.bin")
-        info = json.loads(run_cli("info", str(v0 / "medium.bin"), "--cache-dir", str(tmp_path / "cache")).stdout)
+        info = json.loads(
+            run_cli("info", str(v0 / "medium.bin"), "--cache-dir", str(tmp_path / "cache")).stdout
+        )
         assert info["sha256"] == want.decode()
 
 
-def test_partial_read_moves_about_the_bytes_needed(server: Server, published: dict[str, bytes],
-                                                   tmp_path: Path) -> None:
+def test_partial_read_moves_about_the_bytes_needed(
+    server: Server, published: dict[str, bytes], tmp_path: Path
+) -> None:
     big = published["big.bin"]
     with mounted(server.url, tmp_path / "mnt", tmp_path / "cache") as mnt:
         before = server.stats()["blob_bytes_sent"]
@@ -158,8 +181,9 @@ def test_partial_read_moves_about_the_bytes_needed(server: Server, published: di
         assert 1024 * 1024 <= moved <= 6 * 1024 * 1024, moved  # a 40 MiB file; about 1 MiB asked
 
 
-def test_cache_survives_remount_with_server_stopped(server: Server, published: dict[str, bytes],
-                                                    tmp_path: Path) -> None:
+def test_cache_survives_remount_with_server_stopped(
+    server: Server, published: dict[str, bytes], tmp_path: Path
+) -> None:
     cache = tmp_path / "cache"
     with mounted(server.url, tmp_path / "mnt", cache) as mnt:
         v0 = mnt / "proj" / "data" / "v0"
@@ -196,10 +220,15 @@ def test_eviction_under_small_cache_size(server: Server, tmp_path: Path) -> None
             assert read(mnt / "proj" / "many" / "v0" / rel) == data
 
 
-def test_two_mounts_share_one_cache(server: Server, published: dict[str, bytes], tmp_path: Path) -> None:
+def test_two_mounts_share_one_cache(
+    server: Server, published: dict[str, bytes], tmp_path: Path
+) -> None:
     cache = tmp_path / "cache"
     big = published["big.bin"]
-    with mounted(server.url, tmp_path / "m1", cache) as m1, mounted(server.url, tmp_path / "m2", cache) as m2:
+    with (
+        mounted(server.url, tmp_path / "m1", cache) as m1,
+        mounted(server.url, tmp_path / "m2", cache) as m2,
+    ):
         before = server.stats()["blob_bytes_sent"]
         results: dict[str, bytes] = {}
 
@@ -213,7 +242,9 @@ def test_two_mounts_share_one_cache(server: Server, published: dict[str, bytes],
             t.join(120)
         assert results["a"] == big and results["b"] == big
         moved = server.stats()["blob_bytes_sent"] - before
-        assert moved <= len(big) * 1.15, f"{moved} bytes moved for a {len(big)}-byte blob read by two mounts"
+        assert moved <= len(big) * 1.15, (
+            f"{moved} bytes moved for a {len(big)}-byte blob read by two mounts"
+        )
 
 
 def test_large_version_lists_with_bounded_requests(server: Server, tmp_path: Path) -> None:
@@ -221,26 +252,50 @@ def test_large_version_lists_with_bounded_requests(server: Server, tmp_path: Pat
     sha = hashlib.sha256(blob).hexdigest()
     base = server.url + "/v1"
     httpx.post(base + "/projects", json={"name": "big"}).raise_for_status()
-    httpx.post(base + "/projects/big/artifacts", json={"name": "tree", "type": "dataset"}).raise_for_status()
+    httpx.post(
+        base + "/projects/big/artifacts", json={"name": "tree", "type": "dataset"}
+    ).raise_for_status()
     httpx.put(f"{base}/blobs/{sha}", content=blob).raise_for_status()
     files = [[f"d{i // 1000:03d}/f{i:06d}.txt", len(blob), sha] for i in range(100_000)]
-    r = httpx.post(base + "/projects/big/artifacts/tree/versions", json={"manifest": {"files": files}},
-                   timeout=120)
+    r = httpx.post(
+        base + "/projects/big/artifacts/tree/versions",
+        json={"manifest": {"files": files}},
+        timeout=120,
+    )
     r.raise_for_status()
     with mounted(server.url, tmp_path / "mnt", tmp_path / "cache") as mnt:
         before = server.stats()["requests"]
-        out = subprocess.run(["find", str(mnt / "big" / "tree" / "v0"), "-type", "f", "-printf", "%s\n"],
-                             capture_output=True, text=True, check=True, timeout=300)
+        out = subprocess.run(
+            ["find", str(mnt / "big" / "tree" / "v0"), "-type", "f", "-printf", "%s\n"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        )
         sizes = out.stdout.split()
         assert len(sizes) == 100_000 and set(sizes) == {str(len(blob))}
-        subprocess.run(["ls", "-lR", str(mnt / "big" / "tree" / "v0")], capture_output=True, check=True,
-                       timeout=300)
+        subprocess.run(
+            ["ls", "-lR", str(mnt / "big" / "tree" / "v0")],
+            capture_output=True,
+            check=True,
+            timeout=300,
+        )
         assert server.stats()["requests"] - before <= 20
 
 
-def test_get_through_shared_cache_and_offline(server: Server, published: dict[str, bytes], tmp_path: Path) -> None:
+def test_get_through_shared_cache_and_offline(
+    server: Server, published: dict[str, bytes], tmp_path: Path
+) -> None:
     cache = tmp_path / "cache"
-    run_cli("get", "proj/data", str(tmp_path / "out"), "--registry", server.url, "--cache-dir", str(cache))
+    run_cli(
+        "get",
+        "proj/data",
+        str(tmp_path / "out"),
+        "--registry",
+        server.url,
+        "--cache-dir",
+        str(cache),
+    )
     for rel, data in published.items():
         assert read(tmp_path / "out" / rel) == data
     before = server.stats()["blob_bytes_sent"]
@@ -251,20 +306,29 @@ def test_get_through_shared_cache_and_offline(server: Server, published: dict[st
 
 def test_cli_errors_are_one_clear_line(server: Server, tmp_path: Path) -> None:
     (tmp_path / "f.txt").write_text("x")
-    bad = run_cli("put", str(tmp_path / "f.txt"), "proj/../etc", "--registry", server.url, check=False)
-    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "invalid" in bad.stderr
+    bad = run_cli(
+        "put", str(tmp_path / "f.txt"), "proj/../etc", "--registry", server.url, check=False
+    )
+    assert (
+        bad.returncode != 0
+        and len(bad.stderr.strip().splitlines()) == 1
+        and "invalid" in bad.stderr
+    )
     dead = run_cli("ls", "--registry", "http://127.0.0.1:9", "--timeout", "2", check=False)
     assert dead.returncode != 0 and len(dead.stderr.strip().splitlines()) == 1
     missing = run_cli("ls", "nope/nothing", "--registry", server.url, check=False)
     assert missing.returncode != 0 and "not found" in missing.stderr
 
 
-def test_killed_daemon_leaves_clear_error_and_remount_works(server: Server, published: dict[str, bytes],
-                                                           tmp_path: Path) -> None:
+def test_killed_daemon_leaves_clear_error_and_remount_works(
+    server: Server, published: dict[str, bytes], tmp_path: Path
+) -> None:
     mnt = tmp_path / "mnt"
     cache = tmp_path / "cache"
     with mounted(server.url, mnt, cache):
-        pids = subprocess.run(["pgrep", "-f", f"artfs.cli mount.*{mnt}"], capture_output=True, text=True).stdout
+        pids = subprocess.run(
+            ["pgrep", "-f", f"artfs.cli mount.*{mnt}"], capture_output=True, text=True
+        ).stdout
         for pid in pids.split():
             os.kill(int(pid), 9)
         time.sleep(0.5)

@@ -51,7 +51,13 @@ class RegistryClient(Protocol):
     async def get_artifact(self, project: str, artifact: str) -> ArtifactInfo: ...
 
     async def create_artifact(
-        self, project: str, artifact: str, *, type: str, description: str = "", exist_ok: bool = False
+        self,
+        project: str,
+        artifact: str,
+        *,
+        type: str,
+        description: str = "",
+        exist_ok: bool = False,
     ) -> ArtifactInfo: ...
 
     async def get_version(self, project: str, artifact: str, selector: str) -> VersionInfo:
@@ -87,13 +93,17 @@ class RegistryClient(Protocol):
         self, project: str, artifact: str, alias: str, number: int, *, expect: Expect = UNSET
     ) -> None: ...
 
-    async def delete_alias(self, project: str, artifact: str, alias: str, *, expect: Expect = UNSET) -> None: ...
+    async def delete_alias(
+        self, project: str, artifact: str, alias: str, *, expect: Expect = UNSET
+    ) -> None: ...
 
     async def blob_blocks(self, sha256: str, size: int) -> list[bytes]:
         """The 32-byte block digests of a blob (see ``artfs.hashing``)."""
         ...
 
-    async def read_range(self, sha256: str, size: int, offset: int, length: int, sink: DataSink) -> None:
+    async def read_range(
+        self, sha256: str, size: int, offset: int, length: int, sink: DataSink
+    ) -> None:
         """Deliver ``length`` bytes of the blob from ``offset`` to ``sink``, in order.
 
         Bytes are not verified here (the cache verifies blocks). Raises ``Unavailable``

@@ -38,12 +38,16 @@ class MemoryRegistryClient:
         self.blobs[h.hexdigest()] = data
         return h.hexdigest()
 
-    def publish(self, project: str, artifact: str, files: dict[str, bytes], **kw: Any) -> VersionInfo:
+    def publish(
+        self, project: str, artifact: str, files: dict[str, bytes], **kw: Any
+    ) -> VersionInfo:
         """Synchronously add a version made of these files (creating what is missing)."""
         if project not in self.projects:
             self.projects[project] = ProjectInfo(project, time.time())
         if (project, artifact) not in self.artifacts:
-            self.artifacts[(project, artifact)] = ArtifactInfo(project, artifact, "dataset", "", time.time())
+            self.artifacts[(project, artifact)] = ArtifactInfo(
+                project, artifact, "dataset", "", time.time()
+            )
         manifest = Manifest.build((p, len(d), self.add_blob(d)) for p, d in files.items())
         return self._commit(project, artifact, manifest, **kw).version
 
@@ -53,9 +57,18 @@ class MemoryRegistryClient:
         except KeyError:
             raise NotFound(f"artifact {project}/{artifact} not found") from None
 
-    def _commit(self, project: str, artifact: str, manifest: Manifest, *, metadata: dict[str, Any] | None = None,
-                description: str = "", aliases: Iterable[str] = (), parent: int | None = None,
-                creator: str = "test") -> CommitResult:
+    def _commit(
+        self,
+        project: str,
+        artifact: str,
+        manifest: Manifest,
+        *,
+        metadata: dict[str, Any] | None = None,
+        description: str = "",
+        aliases: Iterable[str] = (),
+        parent: int | None = None,
+        creator: str = "test",
+    ) -> CommitResult:
         art = self._art(project, artifact)
         for sha in manifest.blobs():
             if sha not in self.blobs:
@@ -66,16 +79,38 @@ class MemoryRegistryClient:
             if m.digest == manifest.digest:
                 return CommitResult(info, False)
         number = art.versions[-1].number + 1 if art.versions else 0
-        info = VersionInfo(project, artifact, number, manifest.digest, time.time(), creator, description,
-                           dict(metadata or {}), parent, len(manifest), manifest.total_size, (), art.type)
+        info = VersionInfo(
+            project,
+            artifact,
+            number,
+            manifest.digest,
+            time.time(),
+            creator,
+            description,
+            dict(metadata or {}),
+            parent,
+            len(manifest),
+            manifest.total_size,
+            (),
+            art.type,
+        )
         self.versions[(project, artifact, number)] = (info, manifest)
         new_aliases = dict(art.aliases)
         new_aliases[LATEST] = number
         for a in aliases:
             new_aliases[alias_name(a)] = number
-        summary = VersionSummary(number, manifest.digest, info.created, len(manifest), manifest.total_size)
+        summary = VersionSummary(
+            number, manifest.digest, info.created, len(manifest), manifest.total_size
+        )
         self.artifacts[(project, artifact)] = ArtifactInfo(
-            art.project, art.name, art.type, art.description, art.created, (*art.versions, summary), new_aliases)
+            art.project,
+            art.name,
+            art.type,
+            art.description,
+            art.created,
+            (*art.versions, summary),
+            new_aliases,
+        )
         return CommitResult(self._with_aliases(info), True)
 
     def _with_aliases(self, info: VersionInfo) -> VersionInfo:
@@ -111,8 +146,15 @@ class MemoryRegistryClient:
         self.requests += 1
         return self._art(project, artifact)
 
-    async def create_artifact(self, project: str, artifact: str, *, type: str, description: str = "",
-                              exist_ok: bool = False) -> ArtifactInfo:
+    async def create_artifact(
+        self,
+        project: str,
+        artifact: str,
+        *,
+        type: str,
+        description: str = "",
+        exist_ok: bool = False,
+    ) -> ArtifactInfo:
         self.requests += 1
         artifact_name(artifact)
         if project not in self.projects:
@@ -155,15 +197,33 @@ class MemoryRegistryClient:
         if self.add_blob(data) != sha256:
             raise InvalidInput(f"uploaded bytes do not match sha256 {sha256}")
 
-    async def commit(self, project: str, artifact: str, manifest: Manifest, *,
-                     metadata: dict[str, Any] | None = None, description: str = "",
-                     aliases: Iterable[str] = (), parent: int | None = None, creator: str = "") -> CommitResult:
+    async def commit(
+        self,
+        project: str,
+        artifact: str,
+        manifest: Manifest,
+        *,
+        metadata: dict[str, Any] | None = None,
+        description: str = "",
+        aliases: Iterable[str] = (),
+        parent: int | None = None,
+        creator: str = "",
+    ) -> CommitResult:
         self.requests += 1
-        return self._commit(project, artifact, manifest, metadata=metadata, description=description,
-                            aliases=aliases, parent=parent, creator=creator)
+        return self._commit(
+            project,
+            artifact,
+            manifest,
+            metadata=metadata,
+            description=description,
+            aliases=aliases,
+            parent=parent,
+            creator=creator,
+        )
 
-    async def set_alias(self, project: str, artifact: str, alias: str, number: int, *,
-                        expect: Expect = UNSET) -> None:
+    async def set_alias(
+        self, project: str, artifact: str, alias: str, number: int, *, expect: Expect = UNSET
+    ) -> None:
         self.requests += 1
         alias_name(alias)
         art = self._art(project, artifact)
@@ -173,7 +233,9 @@ class MemoryRegistryClient:
             raise PreconditionFailed(f"alias {alias} does not point at {expect}")
         art.aliases[alias] = number
 
-    async def delete_alias(self, project: str, artifact: str, alias: str, *, expect: Expect = UNSET) -> None:
+    async def delete_alias(
+        self, project: str, artifact: str, alias: str, *, expect: Expect = UNSET
+    ) -> None:
         self.requests += 1
         alias_name(alias)
         art = self._art(project, artifact)
@@ -197,7 +259,9 @@ class MemoryRegistryClient:
         except KeyError:
             raise NotFound(f"blob {sha256} not found") from None
 
-    async def read_range(self, sha256: str, size: int, offset: int, length: int, sink: DataSink) -> None:
+    async def read_range(
+        self, sha256: str, size: int, offset: int, length: int, sink: DataSink
+    ) -> None:
         self.requests += 1
         data = self._blob(sha256)[offset : offset + length]
         for i in range(0, len(data), 256 * 1024):
@@ -236,7 +300,9 @@ class FaultyClient:
 
         return call
 
-    async def read_range(self, sha256: str, size: int, offset: int, length: int, sink: DataSink) -> None:
+    async def read_range(
+        self, sha256: str, size: int, offset: int, length: int, sink: DataSink
+    ) -> None:
         await self._gate()
 
         def bad_sink(data: bytes) -> None:
@@ -246,4 +312,6 @@ class FaultyClient:
                 data = bytes(b)
             sink(data)
 
-        await self.inner.read_range(sha256, size, offset, length, bad_sink if self.corrupt else sink)
+        await self.inner.read_range(
+            sha256, size, offset, length, bad_sink if self.corrupt else sink
+        )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ..errors import NotFound
 from ..manifest import Manifest
-from ..models import ArtifactInfo, ProjectInfo, VersionSummary
+from ..models import ArtifactInfo, ProjectInfo, VersionInfo, VersionSummary
 from ..names import version_label
 
 ROOT_INODE = 1
@@ -114,13 +114,9 @@ class ArtifactNode(ListedDir):
         self.description = info.description
         self.aliases: dict[str, int] = {}
 
-    def same_artifact(self, info: ArtifactInfo) -> bool:
-        """False when the name now belongs to another artifact (deleted and re-created)."""
-        return self.artifact_type == info.type and self.mtime == info.created
-
 
 class VersionNode(DirNode):
-    __slots__ = ("built", "key", "summary")
+    __slots__ = ("built", "info", "key", "summary")
     kind = Kind.VERSION
 
     def __init__(self, ino: int, parent: int, key: VersionKey, summary: VersionSummary) -> None:
@@ -128,6 +124,7 @@ class VersionNode(DirNode):
         self.key = key
         self.summary = summary
         self.built = False  # children filled from the manifest, once
+        self.info: VersionInfo | None = None  # fetched on demand (xattrs), immutable
 
 
 class TreeDirNode(DirNode):
@@ -207,7 +204,7 @@ class InodeTable:
         wanted: dict[str, Node] = {}
         for info in artifacts:
             node = project.children.get(info.name)
-            if not isinstance(node, ArtifactNode) or not node.same_artifact(info):
+            if not isinstance(node, ArtifactNode):
                 node = ArtifactNode(self._ino(), project.ino, info)
                 self._nodes[node.ino] = node
             self.sync_artifact(node, info)
@@ -216,7 +213,9 @@ class InodeTable:
         self._replace_children(project, wanted)
 
     def sync_artifact(self, node: ArtifactNode, info: ArtifactInfo) -> None:
+        node.artifact_type = info.type
         node.description = info.description
+        node.mtime = info.created
         wanted: dict[str, Node] = {}
         for summary in info.versions:
             label = version_label(summary.number)
@@ -239,6 +238,14 @@ class InodeTable:
                 wanted[alias] = link
         node.aliases = dict(info.aliases)
         self._replace_children(node, wanted)
+
+    def detach(self, node: Node) -> None:
+        """Drop a node that the registry says no longer exists, with everything below it."""
+        parent = self._nodes.get(node.parent)
+        if isinstance(parent, DirNode) and parent.children.get(node.name) is node:
+            del parent.children[node.name]
+            parent._changed()
+        self._forget_subtree(node)
 
     def _replace_children(self, parent: DirNode, wanted: dict[str, Node]) -> None:
         for name, old in parent.children.items():

@@ -38,12 +38,11 @@ class MountOptions:
     meta_root: Path | None = None  # default: <cache.root>/v1/meta
     source: str = ""  # the registry URL or directory; remembers the registry id offline
     allow_other: bool = False
-    debug: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.listing_ttl <= MAX_LISTING_TTL:
             raise InvalidInput(
-                f"listing TTL {self.listing_ttl} s out of range: use 0 to {MAX_LISTING_TTL:g} seconds"
+                f"listing TTL {self.listing_ttl} s out of range: use 0 to {MAX_LISTING_TTL:g} s"
             )
         if self.immutable_timeout < 0:
             raise InvalidInput("immutable_timeout must not be negative")

@@ -211,11 +211,12 @@ class _LocalWriter:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.fd is None:
             raise ValueError("blob writer is closed")
-        self.hasher.update(data)
+        self.hasher.update(memoryview(data))
         if self.expected_size is not None and self.hasher.size > self.expected_size:
             self.abort()
             raise IntegrityError(
-                f"upload of blob {self.sha256} is longer than its declared {self.expected_size} bytes"
+                f"upload of blob {self.sha256} is longer than "
+                f"its declared {self.expected_size} bytes"
             )
         try:
             _write_all(self.fd, data)
@@ -227,7 +228,9 @@ class _LocalWriter:
         if self.fd is None:
             raise ValueError("blob writer is closed")
         got = self.hasher.hexdigest()
-        if got != self.sha256 or (self.expected_size is not None and self.hasher.size != self.expected_size):
+        if got != self.sha256 or (
+            self.expected_size is not None and self.hasher.size != self.expected_size
+        ):
             size = self.hasher.size
             self.abort()
             raise IntegrityError(

@@ -47,9 +47,16 @@ class MetaStore(Protocol):
     def list_projects(self) -> list[ProjectInfo]: ...
 
     def create_artifact(
-        self, project: str, name: str, type: str, description: str, created: float, *, exist_ok: bool
+        self,
+        project: str,
+        name: str,
+        type: str,
+        description: str,
+        created: float,
+        *,
+        exist_ok: bool,
     ) -> ArtifactInfo:
-        """``exist_ok`` returns an existing artifact of the same type; another type is a Conflict."""
+        """``exist_ok`` returns an existing artifact of the same type; another type: Conflict."""
         ...
 
     def get_artifact(self, project: str, name: str) -> ArtifactInfo:
@@ -74,7 +81,9 @@ class MetaStore(Protocol):
         ``aliases`` at it and return (it, True)."""
         ...
 
-    def set_alias(self, project: str, artifact: str, alias: str, number: int, expect: Expect) -> None: ...
+    def set_alias(
+        self, project: str, artifact: str, alias: str, number: int, expect: Expect
+    ) -> None: ...
 
     def delete_alias(self, project: str, artifact: str, alias: str, expect: Expect) -> None: ...
 

@@ -84,7 +84,9 @@ CREATE TABLE IF NOT EXISTS aliases (
 ) WITHOUT ROWID;
 """
 
-_VERSION_COLS = "number, digest, created, creator, description, metadata, parent, file_count, total_size"
+_VERSION_COLS = (
+    "number, digest, created, creator, description, metadata, parent, file_count, total_size"
+)
 
 
 class SqliteMetaStore:
@@ -145,7 +147,9 @@ class SqliteMetaStore:
                     raise
                 time.sleep(0.01)
         if str(mode).lower() != "wal":
-            raise InvalidInput(f"registry database {self.path} can't use WAL journaling (got {mode!r})")
+            raise InvalidInput(
+                f"registry database {self.path} can't use WAL journaling (got {mode!r})"
+            )
 
     def _init_schema(self) -> None:
         with self._write() as c:
@@ -158,9 +162,13 @@ class SqliteMetaStore:
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     c.execute(stmt)
-            c.execute("INSERT OR IGNORE INTO registry (key, value) VALUES ('id', ?)", (str(uuid.uuid4()),))
+            c.execute(
+                "INSERT OR IGNORE INTO registry (key, value) VALUES ('id', ?)", (str(uuid.uuid4()),)
+            )
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self._registry_id = self._conn().execute("SELECT value FROM registry WHERE key='id'").fetchone()[0]
+        self._registry_id = (
+            self._conn().execute("SELECT value FROM registry WHERE key='id'").fetchone()[0]
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -191,18 +199,23 @@ class SqliteMetaStore:
 
     @staticmethod
     def _aliases_of(c: sqlite3.Connection, artifact_id: int) -> dict[str, int]:
-        rows = c.execute("SELECT name, number FROM aliases WHERE artifact_id=? ORDER BY name", (artifact_id,))
+        rows = c.execute(
+            "SELECT name, number FROM aliases WHERE artifact_id=? ORDER BY name", (artifact_id,)
+        )
         return {name: number for name, number in rows}
 
     @staticmethod
     def _live_number(c: sqlite3.Connection, artifact_id: int, number: int, label: str) -> None:
         row = c.execute(
-            "SELECT 1 FROM versions WHERE artifact_id=? AND number=? AND deleted=0", (artifact_id, number)
+            "SELECT 1 FROM versions WHERE artifact_id=? AND number=? AND deleted=0",
+            (artifact_id, number),
         ).fetchone()
         if row is None:
             raise NotFound(f"version {label}:v{number} not found")
 
-    def _version(self, c: sqlite3.Connection, project: str, artifact: str, number: int) -> VersionInfo:
+    def _version(
+        self, c: sqlite3.Connection, project: str, artifact: str, number: int
+    ) -> VersionInfo:
         aid, atype, *_ = self._artifact_row(c, project, artifact)
         row = c.execute(
             f"SELECT {_VERSION_COLS} FROM versions WHERE artifact_id=? AND number=? AND deleted=0",
@@ -211,17 +224,32 @@ class SqliteMetaStore:
         if row is None:
             raise NotFound(f"version {project}/{artifact}:v{number} not found")
         aliases = tuple(
-            r[0] for r in c.execute(
-                "SELECT name FROM aliases WHERE artifact_id=? AND number=? ORDER BY name", (aid, number)
+            r[0]
+            for r in c.execute(
+                "SELECT name FROM aliases WHERE artifact_id=? AND number=? ORDER BY name",
+                (aid, number),
             )
         )
         num, digest, created, creator, description, metadata, parent, count, size = row
         return VersionInfo(
-            project, artifact, num, digest, created, creator, description, json.loads(metadata),
-            parent, count, size, aliases, atype,
+            project,
+            artifact,
+            num,
+            digest,
+            created,
+            creator,
+            description,
+            json.loads(metadata),
+            parent,
+            count,
+            size,
+            aliases,
+            atype,
         )
 
-    def _artifact_infos(self, c: sqlite3.Connection, project: str, name: str | None) -> list[ArtifactInfo]:
+    def _artifact_infos(
+        self, c: sqlite3.Connection, project: str, name: str | None
+    ) -> list[ArtifactInfo]:
         pid = self._project_id(c, project)
         query = "SELECT id, name, type, description, created FROM artifacts WHERE project_id=?"
         args: tuple[Any, ...] = (pid,)
@@ -237,13 +265,15 @@ class SqliteMetaStore:
         where, wargs = ("a.id=?", (arts[0][0],)) if name is not None else ("a.project_id=?", (pid,))
         for aid, number, digest, created, count, size in c.execute(
             "SELECT v.artifact_id, v.number, v.digest, v.created, v.file_count, v.total_size "
-            f"FROM versions v JOIN artifacts a ON a.id = v.artifact_id WHERE {where} AND v.deleted=0 "
+            "FROM versions v JOIN artifacts a ON a.id = v.artifact_id "
+            f"WHERE {where} AND v.deleted=0 "
             "ORDER BY v.artifact_id, v.number",
             wargs,
         ):
             versions[aid].append(VersionSummary(number, digest, created, count, size))
         for aid, alias, number in c.execute(
-            f"SELECT l.artifact_id, l.name, l.number FROM aliases l JOIN artifacts a ON a.id = l.artifact_id "
+            "SELECT l.artifact_id, l.name, l.number "
+            "FROM aliases l JOIN artifacts a ON a.id = l.artifact_id "
             f"WHERE {where} ORDER BY l.name",
             wargs,
         ):
@@ -268,7 +298,11 @@ class SqliteMetaStore:
         return ProjectInfo(name, created)
 
     def get_project(self, name: str) -> ProjectInfo:
-        row = self._conn().execute("SELECT name, created FROM projects WHERE name=?", (name,)).fetchone()
+        row = (
+            self._conn()
+            .execute("SELECT name, created FROM projects WHERE name=?", (name,))
+            .fetchone()
+        )
         if row is None:
             raise NotFound(f"project {name} not found")
         return ProjectInfo(row[0], row[1])
@@ -278,7 +312,14 @@ class SqliteMetaStore:
         return [ProjectInfo(name, created) for name, created in rows]
 
     def create_artifact(
-        self, project: str, name: str, type: str, description: str, created: float, *, exist_ok: bool
+        self,
+        project: str,
+        name: str,
+        type: str,
+        description: str,
+        created: float,
+        *,
+        exist_ok: bool,
     ) -> ArtifactInfo:
         with self._write() as c:
             pid = self._project_id(c, project)
@@ -287,14 +328,17 @@ class SqliteMetaStore:
             ).fetchone()
             if row is None:
                 c.execute(
-                    "INSERT INTO artifacts (project_id, name, type, description, created) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO artifacts (project_id, name, type, description, created) "
+                    "VALUES (?, ?, ?, ?, ?)",
                     (pid, name, type, description, created),
                 )
                 return ArtifactInfo(project, name, type, description, created)
             if not exist_ok:
                 raise AlreadyExists(f"artifact {project}/{name} already exists")
             if row[0] != type:
-                raise Conflict(f"artifact {project}/{name} exists with type {row[0]!r}, not {type!r}")
+                raise Conflict(
+                    f"artifact {project}/{name} exists with type {row[0]!r}, not {type!r}"
+                )
             return self._artifact_infos(c, project, name)[0]
 
     def get_artifact(self, project: str, name: str) -> ArtifactInfo:
@@ -312,7 +356,9 @@ class SqliteMetaStore:
     def resolve_alias(self, project: str, artifact: str, alias: str) -> int:
         with self._read() as c:
             aid = self._artifact_row(c, project, artifact)[0]
-            row = c.execute("SELECT number FROM aliases WHERE artifact_id=? AND name=?", (aid, alias)).fetchone()
+            row = c.execute(
+                "SELECT number FROM aliases WHERE artifact_id=? AND name=?", (aid, alias)
+            ).fetchone()
             if row is None:
                 if alias == LATEST:
                     raise NotFound(f"artifact {project}/{artifact} has no versions yet")
@@ -346,18 +392,35 @@ class SqliteMetaStore:
             if latest is not None and latest[1] == new.digest:
                 number, created = int(latest[0]), False
             else:
-                if new.parent is not None and not c.execute(
-                    "SELECT 1 FROM versions WHERE artifact_id=? AND number=?", (aid, new.parent)
-                ).fetchone():
-                    raise InvalidInput(f"parent version v{new.parent} of {project}/{artifact} does not exist")
+                if (
+                    new.parent is not None
+                    and not c.execute(
+                        "SELECT 1 FROM versions WHERE artifact_id=? AND number=?", (aid, new.parent)
+                    ).fetchone()
+                ):
+                    raise InvalidInput(
+                        f"parent version v{new.parent} of {project}/{artifact} does not exist"
+                    )
                 number, created = next_number, True
                 c.execute(
-                    f"INSERT INTO versions (artifact_id, {_VERSION_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (aid, number, new.digest, new.created, new.creator, new.description, new.metadata_json,
-                     new.parent, new.file_count, new.total_size),
+                    f"INSERT INTO versions (artifact_id, {_VERSION_COLS}) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        aid,
+                        number,
+                        new.digest,
+                        new.created,
+                        new.creator,
+                        new.description,
+                        new.metadata_json,
+                        new.parent,
+                        new.file_count,
+                        new.total_size,
+                    ),
                 )
                 c.execute(
-                    "INSERT INTO manifests (artifact_id, number, data) VALUES (?, ?, ?)", (aid, number, new.manifest_gz)
+                    "INSERT INTO manifests (artifact_id, number, data) VALUES (?, ?, ?)",
+                    (aid, number, new.manifest_gz),
                 )
                 c.execute("UPDATE artifacts SET next_number=? WHERE id=?", (number + 1, aid))
             for alias in {LATEST, *aliases}:
@@ -371,7 +434,9 @@ class SqliteMetaStore:
     def _check_expect(
         self, c: sqlite3.Connection, aid: int, label: str, alias: str, expect: Expect
     ) -> int | None:
-        row = c.execute("SELECT number FROM aliases WHERE artifact_id=? AND name=?", (aid, alias)).fetchone()
+        row = c.execute(
+            "SELECT number FROM aliases WHERE artifact_id=? AND name=?", (aid, alias)
+        ).fetchone()
         current = None if row is None else int(row[0])
         if expect is not UNSET and current != expect:
             want = "not to exist" if expect is None else f"to point at v{expect}"
@@ -379,7 +444,9 @@ class SqliteMetaStore:
             raise PreconditionFailed(f"alias {label}:{alias} {have}; expected it {want}")
         return current
 
-    def set_alias(self, project: str, artifact: str, alias: str, number: int, expect: Expect) -> None:
+    def set_alias(
+        self, project: str, artifact: str, alias: str, number: int, expect: Expect
+    ) -> None:
         label = f"{project}/{artifact}"
         with self._write() as c:
             aid = self._artifact_row(c, project, artifact)[0]
@@ -406,23 +473,31 @@ class SqliteMetaStore:
             aid = self._artifact_row(c, project, artifact)[0]
             self._live_number(c, aid, number, label)
             held = [
-                r[0] for r in c.execute(
-                    "SELECT name FROM aliases WHERE artifact_id=? AND number=? AND name<>? ORDER BY name",
+                r[0]
+                for r in c.execute(
+                    "SELECT name FROM aliases "
+                    "WHERE artifact_id=? AND number=? AND name<>? ORDER BY name",
                     (aid, number, LATEST),
                 )
             ]
             if held and not force:
                 raise Conflict(
-                    f"version {label}:v{number} holds aliases {', '.join(held)}: move them first or use --force"
+                    f"version {label}:v{number} holds aliases {', '.join(held)}: "
+                    "move them first or use --force"
                 )
             c.execute("DELETE FROM aliases WHERE artifact_id=? AND number=?", (aid, number))
             c.execute("DELETE FROM manifests WHERE artifact_id=? AND number=?", (aid, number))
-            c.execute("UPDATE versions SET deleted=1 WHERE artifact_id=? AND number=?", (aid, number))
-            if not c.execute("SELECT 1 FROM aliases WHERE artifact_id=? AND name=?", (aid, LATEST)).fetchone():
+            c.execute(
+                "UPDATE versions SET deleted=1 WHERE artifact_id=? AND number=?", (aid, number)
+            )
+            if not c.execute(
+                "SELECT 1 FROM aliases WHERE artifact_id=? AND name=?", (aid, LATEST)
+            ).fetchone():
                 row = c.execute(
                     "SELECT max(number) FROM versions WHERE artifact_id=? AND deleted=0", (aid,)
                 ).fetchone()
                 if row[0] is not None:
                     c.execute(
-                        "INSERT INTO aliases (artifact_id, name, number) VALUES (?, ?, ?)", (aid, LATEST, row[0])
+                        "INSERT INTO aliases (artifact_id, name, number) VALUES (?, ?, ?)",
+                        (aid, LATEST, row[0]),
                     )

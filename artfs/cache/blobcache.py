@@ -1,0 +1,419 @@
+"""The host-wide blob cache service: opens blobs for reading, fetches whole blobs, evicts.
+
+Usage (the cache owns a nursery for read-ahead and background completion, so it is an
+async context manager; readers must be closed before it exits)::
+
+    async with BlobCache(Path("~/.cache/artfs").expanduser(), client, max_bytes=50 << 30) as cache:
+        reader = await cache.open(sha, size)
+        try:
+            data = await reader.read(offset, length)
+        finally:
+            await reader.aclose()
+        path = await cache.fetch(sha, size)   # whole blob, verified, parallel ranged requests
+
+One ``BlobCache`` per cache root per process (POSIX range locks cannot tell two of them
+apart); any number of processes may share a root.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+
+import trio
+
+from ..client.base import RegistryClient
+from ..errors import ArtfsError, IntegrityError, InvalidInput, Unavailable
+from ..hashing import BlobHasher, sha256_hex
+from . import eviction, locks
+from .blobstate import BlobState, StateEnv
+from .blockmap import BLOCK_SHIFT, held_bytes, normalize, span
+from .layout import CacheLayout, storage_error
+from .protocol import CacheStats
+from .readahead import ReadAhead
+from .settings import CacheTuning
+
+log = logging.getLogger("artfs.cache")
+
+_OPEN_ROOTS: set[str] = set()
+_RESCAN_INTERVAL = 2.0  # seconds between disk scans for the size limit
+
+
+class CachedBlobReader:
+    """An open blob (``BlobReader``). While open, no process evicts the blob."""
+
+    def __init__(self, cache: BlobCache, state: BlobState) -> None:
+        self.sha256 = state.sha
+        self.size = state.size
+        self._cache = cache
+        self._state: BlobState | None = state
+        tuning = cache.tuning
+        self._readahead = ReadAhead(state.size, tuning.readahead_initial, tuning.readahead_max)
+        self._background: set[trio.CancelScope] = set()
+        self._queue: deque[tuple[int, int]] = deque()  # read-ahead pieces not yet started
+        self._idle = trio.Event()  # set whenever no read-ahead task of this reader is pending
+        self._idle.set()
+
+    async def read(self, offset: int, length: int) -> bytes:
+        state = self._state
+        if state is None:
+            raise InvalidInput("read from a closed blob reader")
+        if offset < 0 or length < 0:
+            raise InvalidInput(f"invalid read range offset={offset} length={length}")
+        end = min(offset + length, self.size)
+        if offset >= end:
+            return b""
+        ahead = self._readahead.on_read(offset, end)
+        if ahead is not None and not state.complete:
+            self._cache._start_readahead(self, state, ahead)
+        first, stop = span(offset, end)
+        if state.verified.find(0, first, stop) >= 0:
+            state.refs += 1  # an aclose() racing with this read must not close the fds
+            try:
+                if await state.ensure(first, stop):
+                    self._cache._check_complete_soon(state)
+                return os.pread(state.data_fd, end - offset, offset)
+            finally:
+                self._cache._release(state)
+        # Hot path: verified blocks are read inline, no thread hop (see fuse-performance.md).
+        return os.pread(state.data_fd, end - offset, offset)
+
+    def cached_bytes(self) -> int:
+        if self._state is None:
+            return self._cache.cached_bytes(self.sha256, self.size)
+        return self._state.held()
+
+    async def aclose(self) -> None:
+        state, self._state = self._state, None
+        if state is None:
+            return
+        for scope in list(self._background):
+            scope.cancel()
+        # Wait for them so that once aclose returns the blob is really unpinned.
+        await self._idle.wait()
+        self._cache._release(state)
+
+    async def __aenter__(self) -> CachedBlobReader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class BlobCache:
+    """Implements ``BlobCacheAPI`` (see ``protocol.py``) over the layout in ``layout.py``.
+
+    ``max_bytes=None`` means unbounded. The limit is enforced when new data is about to be
+    fetched or inserted: least-recently-used blobs not open in any process are evicted down
+    to ``evict_low_water`` of the limit. Blobs that are open are never evicted, so open
+    data larger than the limit can make the cache exceed it until they are closed.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        client: RegistryClient,
+        *,
+        max_bytes: int | None = None,
+        tuning: CacheTuning | None = None,
+    ) -> None:
+        self.root = root
+        self.client = client
+        self.max_bytes = max_bytes
+        self.tuning = tuning or CacheTuning()
+        self.layout = CacheLayout(root)
+        self._states: dict[str, BlobState] = {}
+        self._opening = trio.Lock()
+        self._reserve_lock = trio.Lock()
+        self._used_estimate: int | None = None
+        self._scanned_at = -1e9
+        self._limiter = trio.CapacityLimiter(self.tuning.parallel_requests)
+        self._env = StateEnv(self.layout, client, self.tuning, self._reserve)
+        self._stack: AsyncExitStack | None = None
+        self._nursery: trio.Nursery | None = None
+        self._key = ""
+        self._completing = 0  # background completions running (finished before exit)
+        self._completions_done = trio.Event()
+
+    # --- lifetime -------------------------------------------------------------------
+    async def __aenter__(self) -> BlobCache:
+        try:
+            self.layout.create()
+        except OSError as e:
+            raise storage_error(e, f"creating the cache at {self.root}") from None
+        self._key = os.path.realpath(self.root)
+        if self._key in _OPEN_ROOTS:
+            raise InvalidInput(f"cache {self.root} is already open in this process")
+        _OPEN_ROOTS.add(self._key)
+        self.layout.remove_stale_tmp(self.tuning.tmp_max_age)
+        stack = AsyncExitStack()
+        self._nursery = await stack.enter_async_context(trio.open_nursery())
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._stack is not None and self._nursery is not None
+        # Let blobs whose last block just arrived be published (a bounded local hash),
+        # else a short-lived process (``artfs get``) would leave every blob partial.
+        with trio.move_on_after(self.tuning.timeout):
+            while self._completing:
+                await self._completions_done.wait()
+        self._nursery.cancel_scope.cancel()
+        try:
+            await self._stack.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # The body ran inside our nursery; let its own exception through unwrapped.
+            if exc is None or list(group.exceptions) != [exc]:
+                raise
+        finally:
+            for state in list(self._states.values()):
+                state.close()
+            self._states.clear()
+            _OPEN_ROOTS.discard(self._key)
+            self._nursery = self._stack = None
+
+    # --- opening ------------------------------------------------------------------------
+    async def open(self, sha256: str, size: int) -> CachedBlobReader:
+        return CachedBlobReader(self, await self._acquire(sha256, size))
+
+    async def _acquire(self, sha: str, size: int) -> BlobState:
+        sha256_hex(sha)
+        if size < 0:
+            raise InvalidInput(f"invalid blob size {size}")
+        if self._nursery is None:
+            raise InvalidInput("BlobCache used outside its 'async with' block")
+        async with self._opening:
+            state = self._states.get(sha)
+            if state is None:
+                state = await BlobState.open(self._env, sha, size)
+                self._states[sha] = state
+                self._check_complete_soon(state)  # full but unpublished (its fetcher died)
+            elif state.size != size:
+                raise InvalidInput(f"blob {sha[:12]} opened with size {size}, not {state.size}")
+            else:
+                state.refs += 1
+        return state
+
+    def _release(self, state: BlobState) -> None:
+        state.refs -= 1
+        if state.refs == 0 and self._states.get(state.sha) is state:
+            del self._states[state.sha]
+            state.close()
+
+    # --- background work ----------------------------------------------------------------------
+    def _start_readahead(
+        self, reader: CachedBlobReader, state: BlobState, ahead: tuple[int, int]
+    ) -> None:
+        """Queue request-sized pieces of ``ahead`` and spawn a task for each.
+
+        The tasks share the cache's limiter; each takes the *first* queued piece once it
+        holds a slot, so pieces start in blob order whatever order trio runs tasks in.
+        """
+        assert self._nursery is not None
+        first, stop = span(*ahead)
+        step = max(1, self.tuning.request_bytes >> BLOCK_SHIFT)
+        for start in range(first, stop, step):
+            reader._queue.append((start, min(stop, start + step)))
+            state.refs += 1
+            scope = trio.CancelScope()
+            if not reader._background:
+                reader._idle = trio.Event()
+            reader._background.add(scope)
+            self._nursery.start_soon(self._readahead_task, reader, state, scope)
+
+    async def _readahead_task(
+        self,
+        reader: CachedBlobReader,
+        state: BlobState,
+        scope: trio.CancelScope,
+    ) -> None:
+        fetched = False
+        try:
+            with scope:
+                async with self._limiter:
+                    if reader._queue:
+                        first, stop = reader._queue.popleft()
+                        fetched = await state.prefetch(first, stop)
+        except ArtfsError as e:
+            # The reader will ask for these blocks itself and see the error then.
+            log.debug("read-ahead of blob %s failed: %s", state.sha[:12], e)
+        except Exception:
+            log.exception("read-ahead of blob %s crashed", state.sha[:12])
+        finally:
+            reader._background.discard(scope)
+            if not reader._background:
+                reader._idle.set()
+            if fetched:  # completion outlives the reader: it is not in the reader's scope
+                self._check_complete_soon(state)
+            self._release(state)
+
+    def _check_complete_soon(self, state: BlobState) -> None:
+        """After a fetch (or on open): publish the blob in the background once it is full."""
+        if state.complete or state.present_flags(0, state.nblocks).find(b"\x00") >= 0:
+            return
+        assert self._nursery is not None
+        state.refs += 1
+        self._completing += 1
+        self._nursery.start_soon(self._complete_task, state)
+
+    async def _complete_task(self, state: BlobState) -> None:
+        try:
+            await self._complete_if_full(state)
+        finally:
+            self._completing -= 1
+            if not self._completing:
+                self._completions_done.set()
+                self._completions_done = trio.Event()
+            self._release(state)
+
+    async def _complete_if_full(self, state: BlobState) -> None:
+        try:
+            await state.maybe_complete()
+        except ArtfsError as e:
+            log.warning("completing blob %s failed: %s", state.sha[:12], e)
+        except Exception:
+            log.exception("completing blob %s crashed", state.sha[:12])
+
+    # --- whole blobs --------------------------------------------------------------------------
+    async def fetch(
+        self, sha256: str, size: int, *, progress: Callable[[int], None] | None = None
+    ) -> Path:
+        """Make the blob complete and verified; return the path of the complete file.
+
+        Uses up to ``parallel_requests`` ranged requests at once and cooperates with other
+        tasks and processes fetching the same blob. ``progress(n)`` is called for every
+        ``n`` bytes this call fetched. A complete blob is checked (once per process)
+        against its block digests without any registry request. The returned path stays
+        valid until the blob is evicted; keep a reader open to prevent that.
+        """
+        state = await self._acquire(sha256, size)
+        if progress is not None:
+            state.progress.add(progress)
+        limiter = trio.CapacityLimiter(self.tuning.parallel_requests)
+        try:
+            deadline = trio.current_time() + self.tuning.timeout
+            while True:
+                await state.ensure(0, state.nblocks, limiter=limiter)
+                if state.complete:
+                    break
+                if await state.maybe_complete() or state.adopt_peer_completion():
+                    break
+                # Another process holds the map while it completes (or repairs) the blob.
+                if trio.current_time() >= deadline:
+                    raise Unavailable(f"blob {sha256[:12]}: completion by another process stalled")
+                await trio.sleep(self.tuning.poll_max)
+            return self.layout.complete(sha256)
+        finally:
+            if progress is not None:
+                state.progress.discard(progress)
+            self._release(state)
+
+    async def insert_file(self, sha256: str, src: Path) -> Path:
+        """Copy a local file (e.g. a committed draft's) into the cache as a complete blob.
+
+        The copy is hashed on the way; bytes that do not match ``sha256`` raise
+        ``IntegrityError`` and leave nothing behind.
+        """
+        sha256_hex(sha256)
+        size = src.stat().st_size
+        await self._reserve(size)
+        tmp = self.layout.tmp_path(sha256)
+
+        def copy() -> bytes:
+            hasher = BlobHasher()
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                while chunk := fin.read(8 << 20):
+                    hasher.update(chunk)
+                    fout.write(chunk)
+            if hasher.hexdigest() != sha256:
+                raise IntegrityError(f"{src} does not have sha256 {sha256}")
+            return hasher.block_digests()
+
+        try:
+            digests = await trio.to_thread.run_sync(copy)
+            async with locks.exclusive_file_lock(self.layout.state_lock, self.tuning.timeout):
+                target = self.layout.complete(sha256)
+                if not target.exists():
+                    if size > (1 << BLOCK_SHIFT):
+                        self.layout.write_file(self.layout.digests(sha256), digests, replace=True)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.chmod(tmp, 0o444)
+                    os.rename(tmp, target)
+            return target
+        except OSError as e:
+            raise storage_error(e, f"adding {src} to the cache") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # --- accounting ------------------------------------------------------------------------
+    def cached_bytes(self, sha256: str, size: int) -> int:
+        state = self._states.get(sha256)
+        if state is not None:
+            return state.held()
+        try:
+            if os.stat(self.layout.complete(sha256)).st_size == size:
+                return size
+        except FileNotFoundError:
+            pass
+        try:
+            with open(self.layout.partial_map(sha256), "rb") as f:
+                return held_bytes(normalize(f.read()), size)
+        except FileNotFoundError:
+            return 0
+
+    def stats(self) -> CacheStats:
+        entries = eviction.scan(self.layout)
+        complete = [e for e in entries if e.complete]
+        partial = [e for e in entries if not e.complete]
+        return CacheStats(
+            complete_blobs=len(complete),
+            complete_bytes=sum(e.held for e in complete),
+            partial_blobs=len(partial),
+            partial_bytes=sum(e.held for e in partial),
+            limit_bytes=self.max_bytes,
+        )
+
+    def prune(self, to_bytes: int) -> int:
+        freed, held = eviction.evict_to(self.layout, max(0, to_bytes))
+        self._used_estimate = held
+        return freed
+
+    async def _reserve(self, nbytes: int) -> None:
+        """Before adding ``nbytes`` of data: evict LRU blobs if the limit would be passed.
+
+        Keeps an estimate of the bytes held, refreshed from disk (which counts every
+        process's additions) when the estimate says the limit is near, and at most
+        ``_RESCAN_INTERVAL`` seconds apart otherwise, so that other processes' additions
+        are noticed even while this one adds little.
+        """
+        if self.max_bytes is None:
+            return
+        async with self._reserve_lock:
+            limit = self.max_bytes
+            now = trio.current_time()
+            if (
+                self._used_estimate is None
+                or self._used_estimate + nbytes > limit
+                or now - self._scanned_at > _RESCAN_INTERVAL
+            ):
+                self._scanned_at = now
+                target = max(0, int(limit * self.tuning.evict_low_water) - nbytes)
+
+                def work() -> int:
+                    held = sum(e.held for e in eviction.scan(self.layout))
+                    if held + nbytes > limit:
+                        held = eviction.evict_to(self.layout, target)[1]
+                    return held
+
+                self._used_estimate = await trio.to_thread.run_sync(work)
+            self._used_estimate += nbytes

@@ -1,0 +1,594 @@
+"""One process's handle on one cached blob: fds, blocks it has verified, in-flight fetches.
+
+One ``BlobState`` exists per blob per process, shared by every reader of that blob in the
+process (POSIX range locks are per process, so there must be exactly one map fd). It moves
+between two modes:
+
+* partial: ``data_fd`` is the sparse data file (read-write), ``map_fd`` the presence map;
+* complete: ``data_fd`` is the read-only complete file.
+
+Coordination, in one sentence per level: a block is fetched by whoever first claims it —
+in-process by putting a trio Event in ``inflight`` (no await between check and claim),
+across processes by holding the lockf byte of that block in the map — and a claimer
+re-reads the map after locking, because another process may have just finished it.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import trio
+
+from ..client.base import RegistryClient
+from ..errors import ArtfsError, IntegrityError, InvalidInput, ProtocolError, Unavailable
+from ..hashing import BLOCK_SIZE, DIGEST_LEN, block_count, split_block_digests
+from . import locks
+from .blockmap import ABSENT, BLOCK_SHIFT, PRESENT, block_bounds, held_bytes, normalize, runs_of
+from .fetcher import BadBlock, fetch_blocks
+from .layout import CacheLayout, storage_error
+from .settings import CacheTuning
+
+log = logging.getLogger("artfs.cache")
+
+_VERIFY_CHUNK_BLOCKS = 64  # read 8 MiB at a time when verifying data at rest
+
+
+@dataclass(frozen=True, slots=True)
+class StateEnv:
+    """What a BlobState needs from its cache."""
+
+    layout: CacheLayout
+    client: RegistryClient
+    tuning: CacheTuning
+    reserve: Callable[[int], Awaitable[None]]  # make room for this many new bytes (may evict)
+
+
+def verify_runs(
+    fd: int, size: int, digests: Sequence[bytes], runs: Sequence[tuple[int, int]]
+) -> list[int]:
+    """Blocks among ``runs`` whose bytes in ``fd`` do not match their digests (thread-safe)."""
+    bad: list[int] = []
+    for start, stop in runs:
+        for chunk in range(start, stop, _VERIFY_CHUNK_BLOCKS):
+            chunk_stop = min(stop, chunk + _VERIFY_CHUNK_BLOCKS)
+            base = chunk << BLOCK_SHIFT
+            data = memoryview(os.pread(fd, block_bounds(chunk_stop - 1, size)[1] - base, base))
+            for k in range(chunk, chunk_stop):
+                lo, hi = block_bounds(k, size)
+                piece = data[lo - base : hi - base]
+                if len(piece) != hi - lo or hashlib.sha256(piece).digest() != digests[k]:
+                    bad.append(k)
+    return bad
+
+
+def file_sha256(fd: int, size: int) -> str:
+    """sha256 of the first ``size`` bytes of ``fd`` ("" if the file is shorter)."""
+    h = hashlib.sha256()
+    offset = 0
+    while offset < size:
+        data = os.pread(fd, min(8 << 20, size - offset), offset)
+        if not data:
+            return ""
+        h.update(data)
+        offset += len(data)
+    return h.hexdigest()
+
+
+def _first_artfs_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_artfs_error(exc)
+            if isinstance(found, ArtfsError):
+                return found
+        elif isinstance(exc, ArtfsError):
+            return exc
+    return group
+
+
+class BlobState:
+    def __init__(self, env: StateEnv, sha: str, size: int, pin_fd: int) -> None:
+        self.env = env
+        self.sha = sha
+        self.size = size
+        self.nblocks = block_count(size)
+        self.pin_fd = pin_fd
+        self.data_fd = -1
+        self.map_fd: int | None = None
+        self.complete = False
+        self.verified = bytearray(self.nblocks)  # blocks this process has checked (or fetched)
+        self.inflight: dict[int, trio.Event] = {}  # blocks being fetched by a task of this process
+        self.digests: list[bytes] | None = None
+        self.refs = 1
+        self.progress: set[Callable[[int], None]] = set()
+        self._run_blocks = max(1, env.tuning.request_bytes // BLOCK_SIZE)
+        self._retired: list[int] = []  # fds replaced while a thread may still read them
+        self._digest_lock = trio.Lock()
+        self._transition = trio.Lock()
+
+    # --- lifetime ------------------------------------------------------------------
+    @classmethod
+    async def open(cls, env: StateEnv, sha: str, size: int) -> BlobState:
+        pin_fd = await locks.pin_shared(env.layout.pin(sha), env.tuning.timeout)
+        state = cls(env, sha, size, pin_fd)
+        try:
+            async with locks.exclusive_file_lock(env.layout.state_lock, env.tuning.timeout):
+                state._attach()
+            state._load_local_digests()
+        except BaseException:
+            state.close()
+            raise
+        state.touch()
+        return state
+
+    def close(self) -> None:
+        """Close every fd (dropping this process's range locks, then the pin)."""
+        self.touch()
+        for fd in (self.data_fd, self.map_fd, *self._retired):
+            if fd is not None and fd >= 0:
+                os.close(fd)
+        self.data_fd, self.map_fd, self._retired = -1, None, []
+        os.close(self.pin_fd)
+
+    def touch(self) -> None:
+        """Mark the blob recently used, host-wide (the evictor orders blobs by data-file mtime)."""
+        if self.data_fd >= 0:
+            try:
+                os.utime(self.data_fd)
+            except OSError:
+                pass
+
+    def _set_fds(self, data_fd: int, map_fd: int | None) -> None:
+        for old in (self.data_fd, self.map_fd):
+            if old is not None and old >= 0:
+                self._retired.append(old)
+        self.data_fd, self.map_fd = data_fd, map_fd
+
+    def _attach(self) -> None:
+        """(Under the state lock.) Open the complete file if there is one, else the partials."""
+        complete = self.env.layout.complete(self.sha)
+        try:
+            fd = os.open(complete, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = -1
+        if fd >= 0:
+            if os.fstat(fd).st_size == self.size:
+                self._set_fds(fd, None)
+                self.complete = True
+                return
+            os.close(fd)
+            log.warning("cached blob %s has the wrong size; discarding it", self.sha[:12])
+            os.unlink(complete)
+        self._open_partial()
+
+    def _open_partial(self) -> None:
+        layout = self.env.layout
+        data_path, map_path = layout.partial_data(self.sha), layout.partial_map(self.sha)
+        try:
+            data_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(data_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                if os.fstat(fd).st_size != self.size:
+                    os.ftruncate(fd, self.size)  # sparse: allocates nothing
+                if not map_path.exists():
+                    layout.write_file(map_path, bytes(self.nblocks), replace=False)
+                mfd = os.open(map_path, os.O_RDWR | os.O_CLOEXEC)
+                if os.fstat(mfd).st_size != self.nblocks:
+                    os.ftruncate(mfd, self.nblocks)
+            except BaseException:
+                os.close(fd)
+                raise
+        except OSError as e:
+            raise storage_error(e, f"opening the cache files of blob {self.sha[:12]}") from None
+        self._set_fds(fd, mfd)
+        self.complete = False
+
+    # --- digests ---------------------------------------------------------------------
+    def _load_local_digests(self) -> None:
+        if self.size <= BLOCK_SIZE:
+            self.digests = [bytes.fromhex(self.sha)]  # one block: its digest is the blob's
+            return
+        path = self.env.layout.digests(self.sha)
+        try:
+            self.digests = split_block_digests(path.read_bytes(), self.size)
+        except FileNotFoundError:
+            pass
+        except InvalidInput:
+            log.warning("damaged block-digest file for blob %s; will refetch it", self.sha[:12])
+            path.unlink(missing_ok=True)
+
+    async def need_digests(self) -> list[bytes]:
+        if self.digests is not None:
+            return self.digests
+        async with self._digest_lock:
+            if self.digests is None:
+                timeout = self.env.tuning.timeout
+                with trio.move_on_after(timeout) as scope:
+                    digests = await self.env.client.blob_blocks(self.sha, self.size)
+                if scope.cancelled_caught:
+                    raise Unavailable(
+                        f"blob {self.sha[:12]}: no block digests from the registry in {timeout:g}s"
+                    )
+                if len(digests) != self.nblocks or any(len(d) != DIGEST_LEN for d in digests):
+                    raise ProtocolError(f"blob {self.sha[:12]}: malformed block digest list")
+                self.env.layout.write_file(
+                    self.env.layout.digests(self.sha), b"".join(digests), replace=True
+                )
+                self.digests = list(digests)
+        return self.digests
+
+    # --- presence --------------------------------------------------------------------
+    def present_flags(self, first: int, stop: int) -> bytes:
+        if self.complete or self.map_fd is None:
+            return bytes([PRESENT]) * (stop - first)
+        raw = os.pread(self.map_fd, stop - first, first)
+        return normalize(raw.ljust(stop - first, bytes([ABSENT])))
+
+    def held(self) -> int:
+        if self.complete:
+            return self.size
+        return held_bytes(self.present_flags(0, self.nblocks), self.size)
+
+    # --- making blocks available -------------------------------------------------------
+    async def ensure(
+        self, first: int, stop: int, *, limiter: trio.CapacityLimiter | None = None
+    ) -> bool:
+        """Make blocks ``[first, stop)`` present and verified; True if this call fetched any.
+
+        Verifies present blocks this process has not checked yet (refetching damaged ones),
+        fetches missing blocks nobody is fetching, and waits for the rest — woken per block
+        for fetches of this process, polling for fetches of other processes. Gives up with
+        ``Unavailable`` after ``timeout`` seconds without progress.
+        """
+        tuning = self.env.tuning
+        fetched = False
+        deadline = trio.current_time() + tuning.timeout
+        delay = tuning.poll_min
+        last_present = -1
+        while self.verified.find(0, first, stop) >= 0:
+            flags = self.present_flags(first, stop)
+            checked = self.verified[first:stop]
+            todo = bytes(p & (v ^ 1) for p, v in zip(flags, checked, strict=True))
+            to_verify = runs_of(todo, first, PRESENT, 1 << 30)
+            if to_verify:
+                bad = await self._verify(to_verify)
+                if bad:
+                    await self._handle_damage(bad)
+                continue
+            missing = runs_of(flags, first, ABSENT, self._run_blocks)
+            await self.need_digests()
+            if limiter is None:
+                claimed = self._claim(missing)
+                if claimed:
+                    await self._fetch_runs(claimed)
+            else:
+                claimed = await self._fetch_limited(missing, limiter)
+            if claimed:
+                fetched = True
+                deadline = trio.current_time() + tuning.timeout
+                delay = tuning.poll_min
+                continue
+            present = flags.count(PRESENT)
+            if present != last_present:
+                last_present, deadline = present, trio.current_time() + tuning.timeout
+            if trio.current_time() >= deadline:
+                raise Unavailable(
+                    f"blob {self.sha[:12]}: another fetch of it made no progress in "
+                    f"{tuning.timeout:g}s"
+                )
+            event = self._inflight_event(missing)
+            if event is not None:
+                with trio.move_on_at(deadline):
+                    await event.wait()
+            else:
+                await trio.sleep(delay)
+                delay = min(delay * 2, tuning.poll_max)
+        return fetched
+
+    async def prefetch(self, first: int, stop: int) -> bool:
+        """Fetch whatever in ``[first, stop)`` nobody has or fetches; never waits for others."""
+        if self.complete:
+            return False
+        missing = runs_of(self.present_flags(first, stop), first, ABSENT, self._run_blocks)
+        if not missing:
+            return False
+        await self.need_digests()
+        claimed = self._claim(missing)
+        if not claimed:
+            return False
+        await self._fetch_runs(claimed)
+        return True
+
+    async def _fetch_limited(
+        self, missing: Sequence[tuple[int, int]], limiter: trio.CapacityLimiter
+    ) -> list[tuple[int, int]]:
+        """Fetch runs in order, several at once, each claimed only when it starts.
+
+        Claiming late matters: a run claimed while queued would make other readers of
+        its blocks wait for the whole queue ahead of it. Workers share one iterator, so
+        runs start in blob order (trio does not start tasks in spawn order).
+        """
+        claimed: list[tuple[int, int]] = []
+        pending = iter(missing)
+
+        async def worker() -> None:
+            for run in pending:
+                async with limiter:
+                    runs = self._claim([run])
+                    claimed.extend(runs)
+                    if runs:
+                        await self._fetch_runs(runs)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(min(len(missing), int(limiter.total_tokens))):
+                    nursery.start_soon(worker)
+        except BaseExceptionGroup as group:
+            raise _first_artfs_error(group) from None
+        return claimed
+
+    def _inflight_event(self, runs: Sequence[tuple[int, int]]) -> trio.Event | None:
+        for start, stop in runs:
+            for k in range(start, stop):
+                event = self.inflight.get(k)
+                if event is not None:
+                    return event
+        return None
+
+    def _claim(self, missing: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Claim every block of ``missing`` that no task or process is fetching; return runs."""
+        mfd = self.map_fd
+        assert mfd is not None
+        claimed: list[tuple[int, int]] = []
+        for start, stop in missing:
+            run_start = -1
+            for k in range(start, stop):
+                ok = k not in self.inflight and locks.try_lock_range(mfd, k)
+                if ok and os.pread(mfd, 1, k) == bytes([PRESENT]):
+                    locks.unlock_range(mfd, k)  # finished by another process meanwhile
+                    ok = False
+                if ok:
+                    self.inflight[k] = trio.Event()
+                    if run_start < 0:
+                        run_start = k
+                elif run_start >= 0:
+                    claimed.append((run_start, k))
+                    run_start = -1
+            if run_start >= 0:
+                claimed.append((run_start, stop))
+        return claimed
+
+    def _release(self, start: int, stop: int) -> None:
+        """Give up claims on blocks of ``[start, stop)`` not stored (a failed or cancelled run)."""
+        mfd = self.map_fd
+        for k in range(start, stop):
+            event = self.inflight.pop(k, None)
+            if event is not None:
+                event.set()
+                if mfd is not None:
+                    locks.unlock_range(mfd, k)
+
+    async def _fetch_runs(self, runs: Sequence[tuple[int, int]]) -> None:
+        try:
+            nbytes = sum(
+                block_bounds(stop - 1, self.size)[1] - (start << BLOCK_SHIFT)
+                for start, stop in runs
+            )
+            await self.env.reserve(nbytes)
+        except BaseException:
+            for start, stop in runs:
+                self._release(start, stop)
+            raise
+        if len(runs) == 1:
+            await self._fetch_run(runs[0][0], runs[0][1])
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                for start, stop in runs:
+                    nursery.start_soon(self._fetch_run, start, stop)
+        except BaseExceptionGroup as group:
+            raise _first_artfs_error(group) from None
+
+    async def _fetch_run(self, start: int, stop: int) -> None:
+        try:
+            await self._fetch_claimed(start, stop)
+        finally:
+            self._release(start, stop)
+
+    async def _fetch_claimed(self, start: int, stop: int) -> None:
+        digests = self.digests
+        assert digests is not None
+        failures: dict[int, int] = {}
+        tuning = self.env.tuning
+        while start < stop:
+            try:
+                await fetch_blocks(
+                    self.env.client,
+                    self.sha,
+                    self.size,
+                    start,
+                    stop,
+                    digests,
+                    self._store,
+                    tuning.timeout,
+                )
+                return
+            except BadBlock as bad:
+                failures[bad.index] = failures.get(bad.index, 0) + 1
+                if failures[bad.index] >= 2:
+                    raise IntegrityError(
+                        f"blob {self.sha[:12]}: block {bad.index} from the registry does not "
+                        "match its published digest (after a retry)"
+                    ) from None
+                log.warning(
+                    "blob %s: bad block %d from the registry; retrying", self.sha[:12], bad.index
+                )
+                start = bad.index
+
+    def _store(self, index: int, block: memoryview) -> None:
+        """Write a verified block, then mark it present (data before map: a crash in between
+        leaves the block absent), then wake whoever waits for it."""
+        mfd = self.map_fd
+        assert mfd is not None
+        try:
+            if os.pwrite(self.data_fd, block, index << BLOCK_SHIFT) != len(block):
+                raise OSError(errno.ENOSPC, "short write")
+            os.pwrite(mfd, bytes([PRESENT]), index)
+        except OSError as e:
+            raise storage_error(e, f"storing blob {self.sha[:12]}") from None
+        self.verified[index] = 1
+        event = self.inflight.pop(index, None)
+        if event is not None:
+            event.set()
+        locks.unlock_range(mfd, index)
+        for callback in self.progress:
+            callback(len(block))
+
+    # --- verification at rest --------------------------------------------------------------
+    async def _verify(self, runs: Sequence[tuple[int, int]]) -> list[int]:
+        """Check present, not-yet-verified blocks against their digests; return the bad ones."""
+        fd = self.data_fd
+        # A complete blob whose digests we lack: one whole-file hash answers for all blocks.
+        if (
+            self.digests is None
+            and self.complete
+            and await trio.to_thread.run_sync(file_sha256, fd, self.size) == self.sha
+        ):
+            self.verified[:] = bytes([1]) * self.nblocks
+            return []
+        digests = await self.need_digests()
+        nbytes = sum((stop - start) << BLOCK_SHIFT for start, stop in runs)
+        if nbytes > self.env.tuning.inline_verify_bytes:
+            bad = await trio.to_thread.run_sync(verify_runs, fd, self.size, digests, runs)
+        else:
+            bad = verify_runs(fd, self.size, digests, runs)
+        for start, stop in runs:
+            self.verified[start:stop] = bytes([1]) * (stop - start)
+        for k in bad:
+            self.verified[k] = 0
+        return bad
+
+    async def _handle_damage(self, bad: Sequence[int]) -> None:
+        log.warning(
+            "blob %s: %d cached block(s) damaged at rest; refetching them", self.sha[:12], len(bad)
+        )
+        if self.complete:
+            await self._demote(bad)
+        elif not self._mark_absent(bad):
+            await trio.sleep(self.env.tuning.poll_max)
+
+    def _mark_absent(self, bad: Sequence[int]) -> bool:
+        mfd = self.map_fd
+        assert mfd is not None
+        done = True
+        for k in bad:
+            if k in self.inflight:
+                continue
+            if locks.try_lock_range(mfd, k):
+                try:
+                    os.pwrite(mfd, bytes([ABSENT]), k)
+                finally:
+                    locks.unlock_range(mfd, k)
+            else:
+                done = False
+        return done
+
+    async def _demote(self, bad: Sequence[int]) -> None:
+        """Turn a damaged complete blob back into a partial one missing just the bad blocks."""
+        async with self._transition:
+            if not self.complete:
+                return
+            layout = self.env.layout
+            async with locks.exclusive_file_lock(layout.state_lock, self.env.tuning.timeout):
+                complete = layout.complete(self.sha)
+                if _same_file(complete, self.data_fd):
+                    flags = bytearray([PRESENT]) * self.nblocks
+                    for k in bad:
+                        flags[k] = ABSENT
+                    for leftover in (layout.partial_map(self.sha), layout.partial_data(self.sha)):
+                        leftover.unlink(missing_ok=True)
+                    layout.write_file(layout.partial_map(self.sha), bytes(flags), replace=True)
+                    os.chmod(complete, 0o644)
+                    os.rename(complete, layout.partial_data(self.sha))
+                self._attach()
+
+    # --- completion -------------------------------------------------------------------------
+    async def maybe_complete(self) -> bool:
+        """If every block is present, check the whole sha256 and publish the blob as complete.
+
+        Returns whether the blob is complete. Another process completing it concurrently
+        holds the whole map locked; then this returns False and the caller polls.
+        """
+        if self.complete:
+            return True
+        async with self._transition:
+            mfd = self.map_fd
+            if self.complete or mfd is None:
+                return self.complete
+            if self.present_flags(0, self.nblocks).find(bytes([ABSENT])) >= 0:
+                return False
+            if not locks.try_lock_range(mfd, 0, self.nblocks):
+                return False
+            try:
+                if self.present_flags(0, self.nblocks).find(bytes([ABSENT])) >= 0:
+                    return False
+                fd = self.data_fd
+                if await trio.to_thread.run_sync(file_sha256, fd, self.size) != self.sha:
+                    await self._repair_after_bad_whole_hash(fd, mfd)
+                    return False
+                async with locks.exclusive_file_lock(
+                    self.env.layout.state_lock, self.env.tuning.timeout
+                ):
+                    self._publish_complete()
+            finally:
+                locks.unlock_range(mfd, 0, self.nblocks)
+        self.verified[:] = bytes([1]) * self.nblocks
+        return True
+
+    async def _repair_after_bad_whole_hash(self, fd: int, mfd: int) -> None:
+        digests = await self.need_digests()
+        whole = [(0, self.nblocks)]
+        bad = await trio.to_thread.run_sync(verify_runs, fd, self.size, digests, whole)
+        if not bad:
+            raise IntegrityError(
+                f"blob {self.sha[:12]}: every block matches the registry's block digests but the "
+                "whole sha256 does not; the registry's digests are wrong"
+            )
+        log.warning(
+            "blob %s: %d damaged block(s) found at completion; refetching", self.sha[:12], len(bad)
+        )
+        for k in bad:
+            os.pwrite(mfd, bytes([ABSENT]), k)
+            self.verified[k] = 0
+
+    def _publish_complete(self) -> None:
+        """(Under the state lock.) Rename our verified data file to the complete path."""
+        layout = self.env.layout
+        complete, data = layout.complete(self.sha), layout.partial_data(self.sha)
+        if not complete.exists() and _same_file(data, self.data_fd):
+            complete.parent.mkdir(parents=True, exist_ok=True)
+            os.fchmod(self.data_fd, 0o444)
+            os.rename(data, complete)
+            layout.partial_map(self.sha).unlink(missing_ok=True)
+        elif _same_file(data, self.data_fd):
+            # Someone published another copy meanwhile: ours is redundant on disk.
+            data.unlink(missing_ok=True)
+            layout.partial_map(self.sha).unlink(missing_ok=True)
+        self.complete = True
+
+    def adopt_peer_completion(self) -> bool:
+        """True (and switch to complete mode) if another process published our data file."""
+        if not self.complete and _same_file(self.env.layout.complete(self.sha), self.data_fd):
+            self.complete = True
+        return self.complete
+
+
+def _same_file(path: os.PathLike[str], fd: int) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,26 @@
+"""Tuning knobs of the blob cache, in one immutable place so tests and benchmarks can vary them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class CacheTuning:
+    """Numbers that trade memory, parallelism and latency; the defaults suit a LAN registry.
+
+    ``timeout`` bounds every wait that could otherwise hang: a source that stops sending
+    for that long, the block-digest request, and waiting for another process's fetch that
+    makes no progress. Each surfaces as ``Unavailable``.
+    """
+
+    timeout: float = 30.0
+    readahead_initial: int = 1 << 20
+    readahead_max: int = 64 << 20
+    request_bytes: int = 8 << 20
+    parallel_requests: int = 4
+    inline_verify_bytes: int = 4 << 20  # verify more than this at once in a worker thread
+    poll_min: float = 0.001
+    poll_max: float = 0.02
+    evict_low_water: float = 0.9  # when evicting, go down to this fraction of the limit
+    tmp_max_age: float = 3600.0  # stale temp files older than this are removed at start

@@ -1,0 +1,192 @@
+"""``LocalRegistryClient``: a registry directory used in-process, with no server.
+
+Same protocol and same records as ``HttpRegistryClient``; every blocking
+``Registry`` call runs in a worker thread so the caller's trio loop never
+stalls. ``read_range`` reads the blob file directly, in large chunks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from ..errors import InvalidInput, NotFound
+from ..hashing import sha256_hex, split_block_digests
+from ..manifest import Manifest
+from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo
+from ..registry import Registry
+from ..registry.blobs import COPY_CHUNK
+from .base import UNSET, DataSink, Expect
+
+T = TypeVar("T")
+READ_CHUNK = 4 << 20
+
+
+class LocalRegistryClient:
+    def __init__(self, data_dir: str | Path) -> None:
+        self.data_dir = Path(data_dir)
+        self._registry: Registry | None = None
+        self._opening = trio.Lock()
+
+    async def _reg(self) -> Registry:
+        if self._registry is None:
+            async with self._opening:
+                if self._registry is None:
+                    self._registry = await trio.to_thread.run_sync(Registry.open, self.data_dir)
+        return self._registry
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await trio.to_thread.run_sync(partial(fn, *args, **kwargs))
+
+    async def registry_id(self) -> str:
+        return (await self._reg()).registry_id()
+
+    async def list_projects(self) -> list[ProjectInfo]:
+        return await self._run((await self._reg()).list_projects)
+
+    async def create_project(self, name: str, *, exist_ok: bool = False) -> ProjectInfo:
+        return await self._run((await self._reg()).create_project, name, exist_ok=exist_ok)
+
+    async def list_artifacts(self, project: str) -> list[ArtifactInfo]:
+        return await self._run((await self._reg()).list_artifacts, project)
+
+    async def get_artifact(self, project: str, artifact: str) -> ArtifactInfo:
+        return await self._run((await self._reg()).get_artifact, project, artifact)
+
+    async def create_artifact(
+        self,
+        project: str,
+        artifact: str,
+        *,
+        type: str,
+        description: str = "",
+        exist_ok: bool = False,
+    ) -> ArtifactInfo:
+        return await self._run(
+            (await self._reg()).create_artifact,
+            project,
+            artifact,
+            type=type,
+            description=description,
+            exist_ok=exist_ok,
+        )
+
+    async def get_version(self, project: str, artifact: str, selector: str) -> VersionInfo:
+        return await self._run((await self._reg()).get_version, project, artifact, selector)
+
+    async def get_manifest(self, project: str, artifact: str, number: int) -> Manifest:
+        return await self._run((await self._reg()).get_manifest, project, artifact, number)
+
+    async def missing_blobs(self, digests: Iterable[str]) -> set[str]:
+        return await self._run((await self._reg()).missing_blobs, list(digests))
+
+    async def upload_blob(self, sha256: str, path: Path) -> None:
+        reg = await self._reg()
+
+        def copy() -> None:
+            try:
+                f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
+            except OSError as e:
+                raise InvalidInput(f"can't read {path}: {e.strerror}") from None
+            with f:
+                writer = reg.blob_writer(sha256, os.fstat(f.fileno()).st_size)
+                try:
+                    buf = bytearray(COPY_CHUNK)
+                    view = memoryview(buf)
+                    while n := f.readinto(buf):
+                        writer.write(view[:n])
+                    writer.finish()
+                except BaseException:
+                    writer.abort()
+                    raise
+
+        await self._run(copy)
+
+    async def commit(
+        self,
+        project: str,
+        artifact: str,
+        manifest: Manifest,
+        *,
+        metadata: dict[str, Any] | None = None,
+        description: str = "",
+        aliases: Iterable[str] = (),
+        parent: int | None = None,
+        creator: str = "",
+    ) -> CommitResult:
+        return await self._run(
+            (await self._reg()).commit,
+            project,
+            artifact,
+            manifest,
+            metadata=metadata,
+            description=description,
+            aliases=list(aliases),
+            parent=parent,
+            creator=creator,
+        )
+
+    async def set_alias(
+        self, project: str, artifact: str, alias: str, number: int, *, expect: Expect = UNSET
+    ) -> None:
+        await self._run(
+            (await self._reg()).set_alias, project, artifact, alias, number, expect=expect
+        )
+
+    async def delete_alias(
+        self, project: str, artifact: str, alias: str, *, expect: Expect = UNSET
+    ) -> None:
+        await self._run((await self._reg()).delete_alias, project, artifact, alias, expect=expect)
+
+    async def delete_version(
+        self, project: str, artifact: str, number: int, *, force: bool = False
+    ) -> None:
+        await self._run((await self._reg()).delete_version, project, artifact, number, force=force)
+
+    async def blob_blocks(self, sha256: str, size: int) -> list[bytes]:
+        raw = await self._run((await self._reg()).blob_blocks, sha256)
+        return split_block_digests(raw, size)
+
+    async def read_range(
+        self, sha256: str, size: int, offset: int, length: int, sink: DataSink
+    ) -> None:
+        sha256_hex(sha256)
+        if offset < 0 or length < 0 or offset + length > size:
+            raise InvalidInput(f"range {offset}+{length} outside blob {sha256} of {size} bytes")
+        if length == 0:
+            return
+        reg = await self._reg()
+
+        def open_blob() -> int:
+            path = reg.blobs.local_path(sha256)
+            if path is None:
+                raise NotFound(f"blob {sha256} is not in a local store")
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+        fd = await trio.to_thread.run_sync(open_blob)
+        try:
+            pos, end = offset, offset + length
+            while pos < end:
+                data = await trio.to_thread.run_sync(os.pread, fd, min(READ_CHUNK, end - pos), pos)
+                if not data:
+                    raise NotFound(f"blob {sha256} is shorter than {size} bytes in the local store")
+                pos += len(data)
+                sink(data)
+        finally:
+            os.close(fd)
+
+    async def aclose(self) -> None:
+        if self._registry is not None:
+            reg, self._registry = self._registry, None
+            await trio.to_thread.run_sync(reg.close)
+
+    async def __aenter__(self) -> LocalRegistryClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

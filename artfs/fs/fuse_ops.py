@@ -1,0 +1,233 @@
+"""The pyfuse3 adapter: each handler translates arguments, calls ``ArtfsFS``, translates back.
+
+``_handler`` is the one place where errors cross into FUSE: an ``ArtfsError``
+becomes ``FUSEError(exc.errno)``; anything unexpected is logged with its
+traceback and becomes EIO, so no stray exception can take the mount down
+(pyfuse3 ends its main loop on any exception that is not a FUSEError).
+Reads stay inline on the trio thread: a thread hop costs more than the read.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import pyfuse3
+
+from ..errors import ArtfsError, IntegrityError, StorageFull, Unavailable
+from .attrs import BLKSIZE, Attr
+from .service import ArtfsFS
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+_LOUD = (Unavailable, IntegrityError, StorageFull)  # worth a line in the mount's log
+
+
+def _handler(
+    fn: Callable[Concatenate[FuseOperations, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[FuseOperations, P], Coroutine[Any, Any, R]]:
+    @functools.wraps(fn)
+    async def wrapper(self: FuseOperations, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if log.isEnabledFor(logging.DEBUG):  # --debug: every request
+            log.debug("%s%r", fn.__name__, args)
+        try:
+            return await fn(self, *args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except ArtfsError as exc:
+            level = logging.WARNING if isinstance(exc, _LOUD) else logging.DEBUG
+            log.log(level, "%s: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except Exception:
+            log.exception("unexpected error in %s; answering EIO", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
+    entry = pyfuse3.EntryAttributes()
+    entry.st_ino = attr.ino
+    entry.entry_timeout = attr.entry_timeout
+    entry.attr_timeout = attr.attr_timeout
+    if attr.is_negative:
+        return entry
+    entry.generation = 0
+    entry.st_mode = attr.mode
+    entry.st_nlink = attr.nlink
+    entry.st_uid = attr.uid
+    entry.st_gid = attr.gid
+    entry.st_size = attr.size
+    entry.st_blksize = BLKSIZE
+    entry.st_blocks = attr.blocks
+    entry.st_atime_ns = attr.mtime_ns
+    entry.st_mtime_ns = attr.mtime_ns
+    entry.st_ctime_ns = attr.mtime_ns
+    return entry
+
+
+def _name(raw: bytes) -> str:
+    return os.fsdecode(raw)
+
+
+class FuseOperations(pyfuse3.Operations):
+    """pyfuse3 request handlers over an ``ArtfsFS``."""
+
+    def __init__(self, fs: ArtfsFS) -> None:
+        super().__init__()
+        self.fs = fs
+
+    # --- reading ------------------------------------------------------------------------
+    @_handler
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return entry_attributes(await self.fs.lookup(parent_inode, _name(name)))
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        """Nodes live as long as their listing: nothing to free per kernel reference."""
+
+    @_handler
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return entry_attributes(await self.fs.getattr(inode))
+
+    @_handler
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return os.fsencode(await self.fs.readlink(inode))
+
+    @_handler
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        return await self.fs.opendir(inode)
+
+    @_handler
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        for name, attr, next_id in self.fs.readdir(fh, start_id):
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), entry_attributes(attr), next_id):
+                break
+
+    @_handler
+    async def releasedir(self, fh: int) -> None:
+        await self.fs.releasedir(fh)
+
+    @_handler
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        opened = await self.fs.open(inode, flags)
+        return pyfuse3.FileInfo(fh=opened.fh, keep_cache=opened.keep_cache)
+
+    @_handler
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self.fs.read(fh, off, size)
+
+    @_handler
+    async def flush(self, fh: int) -> None:
+        await self.fs.flush(fh)
+
+    @_handler
+    async def release(self, fh: int) -> None:
+        await self.fs.release(fh)
+
+    @_handler
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        stats = await self.fs.statfs()
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = stats.block_size
+        data.f_frsize = stats.block_size
+        data.f_blocks = stats.blocks
+        data.f_bfree = stats.blocks_free
+        data.f_bavail = stats.blocks_free
+        data.f_files = stats.files
+        data.f_ffree = 0
+        data.f_favail = 0
+        data.f_namemax = stats.name_max
+        return data
+
+    @_handler
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        return await self.fs.getxattr(inode, _name(name))
+
+    @_handler
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
+        return [os.fsencode(n) for n in await self.fs.listxattr(inode)]
+
+    # --- changing (refused inside versions) ------------------------------------------------
+    @_handler
+    async def setxattr(
+        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
+        await self.fs.setxattr(inode, _name(name), value)
+
+    @_handler
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self.fs.removexattr(inode, _name(name))
+
+    @_handler
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        return entry_attributes(await self.fs.setattr(inode))
+
+    @_handler
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return entry_attributes(await self.fs.mkdir(parent_inode, _name(name), mode))
+
+    @_handler
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        opened, attr = await self.fs.create(parent_inode, _name(name), mode, flags)
+        info = pyfuse3.FileInfo(fh=opened.fh, keep_cache=opened.keep_cache)
+        return info, entry_attributes(attr)
+
+    @_handler
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return entry_attributes(await self.fs.mknod(parent_inode, _name(name), mode))
+
+    @_handler
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        attr = await self.fs.symlink(parent_inode, _name(name), os.fsdecode(target))
+        return entry_attributes(attr)
+
+    @_handler
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return entry_attributes(await self.fs.link(inode, new_parent_inode, _name(new_name)))
+
+    @_handler
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self.fs.unlink(parent_inode, _name(name))
+
+    @_handler
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self.fs.rmdir(parent_inode, _name(name))
+
+    @_handler
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        await self.fs.rename(
+            parent_inode_old, _name(name_old), parent_inode_new, _name(name_new), flags
+        )

@@ -1,0 +1,559 @@
+"""The filesystem as a service that knows nothing of FUSE (cf. mountpoint-s3's fs.rs).
+
+``ArtfsFS`` answers lookup/getattr/readdir/read/... in terms of inode numbers
+and plain values (``attrs.Attr``), raising only ``artfs.errors`` exceptions;
+``fuse_ops.py`` is a thin translation onto pyfuse3. Tests drive this class
+directly, with no kernel involved.
+
+Consistency rules (SPEC §2, notes/fuse-performance.md):
+
+* Everything inside a version is immutable: stable inodes, day-long kernel
+  timeouts, ``keep_cache`` on open, and manifests/version records kept on disk
+  for good (``metastore.py``). A version's tree is built from its manifest on the
+  first lookup or listing *inside* it, once; one manifest request serves a whole
+  ``ls -lR``.
+* Root, project and artifact listings and alias links are refreshed from the
+  registry when older than ``listing_ttl`` (also their kernel timeouts). With
+  the registry unreachable the last known listing (in memory, else on disk) is
+  served and the next attempt waits one TTL, so an offline mount answers
+  ``ls`` at once instead of paying a timeout per call.
+* Every registry call has a deadline (``meta_timeout``), every read one
+  (``read_timeout``); passing it raises ``Unavailable`` (EIO) and the mount stays up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+import trio
+
+from ..cache.protocol import BlobCacheAPI, BlobReader
+from ..client.base import RegistryClient
+from ..errors import (
+    IntegrityError,
+    InvalidInput,
+    NoAttribute,
+    NotFound,
+    NotPermitted,
+    ReadOnly,
+    Unavailable,
+    Unsupported,
+)
+from ..manifest import Manifest
+from ..models import VersionInfo
+from ..names import LATEST
+from . import xattrs
+from .attrs import BLKSIZE, DIR_MODE, FILE_MODE, LINK_MODE, Attr, FsStats, Opened
+from .inodes import (
+    AliasNode,
+    ArtifactNode,
+    DirNode,
+    FileNode,
+    InodeTable,
+    ListedDir,
+    Node,
+    ProjectNode,
+    RootNode,
+    TreeDirNode,
+    VersionNode,
+)
+from .metastore import MetaStore, recall_registry_id, registry_dir_name, remember_registry_id
+from .options import MountOptions
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+
+
+class _KeyedLocks:
+    """One lock per key, created on demand and dropped when nobody holds or waits for it.
+
+    Used so that concurrent lookups that all find a listing stale, or a version
+    unbuilt, make one registry request between them.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[trio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: Hashable) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (trio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+@dataclass(slots=True)
+class _OpenFile:
+    node: FileNode
+    reader: BlobReader | None  # None for empty files: nothing to fetch
+
+
+def _in_version(node: Node) -> bool:
+    return isinstance(node, VersionNode | TreeDirNode | FileNode)
+
+
+class ArtfsFS:
+    """The mount's read side over a registry client and the blob cache."""
+
+    def __init__(
+        self,
+        client: RegistryClient,
+        cache: BlobCacheAPI,
+        options: MountOptions | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.cache = cache
+        self.options = options or MountOptions()
+        self.meta_root: Path = self.options.meta_root or cache.root / "v1" / "meta"
+        self.table = InodeTable(time.time())
+        self._clock = clock
+        self._locks = _KeyedLocks()
+        self._store: MetaStore | None = None
+        self._files: dict[int, _OpenFile] = {}
+        self._dirs: dict[int, tuple[tuple[str, Node], ...]] = {}
+        self._next_fh = 1
+
+    # --- plumbing -------------------------------------------------------------------
+    async def _call(self, what: str, fn: Callable[..., Awaitable[T]], *args: object) -> T:
+        """A registry call under the metadata deadline."""
+        with trio.move_on_after(self.options.meta_timeout):
+            return await fn(*args)
+        raise Unavailable(
+            f"the registry did not answer ({what}) within {self.options.meta_timeout:g} s"
+        )
+
+    async def meta_store(self) -> MetaStore:
+        """The on-disk metadata of this registry; its id is remembered for offline starts."""
+        if self._store is not None:
+            return self._store
+        async with self._locks.hold("registry-id"):
+            if self._store is None:
+                source = self.options.source
+                try:
+                    registry_id = await self._call("registry id", self.client.registry_id)
+                except Unavailable:
+                    recalled = recall_registry_id(self.meta_root, source)
+                    if recalled is None:
+                        raise
+                    registry_id = recalled
+                else:
+                    try:
+                        remember_registry_id(self.meta_root, source, registry_id)
+                    except OSError as e:
+                        log.warning("could not record the registry id: %s", e)
+                self._store = MetaStore(self.meta_root / registry_dir_name(registry_id))
+            return self._store
+
+    def _fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    # --- listings with a TTL ---------------------------------------------------------------
+    def _stale(self, node: ListedDir) -> bool:
+        return node.listed_at is None or self._clock() - node.listed_at >= self.options.listing_ttl
+
+    async def _fresh(self, node: ListedDir) -> None:
+        """Make ``node``'s children at most one TTL old, or the best we know if offline."""
+        if not self._stale(node):
+            return
+        async with self._locks.hold(("listing", node.ino)):
+            if not self._stale(node):
+                return
+            started = self._clock()
+            try:
+                await self._refresh(node, started)
+            except NotFound:
+                self.table.detach(node)
+                raise
+            except Unavailable as e:
+                if node.listed_at is None and not await self._restore(node, started):
+                    raise
+                log.warning("registry unreachable, serving the last known listing: %s", e)
+            node.listed_at = started
+
+    async def _refresh(self, node: ListedDir, now: float) -> None:
+        if isinstance(node, RootNode):
+            projects = await self._call("list projects", self.client.list_projects)
+            self.table.sync_projects(projects)
+            (await self.meta_store()).save_projects(projects)
+        elif isinstance(node, ProjectNode):
+            arts = await self._call(
+                f"list {node.project}", self.client.list_artifacts, node.project
+            )
+            self.table.sync_artifacts(node, arts, now)
+            (await self.meta_store()).save_artifacts(node.project, arts)
+        elif isinstance(node, ArtifactNode):
+            info = await self._call(
+                f"get {node.project}/{node.artifact}",
+                self.client.get_artifact,
+                node.project,
+                node.artifact,
+            )
+            self.table.sync_artifact(node, info)
+            (await self.meta_store()).save_artifact(info)
+
+    async def _restore(self, node: ListedDir, now: float) -> bool:
+        """Apply the listing saved on disk by an earlier mount; False if there is none."""
+        try:
+            store = await self.meta_store()
+        except Unavailable:
+            return False
+        if isinstance(node, RootNode):
+            projects = store.load_projects()
+            if projects is None:
+                return False
+            self.table.sync_projects(projects)
+        elif isinstance(node, ProjectNode):
+            arts = store.load_artifacts(node.project)
+            if arts is None:
+                return False
+            # an artifact's own record may be newer than the project listing
+            arts = [store.load_artifact(node.project, a.name) or a for a in arts]
+            self.table.sync_artifacts(node, arts, now)
+        elif isinstance(node, ArtifactNode):
+            info = store.load_artifact(node.project, node.artifact)
+            if info is None:
+                return False
+            self.table.sync_artifact(node, info)
+        return True
+
+    # --- versions (immutable) --------------------------------------------------------------
+    async def _built(self, version: VersionNode) -> None:
+        if version.built:
+            return
+        async with self._locks.hold(("build", version.ino)):
+            if not version.built:
+                manifest = await self._manifest(version)
+                self.table.build_version(version, manifest)
+
+    async def _manifest(self, version: VersionNode) -> Manifest:
+        key, digest = version.key, version.summary.digest
+        store = await self.meta_store()
+        manifest = await trio.to_thread.run_sync(store.load_manifest, key, digest)
+        if manifest is not None:
+            return manifest
+        manifest = await self._call(
+            f"manifest of {key.ref}",
+            self.client.get_manifest,
+            key.project,
+            key.artifact,
+            key.number,
+        )
+        if manifest.digest != digest:
+            raise IntegrityError(
+                f"the manifest of {key.ref} does not match its digest {digest[:12]}…"
+            )
+        await trio.to_thread.run_sync(store.save_manifest, key, manifest)
+        return manifest
+
+    async def version_info(self, version: VersionNode) -> VersionInfo:
+        if version.info is not None:
+            return version.info
+        key, digest = version.key, version.summary.digest
+        store = await self.meta_store()
+        info = store.load_version_info(key, digest)
+        if info is None:
+            info = await self._call(
+                f"get {key.ref}", self.client.get_version, key.project, key.artifact, version.name
+            )
+            if info.digest != digest:
+                raise IntegrityError(f"{key.ref} changed digest under the mount; remount")
+            store.save_version_info(info)
+        version.info = info
+        return info
+
+    # --- attributes ------------------------------------------------------------------------
+    def attr(self, node: Node) -> Attr:
+        """Attributes and kernel timeouts of a node (no I/O)."""
+        o = self.options
+        ttl, forever = o.listing_ttl, o.immutable_timeout
+        if isinstance(node, FileNode):
+            mtime, size, mode, nlink = node.version.mtime, node.size, FILE_MODE, 1
+            entry, attr = forever, forever
+        elif isinstance(node, AliasNode):
+            mtime, size, mode, nlink = node.artifact.mtime, len(node.target), LINK_MODE, 1
+            entry, attr = ttl, ttl
+        elif isinstance(node, DirNode):
+            mtime, size, mode, nlink = node.mtime, 0, DIR_MODE, 2
+            if isinstance(node, ListedDir):
+                entry, attr = ttl, ttl
+            elif isinstance(node, VersionNode):
+                entry, attr = ttl, forever  # the name lives in a listing; the tree never changes
+            else:
+                entry, attr = forever, forever
+        else:  # pragma: no cover - every node kind is handled above
+            raise InvalidInput(f"unknown node {node!r}")
+        return Attr(
+            ino=node.ino,
+            mode=mode,
+            nlink=nlink,
+            size=size,
+            mtime_ns=int(mtime * 1e9),
+            uid=o.uid,
+            gid=o.gid,
+            entry_timeout=entry,
+            attr_timeout=attr,
+        )
+
+    def _negative_timeout(self, parent: DirNode) -> float:
+        if isinstance(parent, ListedDir):
+            return self.options.listing_ttl
+        return self.options.immutable_timeout
+
+    async def _children(self, node: DirNode) -> dict[str, Node]:
+        if isinstance(node, ListedDir):
+            await self._fresh(node)
+        elif isinstance(node, VersionNode):
+            await self._built(node)
+        return node.children
+
+    # --- the read operations -----------------------------------------------------------------
+    async def lookup(self, parent_ino: int, name: str) -> Attr:
+        """The entry ``name`` in a directory; a negative entry (``ino == 0``) if absent."""
+        parent = self.table.get(parent_ino)
+        if not isinstance(parent, DirNode):
+            raise NotFound(f"not a directory: inode {parent_ino}")
+        if name == ".":
+            return self.attr(parent)
+        if name == "..":
+            return self.attr(self.table.get(parent.parent))
+        child = (await self._children(parent)).get(name)
+        if child is None:
+            return Attr.negative(self._negative_timeout(parent))
+        return self.attr(child)
+
+    async def getattr(self, ino: int) -> Attr:
+        node = self.table.get(ino)
+        if isinstance(node, AliasNode):
+            node = await self._current_alias(node)
+        return self.attr(node)
+
+    async def _current_alias(self, link: AliasNode) -> AliasNode:
+        await self._fresh(link.artifact)
+        if link.artifact.children.get(link.name) is not link:
+            raise NotFound(f"alias {link.name} was removed")
+        return link
+
+    async def readlink(self, ino: int) -> str:
+        node = self.table.get(ino)
+        if not isinstance(node, AliasNode):
+            raise InvalidInput(f"inode {ino} is not a symbolic link")
+        return (await self._current_alias(node)).target
+
+    async def opendir(self, ino: int) -> int:
+        """Snapshot a directory's entries for one readdir cycle (stable offsets)."""
+        node = self.table.get(ino)
+        if not isinstance(node, DirNode):
+            raise InvalidInput(f"inode {ino} is not a directory")
+        await self._children(node)
+        fh = self._fh()
+        self._dirs[fh] = node.entries()
+        return fh
+
+    def readdir(self, fh: int, start: int) -> Iterator[tuple[str, Attr, int]]:
+        """Entries from offset ``start``: (name, attributes, offset of the next entry)."""
+        try:
+            entries = self._dirs[fh]
+        except KeyError:
+            raise InvalidInput(f"unknown directory handle {fh}") from None
+        for index in range(start, len(entries)):
+            name, node = entries[index]
+            yield name, self.attr(node), index + 1
+
+    async def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    async def open(self, ino: int, flags: int) -> Opened:
+        node = self.table.get(ino)
+        if flags & _WRITE_FLAGS:
+            self._refuse(node, "open for writing")
+        if not isinstance(node, FileNode):
+            raise InvalidInput(f"inode {ino} is not a regular file")
+        reader = None
+        if node.size:
+            with trio.move_on_after(self.options.read_timeout):
+                reader = await self.cache.open(node.sha256, node.size)
+            if reader is None:
+                raise Unavailable(f"opening {node.name} took over {self.options.read_timeout:g} s")
+        fh = self._fh()
+        self._files[fh] = _OpenFile(node, reader)
+        return Opened(fh, keep_cache=True)
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        try:
+            handle = self._files[fh]
+        except KeyError:
+            raise InvalidInput(f"unknown file handle {fh}") from None
+        length = min(size, handle.node.size - offset)
+        if length <= 0 or handle.reader is None:
+            return b""
+        with trio.move_on_after(self.options.read_timeout):
+            return await handle.reader.read(offset, length)
+        raise Unavailable(
+            f"reading {handle.node.name} took over {self.options.read_timeout:g} s; "
+            "is the registry reachable?"
+        )
+
+    async def flush(self, fh: int) -> None:
+        """Nothing to write back from a read-only file."""
+
+    async def release(self, fh: int) -> None:
+        handle = self._files.pop(fh, None)
+        if handle is not None and handle.reader is not None:
+            with trio.CancelScope(shield=True):
+                await handle.reader.aclose()
+
+    async def statfs(self) -> FsStats:
+        stats = self.cache.stats()
+        used = stats.complete_bytes + stats.partial_bytes
+        total = max(stats.limit_bytes or used, used)
+        return FsStats(
+            block_size=BLKSIZE,
+            blocks=-(-total // BLKSIZE),
+            blocks_free=(total - used) // BLKSIZE,
+            files=len(self.table),
+        )
+
+    # --- extended attributes -------------------------------------------------------------------
+    def _xattr_names(self, node: Node) -> tuple[str, ...]:
+        if not self.options.xattrs:
+            raise Unsupported("extended attributes are off for this mount (mount with --xattrs)")
+        if isinstance(node, VersionNode):
+            return xattrs.VERSION_NAMES
+        if isinstance(node, FileNode):
+            return xattrs.FILE_NAMES
+        return ()
+
+    async def listxattr(self, ino: int) -> list[str]:
+        return list(self._xattr_names(self.table.get(ino)))
+
+    async def getxattr(self, ino: int, name: str) -> bytes:
+        node = self.table.get(ino)
+        if name not in self._xattr_names(node):
+            raise NoAttribute(f"no attribute {name}")
+        if isinstance(node, FileNode):
+            return self._file_xattr(node, name)
+        assert isinstance(node, VersionNode)
+        return await self._version_xattr(node, name)
+
+    def _file_xattr(self, node: FileNode, name: str) -> bytes:
+        if name == xattrs.SHA256:
+            return xattrs.text(node.sha256)
+        if name == xattrs.CACHED:
+            return xattrs.text(str(self.cache.cached_bytes(node.sha256, node.size)))
+        if name == xattrs.REF:
+            return xattrs.text(node.version.key.ref)
+        if name == xattrs.PATH:
+            return xattrs.text(self.table.path_in_version(node))
+        return xattrs.text(str(node.size))
+
+    async def _version_xattr(self, node: VersionNode, name: str) -> bytes:
+        summary = node.summary
+        if name == xattrs.REF:
+            return xattrs.text(node.key.ref)
+        if name == xattrs.DIGEST:
+            return xattrs.text(summary.digest)
+        if name == xattrs.CREATED:
+            return xattrs.timestamp(summary.created)
+        artifact = self.table.get(node.parent)
+        assert isinstance(artifact, ArtifactNode)
+        if name == xattrs.ALIASES:
+            await self._fresh(artifact)
+            number = node.key.number
+            return xattrs.alias_list([a for a, n in artifact.aliases.items() if n == number])
+        if name == xattrs.TYPE:
+            return xattrs.text(artifact.artifact_type)
+        info = await self.version_info(node)
+        if name == xattrs.METADATA:
+            return xattrs.metadata_json(info.metadata)
+        return xattrs.text(info.description)
+
+    # --- mutations: refused here (drafts, alias links and commits come with the write side) ---
+    def _refuse(self, node: Node, what: str) -> NoReturn:
+        if _in_version(node):
+            raise ReadOnly(f"{what}: versions are read-only")
+        if isinstance(node, AliasNode) and node.name == LATEST:
+            raise NotPermitted(f"{what}: 'latest' is maintained by the registry")
+        raise NotPermitted(f"{what}: not supported here")
+
+    def _target(self, parent_ino: int, name: str) -> Node:
+        """What a mutation touches: the named child when it exists, else its directory."""
+        parent = self.table.get(parent_ino)
+        if isinstance(parent, DirNode) and not _in_version(parent):
+            return parent.children.get(name, parent)
+        return parent
+
+    async def mkdir(self, parent_ino: int, name: str, mode: int) -> Attr:
+        self._refuse(self.table.get(parent_ino), f"mkdir {name}")
+
+    async def create(
+        self, parent_ino: int, name: str, mode: int, flags: int
+    ) -> tuple[Opened, Attr]:
+        self._refuse(self.table.get(parent_ino), f"create {name}")
+
+    async def mknod(self, parent_ino: int, name: str, mode: int) -> Attr:
+        self._refuse(self.table.get(parent_ino), f"mknod {name}")
+
+    async def symlink(self, parent_ino: int, name: str, target: str) -> Attr:
+        self._refuse(self.table.get(parent_ino), f"symlink {name}")
+
+    async def link(self, ino: int, new_parent_ino: int, name: str) -> Attr:
+        self._refuse(self.table.get(new_parent_ino), f"link {name}")
+
+    async def unlink(self, parent_ino: int, name: str) -> None:
+        self._refuse(self._target(parent_ino, name), f"unlink {name}")
+
+    async def rmdir(self, parent_ino: int, name: str) -> None:
+        self._refuse(self._target(parent_ino, name), f"rmdir {name}")
+
+    async def rename(
+        self, old_parent_ino: int, old_name: str, new_parent_ino: int, new_name: str, flags: int
+    ) -> None:
+        for node in (
+            self._target(old_parent_ino, old_name),
+            self._target(new_parent_ino, new_name),
+        ):
+            if _in_version(node):
+                self._refuse(node, f"rename {old_name}")
+        self._refuse(self._target(old_parent_ino, old_name), f"rename {old_name}")
+
+    async def setattr(self, ino: int) -> Attr:
+        self._refuse(self.table.get(ino), "change attributes")
+
+    async def setxattr(self, ino: int, name: str, value: bytes) -> None:
+        node = self.table.get(ino)
+        if name in xattrs.SETTABLE_NAMES and _in_version(node):
+            raise NotPermitted(f"{name} applies to drafts; a version is already committed")
+        self._refuse(node, f"set {name}")
+
+    async def removexattr(self, ino: int, name: str) -> None:
+        self._refuse(self.table.get(ino), f"remove {name}")
+
+    # --- lifetime ---------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Close every open blob reader (the kernel sends no RELEASE after unmount)."""
+        handles, self._files = list(self._files.values()), {}
+        self._dirs.clear()
+        with trio.CancelScope(shield=True):
+            for handle in handles:
+                if handle.reader is not None:
+                    await handle.reader.aclose()

@@ -1,0 +1,150 @@
+"""``artfs mount`` and ``artfs umount``: wiring the client, the cache and the filesystem together.
+
+Without ``--foreground`` the command re-runs itself with ``--foreground`` in a new
+session and returns once the kernel shows the mount (``fs.daemon.mount_background``).
+The foreground process owns everything: one trio run holding the client, the cache
+(and its fetch tasks) and the FUSE session, closed in that order's reverse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import trio
+
+from . import config
+from .cache.blobcache import BlobCache
+from .cache.settings import CacheTuning
+from .client import open_client
+from .errors import InvalidInput
+from .fs.daemon import canonical, is_fuse_mount, mount_background, run_mount, unmount
+from .fs.options import MountOptions
+from .mountinfo import read_record, remove_record, write_record
+
+
+def _registry(args: argparse.Namespace) -> str:
+    registry = config.registry_from(args.registry)
+    if not registry.startswith(("http://", "https://")):
+        path = Path(registry).expanduser().absolute()
+        if not (path / "registry.db").exists():
+            raise InvalidInput(
+                f"{path} is not a registry directory (no registry.db); give a URL or a registry dir"
+            )
+        registry = str(path)
+    return registry
+
+
+def _options(args: argparse.Namespace, registry: str) -> MountOptions:
+    return MountOptions(
+        listing_ttl=args.ttl,
+        xattrs=args.xattrs,
+        allow_other=args.allow_other,
+        source=registry,
+        meta_timeout=args.timeout,
+        read_timeout=max(30.0, 6 * args.timeout),
+    )
+
+
+def mount_command(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    point = canonical(args.mountpoint)
+    if not os.path.isdir(point):
+        raise InvalidInput(f"mountpoint {point} is not a directory (create it first)")
+    if is_fuse_mount(point):
+        raise InvalidInput(f"{point} is already mounted; run 'artfs umount {point}' first")
+    cache_dir = config.cache_dir_from(args.cache_dir)
+    max_bytes = config.parse_size(args.cache_size) if args.cache_size else None
+    options = _options(args, registry)
+    if not args.foreground:
+        argv = [
+            sys.executable,
+            "-m",
+            "artfs.cli",
+            "mount",
+            point,
+            "--foreground",
+            "--registry",
+            registry,
+            "--cache-dir",
+            str(cache_dir),
+            "--ttl",
+            str(args.ttl),
+            "--timeout",
+            str(args.timeout),
+        ]
+        if args.cache_size:
+            argv += ["--cache-size", args.cache_size]
+        for flag in ("xattrs", "allow_other", "debug"):
+            if getattr(args, flag):
+                argv.append("--" + flag.replace("_", "-"))
+        log_path = config.runtime_dir() / f"mount-{Path(point).name or 'root'}.log"
+        mount_background(argv, point, log_path=log_path, timeout=max(30.0, 3 * args.timeout))
+        print(f"mounted {registry} at {point} (log: {log_path})", file=sys.stderr)
+        return 0
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.debug:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    trio.run(_serve, registry, point, cache_dir, max_bytes, options, args.timeout)
+    return 0
+
+
+async def _serve(
+    registry: str,
+    point: str,
+    cache_dir: Path,
+    max_bytes: int | None,
+    options: MountOptions,
+    timeout: float,
+) -> None:
+    client = open_client(registry, timeout=timeout)
+    try:
+        async with BlobCache(
+            cache_dir, client, max_bytes=max_bytes, tuning=CacheTuning(timeout=max(timeout, 5.0))
+        ) as cache, trio.open_nursery() as nursery:
+            await nursery.start(run_mount, point, client, cache, options)
+            write_record(Path(point), registry, cache_dir, os.getpid())
+    finally:
+        remove_record(Path(point))
+        with trio.CancelScope(shield=True):
+            await client.aclose()
+
+
+def umount_command(args: argparse.Namespace) -> int:
+    point = canonical(args.mountpoint)
+    record = read_record(Path(point))
+    clean = unmount(point)
+    remove_record(Path(point))
+    if record and clean:
+        _wait_exit(int(record.get("pid", 0)), 15.0)
+    print(
+        f"unmounted {point}" + ("" if clean else " (lazily: files were still open)"),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _wait_exit(pid: int, timeout: float) -> None:
+    """Wait for the daemon to finish closing its cache (it exits once unmounted)."""
+    if pid <= 0 or pid == os.getpid():
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)

@@ -1,0 +1,188 @@
+"""The registry server: the JSON API (Hypercorn + Starlette) and the blob data server,
+both in one trio loop.
+
+``serve`` is what ``artfs serve`` and ``python -m artfs.server`` run; tests start
+it with port 0 and learn the bound ports from ``task_status`` (a ``ServerInfo``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+from starlette.requests import Request
+
+from ..errors import ArtfsError
+from ..registry import Registry
+from .api import create_app
+from .blobserver import BlobDataServer
+
+__all__ = ["ServerInfo", "main", "run_server", "serve"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    api_url: str  # e.g. http://127.0.0.1:8765
+    host: str
+    port: int
+    blob_port: int
+    data_dir: Path
+
+    def ready_line(self) -> str:
+        return (
+            f"artfs registry listening on {self.api_url} (blobs on :{self.blob_port}), "
+            f"data in {self.data_dir}"
+        )
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return host == ""
+
+
+async def serve(
+    data_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    blob_port: int | None = None,
+    *,
+    public_blob_url: str | None = None,
+    task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the registry in ``data_dir`` until cancelled.
+
+    ``blob_port`` defaults to ``port + 1`` (ephemeral when ``port`` is 0); 0 means ephemeral.
+    ``public_blob_url`` overrides the base URL handed to clients for blob bytes
+    (e.g. behind a proxy); by default it is this host, as the client addressed it, on ``blob_port``.
+    """
+    data_dir = Path(data_dir).resolve()
+    if blob_port is None:
+        blob_port = port + 1 if port else 0
+    registry = await trio.to_thread.run_sync(Registry.open, data_dir)
+    try:
+        async with trio.open_nursery() as nursery:
+            blobs = BlobDataServer(registry.blobs.local_path)  # type: ignore[arg-type]
+            bound_blob_port: int = await nursery.start(blobs.serve, host, blob_port)
+
+            def blob_base_url(request: Request) -> str:
+                if public_blob_url:
+                    return public_blob_url.rstrip("/")
+                seen = (
+                    _url_host(host)
+                    if not _is_wildcard(host)
+                    else _url_host(request.url.hostname or "127.0.0.1")
+                )
+                return f"http://{seen}:{bound_blob_port}"
+
+            config = Config()
+            config.bind = [f"{_url_host(host)}:{port}"]
+            config.accesslog = None
+            config.loglevel = "WARNING"
+            config.keep_alive_timeout = 75
+
+            def data_stats() -> dict[str, int]:
+                return {"blob_requests": blobs.requests, "blob_bytes_sent": blobs.bytes_sent}
+
+            app: Any = create_app(registry, blob_base_url, data_stats)
+            binds = await nursery.start(partial(hypercorn_serve, app, config, mode="asgi"))
+            bound_port = int(binds[0].rsplit(":", 1)[1])
+            task_status.started(
+                ServerInfo(
+                    f"http://{_url_host(host)}:{bound_port}",
+                    host,
+                    bound_port,
+                    bound_blob_port,
+                    data_dir,
+                )
+            )
+    finally:
+        registry.close()
+
+
+async def run_server(
+    data_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    blob_port: int | None = None,
+    *,
+    public_blob_url: str | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM, printing one line when ready (what ``artfs serve`` runs).
+
+    A failure to start (port in use, unusable data directory) is raised as itself, not
+    wrapped in an exception group, so the CLI can print it as one line."""
+    try:
+        async with trio.open_nursery() as nursery:
+            info: ServerInfo = await nursery.start(
+                partial(serve, data_dir, host, port, blob_port, public_blob_url=public_blob_url)
+            )
+            print(info.ready_line(), flush=True)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+    except BaseExceptionGroup as group:
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        if leaf is group:
+            raise
+        raise leaf from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m artfs.server [--data DIR] [--host H] [--port P] [--blob-port P]``."""
+    import argparse
+    import os
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m artfs.server", description="Run the artfs registry server."
+    )
+    parser.add_argument(
+        "--data", default=os.environ.get("ARTFS_DATA", "artfs-data"), help="registry directory"
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--blob-port", type=int, default=None, help="data port (default: port+1; 0: any)"
+    )
+    parser.add_argument(
+        "--public-blob-url", default=None, help="base URL clients use for blob bytes"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+
+    try:
+        trio.run(
+            partial(
+                run_server,
+                args.data,
+                args.host,
+                args.port,
+                args.blob_port,
+                public_blob_url=args.public_blob_url,
+            )
+        )
+    except KeyboardInterrupt:
+        return 0
+    except (OSError, ArtfsError) as e:
+        print(f"artfs serve: {e}", file=sys.stderr)
+        return 1
+    return 0

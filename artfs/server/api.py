@@ -1,0 +1,420 @@
+"""The HTTP/JSON API of the registry (Starlette, served by Hypercorn's trio worker).
+
+Routes and bodies are documented in docs/api.md. Every handler is thin: parse
+the request, run the blocking ``Registry`` call in a worker thread
+(``trio.to_thread``, so the event loop never stalls on SQLite or the disk),
+and render the result. ``ArtfsError`` becomes ``{"error": {"code", "message"}}``
+with the class's ``http_status`` in exactly one place, ``error_response``.
+
+Blob *bytes* are not served here: ``/v1/blobs/locate`` hands out URLs on the
+zero-copy data server (``blobserver.py``), or presigned store URLs later.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import zlib
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
+
+import trio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from ..client.base import UNSET, Expect
+from ..errors import ArtfsError, InvalidInput, NotFound
+from ..hashing import BLOCK_SIZE, sha256_hex
+from ..manifest import Manifest
+from ..names import parse_version
+from ..registry import Registry
+
+log = logging.getLogger("artfs.server")
+
+T = TypeVar("T")
+
+MAX_JSON_BODY = 512 << 20  # a 2,000,000-file manifest is ~250 MB of JSON
+UPLOAD_FLUSH = 4 << 20
+UPLOAD_QUEUE = 4
+LOCATE_MAX = 10_000
+BlobBaseUrl = Callable[[Request], str]
+"""Where the data server is, as seen by the client that sent this request."""
+
+
+async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await trio.to_thread.run_sync(partial(fn, *args, **kwargs))
+
+
+# --- error translation (the only place) ------------------------------------------
+def error_response(exc: ArtfsError) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": exc.code, "message": exc.message}}, status_code=exc.http_status
+    )
+
+
+async def _artfs_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ArtfsError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "invalid", 413: "invalid"}.get(exc.status_code, "error")
+    err = ArtfsError(f"{request.method} {request.url.path}: {exc.detail}")
+    return JSONResponse(
+        {"error": {"code": code, "message": err.message}}, status_code=exc.status_code
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("internal error on %s %s", request.method, request.url.path)
+    return error_response(ArtfsError(f"internal server error: {type(exc).__name__}: {exc}"))
+
+
+# --- request helpers -------------------------------------------------------------
+async def _json_body(request: Request) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BODY:
+        raise InvalidInput(f"request body over {MAX_JSON_BODY} bytes")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > MAX_JSON_BODY:
+            raise InvalidInput(f"request body over {MAX_JSON_BODY} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").lower()
+
+    def parse() -> Any:
+        data = raw
+        if encoding == "gzip":
+            d = zlib.decompressobj(wbits=31)
+            try:
+                data = d.decompress(raw, MAX_JSON_BODY)
+            except zlib.error as e:
+                raise InvalidInput(f"request body is not valid gzip: {e}") from None
+            if d.unconsumed_tail:
+                raise InvalidInput(f"request body inflates to over {MAX_JSON_BODY} bytes")
+        elif encoding != "identity":
+            raise InvalidInput(f"unsupported Content-Encoding {encoding!r}")
+        if not data:
+            return {}
+        try:
+            return json.loads(data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InvalidInput(f"request body is not valid JSON: {e}") from None
+
+    return parse() if len(raw) < (1 << 16) else await run(parse)
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidInput("request body must be a JSON object")
+    return body
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{name!r} must be true or false")
+    return value
+
+
+def _expect_field(body: dict[str, Any]) -> Expect:
+    if "expect" not in body:
+        return UNSET
+    value = body["expect"]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput("'expect' must be a version number or null")
+    return value
+
+
+def _number_param(text: str) -> int:
+    number = parse_version(text)
+    if number is None and text.isdigit() and (text == "0" or not text.startswith("0")):
+        number = int(text)
+    if number is None:
+        raise InvalidInput(f"invalid version {text!r}: expected vN or N")
+    return number
+
+
+def _query_flag(request: Request, name: str) -> bool:
+    value = request.query_params.get(name, "false").lower()
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no", ""):
+        return False
+    raise InvalidInput(f"invalid value for {name!r}: {value!r}")
+
+
+# --- the app ------------------------------------------------------------------------
+class _CountRequests:
+    """ASGI wrapper counting API requests (``/v1/stats`` itself excluded)."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.requests = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("path") != "/v1/stats":
+            self.requests += 1
+        await self.app(scope, receive, send)
+
+
+def create_app(
+    registry: Registry,
+    blob_base_url: BlobBaseUrl,
+    extra_stats: Callable[[], dict[str, int]] = dict,
+) -> _CountRequests:
+    """The ASGI app. ``extra_stats`` adds counters of other parts (the data server) to
+    ``GET /v1/stats``."""
+    r = registry
+    uploaded = 0
+
+    async def root(request: Request) -> Response:
+        return JSONResponse({"registry_id": r.registry_id(), "block_size": BLOCK_SIZE, "api": 1})
+
+    async def stats(request: Request) -> Response:
+        counters = {"requests": counted.requests, "blob_bytes_received": uploaded, **extra_stats()}
+        return JSONResponse(counters, headers={"Cache-Control": "no-store"})
+
+    async def list_projects(request: Request) -> Response:
+        projects = await run(r.list_projects)
+        return JSONResponse({"projects": [p.to_json() for p in projects]})
+
+    async def create_project(request: Request) -> Response:
+        body = _object(await _json_body(request))
+        project = await run(
+            r.create_project,
+            body.get("name"),
+            exist_ok=_flag(body.get("exist_ok", False), "exist_ok"),
+        )
+        return JSONResponse(project.to_json(), status_code=201)
+
+    async def get_project(request: Request) -> Response:
+        project = await run(r.get_project, request.path_params["project"])
+        return JSONResponse(project.to_json())
+
+    async def list_artifacts(request: Request) -> Response:
+        arts = await run(r.list_artifacts, request.path_params["project"])
+        return JSONResponse({"artifacts": [a.to_json() for a in arts]})
+
+    async def create_artifact(request: Request) -> Response:
+        body = _object(await _json_body(request))
+        art = await run(
+            r.create_artifact,
+            request.path_params["project"],
+            body.get("name"),
+            type=body.get("type"),
+            description=body.get("description", ""),
+            exist_ok=_flag(body.get("exist_ok", False), "exist_ok"),
+        )
+        return JSONResponse(art.to_json(), status_code=201)
+
+    async def get_artifact(request: Request) -> Response:
+        p = request.path_params
+        art = await run(r.get_artifact, p["project"], p["artifact"])
+        return JSONResponse(art.to_json(), headers={"Cache-Control": "no-cache"})
+
+    async def commit(request: Request) -> Response:
+        p = request.path_params
+        body = _object(await _json_body(request))
+        if "manifest" not in body:
+            raise InvalidInput("commit body needs a 'manifest'")
+        aliases = body.get("aliases", [])
+        if not isinstance(aliases, list):
+            raise InvalidInput("'aliases' must be a list of names")
+
+        def work() -> Any:
+            manifest = Manifest.from_json(body["manifest"])
+            return r.commit(
+                p["project"],
+                p["artifact"],
+                manifest,
+                metadata=body.get("metadata"),
+                description=body.get("description", ""),
+                aliases=aliases,
+                parent=body.get("parent"),
+                creator=body.get("creator", ""),
+            )
+
+        result = await run(work)
+        return JSONResponse(result.to_json(), status_code=201 if result.created else 200)
+
+    async def get_version(request: Request) -> Response:
+        p = request.path_params
+        info = await run(r.get_version, p["project"], p["artifact"], p["selector"])
+        immutable = parse_version(p["selector"]) is not None
+        # Aliases of a version move; its other fields never change.
+        return JSONResponse(
+            info.to_json(), headers={"Cache-Control": "no-cache"} if not immutable else {}
+        )
+
+    async def delete_version(request: Request) -> Response:
+        p = request.path_params
+        await run(
+            r.delete_version,
+            p["project"],
+            p["artifact"],
+            _number_param(p["selector"]),
+            force=_query_flag(request, "force"),
+        )
+        return Response(status_code=204)
+
+    async def get_manifest(request: Request) -> Response:
+        p = request.path_params
+        digest, data = await run(
+            r.manifest_gz, p["project"], p["artifact"], _number_param(p["number"])
+        )
+        headers = {
+            "ETag": f'"{digest}"',
+            "X-Artfs-Digest": digest,
+            "Cache-Control": "public, max-age=31536000, immutable",
+            "Vary": "Accept-Encoding",
+        }
+        if "gzip" in request.headers.get("accept-encoding", "").lower():
+            headers["Content-Encoding"] = "gzip"
+        else:
+            data = await run(gzip.decompress, data)
+        return Response(data, media_type="application/json", headers=headers)
+
+    async def set_alias(request: Request) -> Response:
+        p = request.path_params
+        body = _object(await _json_body(request))
+        version = body.get("version")
+        if isinstance(version, str):
+            version = _number_param(version)
+        await run(
+            r.set_alias,
+            p["project"],
+            p["artifact"],
+            p["alias"],
+            version,
+            expect=_expect_field(body),
+        )
+        return Response(status_code=204)
+
+    async def delete_alias(request: Request) -> Response:
+        p = request.path_params
+        body = _object(await _json_body(request))
+        expect = _expect_field(body)
+        if "expect" in request.query_params:
+            q = request.query_params["expect"]
+            expect = None if q in ("none", "null") else _number_param(q)
+        await run(r.delete_alias, p["project"], p["artifact"], p["alias"], expect=expect)
+        return Response(status_code=204)
+
+    async def missing_blobs(request: Request) -> Response:
+        digests = _object(await _json_body(request)).get("digests")
+        if not isinstance(digests, list):
+            raise InvalidInput("'digests' must be a list of sha256")
+        missing = await run(r.missing_blobs, digests)
+        return JSONResponse({"missing": sorted(missing)})
+
+    async def put_blob(request: Request) -> Response:
+        nonlocal uploaded
+        sha = sha256_hex(request.path_params["sha"])
+        declared = request.headers.get("content-length")
+        size = int(declared) if declared is not None and declared.isdigit() else None
+        writer = await run(r.blob_writer, sha, size)
+        try:
+            # Receive the next chunks while a worker thread hashes and writes the previous ones.
+            send, receive = trio.open_memory_channel[bytearray](UPLOAD_QUEUE)
+
+            async def consume() -> None:
+                async with receive:
+                    async for data in receive:
+                        await run(writer.write, data)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(consume)
+                async with send:
+                    buf = bytearray()
+                    async for chunk in request.stream():
+                        uploaded += len(chunk)
+                        buf += chunk
+                        if len(buf) >= UPLOAD_FLUSH:
+                            await send.send(buf)
+                            buf = bytearray()
+                    if buf:
+                        await send.send(buf)
+            created = await run(writer.finish)
+        except BaseException:
+            writer.abort()
+            raise
+        size = await run(r.blob_size, sha)
+        return JSONResponse(
+            {"sha256": sha, "size": size, "created": created}, status_code=201 if created else 200
+        )
+
+    async def blob_blocks(request: Request) -> Response:
+        sha = sha256_hex(request.path_params["sha"])
+        raw = await run(r.blob_blocks, sha)
+        return Response(
+            raw,
+            media_type="application/octet-stream",
+            headers={"Cache-Control": "public, max-age=31536000, immutable"},
+        )
+
+    def _locations(request: Request, digests: list[str]) -> tuple[dict[str, Any], list[str]]:
+        base = blob_base_url(request)
+        found: dict[str, Any] = {}
+        for sha, size in r.blobs.sizes(digests).items():
+            signed = r.blobs.presign(sha, 3600)
+            if signed is None:
+                found[sha] = {"url": f"{base}/blobs/{sha}", "size": size, "expires": None}
+            else:
+                found[sha] = {"url": signed[0], "size": size, "expires": signed[1]}
+        return found, sorted(set(digests) - set(found))
+
+    async def locate_blobs(request: Request) -> Response:
+        digests = _object(await _json_body(request)).get("digests")
+        if not isinstance(digests, list) or len(digests) > LOCATE_MAX:
+            raise InvalidInput(f"'digests' must be a list of at most {LOCATE_MAX} sha256")
+        wanted = [sha256_hex(d) for d in digests]
+        found, missing = await run(_locations, request, wanted)
+        return JSONResponse({"blobs": found, "missing": missing})
+
+    async def get_blob(request: Request) -> Response:
+        sha = sha256_hex(request.path_params["sha"])
+        found, _ = await run(_locations, request, [sha])
+        if sha not in found:
+            raise NotFound(f"blob {sha} not found")
+        return RedirectResponse(found[sha]["url"], status_code=307)
+
+    art = "/v1/projects/{project}/artifacts/{artifact}"
+    routes = [
+        Route("/v1", root, methods=["GET"]),
+        Route("/v1/stats", stats, methods=["GET"]),
+        Route("/v1/projects", list_projects, methods=["GET"]),
+        Route("/v1/projects", create_project, methods=["POST"]),
+        Route("/v1/projects/{project}", get_project, methods=["GET"]),
+        Route("/v1/projects/{project}/artifacts", list_artifacts, methods=["GET"]),
+        Route("/v1/projects/{project}/artifacts", create_artifact, methods=["POST"]),
+        Route(art, get_artifact, methods=["GET"]),
+        Route(f"{art}/versions", commit, methods=["POST"]),
+        Route(f"{art}/versions/{{selector}}", get_version, methods=["GET"]),
+        Route(f"{art}/versions/{{selector}}", delete_version, methods=["DELETE"]),
+        Route(f"{art}/versions/{{number}}/manifest", get_manifest, methods=["GET"]),
+        Route(f"{art}/aliases/{{alias}}", set_alias, methods=["PUT"]),
+        Route(f"{art}/aliases/{{alias}}", delete_alias, methods=["DELETE"]),
+        Route("/v1/blobs/missing", missing_blobs, methods=["POST"]),
+        Route("/v1/blobs/locate", locate_blobs, methods=["POST"]),
+        Route("/v1/blobs/{sha}", put_blob, methods=["PUT"]),
+        Route("/v1/blobs/{sha}", get_blob, methods=["GET"]),
+        Route("/v1/blobs/{sha}/blocks", blob_blocks, methods=["GET"]),
+    ]
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+        ArtfsError: _artfs_error,
+        HTTPException: _http_error,
+        Exception: _unexpected,
+    }
+    counted = _CountRequests(Starlette(routes=routes, exception_handlers=handlers))
+    return counted
