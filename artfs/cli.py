@@ -171,16 +171,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     target: str = args.target
     registry = config.registry_from(args.registry)
     sub_path = ""
+    cache_dir = config.cache_dir_from(args.cache_dir)
     if os.path.exists(target):
         found = locate(Path(target))
         registry, ref_text, sub_path = found.registry, found.ref, found.sub_path
+        cache_dir = found.cache_dir
     else:
         ref_text = target
 
     async def run(client: RegistryClient) -> int:
         ref = parse_ref(ref_text, default_latest=True)
-        if ref.version is None and ":" not in ref_text and sub_path == "" and "/" in ref_text:
-            pass
         info = await client.get_version(ref.project, ref.artifact, ref.selector)
         facts: dict[str, Any] = {
             "ref": info.ref,
@@ -204,7 +204,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                     "path": sub_path,
                     "size": entry.size,
                     "sha256": entry.sha256,
-                    "cached": _cached_bytes(args, entry.sha256, entry.size),
+                    "cached": _cached_bytes(cache_dir, client, entry.sha256, entry.size),
                 }
             else:
                 prefix = sub_path + "/"
@@ -231,10 +231,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     return trio.run(main)
 
 
-def _cached_bytes(args: argparse.Namespace, sha256: str, size: int) -> int:
-    from .cache.layout import cached_bytes_at_rest
+def _cached_bytes(cache_dir: Path, client: RegistryClient, sha256: str, size: int) -> int:
+    from .cache.blobcache import BlobCache
 
-    return cached_bytes_at_rest(config.cache_dir_from(args.cache_dir), sha256, size)
+    return BlobCache(cache_dir, client).cached_bytes(sha256, size)  # reads the layout only
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -269,20 +269,22 @@ def cmd_umount(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .cache.blobcache import cache_prune, cache_stats
+    from .cache import eviction
+    from .cache.layout import CacheLayout
 
     root = config.cache_dir_from(args.cache_dir)
+    layout = CacheLayout(root)
     if args.cache_cmd == "stats":
-        s = cache_stats(root)
-        limit = human_bytes(s.limit_bytes) if s.limit_bytes else "none"
-        print(f"cache: {root}")
-        print(f"complete blobs: {s.complete_blobs} ({human_bytes(s.complete_bytes)})")
-        print(f"partial blobs:  {s.partial_blobs} ({human_bytes(s.partial_bytes)} held)")
-        print(f"limit:          {limit}")
+        entries = eviction.scan(layout)
+        complete = [e for e in entries if e.complete]
+        partial = [e for e in entries if not e.complete]
+        print(f"cache:          {root}")
+        print(f"complete blobs: {len(complete)} ({human_bytes(sum(e.held for e in complete))})")
+        print(f"partial blobs:  {len(partial)} ({human_bytes(sum(e.held for e in partial))} held)")
         return 0
     to = config.parse_size(args.to) if args.to else 0
-    freed = cache_prune(root, to)
-    print(f"freed {human_bytes(freed)}")
+    freed, held = eviction.evict_to(layout, to)
+    print(f"freed {human_bytes(freed)}; {human_bytes(held)} held (blobs open in a mount are kept)")
     return 0
 
 
