@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import socket
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -654,3 +655,62 @@ def test_block_digests_match_hashing(
     h = BlobHasher()
     h.update(data)
     assert raw == h.block_digests()
+
+
+async def test_reads_need_no_request_per_blob(
+    http_client: HttpRegistryClient, registry_server: RunningServer, tmp_path: Path
+) -> None:
+    blobs = [os.urandom(1000 + i) for i in range(30)]
+    digests = [await upload(http_client, tmp_path, b) for b in blobs]
+    await http_client.registry_id()  # GET /v1 once: it carries the blob URL template
+    before = httpx.get(registry_server.url + "/v1/stats").json()
+    for digest, data in zip(digests, blobs, strict=True):
+        sink = Collect()
+        await http_client.read_range(digest, len(data), 0, len(data), sink)
+        assert sink.data == data
+    after = httpx.get(registry_server.url + "/v1/stats").json()
+    assert after["requests"] == before["requests"]  # no locate per blob
+    assert after["blob_requests"] - before["blob_requests"] == 30
+
+
+async def test_locate_many(http_client: HttpRegistryClient, tmp_path: Path) -> None:
+    digests = [await upload(http_client, tmp_path, os.urandom(100)) for _ in range(5)]
+    await http_client.locate_many(digests)
+    for d in digests:
+        assert (await http_client.locate(d)).endswith(f"/blobs/{d}")
+    with pytest.raises(NotFound):
+        await http_client.locate_many([*digests, sha(b"absent blob")])
+    with pytest.raises(NotFound):
+        await http_client.locate(sha(b"absent blob"), refresh=True)
+
+
+async def test_httpx_path_for_other_urls(http_client: HttpRegistryClient, tmp_path: Path) -> None:
+    # https (presigned store) URLs go through httpx; exercise that path on the data server.
+    data = os.urandom(3 * BLOCK_SIZE)
+    digest = await upload(http_client, tmp_path, data)
+    url = await http_client.locate(digest)
+    sink = Collect()
+    await http_client._fetch_httpx(url, 1000, 2 * BLOCK_SIZE, len(data), sink)
+    assert sink.data == data[1000 : 1000 + 2 * BLOCK_SIZE]
+
+
+def test_abandoned_upload_leaves_nothing(registry_server: RunningServer) -> None:
+    data = os.urandom(1_000_000)
+    digest = sha(data)
+    before = httpx.get(registry_server.url + "/v1/stats").json()["blob_bytes_received"]
+    port = int(registry_server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(
+            f"PUT /v1/blobs/{digest} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            + data[:300_000]
+        )
+    tmp = registry_server.data / "blobs" / ".tmp"
+    for _ in range(100):
+        if not any(tmp.iterdir()):
+            break
+        time.sleep(0.05)
+    assert not any(tmp.iterdir())
+    r = httpx.post(registry_server.url + "/v1/blobs/missing", json={"digests": [digest]})
+    assert r.json()["missing"] == [digest]
+    after = httpx.get(registry_server.url + "/v1/stats").json()["blob_bytes_received"]
+    assert 0 < after - before <= 300_000

@@ -215,7 +215,9 @@ def test_eviction_under_small_cache_size(server: Server, tmp_path: Path) -> None
         for rel, data in files.items():
             assert read(mnt / "proj" / "many" / "v0" / rel) == data
             held = sum(p.stat().st_blocks * 512 for p in cache.rglob("*") if p.is_file())
-            assert held <= 20 * 1024 * 1024 + 2 * 1024 * 1024, held
+            # The kernel sends RELEASE asynchronously after close(): the previous blob may
+            # still be open (pinned) while this one is fetched, so allow one blob of slack.
+            assert held <= (20 + 8 + 1) * 1024 * 1024, held
         for rel, data in files.items():  # evicted blobs come back byte-exact
             assert read(mnt / "proj" / "many" / "v0" / rel) == data
 

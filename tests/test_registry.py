@@ -287,8 +287,11 @@ def test_missing_blobs_checks_digests(reg: Registry) -> None:
 
 
 # --- concurrency ------------------------------------------------------------------------
-def _commit_many(data_dir: str, worker: int, count: int, blob_sha: str) -> list[int]:
+def _commit_many(
+    data_dir: str, worker: int, count: int, blob_sha: str, start_at: float = 0.0
+) -> list[int]:
     reg = Registry.open(data_dir)
+    time.sleep(max(0.0, start_at - time.time()))  # all workers start together
     numbers = []
     try:
         for i in range(count):
@@ -337,8 +340,11 @@ def test_concurrent_commits_from_processes(reg: Registry) -> None:
     data_dir = str(Path(reg.meta.path).parent)  # type: ignore[attr-defined]
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(4) as pool:
-        results = pool.starmap(_commit_many, [(data_dir, w, 12, sha) for w in range(4)])
-    _check_all_committed(reg, 48, results)
+        start_at = time.time() + 2.0
+        results = pool.starmap(_commit_many, [(data_dir, w, 25, sha, start_at) for w in range(4)])
+    _check_all_committed(reg, 100, results)
+    creators = [reg.get_version("p", "a", f"v{n}").creator for n in range(100)]
+    assert len(set(creators[:50])) > 1, "the processes never overlapped: the test proves nothing"
 
 
 def test_concurrent_alias_moves_are_atomic(reg: Registry) -> None:

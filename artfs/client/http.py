@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit
 import h11
 import httpx
 import trio
+from cachetools import LRUCache
 
 from ..errors import (
     IntegrityError,
@@ -47,6 +48,8 @@ RECV_BUFFER = 1 << 20
 MAX_IDLE_PER_HOST = 8
 UPLOAD_CHUNK = 4 << 20
 COMPRESS_OVER = 64 << 10
+LOCATE_BATCH = 10_000
+LOCATIONS_KEPT = 100_000
 LOCATE_SLACK = 30.0  # refresh a presigned URL this long before it expires
 UPLOAD_MIN_RATE = (
     20 << 20
@@ -68,8 +71,8 @@ class HttpRegistryClient:
             follow_redirects=False,
         )
         self._raw = _RawRangeFetcher(timeout)
-        self._locations: dict[str, tuple[str, float | None]] = {}
-        self._registry_id: str | None = None
+        self._locations: LRUCache[str, tuple[str, float | None]] = LRUCache(LOCATIONS_KEPT)
+        self._info: dict[str, Any] | None = None
 
     # --- plumbing -----------------------------------------------------------
     def _unavailable(self, url: str, e: Exception) -> Unavailable:
@@ -133,13 +136,23 @@ class HttpRegistryClient:
         return f"/v1/projects/{_q(project_name(project))}/artifacts/{_q(artifact_name(artifact))}"
 
     # --- RegistryClient -----------------------------------------------------
-    async def registry_id(self) -> str:
-        if self._registry_id is None:
+    async def _registry_info(self) -> dict[str, Any]:
+        if self._info is None:
             data = await self._json("GET", "/v1")
             if not isinstance(data, dict) or not isinstance(data.get("registry_id"), str):
                 raise ProtocolError(f"{self.base_url} did not answer like an artfs registry")
-            self._registry_id = data["registry_id"]
-        return self._registry_id
+            template = data.get("blob_url")
+            if template is not None and (
+                not isinstance(template, str) or "{sha256}" not in template
+            ):
+                raise ProtocolError(
+                    f"{self.base_url} sent an invalid blob URL template {template!r}"
+                )
+            self._info = data
+        return self._info
+
+    async def registry_id(self) -> str:
+        return str((await self._registry_info())["registry_id"])
 
     async def list_projects(self) -> list[ProjectInfo]:
         data = await self._json("GET", "/v1/projects")
@@ -331,23 +344,43 @@ class HttpRegistryClient:
             raise ProtocolError(f"block digests of {sha256}: {e}") from None
 
     async def locate(self, sha256: str, *, refresh: bool = False) -> str:
-        """The URL where this blob's bytes can be fetched (cached until it expires)."""
-        cached = self._locations.get(sha256)
-        if cached is not None and not refresh:
-            url, expires = cached
-            if expires is None or expires - LOCATE_SLACK > time.time():
-                return url
-        data = await self._json("POST", "/v1/blobs/locate", json_body={"digests": [sha256]})
-        try:
-            entry = data["blobs"].get(sha256)
-            if entry is None:
-                raise NotFound(f"blob {sha256} not found in the registry")
-            url, expires = str(entry["url"]), entry.get("expires")
-            expires = None if expires is None else float(expires)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise ProtocolError(f"malformed blob location: {e}") from None
-        self._locations[sha256] = (url, expires)
-        return url
+        """The URL where this blob's bytes can be fetched.
+
+        From the registry's URL template when it has one (no request per blob), else from
+        ``/v1/blobs/locate``, cached until the URL expires. ``refresh`` always asks."""
+        sha256_hex(sha256)
+        if not refresh:
+            cached = self._locations.get(sha256)
+            if cached is not None:
+                url, expires = cached
+                if expires is None or expires - LOCATE_SLACK > time.time():
+                    return url
+            template = (await self._registry_info()).get("blob_url")
+            if template:
+                return str(template).replace("{sha256}", sha256)
+        await self.locate_many([sha256])
+        return self._locations[sha256][0]
+
+    async def locate_many(self, digests: Iterable[str]) -> None:
+        """Ask where many blobs are in one request (up to 10,000) and cache the answers;
+        NotFound if any of them is not in the registry."""
+        wanted = sorted({sha256_hex(d) for d in digests})
+        for i in range(0, len(wanted), LOCATE_BATCH):
+            batch = wanted[i : i + LOCATE_BATCH]
+            data = await self._json("POST", "/v1/blobs/locate", json_body={"digests": batch})
+            try:
+                blobs = data["blobs"]
+                for sha in batch:
+                    entry = blobs.get(sha)
+                    if entry is None:
+                        raise NotFound(f"blob {sha} not found in the registry")
+                    expires = entry.get("expires")
+                    self._locations[sha] = (
+                        str(entry["url"]),
+                        None if expires is None else float(expires),
+                    )
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                raise ProtocolError(f"malformed blob location: {e}") from None
 
     async def read_range(
         self, sha256: str, size: int, offset: int, length: int, sink: DataSink
@@ -555,9 +588,7 @@ class _RawRangeFetcher:
                 break
             raise _EarlyClose("connection closed before a response")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
-        if event.status_code not in (200, 206):
-            # Small error bodies: don't bother reusing the connection.
-            _check_range_status(event.status_code, None, url, offset, length, size)
+        # Error statuses raise here (small bodies: the connection is simply closed).
         _check_range_status(
             event.status_code, headers.get("content-range"), url, offset, length, size
         )

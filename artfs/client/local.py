@@ -20,7 +20,7 @@ from ..hashing import sha256_hex, split_block_digests
 from ..manifest import Manifest
 from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo
 from ..registry import Registry
-from ..registry.blobs import COPY_CHUNK
+from ..registry.blobs import store_file
 from .base import UNSET, DataSink, Expect
 
 T = TypeVar("T")
@@ -87,25 +87,7 @@ class LocalRegistryClient:
 
     async def upload_blob(self, sha256: str, path: Path) -> None:
         reg = await self._reg()
-
-        def copy() -> None:
-            try:
-                f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
-            except OSError as e:
-                raise InvalidInput(f"can't read {path}: {e.strerror}") from None
-            with f:
-                writer = reg.blob_writer(sha256, os.fstat(f.fileno()).st_size)
-                try:
-                    buf = bytearray(COPY_CHUNK)
-                    view = memoryview(buf)
-                    while n := f.readinto(buf):
-                        writer.write(view[:n])
-                    writer.finish()
-                except BaseException:
-                    writer.abort()
-                    raise
-
-        await self._run(copy)
+        await self._run(store_file, reg.blobs, sha256_hex(sha256), path)
 
     async def commit(
         self,

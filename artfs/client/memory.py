@@ -14,7 +14,14 @@ from typing import Any
 
 import trio
 
-from ..errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed, Unavailable
+from ..errors import (
+    AlreadyExists,
+    InvalidInput,
+    NotFound,
+    NotPermitted,
+    PreconditionFailed,
+    Unavailable,
+)
 from ..hashing import BlobHasher
 from ..manifest import Manifest
 from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionSummary
@@ -225,6 +232,8 @@ class MemoryRegistryClient:
         self, project: str, artifact: str, alias: str, number: int, *, expect: Expect = UNSET
     ) -> None:
         self.requests += 1
+        if alias == LATEST:
+            raise NotPermitted("'latest' is maintained by the registry")
         alias_name(alias)
         art = self._art(project, artifact)
         if (project, artifact, number) not in self.versions:
@@ -237,6 +246,8 @@ class MemoryRegistryClient:
         self, project: str, artifact: str, alias: str, *, expect: Expect = UNSET
     ) -> None:
         self.requests += 1
+        if alias == LATEST:
+            raise NotPermitted("'latest' is maintained by the registry")
         alias_name(alias)
         art = self._art(project, artifact)
         if alias not in art.aliases:

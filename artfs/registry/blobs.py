@@ -46,6 +46,10 @@ class BlobWriter(Protocol):
 
 
 class BlobStore(Protocol):
+    presigns: bool
+    """True when ``presign`` hands out per-blob URLs; False when the server's data port
+    serves every blob (then clients may build blob URLs from one template)."""
+
     def sizes(self, digests: Iterable[str]) -> dict[str, int]:
         """Size of each of these blobs that the store holds (absent ones are left out)."""
         ...
@@ -73,6 +77,26 @@ class BlobStore(Protocol):
         ...
 
 
+def store_file(store: BlobStore, sha256: str, source: str | Path) -> bool:
+    """Store a local file's bytes in any blob store, verified like any upload; True if new.
+    A file that can't be read is InvalidInput."""
+    try:
+        f = open(source, "rb", buffering=0)  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise InvalidInput(f"can't read {source}: {e.strerror}") from None
+    with f:
+        w = store.writer(sha256, os.fstat(f.fileno()).st_size)
+        try:
+            buf = bytearray(COPY_CHUNK)
+            view = memoryview(buf)
+            while n := f.readinto(buf):
+                w.write(view[:n])
+            return w.finish()
+        except BaseException:
+            w.abort()
+            raise
+
+
 def _storage_error(e: OSError, what: str) -> Exception:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageFull(f"blob store full while {what}: {e.strerror}")
@@ -95,6 +119,8 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
 
 
 class LocalBlobStore:
+    presigns = False
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.tmp = self.root / ".tmp"
@@ -149,18 +175,7 @@ class LocalBlobStore:
         return _LocalWriter(self, sha256, size)
 
     def put_file(self, sha256: str, source: str | Path) -> bool:
-        """Store a local file's bytes (verified, like any upload)."""
-        w = self.writer(sha256, os.stat(source).st_size)
-        try:
-            with open(source, "rb", buffering=0) as f:
-                buf = bytearray(COPY_CHUNK)
-                view = memoryview(buf)
-                while n := f.readinto(buf):
-                    w.write(view[:n])
-            return w.finish()
-        except BaseException:
-            w.abort()
-            raise
+        return store_file(self, sha256, source)
 
     def put_bytes(self, data: bytes) -> str:
         """Store bytes whose sha256 is computed here; returns it (tests and tools)."""

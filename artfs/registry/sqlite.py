@@ -1,6 +1,6 @@
 """The embedded ``MetaStore``: one SQLite file in WAL mode.
 
-Concurrency: one connection per thread; every write is a ``BEGIN IMMEDIATE``
+Concurrency: a small pool of connections, one per transaction in flight; every write is a ``BEGIN IMMEDIATE``
 transaction, which takes the database's single write lock up front (waiting up
 to ``busy_timeout``), so the "read the next number, insert the version" step of
 a commit can't interleave with another commit, whether it comes from another
@@ -33,6 +33,7 @@ from ..names import LATEST
 from .meta import NewVersion
 
 SCHEMA_VERSION = 1
+MAX_IDLE = 8  # pooled connections kept open
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS registry (
@@ -93,46 +94,61 @@ class SqliteMetaStore:
     def __init__(self, path: str | Path, *, busy_timeout: float = 60.0) -> None:
         self.path = str(path)
         self._busy_timeout = busy_timeout
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._closed = False
         self._set_wal()
         self._init_schema()
 
     # --- connections and transactions -------------------------------------
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(
-                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN")
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one transaction, from a small pool. Worker threads come and go
+        (trio retires idle ones), so connections are pooled, not kept per thread."""
+        with self._lock:
+            if self._closed:
+                raise ValueError(f"registry database {self.path} is closed")
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._connect()
         try:
             yield conn
         finally:
+            with self._lock:
+                keep = not self._closed and not conn.in_transaction and len(self._idle) < MAX_IDLE
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
             conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._conn() as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
 
     def _set_wal(self) -> None:
         # Switching a fresh file to WAL needs a moment of exclusive access; several processes
@@ -140,7 +156,8 @@ class SqliteMetaStore:
         deadline = time.monotonic() + self._busy_timeout
         while True:
             try:
-                mode = self._conn().execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                with self._conn() as c:
+                    mode = c.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 break
             except sqlite3.OperationalError as e:
                 if "locked" not in str(e) or time.monotonic() > deadline:
@@ -166,16 +183,14 @@ class SqliteMetaStore:
                 "INSERT OR IGNORE INTO registry (key, value) VALUES ('id', ?)", (str(uuid.uuid4()),)
             )
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self._registry_id = (
-            self._conn().execute("SELECT value FROM registry WHERE key='id'").fetchone()[0]
-        )
+            self._registry_id = c.execute("SELECT value FROM registry WHERE key='id'").fetchone()[0]
 
     def close(self) -> None:
         with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
-        self._local = threading.local()
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     # --- lookups (inside a transaction) -------------------------------------
     @staticmethod
@@ -298,17 +313,15 @@ class SqliteMetaStore:
         return ProjectInfo(name, created)
 
     def get_project(self, name: str) -> ProjectInfo:
-        row = (
-            self._conn()
-            .execute("SELECT name, created FROM projects WHERE name=?", (name,))
-            .fetchone()
-        )
+        with self._read() as c:
+            row = c.execute("SELECT name, created FROM projects WHERE name=?", (name,)).fetchone()
         if row is None:
             raise NotFound(f"project {name} not found")
         return ProjectInfo(row[0], row[1])
 
     def list_projects(self) -> list[ProjectInfo]:
-        rows = self._conn().execute("SELECT name, created FROM projects ORDER BY name")
+        with self._read() as c:
+            rows = c.execute("SELECT name, created FROM projects ORDER BY name").fetchall()
         return [ProjectInfo(name, created) for name, created in rows]
 
     def create_artifact(

@@ -91,6 +91,7 @@ async def serve(
             config = Config()
             config.bind = [f"{_url_host(host)}:{port}"]
             config.accesslog = None
+            config.errorlog = logging.getLogger("hypercorn.error")  # through our logging, once
             config.loglevel = "WARNING"
             config.keep_alive_timeout = 75
 

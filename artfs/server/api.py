@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import logging
 import zlib
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -23,7 +22,7 @@ from typing import Any, TypeVar
 import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
@@ -33,8 +32,6 @@ from ..hashing import BLOCK_SIZE, sha256_hex
 from ..manifest import Manifest
 from ..names import parse_version
 from ..registry import Registry
-
-log = logging.getLogger("artfs.server")
 
 T = TypeVar("T")
 
@@ -71,9 +68,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # Nobody will read this; answering (rather than raising) keeps the log quiet.
+    return error_response(InvalidInput("the client disconnected before sending the whole request"))
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("internal error on %s %s", request.method, request.url.path)
+    # Starlette re-raises after answering; Hypercorn logs the traceback ("Error in ASGI Framework").
     return error_response(ArtfsError(f"internal server error: {type(exc).__name__}: {exc}"))
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside (nested) groups, so handlers see e.g. ClientDisconnect itself."""
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+        leaf = leaf.exceptions[0]
+    return leaf
 
 
 # --- request helpers -------------------------------------------------------------
@@ -179,7 +189,17 @@ def create_app(
     uploaded = 0
 
     async def root(request: Request) -> Response:
-        return JSONResponse({"registry_id": r.registry_id(), "block_size": BLOCK_SIZE, "api": 1})
+        # When the data server serves every blob, clients build blob URLs from this template
+        # and need no locate request per blob (presigned stores answer null: ask locate).
+        template = None if r.blobs.presigns else f"{blob_base_url(request)}/blobs/{{sha256}}"
+        return JSONResponse(
+            {
+                "registry_id": r.registry_id(),
+                "block_size": BLOCK_SIZE,
+                "api": 1,
+                "blob_url": template,
+            }
+        )
 
     async def stats(request: Request) -> Response:
         counters = {"requests": counted.requests, "blob_bytes_received": uploaded, **extra_stats()}
@@ -333,18 +353,21 @@ def create_app(
                     async for data in receive:
                         await run(writer.write, data)
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(consume)
-                async with send:
-                    buf = bytearray()
-                    async for chunk in request.stream():
-                        uploaded += len(chunk)
-                        buf += chunk
-                        if len(buf) >= UPLOAD_FLUSH:
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(consume)
+                    async with send:
+                        buf = bytearray()
+                        async for chunk in request.stream():
+                            uploaded += len(chunk)
+                            buf += chunk
+                            if len(buf) >= UPLOAD_FLUSH:
+                                await send.send(buf)
+                                buf = bytearray()
+                        if buf:
                             await send.send(buf)
-                            buf = bytearray()
-                    if buf:
-                        await send.send(buf)
+            except BaseExceptionGroup as group:
+                raise _single(group) from None
             created = await run(writer.finish)
         except BaseException:
             writer.abort()
@@ -414,6 +437,7 @@ def create_app(
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         ArtfsError: _artfs_error,
         HTTPException: _http_error,
+        ClientDisconnect: _client_gone,
         Exception: _unexpected,
     }
     counted = _CountRequests(Starlette(routes=routes, exception_handlers=handlers))

@@ -180,6 +180,7 @@ class BlobDataServer:
     async def _respond(
         self, conn: h11.Connection, stream: trio.SocketStream, req: h11.Request
     ) -> None:
+        self.requests += 1
         head = req.method == b"HEAD"
         if req.method not in (b"GET", b"HEAD"):
             await self._simple(conn, stream, 405, "only GET and HEAD\n", [("Allow", "GET, HEAD")])
