@@ -80,6 +80,11 @@ def locate(path: Path) -> Located:
             ref = f"{rel[0]}/{rel[1]}"
             if len(rel) >= 3:
                 ref += f":{rel[2]}"
-            return Located(candidate, str(record["registry"]), Path(str(record["cache_dir"])), ref,
-                           "/".join(rel[3:]))
+            return Located(
+                candidate,
+                str(record["registry"]),
+                Path(str(record["cache_dir"])),
+                ref,
+                "/".join(rel[3:]),
+            )
     raise NotFound(f"{path}: not inside a running artfs mount")

@@ -108,9 +108,15 @@ async def _serve(
 ) -> None:
     client = open_client(registry, timeout=timeout)
     try:
-        async with BlobCache(
-            cache_dir, client, max_bytes=max_bytes, tuning=CacheTuning(timeout=max(timeout, 5.0))
-        ) as cache, trio.open_nursery() as nursery:
+        async with (
+            BlobCache(
+                cache_dir,
+                client,
+                max_bytes=max_bytes,
+                tuning=CacheTuning(timeout=max(timeout, 5.0)),
+            ) as cache,
+            trio.open_nursery() as nursery,
+        ):
             await nursery.start(run_mount, point, client, cache, options)
             write_record(Path(point), registry, cache_dir, os.getpid())
     finally:

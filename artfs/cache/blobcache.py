@@ -35,6 +35,7 @@ from .blobstate import BlobState, StateEnv
 from .blockmap import BLOCK_SHIFT, held_bytes, normalize, span
 from .layout import CacheLayout, storage_error
 from .protocol import CacheStats
+from .pusher import Pusher, Sink
 from .readahead import ReadAhead
 from .settings import CacheTuning
 
@@ -58,6 +59,24 @@ class CachedBlobReader:
         self._queue: deque[tuple[int, int]] = deque()  # read-ahead pieces not yet started
         self._idle = trio.Event()  # set whenever no read-ahead task of this reader is pending
         self._idle.set()
+        self._pusher: Pusher | None = None
+
+    def set_sink(self, sink: Sink | None) -> None:
+        """Have verified data pushed to ``sink(offset, data)`` ahead of a sequential reader.
+
+        ``sink`` runs in a worker thread and may block; it sees only verified bytes
+        (see ``pusher.py``). ``None`` stops pushing after the chunk in progress.
+        """
+        state = self._state
+        if sink is None:
+            if self._pusher is not None:
+                self._pusher.sink = None
+                self._pusher.halt()
+        elif state is not None and (self._pusher is None or not self._pusher.running):
+            self._pusher = Pusher(state, sink, self._cache.tuning.timeout)
+
+    def pushing(self) -> bool:
+        return self._pusher is not None and self._pusher.running
 
     async def read(self, offset: int, length: int) -> bytes:
         state = self._state
@@ -71,6 +90,12 @@ class CachedBlobReader:
         ahead = self._readahead.on_read(offset, end)
         if ahead is not None and not state.complete:
             self._cache._start_readahead(self, state, ahead)
+        pusher = self._pusher
+        if pusher is not None and pusher.sink is not None:
+            if self._readahead.window == 0:
+                pusher.halt()
+            elif pusher.extend(end, self._readahead.ahead):
+                self._cache._start_push(self, state, pusher)
         first, stop = span(offset, end)
         if state.verified.find(0, first, stop) >= 0:
             state.refs += 1  # an aclose() racing with this read must not close the fds
@@ -230,6 +255,31 @@ class BlobCache:
                 reader._idle = trio.Event()
             reader._background.add(scope)
             self._nursery.start_soon(self._readahead_task, reader, state, scope)
+
+    def _start_push(self, reader: CachedBlobReader, state: BlobState, pusher: Pusher) -> None:
+        """Run ``pusher`` in the background, as part of ``reader`` (its ``aclose`` waits)."""
+        assert self._nursery is not None
+        state.refs += 1
+        scope = trio.CancelScope()
+        if not reader._background:
+            reader._idle = trio.Event()
+        reader._background.add(scope)
+        pusher.running = True
+        self._nursery.start_soon(self._push_task, reader, state, pusher, scope)
+
+    async def _push_task(
+        self, reader: CachedBlobReader, state: BlobState, pusher: Pusher, scope: trio.CancelScope
+    ) -> None:
+        try:
+            with scope:
+                await pusher.run()
+        except Exception:
+            log.exception("pushing blob %s crashed", state.sha[:12])
+        finally:
+            reader._background.discard(scope)
+            if not reader._background:
+                reader._idle.set()
+            self._release(state)
 
     async def _readahead_task(
         self,

@@ -66,6 +66,28 @@ def verify_runs(
     return bad
 
 
+def read_checked(
+    fd: int, size: int, first: int, stop: int, digests: Sequence[bytes] | None
+) -> tuple[bytes, int]:
+    """Bytes of blocks ``[first, good)`` of ``fd`` and ``good`` (thread-safe).
+
+    With ``digests``, each block is checked and ``good`` is the first block that does
+    not match (or ``stop``); without, the caller vouches that the blocks are verified.
+    """
+    base, end = first << BLOCK_SHIFT, block_bounds(stop - 1, size)[1]
+    data = os.pread(fd, end - base, base)
+    if digests is None:
+        good = stop if len(data) == end - base else first
+        return (data if good == stop else b""), good
+    view = memoryview(data)
+    for k in range(first, stop):
+        lo, hi = block_bounds(k, size)
+        piece = view[lo - base : hi - base]
+        if len(piece) != hi - lo or hashlib.sha256(piece).digest() != digests[k]:
+            return data[: lo - base], k
+    return data, stop
+
+
 def file_sha256(fd: int, size: int) -> str:
     """sha256 of the first ``size`` bytes of ``fd`` ("" if the file is shorter)."""
     h = hashlib.sha256()
@@ -105,6 +127,7 @@ class BlobState:
         self.digests: list[bytes] | None = None
         self.refs = 1
         self.progress: set[Callable[[int], None]] = set()
+        self.changed = trio.Event()  # set (and replaced) whenever blocks are stored or released
         self._run_blocks = max(1, env.tuning.request_bytes // BLOCK_SIZE)
         self._retired: list[int] = []  # fds replaced while a thread may still read them
         self._digest_lock = trio.Lock()
@@ -362,8 +385,13 @@ class BlobState:
                 claimed.append((run_start, stop))
         return claimed
 
+    def _signal_change(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
     def _release(self, start: int, stop: int) -> None:
         """Give up claims on blocks of ``[start, stop)`` not stored (a failed or cancelled run)."""
+        self._signal_change()
         mfd = self.map_fd
         for k in range(start, stop):
             event = self.inflight.pop(k, None)
@@ -445,6 +473,7 @@ class BlobState:
         if event is not None:
             event.set()
         locks.unlock_range(mfd, index)
+        self._signal_change()
         for callback in self.progress:
             callback(len(block))
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,20 @@ class BlobReader(Protocol):
     def cached_bytes(self) -> int: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class PushingReader(Protocol):
+    """A reader that can hand verified data to a sink ahead of a sequential reader
+    (a mount uses it to fill the kernel's page cache; see ``pusher.py``)."""
+
+    def set_sink(self, sink: Callable[[int, bytes], None] | None) -> None:
+        """``sink(offset, data)`` runs in a worker thread with verified bytes only; None stops."""
+        ...
+
+    def pushing(self) -> bool:
+        """Whether a push is in progress (after ``set_sink(None)``, it ends within a chunk)."""
+        ...
 
 
 class BlobCacheAPI(Protocol):

@@ -72,6 +72,20 @@ def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     return entry
 
 
+def store_pages(inode: int, offset: int, data: bytes) -> None:
+    """Put verified file data into the kernel's page cache (``ArtfsFS.page_sink``).
+
+    Runs in a worker thread (pyfuse3 releases the GIL and libfuse's notify is
+    thread-safe). It may wait for pages the kernel has locked for a read request in
+    flight, which the trio thread answers, so it must never run on the trio thread.
+    Failures only cost performance (the kernel then asks with READ), so they are ignored.
+    """
+    try:
+        pyfuse3.notify_store(inode, offset, data)
+    except OSError as e:
+        log.debug("notify_store(%d, %d, %d bytes): %s", inode, offset, len(data), e)
+
+
 def _name(raw: bytes) -> str:
     return os.fsdecode(raw)
 

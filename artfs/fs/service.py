@@ -23,6 +23,7 @@ Consistency rules (SPEC §2, notes/fuse-performance.md):
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -34,7 +35,7 @@ from typing import NoReturn, TypeVar
 
 import trio
 
-from ..cache.protocol import BlobCacheAPI, BlobReader
+from ..cache.protocol import BlobCacheAPI, BlobReader, PushingReader
 from ..client.base import RegistryClient
 from ..errors import (
     IntegrityError,
@@ -118,8 +119,13 @@ class ArtfsFS:
         options: MountOptions | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        page_sink: Callable[[int, int, bytes], None] | None = None,
     ) -> None:
+        """``page_sink(ino, offset, data)``, if given, receives verified file data ahead of
+        sequential readers, in a worker thread (the mount puts it into the kernel's page
+        cache so those readers send no read requests); it must swallow its own errors."""
         self.client = client
+        self.page_sink = page_sink
         self.cache = cache
         self.options = options or MountOptions()
         self.meta_root: Path = self.options.meta_root or cache.root / "v1" / "meta"
@@ -394,6 +400,8 @@ class ArtfsFS:
                 reader = await self.cache.open(node.sha256, node.size)
             if reader is None:
                 raise Unavailable(f"opening {node.name} took over {self.options.read_timeout:g} s")
+        if reader is not None and self.page_sink is not None and isinstance(reader, PushingReader):
+            reader.set_sink(functools.partial(self.page_sink, ino))
         fh = self._fh()
         self._files[fh] = _OpenFile(node, reader)
         return Opened(fh, keep_cache=True)
@@ -549,6 +557,23 @@ class ArtfsFS:
         self._refuse(self.table.get(ino), f"remove {name}")
 
     # --- lifetime ---------------------------------------------------------------------------
+    async def stop_pushing(self, timeout: float = 5.0) -> None:
+        """Stop handing data to ``page_sink`` and wait (bounded) for pushes in progress.
+
+        Called while the FUSE loop still runs: a push may wait for the kernel, which
+        may wait for a read request only that loop answers.
+        """
+        self.page_sink = None
+        readers: list[PushingReader] = []
+        for handle in self._files.values():
+            if isinstance(handle.reader, PushingReader):
+                readers.append(handle.reader)
+        for reader in readers:
+            reader.set_sink(None)
+        with trio.move_on_after(timeout):
+            while any(r.pushing() for r in readers):
+                await trio.sleep(0.01)
+
     async def aclose(self) -> None:
         """Close every open blob reader (the kernel sends no RELEASE after unmount)."""
         handles, self._files = list(self._files.values()), {}
