@@ -7,6 +7,7 @@ every failure becomes one line on stderr and a non-zero exit (``main``).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -68,7 +69,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server import run_server
 
     data = Path(args.data).expanduser().absolute()
-    trio.run(run_server, data, args.host, args.port, args.blob_port)
+    try:
+        trio.run(run_server, data, args.host, args.port, args.blob_port)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise InvalidInput(
+                f"cannot listen on {args.host}:{args.port} or its blob port: address in use "
+                "(another artfs serve running? choose --port/--blob-port)"
+            ) from None
+        raise
     return 0
 
 

@@ -341,3 +341,14 @@ def test_killed_daemon_leaves_clear_error_and_remount_works(
         assert not is_mounted(mnt)
     with mounted(server.url, mnt, cache) as again:
         assert read(again / "proj" / "data" / "v0" / "medium.bin") == published["medium.bin"]
+
+
+def test_local_registry_directory_without_server(tmp_path: Path) -> None:
+    files = {"a.txt": b"alpha\n", "sub/b.bin": random.Random(1).randbytes(300_000)}
+    write_tree(tmp_path / "src", files)
+    registry = str(tmp_path / "localreg")
+    assert run_cli("put", str(tmp_path / "src"), "p/a", "--registry", registry).stdout.strip() == "p/a:v0"
+    assert "v0" in run_cli("ls", "p/a", "--registry", registry).stdout
+    with mounted(registry, tmp_path / "mnt", tmp_path / "cache") as mnt:
+        for rel, data in files.items():
+            assert read(mnt / "p" / "a" / "latest" / rel) == data
