@@ -84,6 +84,34 @@ class Unsupported(ArtfsError):
     errno = _errno.ENOSYS
 
 
+class NotEmpty(Conflict):
+    """A directory that still has entries (rmdir, rename over it): ENOTEMPTY."""
+
+    code = "not_empty"
+    errno = _errno.ENOTEMPTY
+
+
+class IsADirectory(InvalidInput):
+    """A file operation on a directory (EISDIR)."""
+
+    code = "is_a_directory"
+    errno = _errno.EISDIR
+
+
+class NotADirectory(InvalidInput):
+    """A directory operation on a file, or a file used as a path component (ENOTDIR)."""
+
+    code = "not_a_directory"
+    errno = _errno.ENOTDIR
+
+
+class CrossDevice(NotPermitted):
+    """A rename between two places that cannot share data (two drafts): EXDEV, so ``mv`` copies."""
+
+    code = "cross_device"
+    errno = _errno.EXDEV
+
+
 class ReadOnly(ArtfsError):
     code = "read_only"
     http_status = 405
@@ -130,6 +158,10 @@ ALL_ERRORS: tuple[type[ArtfsError], ...] = (
     NotPermitted,
     NoAttribute,
     Unsupported,
+    NotEmpty,
+    IsADirectory,
+    NotADirectory,
+    CrossDevice,
     ReadOnly,
     IntegrityError,
     Unavailable,

@@ -1,14 +1,24 @@
 """One ranged request: stream a run of blocks from the registry, verify each block, store it.
 
-Bytes arrive in chunks of any size. They are assembled into blocks (copied only when a
-block straddles chunks), each block's sha256 is checked against its published digest,
-and only then is it handed to ``store`` — so a waiting reader is woken per block, as
-soon as its block is in, not when the whole multi-MiB request ends.
+Bytes arrive in chunks of any size. Two ways to turn them into stored blocks:
+
+* ``RunAssembler`` (inline): blocks are assembled (copied only when a block straddles
+  chunks), each block's sha256 is checked against its published digest and only then
+  handed to ``store`` — all on the trio thread.
+* ``fetch_blocks`` (batched): chunks are queued as they arrive, and a consumer task
+  hands whole blocks, up to ``batch_bytes`` at a time, to a worker thread that checks
+  each block and writes the good ones (``hashlib`` and ``pwrite`` release the GIL, so
+  this overlaps with receiving and with serving reads on the trio thread); the trio
+  thread then marks them present. A batch never waits for more than the run still
+  needs, so a small run (a random read) is processed as soon as it is in.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import trio
@@ -19,6 +29,8 @@ from ..hashing import BLOCK_SIZE
 from .blockmap import block_bounds
 
 StoreBlock = Callable[[int, memoryview], None]
+WriteBlocks = Callable[[int, Sequence[memoryview]], None]  # (offset, pieces): thread-safe
+MarkBlocks = Callable[[int, int], None]  # blocks [first, stop) written: trio thread
 
 
 class BadBlock(Exception):
@@ -91,6 +103,76 @@ class RunAssembler:
         return self.next >= self.stop
 
 
+def check_blocks(
+    pieces: Sequence[memoryview], first: int, count: int, size: int, digests: Sequence[bytes]
+) -> tuple[int, list[memoryview]]:
+    """(number of leading good blocks, the pieces holding them) of blocks ``first..+count``
+    laid out back to back in ``pieces`` (thread-safe: only hashes)."""
+    good: list[memoryview] = []
+    it = iter(pieces)
+    rest = memoryview(b"")
+    for k in range(first, first + count):
+        lo, hi = block_bounds(k, size)
+        need = hi - lo
+        h = hashlib.sha256()
+        block: list[memoryview] = []
+        while need:
+            if not rest:
+                rest = next(it)
+            part = rest[:need]
+            rest = rest[need:]
+            h.update(part)
+            block.append(part)
+            need -= len(part)
+        if h.digest() != digests[k]:
+            return k - first, good
+        good.extend(block)
+    return count, good
+
+
+def write_pieces(fd: int, offset: int, pieces: Sequence[memoryview]) -> None:
+    """pwrite ``pieces`` back to back at ``offset`` (thread-safe); a short write is ENOSPC."""
+    for piece in pieces:
+        n = os.pwrite(fd, piece, offset)
+        if n != len(piece):
+            raise OSError(errno.ENOSPC, "short write")
+        offset += n
+
+
+class _Chunks:
+    """Received chunks waiting for the consumer, with the byte count queued."""
+
+    def __init__(self) -> None:
+        self.queue: deque[memoryview] = deque()
+        self.queued = 0
+        self.ended = False
+        self.arrived = trio.Event()
+
+    def put(self, data: bytes) -> None:
+        self.queue.append(memoryview(data))
+        self.queued += len(data)
+        self.arrived.set()
+
+    def take(self, nbytes: int) -> list[memoryview]:
+        out: list[memoryview] = []
+        while nbytes:
+            head = self.queue[0]
+            if len(head) <= nbytes:
+                out.append(self.queue.popleft())
+                nbytes -= len(head)
+                self.queued -= len(head)
+            else:
+                out.append(head[:nbytes])
+                self.queue[0] = head[nbytes:]
+                self.queued -= nbytes
+                nbytes = 0
+        return out
+
+    async def wait(self) -> None:
+        await self.arrived.wait()
+        self.arrived = trio.Event()
+
+
 async def fetch_blocks(
     client: RegistryClient,
     sha: str,
@@ -98,34 +180,98 @@ async def fetch_blocks(
     first: int,
     stop: int,
     digests: Sequence[bytes],
-    store: StoreBlock,
+    write: WriteBlocks,
+    mark: MarkBlocks,
     stall_timeout: float,
+    batch_bytes: int,
 ) -> None:
     """Fetch, verify and store blocks ``[first, stop)`` in one ranged request.
 
-    Raises ``BadBlock`` (earlier blocks are stored), ``Unavailable`` when no byte arrives
-    for ``stall_timeout`` seconds (a progress deadline, so big requests on slow links
-    are fine), or whatever ``store`` raises (``StorageFull``).
+    Good blocks are written (``write``, in a worker thread, up to ``batch_bytes`` at a
+    time) and then marked (``mark``, on the trio thread), in order. Raises ``BadBlock``
+    (earlier blocks are stored), ``Unavailable`` when no byte arrives for
+    ``stall_timeout`` seconds (a progress deadline, so big requests on slow links are
+    fine), ``ProtocolError``, or whatever ``write`` raises (``StorageFull``).
     """
-    asm = RunAssembler(first, stop, size, digests, store)
     start = block_bounds(first, size)[0]
     end = block_bounds(stop - 1, size)[1]
-    with trio.CancelScope(deadline=trio.current_time() + stall_timeout) as scope:
+    chunks = _Chunks()
+    batch_blocks = max(1, batch_bytes // BLOCK_SIZE)
+    received = 0
+    stalled = False
 
-        def sink(data: bytes) -> None:
-            asm.feed(data)
-            scope.deadline = trio.current_time() + stall_timeout
+    async def receive() -> None:
+        nonlocal stalled
+        with trio.CancelScope(deadline=trio.current_time() + stall_timeout) as scope:
 
-        try:
+            def sink(data: bytes) -> None:
+                nonlocal received
+                received += len(data)
+                if received > end - start:
+                    raise ProtocolError("the registry sent more bytes than the range asked for")
+                chunks.put(data)
+                scope.deadline = trio.current_time() + stall_timeout
+
             await client.read_range(sha, size, start, end - start, sink)
-        except BaseException:
-            if asm.error is not None and not isinstance(asm.error, trio.Cancelled):
-                raise asm.error from None
-            raise
-        asm.finish()
-    if scope.cancelled_caught:
+        stalled = scope.cancelled_caught
+        chunks.ended = True
+        chunks.arrived.set()
+
+    async def consume() -> None:
+        k = first
+        while k < stop:
+            count = min(batch_blocks, stop - k)
+            nbytes = block_bounds(k + count - 1, size)[1] - block_bounds(k, size)[0]
+            while chunks.queued < nbytes and not chunks.ended:
+                await chunks.wait()
+            if chunks.queued < nbytes:
+                # the stream ended early: store the whole blocks that did arrive
+                count = 0
+                while count < stop - k and (
+                    block_bounds(k + count, size)[1] - block_bounds(k, size)[0] <= chunks.queued
+                ):
+                    count += 1
+                if count == 0:
+                    return
+                nbytes = block_bounds(k + count - 1, size)[1] - block_bounds(k, size)[0]
+            pieces = chunks.take(nbytes)
+            offset = block_bounds(k, size)[0]
+            n, kk = count, k
+
+            def work() -> int:
+                good, data = check_blocks(pieces, kk, n, size, digests)
+                write(offset, data)
+                return good
+
+            good = await trio.to_thread.run_sync(work) if nbytes else count
+            if good:
+                mark(k, k + good)
+            if good < count:
+                raise BadBlock(k + good)
+            k += count
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume)
+            await receive()
+    except BaseExceptionGroup as group:
+        raise _first_error(group) from None
+    if stalled:
         raise Unavailable(f"blob {sha[:12]}: no data from the registry for {stall_timeout:g}s")
-    if not asm.done:
+    # (``consume`` returned: every block stored, or the stream ended early)
+    done = received == end - start
+    if not done:
         raise Unavailable(
-            f"blob {sha[:12]}: the registry ended the range early (block {asm.next} of {stop})"
+            f"blob {sha[:12]}: the registry ended the range early ({received} of "
+            f"{end - start} bytes)"
         )
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception that ended a fetch: not the ``Cancelled`` it caused in its sibling."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if not isinstance(exc, trio.Cancelled):
+            return exc
+    return group
