@@ -265,6 +265,42 @@ def cmd_get(args: argparse.Namespace) -> int:
     return trio.run(_with_client, args, run)
 
 
+def cmd_prefetch(args: argparse.Namespace) -> int:
+    from .download import prefetch
+    from .mountinfo import locate
+
+    jobs: list[tuple[str, Path, str, str]] = []  # registry, cache dir, ref, prefix
+    for target in args.targets:
+        if os.path.exists(target):
+            found = locate(Path(target))
+            jobs.append((found.registry, found.cache_dir, found.ref, found.sub_path))
+        else:
+            jobs.append(
+                (
+                    config.registry_from(args.registry),
+                    config.cache_dir_from(args.cache_dir),
+                    target,
+                    "",
+                )
+            )
+
+    async def run() -> int:
+        for registry, cache_dir, ref_text, prefix in jobs:
+            client = open_client(registry, timeout=args.timeout)
+            try:
+                count, size = await prefetch(client, cache_dir, parse_ref(ref_text), prefix)
+            finally:
+                await client.aclose()
+            where = f"{ref_text}/{prefix}" if prefix else ref_text
+            print(
+                f"{where}: {count} files, {human_bytes(size)} cached in {cache_dir}",
+                file=sys.stderr,
+            )
+        return 0
+
+    return trio.run(run)
+
+
 def cmd_mount(args: argparse.Namespace) -> int:
     from .mounting import mount_command
 
@@ -381,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dest")
     s.add_argument("--cache-size", help="bound the cache while downloading")
     s.set_defaults(fn=cmd_get)
+
+    s = with_cache(with_registry(sub.add_parser("prefetch", help="fill the cache ahead of a job")))
+    s.add_argument("targets", nargs="+", metavar="REF_OR_PATH", help="p/a[:v] or a path in a mount")
+    s.set_defaults(fn=cmd_prefetch)
 
     s = with_registry(sub.add_parser("ls", help="list projects, artifacts, versions or files"))
     s.add_argument("target", nargs="?", metavar="p[/a[:v]]")

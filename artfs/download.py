@@ -1,8 +1,9 @@
-"""``artfs get``: a version copied out of the shared cache, fetching what is missing.
+"""``artfs get`` and ``artfs prefetch``: versions pulled through the shared cache.
 
 Blobs go through the same cache as the mounts (one download per blob per host,
-verified), several at once; files are written to a temp name and renamed, so a
-destination file is either absent or complete.
+verified), several at once. ``get`` then copies each file out to a temp name and
+renames it, so a destination file is either absent or complete; ``prefetch``
+only fills the cache ahead of a job.
 """
 
 from __future__ import annotations
@@ -10,52 +11,91 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
 
 from .cache.blobcache import BlobCache
 from .client.base import RegistryClient
-from .errors import AlreadyExists
+from .errors import AlreadyExists, NotFound
+from .manifest import FileEntry, Manifest
 from .names import Ref, manifest_path, parse_version
 from .progress import Progress
 
 PARALLEL = 4
 
 
-async def download_version(
-    client: RegistryClient, cache_dir: Path, ref: Ref, dest: Path, *, cache_size: int | None = None
-) -> tuple[int, int]:
+async def resolve_manifest(client: RegistryClient, ref: Ref) -> tuple[int, Manifest]:
     number = ref.version if ref.version is not None else parse_version(ref.selector)
     if number is None:
         number = (await client.get_version(ref.project, ref.artifact, ref.selector)).number
-    manifest = await client.get_manifest(ref.project, ref.artifact, number)
+    return number, await client.get_manifest(ref.project, ref.artifact, number)
+
+
+def select(manifest: Manifest, prefix: str) -> list[tuple[str, FileEntry]]:
+    """The files at or under ``prefix`` (a path inside the version; '' = all)."""
+    if not prefix:
+        return list(manifest.items())
+    chosen = [(p, e) for p, e in manifest.items() if p == prefix or p.startswith(prefix + "/")]
+    if not chosen:
+        raise NotFound(f"{prefix!r} is not in this version")
+    return chosen
+
+
+async def fill_cache(
+    cache: BlobCache,
+    files: list[tuple[str, FileEntry]],
+    label: str,
+    then: Callable[[str, Path], Awaitable[None]] | None = None,
+) -> None:
+    """Fetch every file's blob (each distinct blob once), ``PARALLEL`` at a time, with progress."""
+    progress = Progress(label, sum(e.size for _, e in files))
+    sem = trio.Semaphore(PARALLEL)
+
+    async def one(path: str, entry: FileEntry) -> None:
+        async with sem:
+            for attempt in (1, 2):
+                source = await cache.fetch(entry.sha256, entry.size)
+                try:
+                    if then is not None:
+                        await then(path, source)
+                    break
+                except FileNotFoundError:
+                    if attempt == 2:  # evicted twice by another process in between
+                        raise
+        progress.advance(entry.size)
+
+    async with trio.open_nursery() as nursery:
+        for path, entry in files:
+            nursery.start_soon(one, path, entry)
+    progress.close()
+
+
+async def download_version(
+    client: RegistryClient, cache_dir: Path, ref: Ref, dest: Path, *, cache_size: int | None = None
+) -> tuple[int, int]:
+    _, manifest = await resolve_manifest(client, ref)
     if (dest.is_dir() and any(dest.iterdir())) or (dest.exists() and not dest.is_dir()):
         raise AlreadyExists(f"{dest} exists and is not an empty directory")
     dest.mkdir(parents=True, exist_ok=True)
-    progress = Progress("downloading", manifest.total_size)
-    sem = trio.Semaphore(PARALLEL)
+
+    async def copy_out(path: str, source: Path) -> None:
+        await trio.to_thread.run_sync(_copy, source, dest.joinpath(*manifest_path(path)))
+
     async with BlobCache(cache_dir, client, max_bytes=cache_size) as cache:
-
-        async def one(path: str) -> None:
-            entry = manifest[path]
-            target = dest.joinpath(*manifest_path(path))
-            async with sem:
-                for attempt in (1, 2):
-                    source = await cache.fetch(entry.sha256, entry.size)
-                    try:
-                        await trio.to_thread.run_sync(_copy, source, target)
-                        break
-                    except FileNotFoundError:
-                        if attempt == 2:  # evicted twice by another process between fetch and copy
-                            raise
-            progress.advance(entry.size)
-
-        async with trio.open_nursery() as nursery:
-            for path in manifest:
-                nursery.start_soon(one, path)
-    progress.close()
+        await fill_cache(cache, list(manifest.items()), "downloading", copy_out)
     return len(manifest), manifest.total_size
+
+
+async def prefetch(
+    client: RegistryClient, cache_dir: Path, ref: Ref, prefix: str = ""
+) -> tuple[int, int]:
+    _, manifest = await resolve_manifest(client, ref)
+    files = select(manifest, prefix)
+    async with BlobCache(cache_dir, client) as cache:
+        await fill_cache(cache, files, f"prefetching {ref}")
+    return len(files), sum(e.size for _, e in files)
 
 
 def _copy(source: Path, target: Path) -> None:

@@ -347,8 +347,34 @@ def test_local_registry_directory_without_server(tmp_path: Path) -> None:
     files = {"a.txt": b"alpha\n", "sub/b.bin": random.Random(1).randbytes(300_000)}
     write_tree(tmp_path / "src", files)
     registry = str(tmp_path / "localreg")
-    assert run_cli("put", str(tmp_path / "src"), "p/a", "--registry", registry).stdout.strip() == "p/a:v0"
+    assert (
+        run_cli("put", str(tmp_path / "src"), "p/a", "--registry", registry).stdout.strip()
+        == "p/a:v0"
+    )
     assert "v0" in run_cli("ls", "p/a", "--registry", registry).stdout
     with mounted(registry, tmp_path / "mnt", tmp_path / "cache") as mnt:
         for rel, data in files.items():
             assert read(mnt / "p" / "a" / "latest" / rel) == data
+
+
+def test_prefetch_fills_the_cache_ahead_of_reads(
+    server: Server, published: dict[str, bytes], tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    with mounted(server.url, tmp_path / "mnt", cache) as mnt:
+        v0 = mnt / "proj" / "data" / "v0"
+        run_cli("prefetch", str(v0 / "données"), str(v0 / "big.bin"))
+        before = server.stats()["blob_bytes_sent"]
+        assert read(v0 / "big.bin") == published["big.bin"]
+        assert read(v0 / "données" / "日本語.txt") == published["données/日本語.txt"]
+        assert server.stats()["blob_bytes_sent"] == before
+        run_cli("prefetch", "proj/data:v0", "--registry", server.url, "--cache-dir", str(cache))
+        for rel, data in published.items():
+            assert read(v0 / rel) == data
+        assert (
+            server.stats()["blob_bytes_sent"] - before <= len(published["medium.bin"]) + 64 * 1024
+        )
+    bad = run_cli(
+        "prefetch", "proj/data:v9", "--registry", server.url, "--cache-dir", str(cache), check=False
+    )
+    assert bad.returncode == 1 and "not found" in bad.stderr

@@ -29,7 +29,7 @@ from ..errors import ArtfsError, IntegrityError, InvalidInput, ProtocolError, Un
 from ..hashing import BLOCK_SIZE, DIGEST_LEN, block_count, split_block_digests
 from . import locks
 from .blockmap import ABSENT, BLOCK_SHIFT, PRESENT, block_bounds, held_bytes, normalize, runs_of
-from .fetcher import BadBlock, fetch_blocks
+from .fetcher import BadBlock, fetch_blocks, write_pieces
 from .layout import CacheLayout, storage_error
 from .settings import CacheTuning
 
@@ -441,8 +441,10 @@ class BlobState:
                     start,
                     stop,
                     digests,
-                    self._store,
+                    self._write,
+                    self._mark,
                     tuning.timeout,
+                    tuning.store_batch_bytes,
                 )
                 return
             except BadBlock as bad:
@@ -456,6 +458,35 @@ class BlobState:
                     "blob %s: bad block %d from the registry; retrying", self.sha[:12], bad.index
                 )
                 start = bad.index
+
+    def _write(self, offset: int, pieces: Sequence[memoryview]) -> None:
+        """(Thread-safe.) Write verified blocks' bytes; ENOSPC and friends → StorageFull."""
+        try:
+            write_pieces(self.data_fd, offset, pieces)
+        except OSError as e:
+            raise storage_error(e, f"storing blob {self.sha[:12]}") from None
+
+    def _mark(self, first: int, stop: int) -> None:
+        """Blocks ``[first, stop)`` are written: mark them present (data before map: a crash
+        in between leaves them absent), unlock them and wake whoever waits for them."""
+        mfd = self.map_fd
+        assert mfd is not None
+        count = stop - first
+        try:
+            os.pwrite(mfd, bytes([PRESENT]) * count, first)
+        except OSError as e:
+            raise storage_error(e, f"storing blob {self.sha[:12]}") from None
+        self.verified[first:stop] = bytes([1]) * count
+        for k in range(first, stop):
+            event = self.inflight.pop(k, None)
+            if event is not None:
+                event.set()
+        locks.unlock_range(mfd, first, count)
+        self._signal_change()
+        if self.progress:
+            nbytes = block_bounds(stop - 1, self.size)[1] - (first << BLOCK_SHIFT)
+            for callback in self.progress:
+                callback(nbytes)
 
     def _store(self, index: int, block: memoryview) -> None:
         """Write a verified block, then mark it present (data before map: a crash in between

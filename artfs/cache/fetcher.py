@@ -199,23 +199,37 @@ async def fetch_blocks(
     batch_blocks = max(1, batch_bytes // BLOCK_SIZE)
     received = 0
     stalled = False
+    sink_error: BaseException | None = None  # a client may wrap what its sink raises
 
     async def receive() -> None:
         nonlocal stalled
         with trio.CancelScope(deadline=trio.current_time() + stall_timeout) as scope:
 
             def sink(data: bytes) -> None:
-                nonlocal received
+                nonlocal received, sink_error
                 received += len(data)
                 if received > end - start:
-                    raise ProtocolError("the registry sent more bytes than the range asked for")
+                    sink_error = ProtocolError(
+                        "the registry sent more bytes than the range asked for"
+                    )
+                    raise sink_error
                 chunks.put(data)
                 scope.deadline = trio.current_time() + stall_timeout
 
-            await client.read_range(sha, size, start, end - start, sink)
+            try:
+                await client.read_range(sha, size, start, end - start, sink)
+            except Exception:
+                if sink_error is not None:
+                    raise sink_error from None
+                raise
         stalled = scope.cancelled_caught
         chunks.ended = True
         chunks.arrived.set()
+
+    def _check_and_write(pieces: list[memoryview], k: int, count: int) -> int:
+        good, data = check_blocks(pieces, k, count, size, digests)
+        write(block_bounds(k, size)[0], data)
+        return good
 
     async def consume() -> None:
         k = first
@@ -235,15 +249,10 @@ async def fetch_blocks(
                     return
                 nbytes = block_bounds(k + count - 1, size)[1] - block_bounds(k, size)[0]
             pieces = chunks.take(nbytes)
-            offset = block_bounds(k, size)[0]
-            n, kk = count, k
-
-            def work() -> int:
-                good, data = check_blocks(pieces, kk, n, size, digests)
-                write(offset, data)
-                return good
-
-            good = await trio.to_thread.run_sync(work) if nbytes else count
+            if nbytes:
+                good = await trio.to_thread.run_sync(_check_and_write, pieces, k, count)
+            else:  # the one empty block of a 0-byte blob
+                good = check_blocks([], k, count, size, digests)[0]
             if good:
                 mark(k, k + good)
             if good < count:

@@ -25,9 +25,8 @@ this process answers on the trio thread) cannot deadlock it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import logging
+from collections.abc import Callable
 
 import trio
 
