@@ -23,6 +23,7 @@ from .client.base import UNSET, Expect, RegistryClient
 from .errors import ArtfsError, InvalidInput, NotFound
 from .names import alias_name, parse_artifact_id, parse_ref, parse_version
 from .progress import human_bytes
+from .registry.stores import add_store_arguments
 
 # --------------------------------------------------------------------------- helpers
 
@@ -66,11 +67,18 @@ async def _resolve_number(
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import functools
+
+    from .registry.stores import store_options
     from .server import run_server
 
     data = Path(args.data).expanduser().absolute()
     try:
-        trio.run(run_server, data, args.host, args.port, args.blob_port)
+        trio.run(
+            functools.partial(
+                run_server, data, args.host, args.port, args.blob_port, stores=store_options(args)
+            )
+        )
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise InvalidInput(
@@ -373,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--blob-port", type=int, default=None, help="port of the blob data server (default: PORT+1)"
     )
+    add_store_arguments(s)
     s.set_defaults(fn=cmd_serve)
 
     s = with_cache(with_registry(sub.add_parser("mount", help="mount the registry")))

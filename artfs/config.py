@@ -41,6 +41,16 @@ def cache_dir_from(arg: str | None) -> Path:
     return Path(base) / "artfs"
 
 
+def state_dir_from(arg: str | None) -> Path:
+    """Where a mount keeps its drafts: ``--state-dir``, $ARTFS_STATE_DIR, or ~/.local/state/artfs."""
+    if arg:
+        return Path(arg).expanduser().absolute()
+    if env := os.environ.get("ARTFS_STATE_DIR"):
+        return Path(env).expanduser().absolute()
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "artfs"
+
+
 def runtime_dir() -> Path:
     """Per-user directory for facts about running mounts (which registry a mountpoint shows)."""
     base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/artfs-{os.getuid()}"

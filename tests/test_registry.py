@@ -1,4 +1,5 @@
-"""The registry core over SQLite and a local blob directory (no server)."""
+"""The registry core (no server), over SQLite and a local blob directory, and over
+PostgreSQL and S3 (tests/backends.py)."""
 
 from __future__ import annotations
 
@@ -21,14 +22,21 @@ from artfs.errors import (
     NotPermitted,
     PreconditionFailed,
 )
-from artfs.hashing import BLOCK_SIZE, hash_file, split_block_digests
+from artfs.hashing import BLOCK_SIZE, BlobHasher, hash_file, split_block_digests
 from artfs.manifest import Manifest
 from artfs.registry import Registry
 
+from .backends import SQLITE, RegistrySpec, backend_params, make_spec, s3_keys
+
+
+@pytest.fixture(params=backend_params())
+def spec(request: pytest.FixtureRequest, tmp_path: Path) -> RegistrySpec:
+    return make_spec(request.param, tmp_path / "reg")
+
 
 @pytest.fixture
-def reg(tmp_path: Path) -> Iterator[Registry]:
-    r = Registry.open(tmp_path / "reg")
+def reg(spec: RegistrySpec) -> Iterator[Registry]:
+    r = spec.open()
     r.create_project("p")
     r.create_artifact("p", "a", type="dataset", description="test data")
     yield r
@@ -73,14 +81,14 @@ def test_projects_and_artifacts(reg: Registry) -> None:
         reg.get_artifact("p", "zzz")
 
 
-def test_registry_id_is_stable(tmp_path: Path) -> None:
-    r1 = Registry.open(tmp_path / "x")
+def test_registry_id_is_stable(spec: RegistrySpec, tmp_path: Path) -> None:
+    r1 = spec.open()
     rid = r1.registry_id()
     r1.close()
-    r2 = Registry.open(tmp_path / "x")
+    r2 = spec.open()
     assert r2.registry_id() == rid and len(rid) == 36
     r2.close()
-    r3 = Registry.open(tmp_path / "y")
+    r3 = make_spec(spec.backend, tmp_path / "other").open()
     assert r3.registry_id() != rid
     r3.close()
 
@@ -246,7 +254,14 @@ def test_delete_version(reg: Registry) -> None:
 
 
 # --- blobs ----------------------------------------------------------------------------
-def test_blob_upload_is_verified(reg: Registry, tmp_path: Path) -> None:
+def _leftovers(spec: RegistrySpec) -> list[str]:
+    """Uploads in progress the store still holds (temporary files or objects)."""
+    if spec.backend == SQLITE:
+        return [p.name for p in (Path(spec.data_dir) / "blobs" / ".tmp").iterdir()]
+    return s3_keys(spec, "uploads/")
+
+
+def test_blob_upload_is_verified(reg: Registry, spec: RegistrySpec, tmp_path: Path) -> None:
     data = os.urandom(3 * BLOCK_SIZE + 17)
     sha = hashlib.sha256(data).hexdigest()
     assert reg.missing_blobs([sha]) == {sha}
@@ -255,7 +270,7 @@ def test_blob_upload_is_verified(reg: Registry, tmp_path: Path) -> None:
     with pytest.raises(IntegrityError):
         w.finish()
     assert reg.missing_blobs([sha]) == {sha}
-    assert not list((tmp_path / "reg" / "blobs" / ".tmp").iterdir())  # nothing left behind
+    assert _leftovers(spec) == []  # nothing left behind
     w = reg.blob_writer(sha, len(data) - 1)
     with pytest.raises(IntegrityError):
         w.write(data)  # longer than declared
@@ -272,6 +287,28 @@ def test_blob_upload_is_verified(reg: Registry, tmp_path: Path) -> None:
     assert reg.blob_blocks(sha) == hash_file(src).block_digests()
     assert len(split_block_digests(reg.blob_blocks(sha), len(data))) == 4
     assert reg.blob_size(sha) == len(data)
+    assert _leftovers(spec) == []
+
+
+def test_large_blob_through_a_writer(reg: Registry, spec: RegistrySpec) -> None:
+    # Over the S3 store's in-memory limit: a multipart upload to a temporary key, then a copy.
+    data = os.urandom(20 << 20)
+    sha = hashlib.sha256(data).hexdigest()
+    bad = reg.blob_writer(sha, len(data))
+    for i in range(0, len(data), 3 << 20):
+        bad.write(data[i : i + (3 << 20)] if i else b"X" + data[1 : 3 << 20])
+    with pytest.raises(IntegrityError):
+        bad.finish()
+    assert reg.missing_blobs([sha]) == {sha} and _leftovers(spec) == []
+    w = reg.blob_writer(sha, len(data))
+    for i in range(0, len(data), 3 << 20):
+        w.write(data[i : i + (3 << 20)])
+    assert w.finish() is True
+    assert reg.blob_size(sha) == len(data)
+    h = BlobHasher()
+    h.update(data)
+    assert reg.blob_blocks(sha) == h.block_digests()
+    assert _leftovers(spec) == []
 
 
 def test_small_blob_blocks_are_its_digest(reg: Registry) -> None:
@@ -288,9 +325,9 @@ def test_missing_blobs_checks_digests(reg: Registry) -> None:
 
 # --- concurrency ------------------------------------------------------------------------
 def _commit_many(
-    data_dir: str, worker: int, count: int, blob_sha: str, start_at: float = 0.0
+    spec: RegistrySpec, worker: int, count: int, blob_sha: str, start_at: float = 0.0
 ) -> list[int]:
-    reg = Registry.open(data_dir)
+    reg = spec.open()
     time.sleep(max(0.0, start_at - time.time()))  # all workers start together
     numbers = []
     try:
@@ -313,13 +350,12 @@ def _check_all_committed(reg: Registry, expected: int, results: list[list[int]])
     assert len(paths) == expected  # every commit's manifest is there, nothing lost or mixed
 
 
-def test_concurrent_commits_from_threads(reg: Registry) -> None:
+def test_concurrent_commits_from_threads(reg: Registry, spec: RegistrySpec) -> None:
     sha = put(reg, b"hello")
-    data_dir = str(Path(reg.meta.path).parent)  # type: ignore[attr-defined]
     results: list[list[int]] = [[] for _ in range(6)]
 
     def work(w: int) -> None:
-        results[w] = _commit_many(data_dir, w, 15, sha)
+        results[w] = _commit_many(spec, w, 15, sha)
 
     # Half the threads share one Registry object, the others open their own.
     def shared(w: int) -> None:
@@ -335,13 +371,12 @@ def test_concurrent_commits_from_threads(reg: Registry) -> None:
     _check_all_committed(reg, 90, results)
 
 
-def test_concurrent_commits_from_processes(reg: Registry) -> None:
+def test_concurrent_commits_from_processes(reg: Registry, spec: RegistrySpec) -> None:
     sha = put(reg, b"hello")
-    data_dir = str(Path(reg.meta.path).parent)  # type: ignore[attr-defined]
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(4) as pool:
-        start_at = time.time() + 2.0
-        results = pool.starmap(_commit_many, [(data_dir, w, 25, sha, start_at) for w in range(4)])
+        start_at = time.time() + 3.0
+        results = pool.starmap(_commit_many, [(spec, w, 25, sha, start_at) for w in range(4)])
     _check_all_committed(reg, 100, results)
     creators = [reg.get_version("p", "a", f"v{n}").creator for n in range(100)]
     assert len(set(creators[:50])) > 1, "the processes never overlapped: the test proves nothing"

@@ -97,6 +97,11 @@ class CachedBlobReader:
             elif pusher.extend(end, self._readahead.ahead):
                 self._cache._start_push(self, state, pusher)
         first, stop = span(offset, end)
+        if state.checking:  # a pusher is checking some blocks: wait rather than check twice
+            for k in range(first, stop):
+                event = state.checking.get(k)
+                if event is not None:
+                    await event.wait()
         if state.verified.find(0, first, stop) >= 0:
             state.refs += 1  # an aclose() racing with this read must not close the fds
             try:

@@ -127,6 +127,7 @@ class BlobState:
         self.digests: list[bytes] | None = None
         self.refs = 1
         self.progress: set[Callable[[int], None]] = set()
+        self.checking: dict[int, trio.Event] = {}  # blocks a pusher is checking at rest
         self.changed = trio.Event()  # set (and replaced) whenever blocks are stored or released
         self._run_blocks = max(1, env.tuning.request_bytes // BLOCK_SIZE)
         self._retired: list[int] = []  # fds replaced while a thread may still read them
@@ -522,7 +523,7 @@ class BlobState:
             return []
         digests = await self.need_digests()
         nbytes = sum((stop - start) << BLOCK_SHIFT for start, stop in runs)
-        if nbytes > self.env.tuning.inline_verify_bytes:
+        if nbytes > int(os.environ.get("ARTFS_PERF_VT") or self.env.tuning.inline_verify_bytes):
             bad = await trio.to_thread.run_sync(verify_runs, fd, self.size, digests, runs)
         else:
             bad = verify_runs(fd, self.size, digests, runs)

@@ -6,11 +6,11 @@ Bytes arrive in chunks of any size. Two ways to turn them into stored blocks:
   chunks), each block's sha256 is checked against its published digest and only then
   handed to ``store`` — all on the trio thread.
 * ``fetch_blocks`` (batched): chunks are queued as they arrive, and a consumer task
-  hands whole blocks, up to ``batch_bytes`` at a time, to a worker thread that checks
-  each block and writes the good ones (``hashlib`` and ``pwrite`` release the GIL, so
-  this overlaps with receiving and with serving reads on the trio thread); the trio
-  thread then marks them present. A batch never waits for more than the run still
-  needs, so a small run (a random read) is processed as soon as it is in.
+  hands all whole blocks received so far (up to ``batch_bytes``) to a worker thread that
+  checks each block and writes the good ones (``hashlib`` and ``pwrite`` release the
+  GIL, so this overlaps with receiving and with serving reads on the trio thread); the
+  trio thread then marks them present. A batch never waits for more bytes, so a reader
+  waiting for a block is not held back; while a thread is busy, the next batch grows.
 """
 
 from __future__ import annotations
@@ -234,22 +234,23 @@ async def fetch_blocks(
     async def consume() -> None:
         k = first
         while k < stop:
-            count = min(batch_blocks, stop - k)
-            nbytes = block_bounds(k + count - 1, size)[1] - block_bounds(k, size)[0]
-            while chunks.queued < nbytes and not chunks.ended:
+            # Whatever whole blocks are in (at most a batch): a reader waiting for one of
+            # them is not held back, and batches grow by themselves while a thread is busy.
+            count = 0
+            while count < min(batch_blocks, stop - k) and (
+                block_bounds(k + count, size)[1] - block_bounds(k, size)[0] <= chunks.queued
+            ):
+                count += 1
+            if count == 0:
+                if chunks.ended:
+                    return  # the stream ended early (the caller reports it)
                 await chunks.wait()
-            if chunks.queued < nbytes:
-                # the stream ended early: store the whole blocks that did arrive
-                count = 0
-                while count < stop - k and (
-                    block_bounds(k + count, size)[1] - block_bounds(k, size)[0] <= chunks.queued
-                ):
-                    count += 1
-                if count == 0:
-                    return
-                nbytes = block_bounds(k + count - 1, size)[1] - block_bounds(k, size)[0]
+                continue
+            nbytes = block_bounds(k + count - 1, size)[1] - block_bounds(k, size)[0]
             pieces = chunks.take(nbytes)
-            if nbytes:
+            if nbytes and os.environ.get("ARTFS_PERF_INLINE"):
+                good = _check_and_write(pieces, k, count)
+            elif nbytes:
                 good = await trio.to_thread.run_sync(_check_and_write, pieces, k, count)
             else:  # the one empty block of a 0-byte blob
                 good = check_blocks([], k, count, size, digests)[0]

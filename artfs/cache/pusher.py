@@ -26,6 +26,7 @@ this process answers on the trio thread) cannot deadlock it.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 
 import trio
@@ -38,7 +39,13 @@ log = logging.getLogger("artfs.cache")
 
 Sink = Callable[[int, bytes], None]
 
-CHUNK_BLOCKS = 32  # 4 MiB per thread hop: amortizes the ~170 µs hop, small enough to overlap
+CHUNK_BLOCKS = 16  # 2 MiB per thread hop: amortizes the ~170 µs hop, small enough to overlap
+# While fetching, start this far beyond the reader's last read: the kernel already asks
+# for the next ~2 MiB itself (its own read-ahead, with read_ahead_kb = 1024) and those
+# pages are locked until we answer; pushing there would only wait and copy twice.
+# (A warm blob is pushed from the reader's position on: its reads wait for the check.)
+LEAD_BLOCKS = 16
+WORKERS = 2  # chunks pushed at once: checking a warm blob is CPU-bound (sha256), use both cores
 
 
 class Pusher:
@@ -51,6 +58,9 @@ class Pusher:
         self.next = 0  # next block to push
         self.target = 0  # push blocks below this
         self.running = False
+        self._fd = -1
+        self._fd_of = -1
+        self._damaged = False
 
     def extend(self, start: int, end: int) -> bool:
         """Allow pushing bytes ``[start, end)``; True if a push task should be started.
@@ -59,6 +69,10 @@ class Pusher:
         kernel already (the read's reply put them there).
         """
         first = start >> BLOCK_SHIFT
+        if self.state.complete:  # costs no fetch: keep a few chunks going from the start
+            end = max(end, start + (WORKERS + 1) * CHUNK_BLOCKS * (1 << BLOCK_SHIFT))
+        else:
+            first += LEAD_BLOCKS
         stop = min(self.state.nblocks, ((end - 1) >> BLOCK_SHIFT) + 1) if end > 0 else 0
         if first > self.next:
             self.next = first
@@ -75,36 +89,55 @@ class Pusher:
             await self._run()
         finally:
             self.running = False
+            self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._fd_of = -1, -1
 
     async def _run(self) -> None:
         state = self.state
         idle_since = trio.current_time()
-        while self.sink is not None and self.next < self.target:
-            k = self.next
-            stop = min(self.target, k + CHUNK_BLOCKS)
-            if state.verified[k]:
-                end = state.verified.find(0, k, stop)
-                await self._push(k, stop if end < 0 else end, check=False)
-            elif state.present_flags(k, k + 1)[0] == PRESENT:
-                flags = state.present_flags(k, stop)
-                run = flags.find(bytes([1 - PRESENT]))
-                run_stop = stop if run < 0 else k + run
-                # blocks verified meanwhile are simply checked again: harmless
-                if not await self._push(k, run_stop, check=True):
-                    return  # damaged: the reader's own read repairs it
-            else:
-                with trio.move_on_at(idle_since + self.timeout) as scope:
-                    await state.changed.wait()
-                if scope.cancelled_caught:
-                    return
-                continue
-            idle_since = trio.current_time()
+        slots = trio.Semaphore(WORKERS)
+        async with trio.open_nursery() as nursery:
+            while self.sink is not None and self.next < self.target and not self._damaged:
+                k = self.next
+                stop = min(self.target, k + CHUNK_BLOCKS)
+                if state.verified[k]:
+                    end = state.verified.find(0, k, stop)
+                    check = False
+                elif state.present_flags(k, k + 1)[0] == PRESENT:
+                    end = state.present_flags(k, stop).find(bytes([1 - PRESENT]))
+                    end = end if end < 0 else k + end
+                    check = True  # blocks verified meanwhile are checked again: harmless
+                else:
+                    with trio.move_on_at(idle_since + self.timeout) as scope:
+                        await state.changed.wait()
+                    if scope.cancelled_caught:
+                        break
+                    continue
+                stop = stop if end < 0 else end
+                await slots.acquire()
+                if self.sink is None or self._damaged:
+                    slots.release()
+                    break
+                self.next = max(self.next, stop)
+                nursery.start_soon(self._push_slot, slots, k, stop, check)
+                idle_since = trio.current_time()
+
+    async def _push_slot(self, slots: trio.Semaphore, first: int, stop: int, check: bool) -> None:
+        try:
+            if not await self._push(first, stop, check=check):
+                self._damaged = True  # the reader's own read of it repairs it
+        finally:
+            slots.release()
 
     async def _push(self, first: int, stop: int, *, check: bool) -> bool:
         """Push blocks ``[first, stop)`` (checking them if ``check``); False if one was bad."""
         state, sink = self.state, self.sink
         if sink is None:
-            return False
+            return True
         digests = None
         if check:
             try:
@@ -112,16 +145,40 @@ class Pusher:
             except ArtfsError:
                 return False
         fd, size = state.data_fd, state.size
+        if self._fd_of != fd:  # our own open file: the kernel keeps read-ahead state per file
+            self._close_fd()
+            self._fd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+            self._fd_of = fd
+        own = self._fd
+        events: dict[int, trio.Event] = {}
+        if check:  # readers of these blocks wait for this check instead of repeating it
+            for k in range(first, stop):
+                if not state.verified[k] and k not in state.checking:
+                    events[k] = state.checking[k] = trio.Event()
+        good = first
 
-        def work() -> int:
-            data, good = read_checked(fd, size, first, stop, digests)
+        def checked(upto: int) -> None:
+            nonlocal good
+            good = upto
+            if check:
+                state.verified[first:upto] = bytes([1]) * (upto - first)
+            for k, event in events.items():
+                if state.checking.get(k) is event:
+                    del state.checking[k]
+                event.set()
+            events.clear()
+
+        def work() -> None:
+            data, upto = read_checked(own, size, first, stop, digests)
+            # Mark them verified (waking readers) *before* the sink, which may wait for
+            # the kernel, which may wait for a read of these blocks.
+            trio.from_thread.run_sync(checked, upto)
             if data:
                 sink(first << BLOCK_SHIFT, data)
-            return good
 
-        good = await trio.to_thread.run_sync(work)
+        try:
+            await trio.to_thread.run_sync(work)
+        finally:
+            checked(good)  # (no-op unless the thread failed before marking)
         log.debug("pushed blocks %d-%d of %d (checked: %s)", first, good, stop, check)
-        if check:
-            state.verified[first:good] = bytes([1]) * (good - first)
-        self.next = max(self.next, good)
         return good == stop

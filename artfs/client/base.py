@@ -97,6 +97,13 @@ class RegistryClient(Protocol):
         self, project: str, artifact: str, alias: str, *, expect: Expect = UNSET
     ) -> None: ...
 
+    async def delete_version(
+        self, project: str, artifact: str, number: int, *, force: bool = False
+    ) -> None:
+        """Delete ``vN`` (its number is never reused); refused (``Conflict``) while aliases other
+        than ``latest`` point at it, unless ``force``. ``latest`` moves to the newest remaining."""
+        ...
+
     async def blob_blocks(self, sha256: str, size: int) -> list[bytes]:
         """The 32-byte block digests of a blob (see ``artfs.hashing``)."""
         ...

@@ -7,10 +7,17 @@ our JSON errors (a dead proxy). Error bodies from the server are rebuilt into
 the ``ArtfsError`` subclass they came from. Everything received is validated
 (names, manifests, records) before it is handed on.
 
-Blob bytes: ``read_range`` asks ``/v1/blobs/locate`` for a URL per blob (the
-server's sendfile data port, or a presigned store URL), caches it until it
-expires, and streams ranged GETs from there in large chunks. A 403/404/410 from
-the data URL refreshes the location and retries once.
+Blob bytes: ``read_range`` gets a URL per blob (from the ``blob_url`` template of
+``GET /v1`` when the server's sendfile data port serves every blob, else from
+``/v1/blobs/locate``: presigned store URLs, located in batches and cached until
+they expire) and streams ranged GETs from there in large chunks. A 403/404/410
+from the data URL refreshes the location; a connection cut mid-body is reopened;
+either way the read resumes at the first byte not yet delivered.
+
+Uploads: ``PUT /v1/blobs/{sha}`` through the server, or, when the server says so
+(``upload.presigned_min`` in ``GET /v1``), presigned PUTs straight to the object
+store (multipart, several parts at once) followed by a completion request the
+server answers only once it has verified the bytes.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import trio
 from cachetools import LRUCache
 
 from ..errors import (
+    ArtfsError,
     IntegrityError,
     InvalidInput,
     NotFound,
@@ -54,6 +62,9 @@ LOCATE_SLACK = 30.0  # refresh a presigned URL this long before it expires
 UPLOAD_MIN_RATE = (
     20 << 20
 )  # bytes/s the server must at least sustain before a stalled upload is given up
+UPLOAD_PARALLEL_PARTS = 4  # presigned multipart uploads: parts in flight at once
+PART_ATTEMPTS = 3
+RESUMES = 3  # a range read interrupted this many times without progress gives up
 
 
 def _q(segment: str) -> str:
@@ -73,6 +84,8 @@ class HttpRegistryClient:
         self._raw = _RawRangeFetcher(timeout)
         self._locations: LRUCache[str, tuple[str, float | None]] = LRUCache(LOCATIONS_KEPT)
         self._info: dict[str, Any] | None = None
+        self._pending: set[str] = set()  # digests waiting for the next locate request
+        self._flight: _LocateFlight | None = None
 
     # --- plumbing -----------------------------------------------------------
     def _unavailable(self, url: str, e: Exception) -> Unavailable:
@@ -104,6 +117,7 @@ class HttpRegistryClient:
         json_body: Any = None,
         params: dict[str, str] | None = None,
         ok: tuple[int, ...] = (200, 201, 204),
+        timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         url = self.base_url + path
         headers = dict(self._auth)
@@ -116,7 +130,12 @@ class HttpRegistryClient:
                 headers["Content-Encoding"] = "gzip"
         try:
             resp = await self._http.request(
-                method, url, content=content, params=params, headers=headers
+                method,
+                url,
+                content=content,
+                params=params,
+                headers=headers,
+                timeout=timeout if timeout is not None else self._http.timeout,
             )
         except httpx.TransportError as e:
             raise self._unavailable(url, e) from None
@@ -250,6 +269,11 @@ class HttpRegistryClient:
             size = os.stat(path).st_size
         except OSError as e:
             raise InvalidInput(f"can't read {path}: {e.strerror}") from None
+        upload = (await self._registry_info()).get("upload")
+        presigned_min = upload.get("presigned_min") if isinstance(upload, dict) else None
+        if isinstance(presigned_min, int) and size >= presigned_min:
+            await self._upload_presigned(sha256, path, size)
+            return
 
         async def body() -> AsyncIterator[bytes]:
             f = await trio.to_thread.run_sync(open, path, "rb")
@@ -274,6 +298,83 @@ class HttpRegistryClient:
             raise InvalidInput(f"can't read {path}: {e.strerror}") from None
         if resp.status_code not in (200, 201):
             self._raise_for(resp, resp.content)
+
+    async def _upload_presigned(self, sha256: str, path: Path, size: int) -> None:
+        """Upload straight to the object store: ask for presigned URLs, PUT the parts (several
+        at once), then ask the server to verify and complete (docs/api.md, "Blobs")."""
+        plan = await self._json(
+            "POST", "/v1/blobs/uploads", json_body={"sha256": sha256, "size": size}
+        )
+        try:
+            parts = [
+                (int(p["number"]), int(p["offset"]), int(p["length"]), str(p["url"]))
+                for p in plan["parts"]
+            ]
+            key, multipart_id = str(plan["key"]), plan["multipart_id"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProtocolError(f"malformed upload plan: {e}") from None
+        if sum(length for _, _, length, _ in parts) != size:
+            raise ProtocolError(f"upload plan for {sha256} does not cover its {size} bytes")
+        etags: dict[int, str] = {}
+        limiter = trio.Semaphore(UPLOAD_PARALLEL_PARTS)
+        f = await trio.to_thread.run_sync(open, path, "rb")
+
+        async def read_part(offset: int, length: int) -> bytes:
+            return await trio.to_thread.run_sync(os.pread, f.fileno(), length, offset)
+
+        async def put_part(number: int, offset: int, length: int, url: str) -> None:
+            async with limiter:
+                data = await read_part(offset, length)
+                if len(data) != length:
+                    raise InvalidInput(f"{path} changed while being uploaded")
+                timeout = httpx.Timeout(self.timeout, read=self.timeout + length / UPLOAD_MIN_RATE)
+                for attempt in range(PART_ATTEMPTS):
+                    try:
+                        resp = await self._http.put(
+                            url,
+                            content=data,
+                            headers={"Content-Length": str(length)},
+                            timeout=timeout,
+                        )
+                    except httpx.TransportError as e:
+                        if attempt + 1 < PART_ATTEMPTS:
+                            continue
+                        raise self._unavailable(url.split("?", 1)[0], e) from None
+                    if resp.status_code >= 500 and attempt + 1 < PART_ATTEMPTS:
+                        continue
+                    break
+                if resp.status_code != 200:
+                    raise Unavailable(
+                        f"object store refused part {number} of blob {sha256}: "
+                        f"HTTP {resp.status_code} {resp.text[:200]!r}"
+                    )
+                etag = resp.headers.get("etag")
+                if multipart_id is not None and not etag:
+                    raise ProtocolError(f"object store sent no ETag for part {number}")
+                etags[number] = etag or ""
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for part in parts:
+                    nursery.start_soon(put_part, *part)
+        except BaseExceptionGroup as group:
+            raise _single(group) from None
+        finally:
+            await trio.to_thread.run_sync(f.close)
+        # The server reads the object once to verify it: allow for that before its answer.
+        timeout = httpx.Timeout(self.timeout, read=self.timeout + 2 * size / UPLOAD_MIN_RATE)
+        await self._request(
+            "POST",
+            "/v1/blobs/uploads/complete",
+            json_body={
+                "sha256": sha256,
+                "size": size,
+                "key": key,
+                "multipart_id": multipart_id,
+                "parts": [{"number": n, "etag": etags[n]} for n in sorted(etags)],
+            },
+            timeout=timeout,
+        )
 
     async def commit(
         self,
@@ -347,66 +448,130 @@ class HttpRegistryClient:
         """The URL where this blob's bytes can be fetched.
 
         From the registry's URL template when it has one (no request per blob), else from
-        ``/v1/blobs/locate``, cached until the URL expires. ``refresh`` always asks."""
+        ``/v1/blobs/locate``, cached until the URL expires. Concurrent callers share one
+        request: while a locate request is in flight, digests asked for meanwhile are
+        collected and sent together in the next one. ``refresh`` always asks."""
         sha256_hex(sha256)
         if not refresh:
-            cached = self._locations.get(sha256)
+            cached = self._fresh_location(sha256)
             if cached is not None:
-                url, expires = cached
-                if expires is None or expires - LOCATE_SLACK > time.time():
-                    return url
+                return cached
             template = (await self._registry_info()).get("blob_url")
             if template:
                 return str(template).replace("{sha256}", sha256)
-        await self.locate_many([sha256])
-        return self._locations[sha256][0]
+        while True:
+            flight = self._flight
+            if flight is not None and sha256 in flight.digests:
+                await flight.done.wait()
+                if flight.completed:
+                    return flight.result(sha256)
+                continue  # its leader was cancelled: ask again
+            self._pending.add(sha256)
+            if flight is not None:
+                await flight.done.wait()
+                if sha256 not in self._pending:  # taken by a flight that has since finished
+                    continue
+                if self._flight is not None:
+                    continue
+            # Lead a request for everything pending (this digest included).
+            batch = sorted(self._pending)[:LOCATE_BATCH]
+            if sha256 not in batch:
+                batch[-1] = sha256
+            self._pending.difference_update(batch)
+            flight = self._flight = _LocateFlight(batch)
+            try:
+                flight.found, flight.missing = await self._locate_batch(batch)
+                flight.completed = True
+            except ArtfsError as e:
+                flight.error = e
+                flight.completed = True
+            finally:
+                self._flight = None
+                flight.done.set()
+            return flight.result(sha256)
+
+    def _fresh_location(self, sha256: str) -> str | None:
+        cached = self._locations.get(sha256)
+        if cached is not None:
+            url, expires = cached
+            if expires is None or expires - LOCATE_SLACK > time.time():
+                return url
+        return None
+
+    async def _locate_batch(self, batch: list[str]) -> tuple[dict[str, str], set[str]]:
+        """One ``/v1/blobs/locate`` request; caches and returns the URLs found and the
+        digests the registry doesn't hold."""
+        data = await self._json("POST", "/v1/blobs/locate", json_body={"digests": batch})
+        found: dict[str, str] = {}
+        try:
+            blobs = data["blobs"]
+            for sha in batch:
+                entry = blobs.get(sha)
+                if entry is None:
+                    continue
+                expires = entry.get("expires")
+                url = str(entry["url"])
+                self._locations[sha] = (url, None if expires is None else float(expires))
+                found[sha] = url
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ProtocolError(f"malformed blob location: {e}") from None
+        return found, set(batch) - set(found)
 
     async def locate_many(self, digests: Iterable[str]) -> None:
         """Ask where many blobs are in one request (up to 10,000) and cache the answers;
         NotFound if any of them is not in the registry."""
         wanted = sorted({sha256_hex(d) for d in digests})
         for i in range(0, len(wanted), LOCATE_BATCH):
-            batch = wanted[i : i + LOCATE_BATCH]
-            data = await self._json("POST", "/v1/blobs/locate", json_body={"digests": batch})
-            try:
-                blobs = data["blobs"]
-                for sha in batch:
-                    entry = blobs.get(sha)
-                    if entry is None:
-                        raise NotFound(f"blob {sha} not found in the registry")
-                    expires = entry.get("expires")
-                    self._locations[sha] = (
-                        str(entry["url"]),
-                        None if expires is None else float(expires),
-                    )
-            except (KeyError, TypeError, ValueError, AttributeError) as e:
-                raise ProtocolError(f"malformed blob location: {e}") from None
+            _, missing = await self._locate_batch(wanted[i : i + LOCATE_BATCH])
+            if missing:
+                raise NotFound(f"blob {min(missing)} not found in the registry")
 
     async def read_range(
         self, sha256: str, size: int, offset: int, length: int, sink: DataSink
     ) -> None:
+        """Stream ``length`` bytes at ``offset`` into ``sink``.
+
+        A URL that stops working (expired presigned URL: 403; moved: 404/410) is located
+        again, and a connection cut mid-body is reopened; either way the read resumes at the
+        first byte not yet delivered, so ``sink`` sees every byte exactly once."""
         sha256_hex(sha256)
         if offset < 0 or length < 0 or offset + length > size:
             raise InvalidInput(f"range {offset}+{length} outside blob {sha256} of {size} bytes")
-        if length == 0:
-            return
-        for attempt in range(2):
-            url = await self.locate(sha256, refresh=attempt > 0)
+        done = 0
+
+        def counted(data: bytes) -> None:
+            nonlocal done
+            sink(data)
+            done += len(data)
+
+        refresh = False
+        stuck = 0
+        while done < length:
+            url = await self.locate(sha256, refresh=refresh)
+            before = done
             try:
                 if url.startswith("http://"):
-                    await self._raw.fetch(url, offset, length, size, sink)
+                    await self._raw.fetch(url, offset + done, length - done, size, counted)
                 else:
-                    await self._fetch_httpx(url, offset, length, size, sink)
+                    await self._fetch_httpx(url, offset + done, length - done, size, counted)
                 return
-            except _Gone:
-                if attempt:
-                    raise NotFound(f"blob {sha256} not found at {url}") from None
-        raise AssertionError("unreachable")
+            except _Gone as e:
+                what = f"blob {sha256} not found at {url.split('?', 1)[0]} (HTTP {e.status})"
+                refresh = True
+            except _Cut as e:
+                what = str(e)
+                refresh = self._locations.get(sha256, ("", None))[1] is not None
+            stuck = 0 if done > before else stuck + 1
+            if stuck >= RESUMES or (refresh and stuck >= 2 and done == before):
+                if "not found" in what:
+                    raise NotFound(what)
+                raise Unavailable(what)
 
     async def _fetch_httpx(
         self, url: str, offset: int, length: int, size: int, sink: DataSink
     ) -> None:
         end = offset + length - 1
+        got = 0
         try:
             async with self._http.stream(
                 "GET", url, headers={"Range": f"bytes={offset}-{end}"}
@@ -414,15 +579,18 @@ class HttpRegistryClient:
                 _check_range_status(
                     resp.status_code, resp.headers.get("content-range"), url, offset, length, size
                 )
-                got = 0
                 async for chunk in resp.aiter_raw(HTTPX_CHUNK):
                     if got + len(chunk) > length:
                         raise ProtocolError(f"{url} sent more than the {length} bytes asked for")
                     got += len(chunk)
                     sink(chunk)
                 if got != length:
-                    raise Unavailable(f"download from {url} ended after {got} of {length} bytes")
+                    raise _Cut(f"download from {url} ended after {got} of {length} bytes")
+        except httpx.TimeoutException as e:
+            raise self._unavailable(url, e) from None
         except httpx.TransportError as e:
+            if got:
+                raise _Cut(f"download from {url} cut after {got} of {length} bytes: {e}") from None
             raise self._unavailable(url, e) from None
 
     async def aclose(self) -> None:
@@ -438,6 +606,41 @@ class HttpRegistryClient:
 
 class _Gone(Exception):
     """The data URL answered 403/404/410: its location may have expired or moved."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _Cut(Exception):
+    """The connection ended mid-body after some bytes were delivered: resume after them."""
+
+
+class _LocateFlight:
+    """One ``/v1/blobs/locate`` request in flight and the digests it carries."""
+
+    def __init__(self, digests: list[str]) -> None:
+        self.digests = set(digests)
+        self.done = trio.Event()
+        self.completed = False
+        self.found: dict[str, str] = {}
+        self.missing: set[str] = set()
+        self.error: ArtfsError | None = None
+
+    def result(self, sha256: str) -> str:
+        if self.error is not None:
+            raise self.error
+        if sha256 in self.found:
+            return self.found[sha256]
+        raise NotFound(f"blob {sha256} not found in the registry")
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside (nested) groups, so callers see e.g. Unavailable itself."""
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+        leaf = leaf.exceptions[0]
+    return leaf
 
 
 def _check_range_status(
@@ -487,9 +690,9 @@ class _RawRangeFetcher:
             raise ProtocolError(f"invalid blob URL {url!r}")
         host, port = parts.hostname, parts.port or 80
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         request_head = [
-            ("Host", hostport),
+            # As written in the URL: presigned URLs sign the Host header, port included or not.
+            ("Host", parts.netloc.rsplit("@", 1)[-1]),
             ("Range", f"bytes={offset}-{offset + length - 1}"),
             ("Accept-Encoding", "identity"),
             ("User-Agent", "artfs"),
@@ -517,6 +720,8 @@ class _RawRangeFetcher:
                 await stream.aclose()
                 if reused and not delivered and attempt == 0:
                     continue  # a pooled connection the server had closed: retry on a fresh one
+                if delivered:
+                    raise _Cut(f"download from {url} cut: {type(e).__name__}: {e}") from None
                 raise self._unavailable(url, f"{type(e).__name__}: {e}") from None
             except BaseException:
                 with trio.CancelScope(shield=True):

@@ -16,6 +16,7 @@ import trio
 
 from ..errors import (
     AlreadyExists,
+    Conflict,
     InvalidInput,
     NotFound,
     NotPermitted,
@@ -35,6 +36,7 @@ class MemoryRegistryClient:
         self.artifacts: dict[tuple[str, str], ArtifactInfo] = {}
         self.versions: dict[tuple[str, str, int], tuple[VersionInfo, Manifest]] = {}
         self.blobs: dict[str, bytes] = {}
+        self.next_numbers: dict[tuple[str, str], int] = {}  # numbers are never reused
         self.bytes_served = 0
         self.requests = 0
 
@@ -55,6 +57,7 @@ class MemoryRegistryClient:
             self.artifacts[(project, artifact)] = ArtifactInfo(
                 project, artifact, "dataset", "", time.time()
             )
+            self.next_numbers[(project, artifact)] = 0
         manifest = Manifest.build((p, len(d), self.add_blob(d)) for p, d in files.items())
         return self._commit(project, artifact, manifest, **kw).version
 
@@ -85,7 +88,8 @@ class MemoryRegistryClient:
             info, m = self.versions[(project, artifact, latest_num)]
             if m.digest == manifest.digest:
                 return CommitResult(info, False)
-        number = art.versions[-1].number + 1 if art.versions else 0
+        number = self.next_numbers.get((project, artifact), 0)
+        self.next_numbers[(project, artifact)] = number + 1
         info = VersionInfo(
             project,
             artifact,
@@ -172,6 +176,7 @@ class MemoryRegistryClient:
             raise AlreadyExists(f"artifact {project}/{artifact} already exists")
         info = ArtifactInfo(project, artifact, type, description, time.time())
         self.artifacts[(project, artifact)] = info
+        self.next_numbers[(project, artifact)] = 0
         return info
 
     async def get_version(self, project: str, artifact: str, selector: str) -> VersionInfo:
@@ -255,6 +260,28 @@ class MemoryRegistryClient:
         if expect is not UNSET and art.aliases.get(alias) != expect:
             raise PreconditionFailed(f"alias {alias} does not point at {expect}")
         del art.aliases[alias]
+
+    async def delete_version(
+        self, project: str, artifact: str, number: int, *, force: bool = False
+    ) -> None:
+        self.requests += 1
+        art = self._art(project, artifact)
+        if (project, artifact, number) not in self.versions:
+            raise NotFound(f"version {project}/{artifact}:v{number} not found")
+        held = sorted(a for a, n in art.aliases.items() if n == number and a != LATEST)
+        if held and not force:
+            raise Conflict(
+                f"version {project}/{artifact}:v{number} holds aliases {', '.join(held)}: "
+                "move them first or use --force"
+            )
+        del self.versions[(project, artifact, number)]
+        versions = tuple(v for v in art.versions if v.number != number)
+        aliases = {a: n for a, n in art.aliases.items() if n != number}
+        if LATEST not in aliases and versions:
+            aliases[LATEST] = versions[-1].number
+        self.artifacts[(project, artifact)] = ArtifactInfo(
+            art.project, art.name, art.type, art.description, art.created, versions, aliases
+        )
 
     async def blob_blocks(self, sha256: str, size: int) -> list[bytes]:
         from ..hashing import split_block_digests

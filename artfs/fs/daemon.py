@@ -133,7 +133,12 @@ async def run_mount(
     if not _active.acquire(blocking=False):
         raise Conflict("this process already runs a mount (pyfuse3 allows one per process)")
     try:
-        fs = ArtfsFS(client, cache, options, page_sink=store_pages)
+        fs = ArtfsFS(
+            client,
+            cache,
+            options,
+            page_sink=None if os.environ.get("ARTFS_PERF_NOPUSH") else store_pages,
+        )
         try:
             pyfuse3.init(FuseOperations(fs), point, fuse_options(options))
         except RuntimeError as e:

@@ -23,6 +23,7 @@ from ..names import LATEST, alias_name, artifact_name, parse_version, project_na
 from .blobs import BlobStore, BlobWriter, LocalBlobStore
 from .meta import MetaStore, NewVersion
 from .sqlite import SqliteMetaStore
+from .uploads import PresignedUploads, UploadPlan
 
 MAX_TYPE_LEN = 128
 MAX_DESCRIPTION = 64 * 1024
@@ -98,6 +99,12 @@ def _number(number: Any) -> int:
     return number
 
 
+def _size(size: Any) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise InvalidInput(f"invalid blob size {size!r}")
+    return size
+
+
 class Registry:
     def __init__(
         self, meta: MetaStore, blobs: BlobStore, *, clock: Callable[[], float] = time.time
@@ -115,6 +122,9 @@ class Registry:
 
     def close(self) -> None:
         self.meta.close()
+        close_blobs = getattr(self.blobs, "close", None)
+        if close_blobs is not None:
+            close_blobs()
 
     def registry_id(self) -> str:
         return self.meta.registry_id()
@@ -266,3 +276,35 @@ class Registry:
 
     def blob_writer(self, sha256: str, size: int | None = None) -> BlobWriter:
         return self.blobs.writer(sha256_hex(sha256), size)
+
+    # --- presigned uploads (stores that have them: uploads.PresignedUploads) --------------
+    def presigned_upload_min(self) -> int | None:
+        """Blob size from which clients should upload through presigned URLs; None when the
+        store takes uploads only through the server (``PUT /v1/blobs/{sha}``)."""
+        if isinstance(self.blobs, PresignedUploads):
+            return self.blobs.presigned_upload_min
+        return None
+
+    def _uploads(self) -> PresignedUploads:
+        if not isinstance(self.blobs, PresignedUploads):
+            raise InvalidInput(
+                "this registry's blob store takes uploads at PUT /v1/blobs/{sha256} only"
+            )
+        return self.blobs
+
+    def begin_upload(self, sha256: str, size: int) -> UploadPlan:
+        return self._uploads().begin_upload(sha256_hex(sha256), _size(size))
+
+    def complete_upload(
+        self,
+        sha256: str,
+        size: int,
+        key: str,
+        multipart_id: str | None,
+        etags: list[tuple[int, str]],
+    ) -> bool:
+        if not isinstance(key, str) or not (multipart_id is None or isinstance(multipart_id, str)):
+            raise InvalidInput("'key' must be a string and 'multipart_id' a string or null")
+        return self._uploads().complete_upload(
+            sha256_hex(sha256), _size(size), key, multipart_id, etags
+        )

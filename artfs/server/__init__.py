@@ -21,11 +21,25 @@ from hypercorn.trio import serve as hypercorn_serve
 from starlette.requests import Request
 
 from ..errors import ArtfsError
-from ..registry import Registry
+from ..registry.stores import (
+    StoreOptions,
+    add_store_arguments,
+    describe_stores,
+    open_registry,
+    store_options,
+)
 from .api import create_app
 from .blobserver import BlobDataServer
 
-__all__ = ["ServerInfo", "main", "run_server", "serve"]
+__all__ = [
+    "ServerInfo",
+    "StoreOptions",
+    "add_store_arguments",
+    "main",
+    "run_server",
+    "serve",
+    "store_options",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,14 +47,17 @@ class ServerInfo:
     api_url: str  # e.g. http://127.0.0.1:8765
     host: str
     port: int
-    blob_port: int
+    blob_port: int | None  # None: blobs are fetched from presigned store URLs, no data port
     data_dir: Path
+    stores: str = ""  # e.g. "metadata postgresql://u:***@db/artfs, blobs s3://bucket/prefix"
 
     def ready_line(self) -> str:
-        return (
-            f"artfs registry listening on {self.api_url} (blobs on :{self.blob_port}), "
-            f"data in {self.data_dir}"
-        )
+        blobs = f"blobs on :{self.blob_port}" if self.blob_port is not None else "blobs presigned"
+        where = self.stores or f"data in {self.data_dir}"
+        return f"artfs registry listening on {self.api_url} ({blobs}), {where}"
+
+
+DEFAULT_STORES = StoreOptions()
 
 
 def _url_host(host: str) -> str:
@@ -61,6 +78,7 @@ async def serve(
     blob_port: int | None = None,
     *,
     public_blob_url: str | None = None,
+    stores: StoreOptions = DEFAULT_STORES,
     task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the registry in ``data_dir`` until cancelled.
@@ -68,15 +86,27 @@ async def serve(
     ``blob_port`` defaults to ``port + 1`` (ephemeral when ``port`` is 0); 0 means ephemeral.
     ``public_blob_url`` overrides the base URL handed to clients for blob bytes
     (e.g. behind a proxy); by default it is this host, as the client addressed it, on ``blob_port``.
+    With a store that presigns (S3) no data port is opened: clients fetch from the store.
     """
     data_dir = Path(data_dir).resolve()
     if blob_port is None:
         blob_port = port + 1 if port else 0
-    registry = await trio.to_thread.run_sync(Registry.open, data_dir)
+    registry = await trio.to_thread.run_sync(
+        partial(
+            open_registry,
+            data_dir,
+            db=stores.db,
+            blobs=stores.blobs,
+            s3_endpoint=stores.s3_endpoint,
+            db_pool=stores.db_pool,
+        )
+    )
     try:
         async with trio.open_nursery() as nursery:
             blobs = BlobDataServer(registry.blobs.local_path)  # type: ignore[arg-type]
-            bound_blob_port: int = await nursery.start(blobs.serve, host, blob_port)
+            bound_blob_port: int | None = None
+            if not registry.blobs.presigns:
+                bound_blob_port = await nursery.start(blobs.serve, host, blob_port)
 
             def blob_base_url(request: Request) -> str:
                 if public_blob_url:
@@ -108,6 +138,7 @@ async def serve(
                     bound_port,
                     bound_blob_port,
                     data_dir,
+                    describe_stores(stores, data_dir),
                 )
             )
     finally:
@@ -121,6 +152,7 @@ async def run_server(
     blob_port: int | None = None,
     *,
     public_blob_url: str | None = None,
+    stores: StoreOptions = DEFAULT_STORES,
 ) -> None:
     """Serve until SIGINT/SIGTERM, printing one line when ready (what ``artfs serve`` runs).
 
@@ -129,7 +161,15 @@ async def run_server(
     try:
         async with trio.open_nursery() as nursery:
             info: ServerInfo = await nursery.start(
-                partial(serve, data_dir, host, port, blob_port, public_blob_url=public_blob_url)
+                partial(
+                    serve,
+                    data_dir,
+                    host,
+                    port,
+                    blob_port,
+                    public_blob_url=public_blob_url,
+                    stores=stores,
+                )
             )
             print(info.ready_line(), flush=True)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -165,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--public-blob-url", default=None, help="base URL clients use for blob bytes"
     )
+    add_store_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -179,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.port,
                 args.blob_port,
                 public_blob_url=args.public_blob_url,
+                stores=store_options(args),
             )
         )
     except KeyboardInterrupt:

@@ -7,7 +7,9 @@ and render the result. ``ArtfsError`` becomes ``{"error": {"code", "message"}}``
 with the class's ``http_status`` in exactly one place, ``error_response``.
 
 Blob *bytes* are not served here: ``/v1/blobs/locate`` hands out URLs on the
-zero-copy data server (``blobserver.py``), or presigned store URLs later.
+zero-copy data server (``blobserver.py``), or presigned store URLs (S3). With S3, large
+uploads also bypass the server: ``/v1/blobs/uploads`` hands out presigned PUT URLs and
+``/v1/blobs/uploads/complete`` verifies the object before it becomes a blob.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ..hashing import BLOCK_SIZE, sha256_hex
 from ..manifest import Manifest
 from ..names import parse_version
 from ..registry import Registry
+from ..registry.uploads import parse_etags
 
 T = TypeVar("T")
 
@@ -39,6 +42,7 @@ MAX_JSON_BODY = 512 << 20  # a 2,000,000-file manifest is ~250 MB of JSON
 UPLOAD_FLUSH = 4 << 20
 UPLOAD_QUEUE = 4
 LOCATE_MAX = 10_000
+PRESIGNED_URL_SECONDS = 900  # lifetime of presigned blob URLs handed out by locate
 BlobBaseUrl = Callable[[Request], str]
 """Where the data server is, as seen by the client that sent this request."""
 
@@ -192,12 +196,15 @@ def create_app(
         # When the data server serves every blob, clients build blob URLs from this template
         # and need no locate request per blob (presigned stores answer null: ask locate).
         template = None if r.blobs.presigns else f"{blob_base_url(request)}/blobs/{{sha256}}"
+        # Blobs of at least this size go through presigned uploads (null: PUT /v1/blobs/{sha}).
+        presigned_min = r.presigned_upload_min()
         return JSONResponse(
             {
                 "registry_id": r.registry_id(),
                 "block_size": BLOCK_SIZE,
                 "api": 1,
                 "blob_url": template,
+                "upload": None if presigned_min is None else {"presigned_min": presigned_min},
             }
         )
 
@@ -377,6 +384,27 @@ def create_app(
             {"sha256": sha, "size": size, "created": created}, status_code=201 if created else 200
         )
 
+    async def begin_upload(request: Request) -> Response:
+        body = _object(await _json_body(request))
+        plan = await run(r.begin_upload, body.get("sha256"), body.get("size"))
+        return JSONResponse(plan.to_json(), status_code=201)
+
+    async def complete_upload(request: Request) -> Response:
+        body = _object(await _json_body(request))
+        sha = sha256_hex(str(body.get("sha256", "")))
+        created = await run(
+            r.complete_upload,
+            sha,
+            body.get("size"),
+            body.get("key"),
+            body.get("multipart_id"),
+            parse_etags(body.get("parts")),
+        )
+        size = await run(r.blob_size, sha)
+        return JSONResponse(
+            {"sha256": sha, "size": size, "created": created}, status_code=201 if created else 200
+        )
+
     async def blob_blocks(request: Request) -> Response:
         sha = sha256_hex(request.path_params["sha"])
         raw = await run(r.blob_blocks, sha)
@@ -390,7 +418,7 @@ def create_app(
         base = blob_base_url(request)
         found: dict[str, Any] = {}
         for sha, size in r.blobs.sizes(digests).items():
-            signed = r.blobs.presign(sha, 3600)
+            signed = r.blobs.presign(sha, PRESIGNED_URL_SECONDS)
             if signed is None:
                 found[sha] = {"url": f"{base}/blobs/{sha}", "size": size, "expires": None}
             else:
@@ -430,6 +458,8 @@ def create_app(
         Route(f"{art}/aliases/{{alias}}", delete_alias, methods=["DELETE"]),
         Route("/v1/blobs/missing", missing_blobs, methods=["POST"]),
         Route("/v1/blobs/locate", locate_blobs, methods=["POST"]),
+        Route("/v1/blobs/uploads", begin_upload, methods=["POST"]),
+        Route("/v1/blobs/uploads/complete", complete_upload, methods=["POST"]),
         Route("/v1/blobs/{sha}", put_blob, methods=["PUT"]),
         Route("/v1/blobs/{sha}", get_blob, methods=["GET"]),
         Route("/v1/blobs/{sha}/blocks", blob_blocks, methods=["GET"]),

@@ -1,0 +1,293 @@
+"""``artfs draft``, ``artfs commit`` and ``artfs delete`` (wired into ``artfs/cli.py``).
+
+``draft`` writes straight into a state directory's database (the mount picks
+new drafts up with ``DraftStore.refresh``); ``commit`` asks the mount daemon
+that owns the draft, through ``setxattr user.artfs.commit`` and the request
+files described in ``requests.py``; ``delete`` talks to the registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import errno
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .. import config
+from ..client.base import RegistryClient
+from ..errors import AlreadyExists, ArtfsError, InvalidInput, NotFound, from_code
+from ..mountinfo import read_record
+from ..names import LATEST, alias_name, parse_ref, version_label
+from ..progress import Progress, human_bytes
+from .model import Draft, DraftKey
+from .requests import COMMIT_XATTR, CommitRequest, RequestFiles
+from .store import DraftStore
+
+POLL_INTERVAL = 0.2
+
+
+# --------------------------------------------------------------------------- artfs draft
+
+
+async def create_draft(
+    client: RegistryClient, state_dir: Path, target: str, name: str
+) -> tuple[Draft, int]:
+    """Create draft ``name`` of ``p/a`` (empty) or of ``p/a:BASE`` (BASE's files by reference).
+
+    Returns the draft and the number of files it starts with.
+    """
+    has_base = ":" in target
+    ref = parse_ref(target, default_latest=False)
+    alias_name(name)
+    registry = await client.registry_id()
+    manifest = None
+    base: int | None = None
+    try:
+        info = await client.get_artifact(ref.project, ref.artifact)
+    except NotFound:
+        if has_base:
+            raise
+    else:
+        taken = {version_label(v.number) for v in info.versions} | set(info.aliases)
+        if name in taken:
+            raise AlreadyExists(f"{ref.project}/{ref.artifact}/{name} is a version or an alias")
+    if has_base:
+        version = await client.get_version(ref.project, ref.artifact, ref.selector)
+        base = version.number
+        manifest = await client.get_manifest(ref.project, ref.artifact, base)
+    key = DraftKey(registry, ref.project, ref.artifact, name)
+
+    def make() -> Draft:
+        store = DraftStore(state_dir, owner=False)
+        try:
+            return store.create_draft(key, base=base, manifest=manifest)
+        finally:
+            store.close()
+
+    draft = await trio.to_thread.run_sync(make)
+    return draft, len(manifest) if manifest is not None else 0
+
+
+def cmd_draft(args: argparse.Namespace) -> int:
+    from ..client import open_client
+
+    state_dir = config.state_dir_from(args.state_dir)
+
+    async def run() -> int:
+        client = open_client(config.registry_from(args.registry), timeout=args.timeout)
+        try:
+            draft, count = await create_draft(client, state_dir, args.target, args.name)
+        finally:
+            await client.aclose()
+        origin = ""
+        if draft.base is not None:
+            origin = f" from v{draft.base} ({count} files, no bytes copied)"
+        print(f"draft {draft.key}{origin}")
+        print(f"it appears as MOUNT/{draft.key} in mounts using --state-dir {state_dir}")
+        return 0
+
+    return trio.run(run)
+
+
+# --------------------------------------------------------------------------- artfs commit
+
+
+@dataclass(frozen=True, slots=True)
+class DraftLocation:
+    mountpoint: Path
+    project: str
+    artifact: str
+    name: str
+    state_dir: Path | None  # None: the mount record does not say (older daemon)
+
+
+def locate_draft(path: Path) -> DraftLocation:
+    """Map ``MOUNT/p/a/NAME`` to its mount and the mount's state directory."""
+    absolute = Path(os.path.abspath(path))
+    for candidate in [absolute, *absolute.parents]:
+        record = read_record(candidate)
+        if record is None or not os.path.ismount(candidate):
+            continue
+        rel = absolute.relative_to(candidate).parts
+        if len(rel) != 3:
+            raise InvalidInput(
+                f"{path}: not a draft directory (expected MOUNT/project/artifact/draft)"
+            )
+        state = record.get("state_dir")
+        return DraftLocation(
+            candidate, rel[0], rel[1], rel[2], Path(state) if isinstance(state, str) else None
+        )
+    raise NotFound(f"{path}: not inside an artfs mount (is it mounted?)")
+
+
+def request_commit(
+    draft_dir: Path,
+    request: CommitRequest,
+    files: RequestFiles | None,
+    *,
+    show_progress: bool | None = None,
+    setxattr: Callable[[Path, str, bytes], None] | None = None,
+) -> dict[str, Any]:
+    """Send the request and wait; returns the daemon's result (``{"ok": True, "ref": ...}``).
+
+    Raises the daemon's error (rebuilt from the result file) when the commit fails.
+    """
+    do_set = setxattr or (lambda p, n, v: os.setxattr(p, n, v))
+    value = request.encode()
+    rid = request.request
+    bars: dict[str, Progress] = {}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(do_set, draft_dir, COMMIT_XATTR, value)
+        while True:
+            try:
+                future.result(timeout=POLL_INTERVAL)
+                failure: OSError | None = None
+                break
+            except concurrent.futures.TimeoutError:
+                if files is not None and rid is not None:
+                    _draw(files.read_progress(rid), bars, show_progress)
+            except OSError as e:
+                failure = e
+                break
+    for bar in bars.values():
+        bar.close()
+    result = files.read_result(rid) if files is not None and rid is not None else None
+    if files is not None and rid is not None:
+        files.remove(rid)
+    if failure is not None:
+        if result is not None and not result.get("ok"):
+            raise from_code(str(result.get("code")), str(result.get("message")))
+        raise _errno_error(failure, draft_dir)
+    return result if result is not None and result.get("ok") else {"ok": True}
+
+
+def _draw(state: dict[str, Any] | None, bars: dict[str, Progress], enabled: bool | None) -> None:
+    if state is None:
+        return
+    phase, done, total = str(state.get("phase")), state.get("done"), state.get("total")
+    if not isinstance(done, int) or not isinstance(total, int):
+        return
+    bar = bars.get(phase)
+    if bar is None:
+        for other in bars.values():
+            other.close()
+        bars.clear()
+        bar = bars[phase] = Progress(phase, total, enabled=enabled)
+    bar.advance(done - bar.done)
+
+
+def _errno_error(exc: OSError, path: Path) -> ArtfsError:
+    reason = {
+        errno.EBUSY: "a file is still open for writing or a commit is running",
+        errno.EPERM: "not a draft (only drafts are committed)",
+        errno.ENOTSUP: "the mount does not support commits (is it an artfs mount?)",
+        errno.EIO: "the registry could not be reached or failed; see the mount's log",
+        errno.ENOSPC: "no space left",
+        errno.EINVAL: "the commit request was refused as invalid",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return ArtfsError(f"commit of {path} failed: {reason}")
+
+
+def cmd_commit(args: argparse.Namespace) -> int:
+    draft_dir = Path(args.path)
+    where = locate_draft(draft_dir)
+    metadata = None
+    if args.metadata is not None:
+        try:
+            metadata = json.loads(args.metadata)
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"--metadata is not valid JSON: {e}") from None
+        if not isinstance(metadata, dict):
+            raise InvalidInput("--metadata must be a JSON object, e.g. '{\"epochs\": 3}'")
+    request = CommitRequest(
+        aliases=tuple(alias_name(a) for a in args.alias),
+        metadata=metadata,
+        description=args.description or "",
+        type=args.type,
+        request=uuid.uuid4().hex,
+    )
+    files = RequestFiles(where.state_dir) if where.state_dir is not None else None
+    started = time.monotonic()
+    result = request_commit(draft_dir, request, files)
+    ref = result.get("ref")
+    if not isinstance(ref, str):
+        print(f"committed {where.project}/{where.artifact}/{where.name}", file=sys.stderr)
+        return 0
+    print(ref)
+    if result.get("recovered"):
+        print("an earlier attempt had already committed it; no second version", file=sys.stderr)
+    elif not result.get("created"):
+        print(
+            f"unchanged: content identical to {where.project}/{where.artifact}:{LATEST}, "
+            "no new version made",
+            file=sys.stderr,
+        )
+    else:
+        uploaded = int(result.get("uploaded", 0))
+        print(
+            f"uploaded {human_bytes(uploaded)} in {time.monotonic() - started:.1f} s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------- artfs delete
+
+
+async def delete_version(client: RegistryClient, target: str, force: bool) -> str:
+    ref = parse_ref(target, default_latest=False)
+    if ref.version is None:
+        raise InvalidInput(f"artfs delete takes project/artifact:vN, not {target!r}")
+    await client.delete_version(ref.project, ref.artifact, ref.version, force=force)
+    return str(ref)
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from ..client import open_client
+
+    async def run() -> int:
+        client = open_client(config.registry_from(args.registry), timeout=args.timeout)
+        try:
+            print(f"deleted {await delete_version(client, args.ref, args.force)}")
+        finally:
+            await client.aclose()
+        return 0
+
+    return trio.run(run)
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def add_parsers(
+    sub: Any, with_registry: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
+) -> None:
+    """Register the three commands on ``artfs``'s subparsers."""
+    s = with_registry(sub.add_parser("draft", help="make a draft, optionally from a version"))
+    s.add_argument("target", metavar="project/artifact[:BASE]")
+    s.add_argument("name", metavar="NAME")
+    s.add_argument("--state-dir", help="the mount's state directory (default: $ARTFS_STATE_DIR)")
+    s.set_defaults(fn=cmd_draft)
+
+    s = sub.add_parser("commit", help="publish a draft of a mount as a new version")
+    s.add_argument("path", metavar="MOUNT/project/artifact/DRAFT")
+    s.add_argument("--alias", action="append", default=[], help="alias to set (repeatable)")
+    s.add_argument("--metadata", help="JSON object stored with the version")
+    s.add_argument("--description")
+    s.add_argument("--type", help="artifact type, if the commit creates the artifact")
+    s.set_defaults(fn=cmd_commit)
+
+    s = with_registry(sub.add_parser("delete", help="delete a version"))
+    s.add_argument("ref", metavar="project/artifact:vN")
+    s.add_argument("--force", action="store_true", help="delete even if aliases point at it")
+    s.set_defaults(fn=cmd_delete)

@@ -1,0 +1,248 @@
+"""Publishing a draft as a new version, atomically and at most once.
+
+Order (each step leaves the draft intact if it fails):
+
+1. freeze the draft (every change answers EBUSY) and wait briefly for files
+   still open for writing: FUSE sends RELEASE after ``close()`` returns, so a
+   commit right after ``cp`` may see writers for a moment; any left after
+   ``writer_grace`` seconds refuse the commit, naming the files;
+2. hash what is not known yet (digests computed while writing, or by an
+   earlier attempt, are reused), in worker threads, and build the manifest;
+3. create the project/artifact if needed;
+4. record ``PendingCommit(digest, floor)`` durably, *then* upload the missing
+   blobs and register the version. A retry after a lost response or a crash
+   first looks for a version newer than ``floor`` with the same digest and, if
+   there is one, takes it as its own instead of committing again — so a retry
+   never makes a second version, even if someone else committed in between
+   (the registry's identical-to-latest rule alone would not see that);
+5. put the written files into the blob cache (reading ``vN`` then moves no
+   bytes over the network) and drop the draft.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+
+from ..client.base import RegistryClient
+from ..errors import ArtfsError, Conflict, IntegrityError, InvalidInput, NotFound
+from ..hashing import hash_file
+from ..manifest import Manifest
+from ..models import CommitResult
+from ..names import alias_name, version_label
+from ..progress import Progress
+from ..publish import ensure_artifact, upload_missing
+from .model import Draft, PendingCommit, SnapshotFile
+from .store import DraftStore
+
+log = logging.getLogger(__name__)
+
+HASH_PARALLELISM = 2
+WRITER_GRACE = 2.0
+
+ProgressFn = Callable[[str, int, int], None]
+"""``progress(phase, done_bytes, total_bytes)``; phases: ``hashing``, ``uploading``."""
+
+
+class CommitCache(Protocol):
+    """What a commit needs from the blob cache (``BlobCache``)."""
+
+    async def insert_file(self, sha256: str, src: Path) -> Path: ...
+
+    async def fetch(self, sha256: str, size: int) -> Path: ...
+
+    def cached_bytes(self, sha256: str, size: int) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommitOutcome:
+    result: CommitResult
+    uploaded: int  # bytes sent to the registry by this attempt
+    recovered: bool  # an earlier attempt had landed; this one only confirmed it
+
+    @property
+    def ref(self) -> str:
+        return self.result.version.ref
+
+
+class _PhaseProgress(Progress):
+    """A silent ``Progress`` that reports every advance to a callback."""
+
+    def __init__(self, phase: str, total: int, report: ProgressFn | None) -> None:
+        super().__init__(phase, total, enabled=False)
+        self._report = report
+        if report is not None:
+            report(phase, 0, total)
+
+    def advance(self, nbytes: int) -> None:
+        super().advance(nbytes)
+        if self._report is not None:
+            self._report(self.label, self.done, self.total)
+
+
+async def commit_draft(
+    client: RegistryClient,
+    cache: CommitCache | None,
+    store: DraftStore,
+    draft_id: int,
+    *,
+    aliases: Iterable[str] = (),
+    metadata: dict[str, Any] | None = None,
+    description: str = "",
+    type: str | None = None,
+    creator: str = "",
+    progress: ProgressFn | None = None,
+    writer_grace: float = WRITER_GRACE,
+) -> CommitOutcome:
+    """Publish the draft; it is gone on success and untouched (writable again) on failure."""
+    wanted_aliases = tuple(alias_name(a) for a in aliases)
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidInput("metadata must be a JSON object")
+    draft = store.begin_commit(draft_id)
+    try:
+        await _wait_for_writers(store, draft, writer_grace)
+        outcome = await _publish(
+            client,
+            store,
+            draft,
+            aliases=wanted_aliases,
+            metadata=metadata,
+            description=description,
+            type=type,
+            creator=creator,
+            progress=progress,
+        )
+        files = store.snapshot(draft_id)
+    except BaseException:
+        store.end_commit(draft_id)
+        raise
+    if cache is not None:
+        await _fill_cache(cache, files, outcome.result)
+    store.finish_commit(draft_id)
+    return outcome
+
+
+async def _wait_for_writers(store: DraftStore, draft: Draft, grace: float) -> None:
+    deadline = trio.current_time() + grace
+    while writers := store.writers(draft.id):
+        if trio.current_time() >= deadline:
+            shown = ", ".join(writers[:3]) + (" …" if len(writers) > 3 else "")
+            raise Conflict(
+                f"cannot commit {draft.key}: still open for writing: {shown}; close it and retry"
+            )
+        await trio.sleep(0.05)
+
+
+async def _hash_unknown(
+    store: DraftStore, files: list[SnapshotFile], progress: ProgressFn | None
+) -> dict[str, str]:
+    """sha256 of every file, hashing (in threads) only those not known yet."""
+    digests = {f.path: f.sha256 for f in files if f.sha256 is not None}
+    todo = [f for f in files if f.sha256 is None]
+    meter = _PhaseProgress("hashing", sum(f.size for f in todo), progress)
+    limiter = trio.CapacityLimiter(HASH_PARALLELISM)
+
+    async def one(f: SnapshotFile) -> None:
+        if f.source is None:
+            raise IntegrityError(f"{f.path}: inherited file without a known digest")
+        stamp = store.stamp_of(f.source)
+        try:
+            hasher = await trio.to_thread.run_sync(hash_file, f.source, limiter=limiter)
+        except OSError as e:
+            raise ArtfsError(f"reading {f.path} of the draft: {e.strerror or e}") from None
+        if hasher.size != f.size:
+            raise Conflict(f"{f.path} changed while being hashed; retry the commit")
+        digests[f.path] = hasher.hexdigest()
+        store.remember_hash(f.node, hasher.hexdigest(), stamp)
+        meter.advance(f.size)
+
+    async with trio.open_nursery() as nursery:
+        for f in todo:
+            nursery.start_soon(one, f)
+    return digests
+
+
+async def _publish(
+    client: RegistryClient,
+    store: DraftStore,
+    draft: Draft,
+    *,
+    aliases: tuple[str, ...],
+    metadata: dict[str, Any] | None,
+    description: str,
+    type: str | None,
+    creator: str,
+    progress: ProgressFn | None,
+) -> CommitOutcome:
+    key = draft.key
+    files = store.snapshot(draft.id)
+    digests = await _hash_unknown(store, files, progress)
+    manifest = Manifest.build((f.path, f.size, digests[f.path]) for f in files)
+
+    effective_type = (
+        type or draft.type or store.artifact_type(key.registry, key.project, key.artifact)
+    )
+    await ensure_artifact(client, key.project, key.artifact, effective_type)
+    info = await client.get_artifact(key.project, key.artifact)
+
+    pending = draft.pending
+    if pending is not None and pending.digest == manifest.digest:
+        for summary in info.versions:
+            if summary.number > pending.floor and summary.digest == manifest.digest:
+                version = await client.get_version(
+                    key.project, key.artifact, version_label(summary.number)
+                )
+                log.info("commit of %s had landed as %s; not committing again", key, version.ref)
+                return CommitOutcome(CommitResult(version, True), 0, True)
+        floor = pending.floor
+    else:
+        floor = max((v.number for v in info.versions), default=-1)
+    store.set_pending(draft.id, PendingCommit(manifest.digest, floor, time.time()))
+
+    sources = {digests[f.path]: f.source for f in files if f.source is not None}
+    blobs = manifest.blobs()
+    missing = await client.missing_blobs(blobs)
+    lost = sorted(sha for sha in missing if sha not in sources)
+    if lost:
+        raise NotFound(
+            f"cannot commit {key}: {len(lost)} inherited file(s) are no longer in the registry "
+            f"(e.g. blob {lost[0][:12]}…); rewrite them in the draft"
+        )
+    meter = _PhaseProgress("uploading", sum(blobs[s] for s in missing), progress)
+    upload_sources = {sha: path for sha, path in sources.items() if path is not None}
+    uploaded = await upload_missing(client, manifest, upload_sources, meter)
+
+    known = {v.number for v in info.versions}
+    parent = draft.base if draft.base in known else None
+    result = await client.commit(
+        key.project,
+        key.artifact,
+        manifest,
+        metadata=metadata,
+        description=description,
+        aliases=aliases,
+        parent=parent,
+        creator=creator,
+    )
+    return CommitOutcome(result, uploaded, False)
+
+
+async def _fill_cache(cache: CommitCache, files: list[SnapshotFile], result: CommitResult) -> None:
+    """Copy the draft's local bytes into the blob cache; a failure here only costs a refetch."""
+    seen: set[str] = set()
+    for f in files:
+        if f.source is None or f.sha256 is None or f.sha256 in seen:
+            continue
+        seen.add(f.sha256)
+        try:
+            if cache.cached_bytes(f.sha256, f.size) == f.size:
+                continue
+            await cache.insert_file(f.sha256, f.source)
+        except ArtfsError as e:
+            log.warning("%s committed, but caching %s failed: %s", result.version.ref, f.path, e)

@@ -1,0 +1,187 @@
+"""How ``artfs commit`` asks the mount daemon to commit a draft, and hears back.
+
+The daemon owns the draft, so the commit runs there. The request travels as
+the value of ``setxattr user.artfs.commit`` on the draft directory (what the
+SPEC offers to shell users too): a JSON object
+
+    {"aliases": ["best"], "metadata": {...}, "description": "...", "type": "model",
+     "request": "<32 hex digits>"}
+
+every key optional. ``setxattr`` returns when the commit is done (0 or an
+errno). Since an errno cannot say which version was made or why a commit
+failed, a request carrying a ``request`` id gets files in the daemon's state
+directory, found by the CLI through the mount record:
+
+    requests/<id>.progress.json   {"phase", "done", "total"}   (rewritten while working)
+    requests/<id>.result.json     {"ok": true, "ref", "created", "uploaded", "recovered"}
+                                  {"ok": false, "code", "message"}
+
+written atomically (temp + rename); the CLI deletes them after reading, and the
+daemon prunes any left older than a day. A plain ``setfattr`` without an id
+works the same, without the files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ArtfsError, InvalidInput
+from ..names import alias_name
+
+COMMIT_XATTR = "user.artfs.commit"
+TYPE_XATTR = "user.artfs.type"
+MAX_VALUE = 64 * 1024  # the kernel's limit for one xattr value
+_ID_RE = re.compile(r"[0-9a-f]{32}")
+_KEYS = {"aliases", "metadata", "description", "type", "request"}
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRequest:
+    aliases: tuple[str, ...] = ()
+    metadata: dict[str, Any] | None = None
+    description: str = ""
+    type: str | None = None
+    request: str | None = None
+
+    def encode(self) -> bytes:
+        body: dict[str, Any] = {}
+        if self.aliases:
+            body["aliases"] = list(self.aliases)
+        if self.metadata is not None:
+            body["metadata"] = self.metadata
+        if self.description:
+            body["description"] = self.description
+        if self.type:
+            body["type"] = self.type
+        if self.request:
+            body["request"] = self.request
+        data = json.dumps(body, ensure_ascii=False).encode()
+        if len(data) > MAX_VALUE:
+            raise InvalidInput(f"commit request is {len(data)} bytes, over {MAX_VALUE}")
+        return data
+
+    @classmethod
+    def parse(cls, value: bytes) -> CommitRequest:
+        """Decode an xattr value; empty means 'commit with no options'."""
+        text = value.decode("utf-8", errors="strict").strip() if value else ""
+        if not text:
+            return cls()
+        try:
+            body = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"{COMMIT_XATTR} value is not JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise InvalidInput(f"{COMMIT_XATTR} value must be a JSON object")
+        unknown = set(body) - _KEYS
+        if unknown:
+            raise InvalidInput(f"{COMMIT_XATTR}: unknown keys {sorted(unknown)}")
+        aliases = body.get("aliases", [])
+        if isinstance(aliases, str):
+            aliases = [aliases]
+        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+            raise InvalidInput(f"{COMMIT_XATTR}: 'aliases' must be a list of names")
+        metadata = body.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidInput(f"{COMMIT_XATTR}: 'metadata' must be a JSON object")
+        description = body.get("description", "")
+        type_ = body.get("type")
+        request = body.get("request")
+        if not isinstance(description, str):
+            raise InvalidInput(f"{COMMIT_XATTR}: 'description' must be a string")
+        if type_ is not None and (not isinstance(type_, str) or not type_):
+            raise InvalidInput(f"{COMMIT_XATTR}: 'type' must be a non-empty string")
+        if request is not None and (not isinstance(request, str) or not _ID_RE.fullmatch(request)):
+            raise InvalidInput(f"{COMMIT_XATTR}: 'request' must be 32 hex digits")
+        return cls(tuple(alias_name(a) for a in aliases), metadata, description, type_, request)
+
+    @staticmethod
+    def request_id(value: bytes) -> str | None:
+        """The request id of a value that may not parse otherwise (to report why it failed)."""
+        try:
+            body = json.loads(value.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+        request = body.get("request") if isinstance(body, dict) else None
+        return request if isinstance(request, str) and _ID_RE.fullmatch(request) else None
+
+
+class RequestFiles:
+    """The progress/result files of commit requests, under ``<state dir>/requests``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = Path(state_dir) / "requests"
+
+    def _path(self, request: str, kind: str) -> Path:
+        if not _ID_RE.fullmatch(request):
+            raise InvalidInput(f"invalid request id {request!r}")
+        return self.dir / f"{request}.{kind}.json"
+
+    def _write(self, path: Path, body: dict[str, Any]) -> None:
+        tmp = path.with_suffix(".tmp")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(body))
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # progress/results are best effort; the errno still counts
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        try:
+            body = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return body if isinstance(body, dict) else None
+
+    def write_progress(self, request: str, phase: str, done: int, total: int) -> None:
+        self._write(self._path(request, "progress"), {"phase": phase, "done": done, "total": total})
+
+    def read_progress(self, request: str) -> dict[str, Any] | None:
+        return self._read(self._path(request, "progress"))
+
+    def write_success(
+        self, request: str, ref: str, created: bool, uploaded: int, recovered: bool
+    ) -> None:
+        self._write(
+            self._path(request, "result"),
+            {
+                "ok": True,
+                "ref": ref,
+                "created": created,
+                "uploaded": uploaded,
+                "recovered": recovered,
+            },
+        )
+
+    def write_failure(self, request: str, exc: ArtfsError) -> None:
+        self._write(
+            self._path(request, "result"), {"ok": False, "code": exc.code, "message": str(exc)}
+        )
+
+    def read_result(self, request: str) -> dict[str, Any] | None:
+        return self._read(self._path(request, "result"))
+
+    def remove(self, request: str) -> None:
+        for kind in ("progress", "result"):
+            try:
+                self._path(request, kind).unlink()
+            except OSError:
+                pass
+
+    def prune(self, max_age: float = 86400.0) -> None:
+        cutoff = time.time() - max_age
+        try:
+            entries = list(os.scandir(self.dir))
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
