@@ -398,6 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--xattrs", action="store_true", help="answer user.artfs.* extended attributes")
     s.add_argument("--allow-other", action="store_true", help="let other users see the mount")
+    s.add_argument(
+        "--state-dir",
+        help="where drafts live (default: one directory per mountpoint under "
+        "$ARTFS_STATE_DIR or ~/.local/state/artfs/mounts)",
+    )
     s.add_argument("--debug", action="store_true", help="log every request")
     s.set_defaults(fn=cmd_mount)
 
@@ -456,6 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("target", metavar="REF_OR_PATH")
     s.set_defaults(fn=cmd_info)
+
+    from .drafts.cli_cmds import add_parsers as add_draft_parsers
+
+    add_draft_parsers(sub, with_registry)
 
     s = sub.add_parser("cache", help="inspect or shrink the local cache")
     csub = s.add_subparsers(dest="cache_cmd", required=True)

@@ -30,13 +30,16 @@ def _canonical(mountpoint: Path) -> Path:
     return Path(os.path.realpath(os.path.dirname(path))) / os.path.basename(path)
 
 
-def write_record(mountpoint: Path, registry: str, cache_dir: Path, pid: int) -> None:
+def write_record(
+    mountpoint: Path, registry: str, cache_dir: Path, pid: int, state_dir: Path | None = None
+) -> None:
     mountpoint = _canonical(mountpoint)
     data = {
         "mountpoint": str(mountpoint),
         "registry": registry,
         "cache_dir": str(cache_dir),
         "pid": pid,
+        "state_dir": str(state_dir) if state_dir else None,
     }
     path = _record_path(mountpoint)
     tmp = path.with_suffix(".tmp")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -60,6 +61,7 @@ def mount_command(args: argparse.Namespace) -> int:
     if is_fuse_mount(point):
         raise InvalidInput(f"{point} is already mounted; run 'artfs umount {point}' first")
     cache_dir = config.cache_dir_from(args.cache_dir)
+    state_dir = default_state_dir(point, args.state_dir)
     max_bytes = config.parse_size(args.cache_size) if args.cache_size else None
     options = _options(args, registry)
     if not args.foreground:
@@ -74,6 +76,8 @@ def mount_command(args: argparse.Namespace) -> int:
             registry,
             "--cache-dir",
             str(cache_dir),
+            "--state-dir",
+            str(state_dir),
             "--ttl",
             str(args.ttl),
             "--timeout",
@@ -94,7 +98,7 @@ def mount_command(args: argparse.Namespace) -> int:
     )
     if not args.debug:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-    trio.run(_serve, registry, point, cache_dir, max_bytes, options, args.timeout)
+    trio.run(_serve, registry, point, cache_dir, state_dir, max_bytes, options, args.timeout)
     return 0
 
 
@@ -102,6 +106,7 @@ async def _serve(
     registry: str,
     point: str,
     cache_dir: Path,
+    state_dir: Path,
     max_bytes: int | None,
     options: MountOptions,
     timeout: float,
@@ -118,11 +123,21 @@ async def _serve(
             trio.open_nursery() as nursery,
         ):
             await nursery.start(run_mount, point, client, cache, options)
-            write_record(Path(point), registry, cache_dir, os.getpid())
+            write_record(Path(point), registry, cache_dir, os.getpid(), state_dir)
     finally:
         remove_record(Path(point))
         with trio.CancelScope(shield=True):
             await client.aclose()
+
+
+def default_state_dir(mountpoint: str, arg: str | None) -> Path:
+    """``--state-dir``, else one directory per mountpoint, so that two mounts never share
+    drafts by accident and a remount at the same place finds its drafts again."""
+    if arg:
+        return config.state_dir_from(arg)
+    key = mountpoint.strip("/").replace("/", "_")[-100:] or "root"
+    digest = hashlib.sha1(mountpoint.encode()).hexdigest()[:8]
+    return config.state_dir_from(None) / "mounts" / f"{key}-{digest}"
 
 
 def umount_command(args: argparse.Namespace) -> int:

@@ -115,9 +115,7 @@ def start_spec_server(spec: RegistrySpec, *extra: str) -> RunningServer:
 def registry_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    spec = make_spec(
-        request.param, tmp_path_factory.mktemp("registry") / "data", for_servers=True
-    )
+    spec = make_spec(request.param, tmp_path_factory.mktemp("registry") / "data", for_servers=True)
     try:
         server = start_spec_server(spec)
         try:

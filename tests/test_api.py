@@ -1,8 +1,10 @@
 """The registry API against a real server process, through both real clients.
 
-Tests taking ``client`` run twice: over HTTP (``HttpRegistryClient`` against
-``python -m artfs.server``) and in-process (``LocalRegistryClient``). The rest
-speak HTTP directly to check routes, status codes and the blob data server.
+Tests taking ``client`` run over HTTP (``HttpRegistryClient`` against
+``python -m artfs.server``) and in-process (``LocalRegistryClient``); the server runs
+once per registry configuration (SQLite + blob directory, PostgreSQL + S3: see
+tests/backends.py). The rest speak HTTP directly to check routes, status codes, the
+blob data server (SQLite configuration) and presigned URLs (S3 configuration).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -438,8 +441,15 @@ def test_blob_locate_and_redirect(registry_server: RunningServer) -> None:
     loc = httpx.post(base + "/blobs/locate", json={"digests": [digest, ghost]}).json()
     assert loc["missing"] == [ghost]
     entry = loc["blobs"][digest]
-    assert entry["size"] == len(data) and entry["expires"] is None
-    assert entry["url"] == f"{registry_server.blob_url}/blobs/{digest}"
+    assert entry["size"] == len(data)
+    if registry_server.blob_port is not None:
+        assert entry["expires"] is None
+        assert entry["url"] == f"{registry_server.blob_url}/blobs/{digest}"
+    else:  # a presigned store URL, valid for a short while
+        assert time.time() + 60 < entry["expires"] < time.time() + 3600
+        assert "X-Amz-Signature=" in entry["url"]
+        ranged = httpx.get(entry["url"], headers={"Range": "bytes=2-5"})
+        assert ranged.status_code == 206 and ranged.content == data[2:6]
     r = httpx.get(f"{base}/blobs/{digest}")
     assert r.status_code == 307 and r.headers["location"] == entry["url"]
     assert httpx.get(f"{base}/blobs/{digest}", follow_redirects=True).content == data
@@ -448,10 +458,10 @@ def test_blob_locate_and_redirect(registry_server: RunningServer) -> None:
 
 # --- the blob data server -------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def stored_blob(registry_server: RunningServer) -> tuple[str, bytes]:
+def stored_blob(local_registry_server: RunningServer) -> tuple[str, bytes]:
     data = os.urandom(1_000_003)
     digest = sha(data)
-    httpx.put(f"{registry_server.url}/v1/blobs/{digest}", content=data).raise_for_status()
+    httpx.put(f"{local_registry_server.url}/v1/blobs/{digest}", content=data).raise_for_status()
     return digest, data
 
 
@@ -474,7 +484,7 @@ def stored_blob(registry_server: RunningServer) -> tuple[str, bytes]:
     ],
 )
 def test_data_server_ranges(
-    registry_server: RunningServer,
+    local_registry_server: RunningServer,
     stored_blob: tuple[str, bytes],
     header: str | None,
     status: int,
@@ -482,7 +492,7 @@ def test_data_server_ranges(
 ) -> None:
     digest, data = stored_blob
     headers = {"Range": header} if header else {}
-    r = httpx.get(f"{registry_server.blob_url}/blobs/{digest}", headers=headers)
+    r = httpx.get(f"{local_registry_server.blob_url}/blobs/{digest}", headers=headers)
     assert r.status_code == status
     assert r.headers["accept-ranges"] == "bytes"
     if status == 416:
@@ -498,10 +508,10 @@ def test_data_server_ranges(
 
 
 def test_data_server_head_keepalive_and_errors(
-    registry_server: RunningServer, stored_blob: tuple[str, bytes]
+    local_registry_server: RunningServer, stored_blob: tuple[str, bytes]
 ) -> None:
     digest, data = stored_blob
-    url = f"{registry_server.blob_url}/blobs/{digest}"
+    url = f"{local_registry_server.blob_url}/blobs/{digest}"
     with httpx.Client() as c:
         h = c.head(url)
         assert (
@@ -515,16 +525,16 @@ def test_data_server_head_keepalive_and_errors(
         for i in range(20):
             r = c.get(url, headers={"Range": f"bytes={i * 1000}-{i * 1000 + 99}"})
             assert r.content == data[i * 1000 : i * 1000 + 100]
-        assert c.get(f"{registry_server.blob_url}/blobs/{sha(b'none')}").status_code == 404
-        assert c.get(f"{registry_server.blob_url}/other").status_code == 404
-        assert c.get(f"{registry_server.blob_url}/blobs/../../etc/passwd").status_code == 404
+        assert c.get(f"{local_registry_server.blob_url}/blobs/{sha(b'none')}").status_code == 404
+        assert c.get(f"{local_registry_server.blob_url}/other").status_code == 404
+        assert c.get(f"{local_registry_server.blob_url}/blobs/../../etc/passwd").status_code == 404
         assert c.post(url, content=b"x").status_code == 405
         assert c.get(url + "?token=whatever", headers={"Range": "bytes=0-3"}).content == data[:4]
     # Garbage gets a 400 and a closed connection; a client vanishing mid-body harms nothing.
-    with socket.create_connection(("127.0.0.1", registry_server.blob_port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", local_registry_server.blob_port), timeout=5) as s:
         s.sendall(b"NOT HTTP AT ALL\r\n\r\n")
         assert s.recv(100).startswith(b"HTTP/1.1 400")
-    with socket.create_connection(("127.0.0.1", registry_server.blob_port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", local_registry_server.blob_port), timeout=5) as s:
         s.sendall(f"GET /blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         s.recv(1000)
     assert httpx.get(url, headers={"Range": "bytes=0-9"}).content == data[:10]
@@ -611,17 +621,60 @@ async def test_stalled_download_times_out(
     assert sink.data == data[:1000]
 
 
+@pytest.fixture
+async def local_http_client(
+    local_registry_server: RunningServer,
+) -> AsyncIterator[HttpRegistryClient]:
+    client = HttpRegistryClient(local_registry_server.url, timeout=10.0)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
 async def test_stale_location_is_refreshed(
-    http_client: HttpRegistryClient, registry_server: RunningServer, tmp_path: Path
+    local_http_client: HttpRegistryClient, local_registry_server: RunningServer, tmp_path: Path
 ) -> None:
+    http_client = local_http_client
     data = os.urandom(50_000)
     digest = await upload(http_client, tmp_path, data)
     # A location that now answers 404 (an expired presigned URL looks the same).
-    http_client._locations[digest] = (f"{registry_server.blob_url}/blobs/{sha(b'moved')}", None)
+    http_client._locations[digest] = (
+        f"{local_registry_server.blob_url}/blobs/{sha(b'moved')}",
+        None,
+    )
     sink = Collect()
     await http_client.read_range(digest, len(data), 100, 1000, sink)
     assert sink.data == data[100:1100]
     assert http_client._locations[digest][0].endswith(digest)
+
+
+async def test_read_cut_mid_body_resumes_where_it_was(
+    nursery: trio.Nursery, http_client: HttpRegistryClient, tmp_path: Path
+) -> None:
+    data = os.urandom(300_000)
+    digest = await upload(http_client, tmp_path, data)
+    asked: list[str] = []
+
+    async def half_then_close(stream: trio.SocketStream) -> None:
+        head = await stream.receive_some(65536)
+        asked.append(head.decode("latin-1"))
+        await stream.send_all(
+            b"HTTP/1.1 206 Partial Content\r\nContent-Length: 200000\r\n"
+            b"Content-Range: bytes 1000-200999/300000\r\n\r\n" + data[1000:51000]
+        )
+        await stream.aclose()
+
+    port = await _serve_once(half_then_close, nursery)
+    url = f"http://127.0.0.1:{port}/blobs/{digest}?X-Amz-Expires=900"
+    # As if this presigned location were still valid: the cut makes the client locate again.
+    http_client._locations[digest] = (url, time.time() + 900)
+    sink = Collect()
+    with trio.fail_after(20):
+        await http_client.read_range(digest, len(data), 1000, 200_000, sink)
+    assert sink.data == data[1000:201000]  # every byte once, in order
+    assert len(asked) == 1 and "bytes=1000-200999" in asked[0]
+    assert http_client._locations[digest][0] != url  # the fresh location served the rest
 
 
 async def test_server_error_body_becomes_the_same_exception(
@@ -647,10 +700,10 @@ async def test_many_parallel_reads(http_client: HttpRegistryClient, tmp_path: Pa
     assert all(results[i] == data[i * 1000 : i * 1000 + 70_000] for i in range(40))
 
 
-def test_block_digests_match_hashing(
-    registry_server: RunningServer, stored_blob: tuple[str, bytes]
-) -> None:
-    digest, data = stored_blob
+def test_block_digests_match_hashing(registry_server: RunningServer) -> None:
+    data = os.urandom(1_000_003)
+    digest = sha(data)
+    httpx.put(f"{registry_server.url}/v1/blobs/{digest}", content=data).raise_for_status()
     raw = httpx.get(f"{registry_server.url}/v1/blobs/{digest}/blocks").content
     h = BlobHasher()
     h.update(data)
@@ -658,8 +711,9 @@ def test_block_digests_match_hashing(
 
 
 async def test_reads_need_no_request_per_blob(
-    http_client: HttpRegistryClient, registry_server: RunningServer, tmp_path: Path
+    local_http_client: HttpRegistryClient, local_registry_server: RunningServer, tmp_path: Path
 ) -> None:
+    http_client, registry_server = local_http_client, local_registry_server
     blobs = [os.urandom(1000 + i) for i in range(30)]
     digests = [await upload(http_client, tmp_path, b) for b in blobs]
     await http_client.registry_id()  # GET /v1 once: it carries the blob URL template
@@ -677,7 +731,7 @@ async def test_locate_many(http_client: HttpRegistryClient, tmp_path: Path) -> N
     digests = [await upload(http_client, tmp_path, os.urandom(100)) for _ in range(5)]
     await http_client.locate_many(digests)
     for d in digests:
-        assert (await http_client.locate(d)).endswith(f"/blobs/{d}")
+        assert d in (await http_client.locate(d)).split("?", 1)[0]
     with pytest.raises(NotFound):
         await http_client.locate_many([*digests, sha(b"absent blob")])
     with pytest.raises(NotFound):
@@ -694,7 +748,8 @@ async def test_httpx_path_for_other_urls(http_client: HttpRegistryClient, tmp_pa
     assert sink.data == data[1000 : 1000 + 2 * BLOCK_SIZE]
 
 
-def test_abandoned_upload_leaves_nothing(registry_server: RunningServer) -> None:
+def test_abandoned_upload_leaves_nothing(local_registry_server: RunningServer) -> None:
+    registry_server = local_registry_server
     data = os.urandom(1_000_000)
     digest = sha(data)
     before = httpx.get(registry_server.url + "/v1/stats").json()["blob_bytes_received"]
