@@ -91,3 +91,26 @@ def locate(path: Path) -> Located:
                 "/".join(rel[3:]),
             )
     raise NotFound(f"{path}: not inside a running artfs mount")
+
+
+def running_records() -> list[dict[str, Any]]:
+    """Records of mounts that are running now (their daemon alive, their mountpoint mounted)."""
+    from .fs.daemon import is_fuse_mount  # late: the daemon module pulls in pyfuse3
+
+    found: list[dict[str, Any]] = []
+    for path in sorted(config.runtime_dir().glob("mount-*.json")):
+        try:
+            data = json.loads(path.read_text())
+            pid = int(data["pid"])
+            point = str(data["mountpoint"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass
+        if is_fuse_mount(point):
+            found.append(data)
+    return found

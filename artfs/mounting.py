@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -24,6 +25,7 @@ from . import config
 from .cache.blobcache import BlobCache
 from .cache.settings import CacheTuning
 from .client import open_client
+from .drafts.store import DraftStore
 from .errors import InvalidInput
 from .fs.daemon import canonical, is_fuse_mount, mount_background, run_mount, unmount
 from .fs.options import MountOptions
@@ -111,6 +113,7 @@ async def _serve(
     options: MountOptions,
     timeout: float,
 ) -> None:
+    drafts = DraftStore(state_dir, owner=True)  # refuses a state dir another mount holds
     client = open_client(registry, timeout=timeout)
     try:
         async with (
@@ -122,12 +125,14 @@ async def _serve(
             ) as cache,
             trio.open_nursery() as nursery,
         ):
-            await nursery.start(run_mount, point, client, cache, options)
+            mount = functools.partial(run_mount, drafts=drafts)
+            await nursery.start(mount, point, client, cache, options)
             write_record(Path(point), registry, cache_dir, os.getpid(), state_dir)
     finally:
         remove_record(Path(point))
         with trio.CancelScope(shield=True):
             await client.aclose()
+        drafts.close()
 
 
 def default_state_dir(mountpoint: str, arg: str | None) -> Path:

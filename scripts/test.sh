@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh) and run every check CI runs: ruff, mypy, the whole pytest suite.
+# Set up (scripts/setup.sh) and run every check CI runs: ruff, mypy, the whole pytest suite,
+# on SQLite + local blobs and on PostgreSQL + SeaweedFS (started by scripts/services.sh;
+# ARTFS_TEST_SERVICES=0 skips that configuration).
 # Extra arguments go to pytest (e.g. scripts/test.sh -k cache -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,5 +11,10 @@ echo "== ruff" >&2
 .venv/bin/ruff format --check artfs tests scripts
 echo "== mypy" >&2
 .venv/bin/mypy
+echo "== services (PostgreSQL + SeaweedFS for the postgres+s3 configuration)" >&2
+if [ "${ARTFS_TEST_SERVICES:-1}" = 1 ]; then
+    trap 'scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
+    eval "$(scripts/services.sh start)"
+fi
 echo "== pytest" >&2
 .venv/bin/pytest "$@"

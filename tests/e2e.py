@@ -47,6 +47,9 @@ class Server:
     port: int = field(default_factory=free_port)
     blob_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    extra_args: tuple[str, ...] = ()
+    """More ``artfs serve`` arguments, e.g. ``RegistrySpec.serve_args()`` of tests/backends.py
+    (``--db postgresql://... --blobs s3://... --s3-endpoint URL``)."""
 
     @property
     def url(self) -> str:
@@ -64,6 +67,7 @@ class Server:
                 str(self.port),
                 "--blob-port",
                 str(self.blob_port),
+                *self.extra_args,
             ],
             stdout=log,
             stderr=log,

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.backends import backend_params, make_spec, release
 from tests.e2e import Server, is_mounted, mounted, run_cli
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
@@ -45,16 +46,28 @@ def write_tree(root: Path, files: dict[str, bytes]) -> None:
         p.write_bytes(data)
 
 
+@pytest.fixture(params=backend_params())
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    """A real ``artfs serve``: SQLite + local blobs, or PostgreSQL + S3 (presigned reads)."""
+    spec = make_spec(request.param, tmp_path / "registry", for_servers=True)
+    s = Server(tmp_path / "registry", extra_args=tuple(spec.serve_args()))
+    s.start()
+    yield s
+    s.stop()
+    release(spec)
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def local_server(tmp_path: Path) -> Iterator[Server]:
+    """SQLite + local blobs only: for tests that count blob bytes at the server's data port
+    (with S3 the bytes go straight from the store and the server never sees them)."""
     s = Server(tmp_path / "registry")
     s.start()
     yield s
     s.stop()
 
 
-@pytest.fixture
-def published(server: Server, tmp_path: Path) -> dict[str, bytes]:
+def publish_tree(server: Server, tmp_path: Path) -> dict[str, bytes]:
     files = tree_files()
     write_tree(tmp_path / "src", files)
     out = run_cli(
@@ -70,6 +83,16 @@ def published(server: Server, tmp_path: Path) -> dict[str, bytes]:
     )
     assert out.stdout.strip() == "proj/data:v0"
     return files
+
+
+@pytest.fixture
+def published(server: Server, tmp_path: Path) -> dict[str, bytes]:
+    return publish_tree(server, tmp_path)
+
+
+@pytest.fixture
+def published_local(local_server: Server, tmp_path: Path) -> dict[str, bytes]:
+    return publish_tree(local_server, tmp_path)
 
 
 def read(path: Path) -> bytes:
@@ -168,8 +191,9 @@ def test_xattrs(server: Server, published: dict[str, bytes], tmp_path: Path) -> 
 
 
 def test_partial_read_moves_about_the_bytes_needed(
-    server: Server, published: dict[str, bytes], tmp_path: Path
+    local_server: Server, published_local: dict[str, bytes], tmp_path: Path
 ) -> None:
+    server, published = local_server, published_local  # counts bytes at the data port
     big = published["big.bin"]
     with mounted(server.url, tmp_path / "mnt", tmp_path / "cache") as mnt:
         before = server.stats()["blob_bytes_sent"]
@@ -223,8 +247,9 @@ def test_eviction_under_small_cache_size(server: Server, tmp_path: Path) -> None
 
 
 def test_two_mounts_share_one_cache(
-    server: Server, published: dict[str, bytes], tmp_path: Path
+    local_server: Server, published_local: dict[str, bytes], tmp_path: Path
 ) -> None:
+    server, published = local_server, published_local  # counts bytes at the data port
     cache = tmp_path / "cache"
     big = published["big.bin"]
     with (
@@ -286,8 +311,9 @@ def test_large_version_lists_with_bounded_requests(server: Server, tmp_path: Pat
 
 
 def test_get_through_shared_cache_and_offline(
-    server: Server, published: dict[str, bytes], tmp_path: Path
+    local_server: Server, published_local: dict[str, bytes], tmp_path: Path
 ) -> None:
+    server, published = local_server, published_local  # counts bytes at the data port
     cache = tmp_path / "cache"
     run_cli(
         "get",
@@ -358,8 +384,9 @@ def test_local_registry_directory_without_server(tmp_path: Path) -> None:
 
 
 def test_prefetch_fills_the_cache_ahead_of_reads(
-    server: Server, published: dict[str, bytes], tmp_path: Path
+    local_server: Server, published_local: dict[str, bytes], tmp_path: Path
 ) -> None:
+    server, published = local_server, published_local  # counts bytes at the data port
     cache = tmp_path / "cache"
     with mounted(server.url, tmp_path / "mnt", cache) as mnt:
         v0 = mnt / "proj" / "data" / "v0"

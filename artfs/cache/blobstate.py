@@ -15,10 +15,10 @@ re-reads the map after locking, because another process may have just finished i
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +30,7 @@ from ..hashing import BLOCK_SIZE, DIGEST_LEN, block_count, split_block_digests
 from . import locks
 from .blockmap import ABSENT, BLOCK_SHIFT, PRESENT, block_bounds, held_bytes, normalize, runs_of
 from .fetcher import BadBlock, fetch_blocks, write_pieces
+from .filehash import hash_file_range
 from .layout import CacheLayout, storage_error
 from .settings import CacheTuning
 
@@ -53,11 +54,12 @@ def verify_runs(
 ) -> list[int]:
     """Blocks among ``runs`` whose bytes in ``fd`` do not match their digests (thread-safe)."""
     bad: list[int] = []
+    buf = memoryview(bytearray(_VERIFY_CHUNK_BLOCKS * BLOCK_SIZE))  # reused: no page faults
     for start, stop in runs:
         for chunk in range(start, stop, _VERIFY_CHUNK_BLOCKS):
             chunk_stop = min(stop, chunk + _VERIFY_CHUNK_BLOCKS)
             base = chunk << BLOCK_SHIFT
-            data = memoryview(os.pread(fd, block_bounds(chunk_stop - 1, size)[1] - base, base))
+            data = buf[: os.preadv(fd, [buf[: block_bounds(chunk_stop - 1, size)[1] - base]], base)]
             for k in range(chunk, chunk_stop):
                 lo, hi = block_bounds(k, size)
                 piece = data[lo - base : hi - base]
@@ -66,39 +68,26 @@ def verify_runs(
     return bad
 
 
-def read_checked(
-    fd: int, size: int, first: int, stop: int, digests: Sequence[bytes] | None
-) -> tuple[bytes, int]:
-    """Bytes of blocks ``[first, good)`` of ``fd`` and ``good`` (thread-safe).
+Sink = Callable[[int, memoryview], None]
+_local = threading.local()
 
-    With ``digests``, each block is checked and ``good`` is the first block that does
-    not match (or ``stop``); without, the caller vouches that the blocks are verified.
-    """
-    base, end = first << BLOCK_SHIFT, block_bounds(stop - 1, size)[1]
-    data = os.pread(fd, end - base, base)
-    if digests is None:
-        good = stop if len(data) == end - base else first
-        return (data if good == stop else b""), good
-    view = memoryview(data)
-    for k in range(first, stop):
-        lo, hi = block_bounds(k, size)
-        piece = view[lo - base : hi - base]
-        if len(piece) != hi - lo or hashlib.sha256(piece).digest() != digests[k]:
-            return data[: lo - base], k
-    return data, stop
+
+def sha256(data: memoryview) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _thread_buffer(nbytes: int) -> memoryview:
+    """A buffer reused by this worker thread (a fresh one would page-fault per 4 KiB)."""
+    buf: bytearray | None = getattr(_local, "buf", None)
+    if buf is None or len(buf) < nbytes:
+        buf = _local.buf = bytearray(nbytes)
+    return memoryview(buf)[:nbytes]
 
 
 def file_sha256(fd: int, size: int) -> str:
     """sha256 of the first ``size`` bytes of ``fd`` ("" if the file is shorter)."""
     h = hashlib.sha256()
-    offset = 0
-    while offset < size:
-        data = os.pread(fd, min(8 << 20, size - offset), offset)
-        if not data:
-            return ""
-        h.update(data)
-        offset += len(data)
-    return h.hexdigest()
+    return h.hexdigest() if hash_file_range(h, fd, 0, size) else ""
 
 
 def _first_artfs_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -127,8 +116,7 @@ class BlobState:
         self.digests: list[bytes] | None = None
         self.refs = 1
         self.progress: set[Callable[[int], None]] = set()
-        self.checking: dict[int, trio.Event] = {}  # blocks a pusher is checking at rest
-        self.changed = trio.Event()  # set (and replaced) whenever blocks are stored or released
+        self.checking: dict[int, trio.Event] = {}  # blocks being checked ahead of a reader
         self._run_blocks = max(1, env.tuning.request_bytes // BLOCK_SIZE)
         self._retired: list[int] = []  # fds replaced while a thread may still read them
         self._digest_lock = trio.Lock()
@@ -386,13 +374,8 @@ class BlobState:
                 claimed.append((run_start, stop))
         return claimed
 
-    def _signal_change(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
-
     def _release(self, start: int, stop: int) -> None:
         """Give up claims on blocks of ``[start, stop)`` not stored (a failed or cancelled run)."""
-        self._signal_change()
         mfd = self.map_fd
         for k in range(start, stop):
             event = self.inflight.pop(k, None)
@@ -460,10 +443,11 @@ class BlobState:
                 )
                 start = bad.index
 
-    def _write(self, offset: int, pieces: Sequence[memoryview]) -> None:
-        """(Thread-safe.) Write verified blocks' bytes; ENOSPC and friends → StorageFull."""
+    def _write(self, first: int, count: int, pieces: Sequence[memoryview]) -> None:
+        """(Thread-safe.) Write verified blocks ``[first, first+count)`` (bytes ``pieces``);
+        ENOSPC and friends → StorageFull."""
         try:
-            write_pieces(self.data_fd, offset, pieces)
+            write_pieces(self.data_fd, first << BLOCK_SHIFT, pieces)
         except OSError as e:
             raise storage_error(e, f"storing blob {self.sha[:12]}") from None
 
@@ -483,31 +467,86 @@ class BlobState:
             if event is not None:
                 event.set()
         locks.unlock_range(mfd, first, count)
-        self._signal_change()
         if self.progress:
             nbytes = block_bounds(stop - 1, self.size)[1] - (first << BLOCK_SHIFT)
             for callback in self.progress:
                 callback(nbytes)
 
-    def _store(self, index: int, block: memoryview) -> None:
-        """Write a verified block, then mark it present (data before map: a crash in between
-        leaves the block absent), then wake whoever waits for it."""
-        mfd = self.map_fd
-        assert mfd is not None
+    def read_verified_once(self, first: int, stop: int) -> bytes | None:
+        """Blocks ``[first, stop)`` of a complete blob, checking those not yet verified, in
+        one read; None when this does not apply (a partial blob, no digests at hand, too
+        big to check inline) or a block is bad: then ``ensure`` does it the long way.
+
+        A warm reader's first pass is bound by checking; reading the bytes once for the
+        check and the answer (rather than once each) saves a copy per read.
+        """
+        digests = self.digests
+        if not self.complete or digests is None:
+            return None
+        base, end = first << BLOCK_SHIFT, block_bounds(stop - 1, self.size)[1]
+        if end - base > self.env.tuning.inline_verify_bytes:
+            return None
+        data = os.pread(self.data_fd, end - base, base)
+        if len(data) != end - base:
+            return None
+        view = memoryview(data)
+        for k in range(first, stop):
+            if not self.verified[k]:
+                lo, hi = block_bounds(k, self.size)
+                if hashlib.sha256(view[lo - base : hi - base]).digest() != digests[k]:
+                    return None
+        self.verified[first:stop] = bytes([1]) * (stop - first)
+        return data
+
+    async def check_ahead(self, first: int, stop: int, sink: Sink | None = None) -> bool:
+        """Check blocks ``[first, stop)`` of a complete blob in a worker thread, ahead of a
+        sequential reader; readers of these blocks wait (``checking``) instead of checking
+        them again. Then hand the verified bytes to ``sink(offset, data)`` (in the thread).
+        False if a block is damaged (left unverified: a read of it repairs it).
+        """
+        digests = self.digests
+        if not self.complete or digests is None:
+            return False
+        events: dict[int, trio.Event] = {}
+        for k in range(first, stop):
+            if not self.verified[k] and k not in self.checking:
+                events[k] = self.checking[k] = trio.Event()
+        if not events:
+            return True
+        fd, size = self.data_fd, self.size
+        base, end = first << BLOCK_SHIFT, block_bounds(stop - 1, size)[1]
+        outcome: list[int] = []  # the first bad block, or stop
+
+        def checked(good: int) -> None:  # trio thread
+            if outcome:
+                return
+            outcome.append(good)
+            self.verified[first:good] = bytes([1]) * (good - first)
+            for k, event in events.items():
+                if self.checking.get(k) is event:
+                    del self.checking[k]
+                event.set()
+
+        def work() -> None:
+            view = _thread_buffer(end - base)
+            n = os.preadv(fd, [view], base)
+            good = first
+            while good < stop:
+                lo, hi = block_bounds(good, size)
+                if hi > base + n or sha256(view[lo - base : hi - base]) != digests[good]:
+                    break
+                good += 1
+            # Mark them verified (waking readers) *before* the sink, which may wait for
+            # the kernel, which may wait for a read of these blocks.
+            trio.from_thread.run_sync(checked, good)
+            if sink is not None and good > first:
+                sink(base, view[: block_bounds(good - 1, size)[1] - base])
+
         try:
-            if os.pwrite(self.data_fd, block, index << BLOCK_SHIFT) != len(block):
-                raise OSError(errno.ENOSPC, "short write")
-            os.pwrite(mfd, bytes([PRESENT]), index)
-        except OSError as e:
-            raise storage_error(e, f"storing blob {self.sha[:12]}") from None
-        self.verified[index] = 1
-        event = self.inflight.pop(index, None)
-        if event is not None:
-            event.set()
-        locks.unlock_range(mfd, index)
-        self._signal_change()
-        for callback in self.progress:
-            callback(len(block))
+            await trio.to_thread.run_sync(work)
+        finally:
+            checked(first)  # (no-op unless the thread failed before marking)
+        return outcome[0] == stop
 
     # --- verification at rest --------------------------------------------------------------
     async def _verify(self, runs: Sequence[tuple[int, int]]) -> list[int]:
@@ -523,7 +562,7 @@ class BlobState:
             return []
         digests = await self.need_digests()
         nbytes = sum((stop - start) << BLOCK_SHIFT for start, stop in runs)
-        if nbytes > int(os.environ.get("ARTFS_PERF_VT") or self.env.tuning.inline_verify_bytes):
+        if nbytes > self.env.tuning.inline_verify_bytes:
             bad = await trio.to_thread.run_sync(verify_runs, fd, self.size, digests, runs)
         else:
             bad = verify_runs(fd, self.size, digests, runs)

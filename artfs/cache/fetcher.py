@@ -29,7 +29,7 @@ from ..hashing import BLOCK_SIZE
 from .blockmap import block_bounds
 
 StoreBlock = Callable[[int, memoryview], None]
-WriteBlocks = Callable[[int, Sequence[memoryview]], None]  # (offset, pieces): thread-safe
+WriteBlocks = Callable[[int, int, Sequence[memoryview]], None]  # (first, count, bytes): any thread
 MarkBlocks = Callable[[int, int], None]  # blocks [first, stop) written: trio thread
 
 
@@ -228,7 +228,8 @@ async def fetch_blocks(
 
     def _check_and_write(pieces: list[memoryview], k: int, count: int) -> int:
         good, data = check_blocks(pieces, k, count, size, digests)
-        write(block_bounds(k, size)[0], data)
+        if good:
+            write(k, good, data)
         return good
 
     async def consume() -> None:
@@ -248,9 +249,7 @@ async def fetch_blocks(
                 continue
             nbytes = block_bounds(k + count - 1, size)[1] - block_bounds(k, size)[0]
             pieces = chunks.take(nbytes)
-            if nbytes and os.environ.get("ARTFS_PERF_INLINE"):
-                good = _check_and_write(pieces, k, count)
-            elif nbytes:
+            if nbytes:
                 good = await trio.to_thread.run_sync(_check_and_write, pieces, k, count)
             else:  # the one empty block of a 0-byte blob
                 good = check_blocks([], k, count, size, digests)[0]

@@ -41,15 +41,16 @@ class BlobReader(Protocol):
 
 @runtime_checkable
 class PushingReader(Protocol):
-    """A reader that can hand verified data to a sink ahead of a sequential reader
-    (a mount uses it to fill the kernel's page cache; see ``pusher.py``)."""
+    """A reader that can hand verified data, checked ahead of a sequential reader, to a
+    sink (a mount puts it into the kernel's page cache)."""
 
-    def set_sink(self, sink: Callable[[int, bytes], None] | None) -> None:
-        """``sink(offset, data)`` runs in a worker thread with verified bytes only; None stops."""
+    def set_sink(self, sink: Callable[[int, memoryview], None] | None) -> None:
+        """``sink(offset, data)`` runs in a worker thread, sees only verified bytes, may
+        block; ``None`` stops it after the chunks in progress."""
         ...
 
     def pushing(self) -> bool:
-        """Whether a push is in progress (after ``set_sink(None)``, it ends within a chunk)."""
+        """Whether a chunk may still be handed to the sink."""
         ...
 
 

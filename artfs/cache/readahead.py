@@ -5,11 +5,6 @@ A reader that keeps reading where it stopped is sequential; its window starts at
 extended when less than half of it remains ahead of the reader, so the registry
 sees few large requests, well before the reader needs them. Any jump resets the
 window: random readers fetch only the blocks they ask for.
-
-A read that lands anywhere inside what was already handed out for prefetch also
-counts as sequential: when prefetched data is pushed into the kernel's page cache
-the reader consumes it without sending reads, so the next read we see starts
-where the pushed data ends.
 """
 
 from __future__ import annotations
@@ -34,8 +29,7 @@ class ReadAhead:
         if offset == 0:  # (re)starting at the beginning is the strongest hint there is
             sequential, self.window = True, 0
         else:
-            frontier = max(self._next, self.ahead if self.window else -1)
-            sequential = self._next >= 0 and self._last_start <= offset <= frontier + SLACK
+            sequential = self._next >= 0 and self._last_start <= offset <= self._next + SLACK
         self._last_start = offset
         self._next = max(end, self._next) if sequential else end
         if not sequential:

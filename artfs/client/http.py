@@ -459,7 +459,12 @@ class HttpRegistryClient:
             template = (await self._registry_info()).get("blob_url")
             if template:
                 return str(template).replace("{sha256}", sha256)
+        asked = False
+        stale = self._locations.get(sha256, ("", None))[0] if refresh else None
         while True:
+            cached = self._fresh_location(sha256) if asked else None
+            if cached is not None and cached != stale:
+                return cached  # answered by a request that left after we asked
             flight = self._flight
             if flight is not None and sha256 in flight.digests:
                 await flight.done.wait()
@@ -467,6 +472,7 @@ class HttpRegistryClient:
                     return flight.result(sha256)
                 continue  # its leader was cancelled: ask again
             self._pending.add(sha256)
+            asked = True
             if flight is not None:
                 await flight.done.wait()
                 if sha256 not in self._pending:  # taken by a flight that has since finished

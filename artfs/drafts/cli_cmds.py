@@ -26,7 +26,7 @@ import trio
 from .. import config
 from ..client.base import RegistryClient
 from ..errors import AlreadyExists, ArtfsError, InvalidInput, NotFound, from_code
-from ..mountinfo import read_record
+from ..mountinfo import read_record, running_records
 from ..names import LATEST, alias_name, parse_ref, version_label
 from ..progress import Progress, human_bytes
 from .model import Draft, DraftKey
@@ -78,13 +78,31 @@ async def create_draft(
     return draft, len(manifest) if manifest is not None else 0
 
 
+def draft_target(state_arg: str | None, registry_arg: str | None) -> tuple[Path, str]:
+    """The state directory and registry a new draft goes to: ``--state-dir`` if given, else
+    those of the one running mount (a draft is only visible through the mount owning it)."""
+    if state_arg:
+        return config.state_dir_from(state_arg), config.registry_from(registry_arg)
+    mounts = [r for r in running_records() if isinstance(r.get("state_dir"), str)]
+    if len(mounts) != 1:
+        where = ", ".join(str(r.get("mountpoint")) for r in mounts)
+        raise InvalidInput(
+            "no artfs mount is running; give --state-dir DIR"
+            if not mounts
+            else f"{len(mounts)} artfs mounts are running ({where}); "
+            "say which with --state-dir DIR (the mount's state directory)"
+        )
+    record = mounts[0]
+    return Path(record["state_dir"]), registry_arg or str(record["registry"])
+
+
 def cmd_draft(args: argparse.Namespace) -> int:
     from ..client import open_client
 
-    state_dir = config.state_dir_from(args.state_dir)
+    state_dir, registry = draft_target(args.state_dir, args.registry)
 
     async def run() -> int:
-        client = open_client(config.registry_from(args.registry), timeout=args.timeout)
+        client = open_client(registry, timeout=args.timeout)
         try:
             draft, count = await create_draft(client, state_dir, args.target, args.name)
         finally:
@@ -276,7 +294,11 @@ def add_parsers(
     s = with_registry(sub.add_parser("draft", help="make a draft, optionally from a version"))
     s.add_argument("target", metavar="project/artifact[:BASE]")
     s.add_argument("name", metavar="NAME")
-    s.add_argument("--state-dir", help="the mount's state directory (default: $ARTFS_STATE_DIR)")
+    s.add_argument(
+        "--state-dir",
+        help="the state directory of the mount that shows the draft "
+        "(default: that of the one running mount)",
+    )
     s.set_defaults(fn=cmd_draft)
 
     s = sub.add_parser("commit", help="publish a draft of a mount as a new version")

@@ -21,8 +21,9 @@ import trio
 
 from ..cache.protocol import BlobCacheAPI
 from ..client.base import RegistryClient
+from ..drafts.store import DraftStore
 from ..errors import AlreadyExists, ArtfsError, Conflict, InvalidInput, NotFound, Unavailable
-from .fuse_ops import FuseOperations, store_pages
+from .fuse_ops import FuseOperations, invalidate_entry, store_pages
 from .options import MountOptions
 from .service import ArtfsFS
 
@@ -118,6 +119,7 @@ async def run_mount(
     cache: BlobCacheAPI,
     options: MountOptions | None = None,
     *,
+    drafts: DraftStore | None = None,
     task_status: trio.TaskStatus[ArtfsFS] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Mount the registry at ``mountpoint`` and serve until unmounted, signalled or cancelled.
@@ -125,6 +127,7 @@ async def run_mount(
     Reports the service through ``task_status`` once mounted (requests the
     kernel sends meanwhile wait in its queue). SIGTERM/SIGINT (when run in the
     main thread) end the loop; the mount is always closed and unmounted on exit.
+    ``drafts`` (the state directory's store, owned by this mount) makes it writable.
     """
     options = options or MountOptions()
     point = canonical(mountpoint)
@@ -137,7 +140,9 @@ async def run_mount(
             client,
             cache,
             options,
-            page_sink=None if os.environ.get("ARTFS_PERF_NOPUSH") else store_pages,
+            drafts=drafts,
+            invalidate=invalidate_entry,
+            page_sink=store_pages,
         )
         try:
             pyfuse3.init(FuseOperations(fs), point, fuse_options(options))
@@ -180,8 +185,7 @@ async def _terminate_on_signals(fs: ArtfsFS, *, task_status: trio.TaskStatus[Non
         task_status.started()
         async for signum in signals:
             log.info("received %s, unmounting", signal.Signals(signum).name)
-            # while the loop still answers reads: a push may be waiting for one
-            await fs.stop_pushing()
+            await fs.stop_pushing()  # while the loop still answers reads a push may wait for
             pyfuse3.terminate()
             return
 

@@ -72,18 +72,27 @@ def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     return entry
 
 
-def store_pages(inode: int, offset: int, data: bytes) -> None:
+def store_pages(inode: int, offset: int, data: memoryview) -> None:
     """Put verified file data into the kernel's page cache (``ArtfsFS.page_sink``).
 
-    Runs in a worker thread (pyfuse3 releases the GIL and libfuse's notify is
+    Runs in a worker thread (pyfuse3 releases the GIL; libfuse's notify is
     thread-safe). It may wait for pages the kernel has locked for a read request in
     flight, which the trio thread answers, so it must never run on the trio thread.
-    Failures only cost performance (the kernel then asks with READ), so they are ignored.
+    A failure only costs speed (the kernel then asks with READ), so it is ignored.
     """
     try:
-        pyfuse3.notify_store(inode, offset, data)
+        pyfuse3.notify_store(inode, offset, data)  # type: ignore[arg-type]
     except OSError as e:
         log.debug("notify_store(%d, %d, %d bytes): %s", inode, offset, len(data), e)
+
+
+def invalidate_entry(parent: int, name: str) -> None:
+    """Make the kernel forget ``name`` in ``parent`` (``ArtfsFS``'s ``invalidate``).
+
+    Asynchronous (pyfuse3 queues it to its own thread): the kernel may hold the
+    directory for the very request being answered, so waiting here would deadlock.
+    """
+    pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
 
 
 def _name(raw: bytes) -> str:
@@ -139,8 +148,20 @@ class FuseOperations(pyfuse3.Operations):
         return await self.fs.read(fh, off, size)
 
     @_handler
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        return await self.fs.write(fh, off, buf)
+
+    @_handler
     async def flush(self, fh: int) -> None:
         await self.fs.flush(fh)
+
+    @_handler
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self.fs.fsync(fh, datasync)
+
+    @_handler
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        """Draft namespace changes are durable when they return: nothing left to sync."""
 
     @_handler
     async def release(self, fh: int) -> None:
@@ -189,7 +210,17 @@ class FuseOperations(pyfuse3.Operations):
         fh: int | None,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        return entry_attributes(await self.fs.setattr(inode))
+        changed = await self.fs.setattr(
+            inode,
+            mode=attr.st_mode if fields.update_mode else None,
+            size=attr.st_size if fields.update_size else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+            owner=(
+                attr.st_uid if fields.update_uid else None,
+                attr.st_gid if fields.update_gid else None,
+            ),
+        )
+        return entry_attributes(changed)
 
     @_handler
     async def mkdir(

@@ -13,8 +13,9 @@ gets a fresh subtree, so cached pages can never show the old bytes.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..errors import NotFound
 from ..manifest import Manifest
@@ -22,6 +23,7 @@ from ..models import ArtifactInfo, ProjectInfo, VersionInfo, VersionSummary
 from ..names import version_label
 
 ROOT_INODE = 1
+L = TypeVar("L", bound="Node")
 
 
 class Kind(enum.Enum):
@@ -32,6 +34,7 @@ class Kind(enum.Enum):
     DIR = "dir"  # a directory inside a version
     FILE = "file"  # a file inside a version
     ALIAS = "alias"  # a symlink ``best -> v5`` in an artifact directory
+    DRAFT = "draft"  # a draft directory, or a file or directory inside one (``drafts_fs.py``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,13 @@ class Node:
     @property
     def is_dir(self) -> bool:
         return isinstance(self, DirNode)
+
+
+class LocalNode(Node):
+    """A node no registry listing owns (drafts, artifacts not committed yet): a sync of its
+    directory keeps it unless the registry now lists something under the same name."""
+
+    __slots__ = ()
 
 
 class DirNode(Node):
@@ -239,6 +249,16 @@ class InodeTable:
         node.aliases = dict(info.aliases)
         self._replace_children(node, wanted)
 
+    def new_local(self, make: Callable[[int], L]) -> L:
+        """Register a node made outside the registry's listings (``make(ino)`` builds it)."""
+        node = make(self._ino())
+        self._nodes[node.ino] = node
+        return node
+
+    def drop(self, node: Node) -> None:
+        """Forget one node (and what is below it) whose object is gone."""
+        self._forget_subtree(node)
+
     def detach(self, node: Node) -> None:
         """Drop a node that the registry says no longer exists, with everything below it."""
         parent = self._nodes.get(node.parent)
@@ -249,6 +269,8 @@ class InodeTable:
 
     def _replace_children(self, parent: DirNode, wanted: dict[str, Node]) -> None:
         for name, old in parent.children.items():
+            if isinstance(old, LocalNode) and name not in wanted:
+                wanted[name] = old
             if wanted.get(name) is not old:
                 self._forget_subtree(old)
         parent.children = wanted

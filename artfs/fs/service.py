@@ -37,6 +37,7 @@ import trio
 
 from ..cache.protocol import BlobCacheAPI, BlobReader, PushingReader
 from ..client.base import RegistryClient
+from ..drafts.store import DraftStore
 from ..errors import (
     IntegrityError,
     InvalidInput,
@@ -52,6 +53,7 @@ from ..models import VersionInfo
 from ..names import LATEST
 from . import xattrs
 from .attrs import BLKSIZE, DIR_MODE, FILE_MODE, LINK_MODE, Attr, FsStats, Opened
+from .drafts_fs import DraftNode, DraftsFS
 from .inodes import (
     AliasNode,
     ArtifactNode,
@@ -119,13 +121,18 @@ class ArtfsFS:
         options: MountOptions | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
-        page_sink: Callable[[int, int, bytes], None] | None = None,
+        drafts: DraftStore | None = None,
+        invalidate: Callable[[int, str], None] | None = None,
+        page_sink: Callable[[int, int, memoryview], None] | None = None,
     ) -> None:
-        """``page_sink(ino, offset, data)``, if given, receives verified file data ahead of
-        sequential readers, in a worker thread (the mount puts it into the kernel's page
-        cache so those readers send no read requests); it must swallow its own errors."""
-        self.client = client
+        """``drafts`` enables the write side (``drafts_fs.py``): without it every mutation
+        outside a version is refused with EPERM. ``invalidate(parent_ino, name)`` tells the
+        kernel to forget a name the mount changed (it must not block). ``page_sink(ino,
+        offset, data)`` receives verified file data checked ahead of sequential readers, in
+        a worker thread (the mount puts it into the kernel's page cache); it may block and
+        must swallow its own errors."""
         self.page_sink = page_sink
+        self.client = client
         self.cache = cache
         self.options = options or MountOptions()
         self.meta_root: Path = self.options.meta_root or cache.root / "v1" / "meta"
@@ -136,6 +143,7 @@ class ArtfsFS:
         self._files: dict[int, _OpenFile] = {}
         self._dirs: dict[int, tuple[tuple[str, Node], ...]] = {}
         self._next_fh = 1
+        self.drafts = DraftsFS(self, drafts, invalidate) if drafts is not None else None
 
     # --- plumbing -------------------------------------------------------------------
     async def _call(self, what: str, fn: Callable[..., Awaitable[T]], *args: object) -> T:
@@ -208,12 +216,19 @@ class ArtfsFS:
             self.table.sync_artifacts(node, arts, now)
             (await self.meta_store()).save_artifacts(node.project, arts)
         elif isinstance(node, ArtifactNode):
-            info = await self._call(
-                f"get {node.project}/{node.artifact}",
-                self.client.get_artifact,
-                node.project,
-                node.artifact,
-            )
+            try:
+                info = await self._call(
+                    f"get {node.project}/{node.artifact}",
+                    self.client.get_artifact,
+                    node.project,
+                    node.artifact,
+                )
+            except NotFound:
+                local = self.drafts.local_artifact_info(node) if self.drafts else None
+                if local is None:
+                    raise
+                self.table.sync_artifact(node, local)  # made here, not committed yet
+                return
             self.table.sync_artifact(node, info)
             (await self.meta_store()).save_artifact(info)
 
@@ -290,6 +305,9 @@ class ArtfsFS:
     # --- attributes ------------------------------------------------------------------------
     def attr(self, node: Node) -> Attr:
         """Attributes and kernel timeouts of a node (no I/O)."""
+        if isinstance(node, DraftNode):
+            assert self.drafts is not None
+            return self.drafts.attr(node)
         o = self.options
         ttl, forever = o.listing_ttl, o.immutable_timeout
         if isinstance(node, FileNode):
@@ -328,6 +346,8 @@ class ArtfsFS:
     async def _children(self, node: DirNode) -> dict[str, Node]:
         if isinstance(node, ListedDir):
             await self._fresh(node)
+            if self.drafts is not None:
+                await self.drafts.sync_local(node)
         elif isinstance(node, VersionNode):
             await self._built(node)
         return node.children
@@ -336,6 +356,9 @@ class ArtfsFS:
     async def lookup(self, parent_ino: int, name: str) -> Attr:
         """The entry ``name`` in a directory; a negative entry (``ino == 0``) if absent."""
         parent = self.table.get(parent_ino)
+        if isinstance(parent, DraftNode):
+            assert self.drafts is not None
+            return self.drafts.lookup(parent, name)
         if not isinstance(parent, DirNode):
             raise NotFound(f"not a directory: inode {parent_ino}")
         if name == ".":
@@ -368,6 +391,11 @@ class ArtfsFS:
     async def opendir(self, ino: int) -> int:
         """Snapshot a directory's entries for one readdir cycle (stable offsets)."""
         node = self.table.get(ino)
+        if isinstance(node, DraftNode):
+            assert self.drafts is not None
+            fh = self._fh()
+            self._dirs[fh] = self.drafts.entries(node)
+            return fh
         if not isinstance(node, DirNode):
             raise InvalidInput(f"inode {ino} is not a directory")
         await self._children(node)
@@ -390,6 +418,9 @@ class ArtfsFS:
 
     async def open(self, ino: int, flags: int) -> Opened:
         node = self.table.get(ino)
+        if isinstance(node, DraftNode):
+            assert self.drafts is not None
+            return self.drafts.open(node, flags)
         if flags & _WRITE_FLAGS:
             self._refuse(node, "open for writing")
         if not isinstance(node, FileNode):
@@ -400,13 +431,15 @@ class ArtfsFS:
                 reader = await self.cache.open(node.sha256, node.size)
             if reader is None:
                 raise Unavailable(f"opening {node.name} took over {self.options.read_timeout:g} s")
-        if reader is not None and self.page_sink is not None and isinstance(reader, PushingReader):
+        if self.page_sink is not None and isinstance(reader, PushingReader):
             reader.set_sink(functools.partial(self.page_sink, ino))
         fh = self._fh()
         self._files[fh] = _OpenFile(node, reader)
         return Opened(fh, keep_cache=True)
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
+        if self.drafts is not None and self.drafts.owns(fh):
+            return await self.drafts.read(fh, offset, size)
         try:
             handle = self._files[fh]
         except KeyError:
@@ -422,9 +455,23 @@ class ArtfsFS:
         )
 
     async def flush(self, fh: int) -> None:
-        """Nothing to write back from a read-only file."""
+        """Nothing to write back from a read-only file; a draft file records its mtime."""
+        if self.drafts is not None and self.drafts.owns(fh):
+            self.drafts.flush(fh)
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        if self.drafts is None or not self.drafts.owns(fh):
+            raise ReadOnly("not open for writing")
+        return await self.drafts.write(fh, offset, data)
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        if self.drafts is not None and self.drafts.owns(fh):
+            self.drafts.fsync(fh, datasync)
 
     async def release(self, fh: int) -> None:
+        if self.drafts is not None and self.drafts.owns(fh):
+            await self.drafts.release(fh)
+            return
         handle = self._files.pop(fh, None)
         if handle is not None and handle.reader is not None:
             with trio.CancelScope(shield=True):
@@ -510,32 +557,62 @@ class ArtfsFS:
             return parent.children.get(name, parent)
         return parent
 
+    def _writable(self, node: Node) -> DraftsFS | None:
+        """The write side, if it handles a mutation of ``node`` (never inside a version)."""
+        return None if _in_version(node) else self.drafts
+
     async def mkdir(self, parent_ino: int, name: str, mode: int) -> Attr:
-        self._refuse(self.table.get(parent_ino), f"mkdir {name}")
+        parent = self.table.get(parent_ino)
+        if drafts := self._writable(parent):
+            return await drafts.mkdir(parent, name, mode)
+        self._refuse(parent, f"mkdir {name}")
 
     async def create(
         self, parent_ino: int, name: str, mode: int, flags: int
     ) -> tuple[Opened, Attr]:
-        self._refuse(self.table.get(parent_ino), f"create {name}")
+        parent = self.table.get(parent_ino)
+        if drafts := self._writable(parent):
+            return drafts.create(parent, name, mode, flags)
+        self._refuse(parent, f"create {name}")
 
     async def mknod(self, parent_ino: int, name: str, mode: int) -> Attr:
-        self._refuse(self.table.get(parent_ino), f"mknod {name}")
+        parent = self.table.get(parent_ino)
+        if drafts := self._writable(parent):
+            return drafts.mknod(parent, name, mode)
+        self._refuse(parent, f"mknod {name}")
 
     async def symlink(self, parent_ino: int, name: str, target: str) -> Attr:
-        self._refuse(self.table.get(parent_ino), f"symlink {name}")
+        parent = self.table.get(parent_ino)
+        if drafts := self._writable(parent):
+            return await drafts.symlink(parent, name, target)
+        self._refuse(parent, f"symlink {name}")
 
     async def link(self, ino: int, new_parent_ino: int, name: str) -> Attr:
-        self._refuse(self.table.get(new_parent_ino), f"link {name}")
+        parent = self.table.get(new_parent_ino)
+        if isinstance(parent, DraftNode) and (drafts := self._writable(parent)):
+            return drafts.link(parent, name)
+        self._refuse(parent, f"link {name}")
 
     async def unlink(self, parent_ino: int, name: str) -> None:
+        parent = self.table.get(parent_ino)
+        if drafts := self._writable(parent):
+            return await drafts.unlink(parent, name)
         self._refuse(self._target(parent_ino, name), f"unlink {name}")
 
     async def rmdir(self, parent_ino: int, name: str) -> None:
+        parent = self.table.get(parent_ino)
+        if drafts := self._writable(parent):
+            return await drafts.rmdir(parent, name)
         self._refuse(self._target(parent_ino, name), f"rmdir {name}")
 
     async def rename(
         self, old_parent_ino: int, old_name: str, new_parent_ino: int, new_name: str, flags: int
     ) -> None:
+        old_parent, new_parent = self.table.get(old_parent_ino), self.table.get(new_parent_ino)
+        drafts = self._writable(old_parent) and self._writable(new_parent)
+        if drafts:
+            await drafts.rename(old_parent, old_name, new_parent, new_name, flags)
+            return
         for node in (
             self._target(old_parent_ino, old_name),
             self._target(new_parent_ino, new_name),
@@ -544,11 +621,28 @@ class ArtfsFS:
                 self._refuse(node, f"rename {old_name}")
         self._refuse(self._target(old_parent_ino, old_name), f"rename {old_name}")
 
-    async def setattr(self, ino: int) -> Attr:
-        self._refuse(self.table.get(ino), "change attributes")
+    async def setattr(
+        self,
+        ino: int,
+        *,
+        mode: int | None = None,
+        size: int | None = None,
+        mtime_ns: int | None = None,
+        owner: tuple[int | None, int | None] = (None, None),
+    ) -> Attr:
+        """chmod, truncate, utimens: inside drafts only (chown only to the mount's owner)."""
+        node = self.table.get(ino)
+        if isinstance(node, DraftNode) and self.drafts is not None:
+            uid, gid = owner
+            if uid not in (None, self.options.uid) or gid not in (None, self.options.gid):
+                raise NotPermitted("chown: files of a draft belong to the mounting user")
+            return await self.drafts.setattr(node, mode=mode, size=size, mtime_ns=mtime_ns)
+        self._refuse(node, "change attributes")
 
     async def setxattr(self, ino: int, name: str, value: bytes) -> None:
         node = self.table.get(ino)
+        if (drafts := self._writable(node)) and await drafts.setxattr(node, name, value):
+            return
         if name in xattrs.SETTABLE_NAMES and _in_version(node):
             raise NotPermitted(f"{name} applies to drafts; a version is already committed")
         self._refuse(node, f"set {name}")
@@ -558,18 +652,17 @@ class ArtfsFS:
 
     # --- lifetime ---------------------------------------------------------------------------
     async def stop_pushing(self, timeout: float = 5.0) -> None:
-        """Stop handing data to ``page_sink`` and wait (bounded) for pushes in progress.
+        """Stop handing data to ``page_sink``; wait (bounded) for chunks in progress.
 
-        Called while the FUSE loop still runs: a push may wait for the kernel, which
+        Call it while the FUSE loop still runs: a push may wait for the kernel, which
         may wait for a read request only that loop answers.
         """
         self.page_sink = None
         readers: list[PushingReader] = []
         for handle in self._files.values():
             if isinstance(handle.reader, PushingReader):
+                handle.reader.set_sink(None)
                 readers.append(handle.reader)
-        for reader in readers:
-            reader.set_sink(None)
         with trio.move_on_after(timeout):
             while any(r.pushing() for r in readers):
                 await trio.sleep(0.01)
@@ -578,6 +671,8 @@ class ArtfsFS:
         """Close every open blob reader (the kernel sends no RELEASE after unmount)."""
         handles, self._files = list(self._files.values()), {}
         self._dirs.clear()
+        if self.drafts is not None:
+            await self.drafts.aclose()
         with trio.CancelScope(shield=True):
             for handle in handles:
                 if handle.reader is not None:
