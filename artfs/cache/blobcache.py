@@ -20,11 +20,10 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import trio
 
@@ -32,7 +31,7 @@ from ..client.base import RegistryClient
 from ..errors import ArtfsError, IntegrityError, InvalidInput, Unavailable
 from ..hashing import BlobHasher, sha256_hex
 from . import eviction, locks
-from .blobstate import BlobState, Sink, StateEnv
+from .blobstate import BlobState, StateEnv
 from .blockmap import BLOCK_SHIFT, held_bytes, normalize, span
 from .layout import CacheLayout, storage_error
 from .protocol import CacheStats
@@ -43,9 +42,6 @@ log = logging.getLogger("artfs.cache")
 
 _OPEN_ROOTS: set[str] = set()
 _RESCAN_INTERVAL = 2.0  # seconds between disk scans for the size limit
-_CHECK_BLOCKS = 16  # check-ahead: 2 MiB per thread hop
-_CHECKERS = 2  # check-ahead chunks in flight (this machine has 2 cores)
-_CHECK_LEAD = 16 << 20  # check at least this far ahead of a sequential reader
 
 
 class CachedBlobReader:
@@ -62,23 +58,6 @@ class CachedBlobReader:
         self._queue: deque[tuple[int, int]] = deque()  # read-ahead pieces not yet started
         self._idle = trio.Event()  # set whenever no read-ahead task of this reader is pending
         self._idle.set()
-        self._check_next = 0  # check-ahead of a complete blob: next block to check
-        self._check_target = 0  # and where to stop
-        self._checkers = 0  # check-ahead tasks running
-        self._sink: Sink | None = None
-
-    def set_sink(self, sink: Sink | None) -> None:
-        """Hand data checked ahead of a sequential reader to ``sink(offset, data)``.
-
-        A mount puts it into the kernel's page cache, so the reader finds the pages
-        there and sends no read requests. ``sink`` runs in a worker thread, sees only
-        verified bytes, may block; ``None`` stops it (after the chunks in progress).
-        """
-        self._sink = sink
-
-    def pushing(self) -> bool:
-        """Whether a chunk may still be handed to the sink."""
-        return self._checkers > 0
 
     async def read(self, offset: int, length: int) -> bytes:
         state = self._state
@@ -93,13 +72,6 @@ class CachedBlobReader:
         if ahead is not None and not state.complete:
             self._cache._start_readahead(self, state, ahead)
         first, stop = span(offset, end)
-        if state.complete and self._readahead.window:
-            self._check_ahead(state, stop, self._readahead.ahead)
-        if state.checking:  # being checked ahead of us: wait rather than check twice
-            for k in range(first, stop):
-                event = state.checking.get(k)
-                if event is not None:
-                    await event.wait()
         if state.verified.find(0, first, stop) >= 0:
             data = state.read_verified_once(first, stop)
             if data is not None:
@@ -116,31 +88,6 @@ class CachedBlobReader:
                 self._cache._release(state)
         # Hot path: verified blocks are read inline, no thread hop (see fuse-performance.md).
         return os.pread(state.data_fd, end - offset, offset)
-
-    def _check_ahead(self, state: BlobState, stop: int, ahead: int) -> None:
-        """A sequential reader of a complete blob: check the blocks it will read next in
-        worker threads, so its reads find them verified (hashing on both cores while the
-        trio thread serves reads; measured ~2x on a warm first read)."""
-        self._check_next = max(self._check_next, stop)
-        target = max(ahead, (stop << BLOCK_SHIFT) + _CHECK_LEAD)
-        self._check_target = min(state.nblocks, max(self._check_target, span(0, target)[1]))
-        while self._checkers < _CHECKERS and self._check_next < self._check_target:
-            self._checkers += 1
-            self._cache._start_background(self, state, self._check_ahead_task(state))
-
-    async def _check_ahead_task(self, state: BlobState) -> None:
-        try:
-            while self._check_next < self._check_target and self._state is state:
-                k = state.verified.find(0, self._check_next, self._check_target)
-                if k < 0:
-                    self._check_next = self._check_target
-                    break
-                stop = min(self._check_target, k + _CHECK_BLOCKS)
-                self._check_next = stop  # claimed: the other checker takes the next chunk
-                if not await state.check_ahead(k, stop, self._sink):
-                    self._check_target = self._check_next  # damaged: a read repairs it
-        finally:
-            self._checkers -= 1
 
     def cached_bytes(self) -> int:
         if self._state is None:
@@ -289,38 +236,6 @@ class BlobCache:
                 reader._idle = trio.Event()
             reader._background.add(scope)
             self._nursery.start_soon(self._readahead_task, reader, state, scope)
-
-    def _start_background(
-        self, reader: CachedBlobReader, state: BlobState, work: Coroutine[Any, Any, None]
-    ) -> None:
-        """Run ``work`` as part of ``reader`` (its ``aclose`` cancels and waits for it)."""
-        assert self._nursery is not None
-        state.refs += 1
-        scope = trio.CancelScope()
-        if not reader._background:
-            reader._idle = trio.Event()
-        reader._background.add(scope)
-        self._nursery.start_soon(self._background_task, reader, state, scope, work)
-
-    async def _background_task(
-        self,
-        reader: CachedBlobReader,
-        state: BlobState,
-        scope: trio.CancelScope,
-        work: Coroutine[Any, Any, None],
-    ) -> None:
-        try:
-            with scope:
-                await work
-        except ArtfsError as e:
-            log.debug("background work on blob %s failed: %s", state.sha[:12], e)
-        except Exception:
-            log.exception("background work on blob %s crashed", state.sha[:12])
-        finally:
-            reader._background.discard(scope)
-            if not reader._background:
-                reader._idle.set()
-            self._release(state)
 
     async def _readahead_task(
         self,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -68,22 +67,6 @@ def verify_runs(
     return bad
 
 
-Sink = Callable[[int, memoryview], None]
-_local = threading.local()
-
-
-def sha256(data: memoryview) -> bytes:
-    return hashlib.sha256(data).digest()
-
-
-def _thread_buffer(nbytes: int) -> memoryview:
-    """A buffer reused by this worker thread (a fresh one would page-fault per 4 KiB)."""
-    buf: bytearray | None = getattr(_local, "buf", None)
-    if buf is None or len(buf) < nbytes:
-        buf = _local.buf = bytearray(nbytes)
-    return memoryview(buf)[:nbytes]
-
-
 def file_sha256(fd: int, size: int) -> str:
     """sha256 of the first ``size`` bytes of ``fd`` ("" if the file is shorter)."""
     h = hashlib.sha256()
@@ -116,7 +99,6 @@ class BlobState:
         self.digests: list[bytes] | None = None
         self.refs = 1
         self.progress: set[Callable[[int], None]] = set()
-        self.checking: dict[int, trio.Event] = {}  # blocks being checked ahead of a reader
         self._run_blocks = max(1, env.tuning.request_bytes // BLOCK_SIZE)
         self._retired: list[int] = []  # fds replaced while a thread may still read them
         self._digest_lock = trio.Lock()
@@ -497,56 +479,6 @@ class BlobState:
                     return None
         self.verified[first:stop] = bytes([1]) * (stop - first)
         return data
-
-    async def check_ahead(self, first: int, stop: int, sink: Sink | None = None) -> bool:
-        """Check blocks ``[first, stop)`` of a complete blob in a worker thread, ahead of a
-        sequential reader; readers of these blocks wait (``checking``) instead of checking
-        them again. Then hand the verified bytes to ``sink(offset, data)`` (in the thread).
-        False if a block is damaged (left unverified: a read of it repairs it).
-        """
-        digests = self.digests
-        if not self.complete or digests is None:
-            return False
-        events: dict[int, trio.Event] = {}
-        for k in range(first, stop):
-            if not self.verified[k] and k not in self.checking:
-                events[k] = self.checking[k] = trio.Event()
-        if not events:
-            return True
-        fd, size = self.data_fd, self.size
-        base, end = first << BLOCK_SHIFT, block_bounds(stop - 1, size)[1]
-        outcome: list[int] = []  # the first bad block, or stop
-
-        def checked(good: int) -> None:  # trio thread
-            if outcome:
-                return
-            outcome.append(good)
-            self.verified[first:good] = bytes([1]) * (good - first)
-            for k, event in events.items():
-                if self.checking.get(k) is event:
-                    del self.checking[k]
-                event.set()
-
-        def work() -> None:
-            view = _thread_buffer(end - base)
-            n = os.preadv(fd, [view], base)
-            good = first
-            while good < stop:
-                lo, hi = block_bounds(good, size)
-                if hi > base + n or sha256(view[lo - base : hi - base]) != digests[good]:
-                    break
-                good += 1
-            # Mark them verified (waking readers) *before* the sink, which may wait for
-            # the kernel, which may wait for a read of these blocks.
-            trio.from_thread.run_sync(checked, good)
-            if sink is not None and good > first:
-                sink(base, view[: block_bounds(good - 1, size)[1] - base])
-
-        try:
-            await trio.to_thread.run_sync(work)
-        finally:
-            checked(first)  # (no-op unless the thread failed before marking)
-        return outcome[0] == stop
 
     # --- verification at rest --------------------------------------------------------------
     async def _verify(self, runs: Sequence[tuple[int, int]]) -> list[int]:

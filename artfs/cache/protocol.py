@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,21 +36,6 @@ class BlobReader(Protocol):
     def cached_bytes(self) -> int: ...
 
     async def aclose(self) -> None: ...
-
-
-@runtime_checkable
-class PushingReader(Protocol):
-    """A reader that can hand verified data, checked ahead of a sequential reader, to a
-    sink (a mount puts it into the kernel's page cache)."""
-
-    def set_sink(self, sink: Callable[[int, memoryview], None] | None) -> None:
-        """``sink(offset, data)`` runs in a worker thread, sees only verified bytes, may
-        block; ``None`` stops it after the chunks in progress."""
-        ...
-
-    def pushing(self) -> bool:
-        """Whether a chunk may still be handed to the sink."""
-        ...
 
 
 class BlobCacheAPI(Protocol):

@@ -23,7 +23,7 @@ from ..cache.protocol import BlobCacheAPI
 from ..client.base import RegistryClient
 from ..drafts.store import DraftStore
 from ..errors import AlreadyExists, ArtfsError, Conflict, InvalidInput, NotFound, Unavailable
-from .fuse_ops import FuseOperations, invalidate_entry, store_pages
+from .fuse_ops import FuseOperations, invalidate_entry
 from .options import MountOptions
 from .service import ArtfsFS
 
@@ -136,14 +136,7 @@ async def run_mount(
     if not _active.acquire(blocking=False):
         raise Conflict("this process already runs a mount (pyfuse3 allows one per process)")
     try:
-        fs = ArtfsFS(
-            client,
-            cache,
-            options,
-            drafts=drafts,
-            invalidate=invalidate_entry,
-            page_sink=store_pages,
-        )
+        fs = ArtfsFS(client, cache, options, drafts=drafts, invalidate=invalidate_entry)
         try:
             pyfuse3.init(FuseOperations(fs), point, fuse_options(options))
         except RuntimeError as e:
@@ -152,7 +145,7 @@ async def run_mount(
             log.info("mounted at %s", point)
             async with trio.open_nursery() as nursery:
                 if threading.current_thread() is threading.main_thread():
-                    await nursery.start(_terminate_on_signals, fs)
+                    await nursery.start(_terminate_on_signals)
                 nursery.start_soon(_tune_when_ready, point)
                 task_status.started(fs)
                 await pyfuse3.main()
@@ -180,12 +173,11 @@ async def _tune_when_ready(point: str) -> None:
     raise_read_ahead(point)
 
 
-async def _terminate_on_signals(fs: ArtfsFS, *, task_status: trio.TaskStatus[None]) -> None:
+async def _terminate_on_signals(*, task_status: trio.TaskStatus[None]) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         task_status.started()
         async for signum in signals:
             log.info("received %s, unmounting", signal.Signals(signum).name)
-            await fs.stop_pushing()  # while the loop still answers reads a push may wait for
             pyfuse3.terminate()
             return
 

@@ -72,20 +72,6 @@ def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     return entry
 
 
-def store_pages(inode: int, offset: int, data: memoryview) -> None:
-    """Put verified file data into the kernel's page cache (``ArtfsFS.page_sink``).
-
-    Runs in a worker thread (pyfuse3 releases the GIL; libfuse's notify is
-    thread-safe). It may wait for pages the kernel has locked for a read request in
-    flight, which the trio thread answers, so it must never run on the trio thread.
-    A failure only costs speed (the kernel then asks with READ), so it is ignored.
-    """
-    try:
-        pyfuse3.notify_store(inode, offset, data)  # type: ignore[arg-type]
-    except OSError as e:
-        log.debug("notify_store(%d, %d, %d bytes): %s", inode, offset, len(data), e)
-
-
 def invalidate_entry(parent: int, name: str) -> None:
     """Make the kernel forget ``name`` in ``parent`` (``ArtfsFS``'s ``invalidate``).
 

@@ -23,7 +23,6 @@ Consistency rules (SPEC §2, notes/fuse-performance.md):
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
@@ -35,7 +34,7 @@ from typing import NoReturn, TypeVar
 
 import trio
 
-from ..cache.protocol import BlobCacheAPI, BlobReader, PushingReader
+from ..cache.protocol import BlobCacheAPI, BlobReader
 from ..client.base import RegistryClient
 from ..drafts.store import DraftStore
 from ..errors import (
@@ -123,15 +122,10 @@ class ArtfsFS:
         clock: Callable[[], float] = time.monotonic,
         drafts: DraftStore | None = None,
         invalidate: Callable[[int, str], None] | None = None,
-        page_sink: Callable[[int, int, memoryview], None] | None = None,
     ) -> None:
         """``drafts`` enables the write side (``drafts_fs.py``): without it every mutation
         outside a version is refused with EPERM. ``invalidate(parent_ino, name)`` tells the
-        kernel to forget a name the mount changed (it must not block). ``page_sink(ino,
-        offset, data)`` receives verified file data checked ahead of sequential readers, in
-        a worker thread (the mount puts it into the kernel's page cache); it may block and
-        must swallow its own errors."""
-        self.page_sink = page_sink
+        kernel to forget a name the mount changed (it must not block)."""
         self.client = client
         self.cache = cache
         self.options = options or MountOptions()
@@ -431,8 +425,6 @@ class ArtfsFS:
                 reader = await self.cache.open(node.sha256, node.size)
             if reader is None:
                 raise Unavailable(f"opening {node.name} took over {self.options.read_timeout:g} s")
-        if self.page_sink is not None and isinstance(reader, PushingReader):
-            reader.set_sink(functools.partial(self.page_sink, ino))
         fh = self._fh()
         self._files[fh] = _OpenFile(node, reader)
         return Opened(fh, keep_cache=True)
@@ -651,22 +643,6 @@ class ArtfsFS:
         self._refuse(self.table.get(ino), f"remove {name}")
 
     # --- lifetime ---------------------------------------------------------------------------
-    async def stop_pushing(self, timeout: float = 5.0) -> None:
-        """Stop handing data to ``page_sink``; wait (bounded) for chunks in progress.
-
-        Call it while the FUSE loop still runs: a push may wait for the kernel, which
-        may wait for a read request only that loop answers.
-        """
-        self.page_sink = None
-        readers: list[PushingReader] = []
-        for handle in self._files.values():
-            if isinstance(handle.reader, PushingReader):
-                handle.reader.set_sink(None)
-                readers.append(handle.reader)
-        with trio.move_on_after(timeout):
-            while any(r.pushing() for r in readers):
-                await trio.sleep(0.01)
-
     async def aclose(self) -> None:
         """Close every open blob reader (the kernel sends no RELEASE after unmount)."""
         handles, self._files = list(self._files.values()), {}

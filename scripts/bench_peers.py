@@ -1,0 +1,745 @@
+"""artfs against rclone mount and s3fs-fuse on one S3 store (issue 4, item 5).
+
+    .venv/bin/python scripts/bench_peers.py [--install] [--size-mib 1024] [--files 10000]
+
+One run, one SeaweedFS bucket, three FUSE mounts reading the same bytes:
+
+- artfs: ``artfs serve --db postgresql://... --blobs s3://BUCKET/RUN/artfs`` and an
+  ``artfs mount`` of it; blob bytes go from SeaweedFS straight to the mount through the
+  presigned URLs the server hands out (the blobs live under their sha256).
+- rclone mount (Debian ``rclone``) of ``BUCKET/RUN/plain`` with ``--vfs-cache-mode full``,
+- s3fs-fuse (Debian ``s3fs``) of the same prefix with its disk cache (``use_cache``);
+  the same files are uploaded there under plain names.
+- curl of the big blob's presigned URL (from ``/v1/blobs/locate``): the network baseline.
+
+Workloads (every "cold" one: a fresh mount, the tool's cache empty, the page cache dropped):
+sequential read of the big file cold and warm (remounted on the cache the cold read
+filled, page cache dropped), random 4 KiB reads in it (IOPS, cold), reading every small
+file of a flat directory (cat all) and ``ls -l`` of that directory. Each measurement runs
+in a child process with a time limit, so a hung mount ends the step, not the run.
+
+Services: by default the script starts its own PostgreSQL and SeaweedFS with
+scripts/services.sh (a private state directory and ports, loopback only) and stops them at
+the end; ``--services env`` uses those already described by ``ARTFS_TEST_*``/``AWS_*``.
+``--install`` apt-installs rclone and s3fs when they are missing. Everything started is
+unmounted, stopped and deleted on exit, also on failure or SIGTERM. Root is needed (drop
+the page cache, apt). The machine is shared: compare ratios, not absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scripts.bench import drop_caches, read_all  # noqa: E402
+from tests.e2e import Server, is_mounted, run_cli  # noqa: E402
+
+PEER_PACKAGES = {"rclone": "rclone", "s3fs": "s3fs"}  # command -> Debian package
+SMALL_DIR = "small"
+MOUNT_WAIT = 30.0
+RANDOM_COUNT = 2000
+RANDOM_SECONDS = 60.0  # a slow peer ends its random-read step here; IOPS = reads / time
+
+
+# ---------------------------------------------------------------- measurements (child side)
+
+
+def _measure_seq(path: Path) -> dict[str, float]:
+    start = time.perf_counter()
+    n = read_all(path)
+    return {"seconds": time.perf_counter() - start, "bytes": n}
+
+
+def _measure_random(path: Path, size: int, count: int, limit: float) -> dict[str, float]:
+    """Aligned 4 KiB preads at seeded random offsets, at most ``count`` or ``limit`` seconds."""
+    rng = random.Random(5)
+    offsets = [rng.randrange(0, size // 4096) * 4096 for _ in range(count)]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        done = 0
+        start = time.perf_counter()
+        deadline = start + limit
+        for off in offsets:
+            if len(os.pread(fd, 4096, off)) != 4096:
+                raise SystemExit(f"short read at {off} of {path}")
+            done += 1
+            if time.perf_counter() > deadline:
+                break
+        return {"seconds": time.perf_counter() - start, "count": done}
+    finally:
+        os.close(fd)
+
+
+def _measure_cat(directory: Path) -> dict[str, float]:
+    """What ``cat DIR/*`` does: list the directory, then open and read every file."""
+    start = time.perf_counter()
+    names = sorted(os.listdir(directory))
+    total = 0
+    for name in names:
+        total += read_all(directory / name)
+    return {"seconds": time.perf_counter() - start, "files": len(names), "bytes": total}
+
+
+def _measure_ls(directory: Path) -> dict[str, float]:
+    start = time.perf_counter()
+    out = subprocess.run(
+        ["ls", "-l", str(directory)], capture_output=True, text=True, check=True
+    ).stdout
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "files": sum(1 for line in out.splitlines() if line[:1] == "-")}
+
+
+def measure_main(argv: list[str]) -> None:
+    """``--measure KIND PATH [SIZE]``: one measurement, printed as JSON (child process)."""
+    kind, path = argv[0], Path(argv[1])
+    if kind == "seq":
+        result = _measure_seq(path)
+    elif kind == "random":
+        result = _measure_random(path, int(argv[2]), RANDOM_COUNT, RANDOM_SECONDS)
+    elif kind == "cat":
+        result = _measure_cat(path)
+    elif kind == "ls":
+        result = _measure_ls(path)
+    else:
+        raise SystemExit(f"unknown measurement {kind}")
+    print(json.dumps(result))
+
+
+# ---------------------------------------------------------------- services and data
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def ensure_peers(install: bool) -> None:
+    missing = [pkg for cmd, pkg in PEER_PACKAGES.items() if shutil.which(cmd) is None]
+    if not missing:
+        return
+    if not install:
+        raise SystemExit(f"missing {' '.join(missing)}: run with --install (apt-get, as root)")
+    log(f"installing {' '.join(missing)} (apt)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env, timeout=900)
+
+
+@dataclass
+class Store:
+    """The S3 store and the PostgreSQL cluster everything in this run uses."""
+
+    endpoint: str
+    bucket: str
+    pg_dsn: str
+    access_key: str
+    secret_key: str
+
+
+def start_services(state: Path, pg_port: int, weed_base: int) -> Store:
+    env = {
+        **os.environ,
+        "ARTFS_SERVICES_DIR": str(state),
+        "ARTFS_PG_PORT": str(pg_port),
+        "ARTFS_WEED_PORT_BASE": str(weed_base),
+    }
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "services.sh"), "start"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"scripts/services.sh start failed:\n{out.stderr}")
+    for line in out.stdout.splitlines():
+        if line.startswith("export ") and "=" in line:
+            key, value = line[len("export ") :].split("=", 1)
+            os.environ[key] = value
+    return store_from_env()
+
+
+def stop_services(state: Path, pg_port: int, weed_base: int) -> None:
+    env = {
+        **os.environ,
+        "ARTFS_SERVICES_DIR": str(state),
+        "ARTFS_PG_PORT": str(pg_port),
+        "ARTFS_WEED_PORT_BASE": str(weed_base),
+    }
+    subprocess.run(
+        ["bash", str(ROOT / "scripts" / "services.sh"), "stop"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def store_from_env() -> Store:
+    try:
+        return Store(
+            endpoint=os.environ["ARTFS_TEST_S3_ENDPOINT"],
+            bucket=os.environ.get("ARTFS_TEST_S3_BUCKET", "artfs-test"),
+            pg_dsn=os.environ["ARTFS_TEST_PG_DSN"],
+            access_key=os.environ["AWS_ACCESS_KEY_ID"],
+            secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+        )
+    except KeyError as e:
+        raise SystemExit(f"--services env: {e.args[0]} is not set (scripts/services.sh)") from None
+
+
+def create_database(dsn: str) -> str:
+    """A fresh database on the cluster of ``dsn`` (a run never sees another run's data)."""
+    import psycopg
+
+    name = f"artfs_peers_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
+
+
+def drop_database(admin_dsn: str, dsn: str) -> None:
+    import psycopg
+
+    name = urlsplit(dsn).path.lstrip("/")
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def make_data(work: Path, size: int, nfiles: int) -> tuple[Path, str, Path]:
+    """A random file of ``size`` bytes (and its sha256) and a flat directory of small files."""
+    big_dir = work / "src-big"
+    big_dir.mkdir()
+    big = big_dir / "big.bin"
+    h = hashlib.sha256()
+    rng = random.Random(1)
+    with open(big, "wb") as f:
+        left = size
+        while left:
+            piece = rng.randbytes(min(left, 16 << 20))
+            h.update(piece)
+            f.write(piece)
+            left -= len(piece)
+    small = work / "src-small" / SMALL_DIR
+    small.mkdir(parents=True)
+    for i in range(nfiles):
+        (small / f"f{i:05d}.bin").write_bytes(rng.randbytes(rng.randrange(100, 4096)))
+    return big, h.hexdigest(), small
+
+
+def s3_client(store: Store) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=store.endpoint,
+        aws_access_key_id=store.access_key,
+        aws_secret_access_key=store.secret_key,
+        region_name="us-east-1",
+    )
+
+
+def upload_plain(store: Store, prefix: str, big: Path, small: Path) -> None:
+    """The same files under plain names, for the peers (one prefix, same bucket)."""
+    s3 = s3_client(store)
+    s3.upload_file(str(big), store.bucket, f"{prefix}/big.bin")
+    paths = sorted(small.iterdir())
+
+    def put(p: Path) -> None:
+        s3.put_object(
+            Bucket=store.bucket, Key=f"{prefix}/{SMALL_DIR}/{p.name}", Body=p.read_bytes()
+        )
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, paths))
+
+
+# ---------------------------------------------------------------- the mounts
+
+
+@dataclass
+class Tool:
+    """One FUSE mount under test: how to mount it on a cache directory and where its files are."""
+
+    name: str
+    mnt: Path
+    work: Path
+    big_rel: str
+    small_rel: str
+    proc: subprocess.Popen[bytes] | None = None
+    mounts: int = 0
+
+    def command(self, cache: Path) -> list[str] | None:
+        """The foreground mount process to start, or None when ``mount`` is overridden."""
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def mount(self, cache: Path) -> None:
+        self.mnt.mkdir(parents=True, exist_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)
+        self.mounts += 1
+        cmd = self.command(cache)
+        assert cmd is not None
+        logf = open(self.work / f"{self.name}-{self.mounts}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, env=self.env()
+        )
+        logf.close()
+        deadline = time.monotonic() + MOUNT_WAIT
+        while not is_mounted(self.mnt):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                text = (self.work / f"{self.name}-{self.mounts}.log").read_text(errors="replace")
+                raise RuntimeError(f"{self.name} did not mount:\n{text[-2000:]}")
+            time.sleep(0.05)
+
+    def umount(self) -> None:
+        if is_mounted(self.mnt):
+            done = subprocess.run(["fusermount3", "-u", str(self.mnt)], check=False)
+            if done.returncode != 0:
+                subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], check=False)
+        if self.proc is not None:
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    @property
+    def big(self) -> Path:
+        return self.mnt / self.big_rel
+
+    @property
+    def small(self) -> Path:
+        return self.mnt / self.small_rel
+
+
+@dataclass
+class ArtfsTool(Tool):
+    server: Server | None = None
+
+    def mount(self, cache: Path) -> None:
+        assert self.server is not None
+        self.mnt.mkdir(parents=True, exist_ok=True)
+        self.mounts += 1
+        run_cli(
+            "mount",
+            "--registry",
+            self.server.url,
+            str(self.mnt),
+            "--cache-dir",
+            str(cache),
+            "--state-dir",
+            str(self.work / "artfs-state"),
+        )
+
+    def umount(self) -> None:
+        if is_mounted(self.mnt):
+            proc = run_cli("umount", str(self.mnt), check=False)
+            if is_mounted(self.mnt):
+                log(f"artfs umount failed ({proc.stderr.strip()}); lazy unmount")
+                subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], check=False)
+
+
+@dataclass
+class RcloneTool(Tool):
+    store: Store | None = None
+    remote: str = ""
+
+    def command(self, cache: Path) -> list[str]:
+        assert self.store is not None
+        return [
+            "rclone",
+            "mount",
+            f":s3:{self.remote}",
+            str(self.mnt),
+            "--s3-provider=Other",
+            f"--s3-endpoint={self.store.endpoint}",
+            "--s3-env-auth=false",
+            f"--s3-access-key-id={self.store.access_key}",
+            f"--s3-secret-access-key={self.store.secret_key}",
+            "--read-only",
+            "--vfs-cache-mode=full",
+            f"--cache-dir={cache}",
+            # Modification times from the listing, not one HEAD per file (its docs' advice
+            # for S3): the peer at its best for ls -l.
+            "--use-server-modtime",
+        ]
+
+    def env(self) -> dict[str, str]:
+        # The AWS SDK in rclone fails on an AWS_CA_BUNDLE ("unsupported transport"); the
+        # store is plain http on loopback, so no bundle is needed.
+        return {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+
+
+@dataclass
+class S3fsTool(Tool):
+    store: Store | None = None
+    remote: str = ""
+    passwd: Path = field(default_factory=Path)
+
+    def command(self, cache: Path) -> list[str]:
+        assert self.store is not None
+        opts = [
+            f"url={self.store.endpoint}",
+            "use_path_request_style",
+            f"passwd_file={self.passwd}",
+            f"use_cache={cache}",
+            "ro",
+        ]
+        return ["s3fs", self.remote, str(self.mnt), "-f", "-o", ",".join(opts)]
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class Result:
+    """One workload's numbers; ``higher`` says whether a larger value is better."""
+
+    name: str
+    unit: str
+    higher: bool
+    values: dict[str, float] = field(default_factory=dict)
+    target: float = 1.5
+
+
+class PeerBench:
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args = args
+        self.work = work
+        self.size = args.size_mib << 20
+        self.nfiles = args.files
+        self.results: list[Result] = []
+        self.curl_seconds = 0.0
+        self.tools: list[Tool] = []
+        self.cleanups: list[Callable[[], None]] = []
+        self.caches = 0
+
+    # -- helpers
+
+    def child(self, kind: str, path: Path, *extra: str) -> dict[str, float]:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--measure", kind, str(path), *extra]
+        try:
+            out = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=self.args.step_timeout
+            )
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(
+                f"{kind} of {path} took longer than {self.args.step_timeout} s"
+            ) from None
+        if out.returncode != 0:
+            raise RuntimeError(f"{kind} of {path} failed:\n{out.stderr[-2000:]}")
+        return {k: float(v) for k, v in json.loads(out.stdout).items()}
+
+    def fresh_cache(self, tool: Tool) -> Path:
+        self.caches += 1
+        return self.work / f"cache-{tool.name}-{self.caches}"
+
+    @contextlib.contextmanager
+    def mounted(self, tool: Tool, cache: Path) -> Iterator[Tool]:
+        drop_caches()
+        tool.mount(cache)
+        try:
+            yield tool
+        finally:
+            tool.umount()
+
+    def result(self, name: str, unit: str, higher: bool) -> Result:
+        r = Result(name, unit, higher)
+        self.results.append(r)
+        return r
+
+    # -- setup
+
+    def setup(self) -> tuple[Path, str, Path]:
+        args = self.args
+        if args.services == "own":
+            state = Path(f"/tmp/artfs-peers-services-{os.getpid()}")
+            self.cleanups.append(lambda: stop_services(state, args.pg_port, args.weed_port_base))
+            log(f"starting PostgreSQL and SeaweedFS ({state})")
+            store = start_services(state, args.pg_port, args.weed_port_base)
+        else:
+            store = store_from_env()
+        os.environ["AWS_ACCESS_KEY_ID"] = store.access_key
+        os.environ["AWS_SECRET_ACCESS_KEY"] = store.secret_key
+        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        self.store = store
+
+        log(f"making data: {args.size_mib} MiB file, {self.nfiles} small files")
+        big, sha, small = make_data(self.work, self.size, self.nfiles)
+        run = f"peers-{uuid.uuid4().hex[:8]}"
+
+        db = create_database(store.pg_dsn)
+        self.cleanups.append(lambda: drop_database(store.pg_dsn, db))
+        server = Server(
+            self.work / "registry",
+            extra_args=(
+                "--db",
+                db,
+                "--blobs",
+                f"s3://{store.bucket}/{run}/artfs",
+                "--s3-endpoint",
+                store.endpoint,
+            ),
+        )
+        self.cleanups.append(server.stop)
+        server.start()
+        self.server = server
+        log("publishing through artfs (presigned uploads)")
+        t = time.perf_counter()
+        run_cli("put", str(big.parent), "bench/big", "--registry", server.url, timeout=1800)
+        run_cli("put", str(small.parent), "bench/small", "--registry", server.url, timeout=1800)
+        log(f"  artfs put: {time.perf_counter() - t:.1f} s")
+        t = time.perf_counter()
+        upload_plain(store, f"{run}/plain", big, small)
+        log(f"  plain upload (boto3) for the peers: {time.perf_counter() - t:.1f} s")
+
+        passwd = self.work / "s3fs-passwd"
+        passwd.write_text(f"{store.access_key}:{store.secret_key}\n")
+        passwd.chmod(0o600)
+        self.tools = [
+            ArtfsTool(
+                "artfs",
+                self.work / "mnt-artfs",
+                self.work,
+                "bench/big/v0/big.bin",
+                f"bench/small/v0/{SMALL_DIR}",
+                server=server,
+            ),
+            RcloneTool(
+                "rclone",
+                self.work / "mnt-rclone",
+                self.work,
+                "big.bin",
+                SMALL_DIR,
+                store=store,
+                remote=f"{store.bucket}/{run}/plain",
+            ),
+            S3fsTool(
+                "s3fs",
+                self.work / "mnt-s3fs",
+                self.work,
+                "big.bin",
+                SMALL_DIR,
+                store=store,
+                remote=f"{store.bucket}:/{run}/plain",
+                passwd=passwd,
+            ),
+        ]
+        for tool in self.tools:
+            self.cleanups.append(tool.umount)
+        return big, sha, small
+
+    def presigned_url(self, sha: str) -> str:
+        import httpx
+
+        resp = httpx.post(self.server.url + "/v1/blobs/locate", json={"digests": [sha]}, timeout=30)
+        resp.raise_for_status()
+        return str(resp.json()["blobs"][sha]["url"])
+
+    # -- workloads
+
+    def run(self) -> None:
+        big, sha, small = self.setup()
+        gb = self.size / 1e9
+        url = self.presigned_url(sha)
+        drop_caches()
+        out = subprocess.run(
+            ["curl", "-sf", "-o", "/dev/null", "-w", "%{time_total} %{size_download}", url],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=self.args.step_timeout,
+        ).stdout.split()
+        if int(float(out[1])) != self.size:
+            raise RuntimeError(f"curl of the presigned URL got {out[1]} of {self.size} bytes")
+        self.curl_seconds = float(out[0])
+        log(f"curl of the presigned URL, cold: {gb / self.curl_seconds:.2f} GB/s")
+
+        cold = self.result("sequential read 1 file, cold", "GB/s", True)
+        warm = self.result("sequential read 1 file, warm (disk cache)", "GB/s", True)
+        for tool in self.tools:
+            cache = self.fresh_cache(tool)
+            with self.mounted(tool, cache):
+                m = self.child("seq", tool.big)
+                self.check_size(tool, m["bytes"], self.size)
+                cold.values[tool.name] = gb / m["seconds"]
+            with self.mounted(tool, cache):
+                m = self.child("seq", tool.big)
+                warm.values[tool.name] = gb / m["seconds"]
+                self.verify(tool, big)
+            log(
+                f"{tool.name}: cold {cold.values[tool.name]:.2f}, warm {warm.values[tool.name]:.2f} GB/s"
+            )
+            shutil.rmtree(cache, ignore_errors=True)
+
+        rand = self.result("random 4 KiB reads in the file, cold", "IOPS", True)
+        for tool in self.tools:
+            cache = self.fresh_cache(tool)
+            with self.mounted(tool, cache):
+                m = self.child("random", tool.big, str(self.size))
+                rand.values[tool.name] = m["count"] / m["seconds"]
+            log(f"{tool.name}: {rand.values[tool.name]:.0f} IOPS ({m['count']:.0f} reads)")
+            shutil.rmtree(cache, ignore_errors=True)
+
+        expected = sum(p.stat().st_size for p in small.iterdir())
+        cat = self.result(f"read {self.nfiles} small files (cat all), cold", "s", False)
+        for tool in self.tools:
+            cache = self.fresh_cache(tool)
+            with self.mounted(tool, cache):
+                m = self.child("cat", tool.small)
+                self.check_size(tool, m["files"], self.nfiles, "files")
+                self.check_size(tool, m["bytes"], expected)
+                cat.values[tool.name] = m["seconds"]
+            log(f"{tool.name}: cat all {m['seconds']:.2f} s")
+            shutil.rmtree(cache, ignore_errors=True)
+
+        ls = self.result(f"ls -l of {self.nfiles} files, cold", "s", False)
+        for tool in self.tools:
+            cache = self.fresh_cache(tool)
+            with self.mounted(tool, cache):
+                m = self.child("ls", tool.small)
+                self.check_size(tool, m["files"], self.nfiles, "files")
+                ls.values[tool.name] = m["seconds"]
+            log(f"{tool.name}: ls -l {m['seconds']:.2f} s")
+            shutil.rmtree(cache, ignore_errors=True)
+
+    def check_size(self, tool: Tool, got: float, want: int, what: str = "bytes") -> None:
+        if int(got) != want:
+            raise RuntimeError(f"{tool.name} delivered {int(got)} {what}, expected {want}")
+
+    def verify(self, tool: Tool, local: Path) -> None:
+        """Spot-check that the mount hands out the published bytes (8 slices of 64 KiB)."""
+        rng = random.Random(9)
+        with open(tool.big, "rb") as f, open(local, "rb") as g:
+            for _ in range(8):
+                off = rng.randrange(0, max(1, self.size - (64 << 10)))
+                f.seek(off)
+                g.seek(off)
+                if f.read(64 << 10) != g.read(64 << 10):
+                    raise RuntimeError(f"{tool.name} returned wrong bytes at offset {off}")
+
+    # -- report
+
+    def table(self) -> str:
+        peers = [t.name for t in self.tools if t.name != "artfs"]
+        lines = [
+            "| workload | artfs | rclone | s3fs | artfs vs better peer | target |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in self.results:
+
+            def fmt(v: float, unit: str = r.unit) -> str:
+                if unit == "GB/s":
+                    return f"{v:.2f} GB/s"
+                if unit == "IOPS":
+                    return f"{v:.0f} IOPS"
+                return f"{v:.2f} s"
+
+            a = r.values["artfs"]
+            if r.higher:
+                best = max(r.values[p] for p in peers)
+                ratio = a / best
+            else:
+                best = min(r.values[p] for p in peers)
+                ratio = best / a
+            mark = "met" if ratio >= r.target else "missed"
+            cells = " | ".join(fmt(r.values[n]) for n in ("artfs", *peers))
+            lines.append(f"| {r.name} | {cells} | {ratio:.2f}x | >= {r.target}x ({mark}) |")
+        cold = self.results[0].values["artfs"]
+        curl = self.size / 1e9 / self.curl_seconds
+        ratio = cold / curl
+        mark = "met" if ratio >= 0.8 else "missed"
+        lines.append(
+            f"| sequential read 1 file, cold, vs curl of the presigned URL ({curl:.2f} GB/s) "
+            f"| {cold:.2f} GB/s | | | {ratio:.2f}x of curl | >= 0.8x ({mark}) |"
+        )
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        for fn in reversed(self.cleanups):
+            try:
+                fn()
+            except Exception as e:  # keep cleaning up: every later step still has to run
+                log(f"cleanup: {e}")
+        self.cleanups.clear()
+
+
+def machine() -> str:
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) // (1 << 20)
+    load = os.getloadavg()[0]
+    return f"{os.cpu_count()} cores, {mem} GiB memory, Linux {os.uname().release}, load {load:.1f}"
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(f"signal {signum}")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--measure":
+        measure_main(sys.argv[2:])
+        return
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--size-mib", type=int, default=1024, help="size of the big file")
+    ap.add_argument("--files", type=int, default=10_000, help="number of small files")
+    ap.add_argument("--install", action="store_true", help="apt-get install rclone/s3fs if missing")
+    ap.add_argument("--services", choices=("own", "env"), default="own")
+    ap.add_argument("--pg-port", type=int, default=55632, help="own services: PostgreSQL port")
+    ap.add_argument(
+        "--weed-port-base", type=int, default=18630, help="own services: SeaweedFS ports base"
+    )
+    ap.add_argument("--step-timeout", type=float, default=600.0, help="seconds per measurement")
+    ap.add_argument("--workdir", help="where to put data (default: a temp dir on /var/tmp)")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: the page cache is dropped between steps")
+    ensure_peers(args.install)
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    work = Path(tempfile.mkdtemp(prefix="artfs-peers-", dir=args.workdir or "/var/tmp"))
+    bench = PeerBench(args, work)
+    started = time.strftime("%Y-%m-%d %H:%M")
+    host = machine()
+    try:
+        bench.run()
+    finally:
+        bench.close()
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"\nartfs vs rclone/s3fs on one SeaweedFS bucket, {started}, {host}; "
+        f"{args.size_mib} MiB file, {args.files} small files\n"
+    )
+    print(bench.table())
+
+
+if __name__ == "__main__":
+    main()
