@@ -163,8 +163,13 @@ class Bench:
             ">= 0.8",
         )
 
-        # hot: page cache kept
+        # hot: page cache kept (after the daemon has published the blob: its whole-file hash
+        # would otherwise compete for the CPU), best of two like the baseline
+        deadline = time.monotonic() + 60
+        while not any(p.is_file() for p in cache.rglob(sha)) and time.monotonic() < deadline:
+            time.sleep(0.2)
         t_hot = timed(lambda: read_all(mfile))
+        t_hot = min(t_hot, timed(lambda: read_all(mfile)))
         t_hot_local = timed(lambda: read_all(big))
         t_hot_local = min(t_hot_local, timed(lambda: read_all(big)))
         self.row(
@@ -231,9 +236,9 @@ class Bench:
         self.row(
             "random 4 KiB: bytes moved per byte asked",
             f"{moved / (count * 4096):.1f}",
-            "1.0",
+            "32 = one 128 KiB verified block per read",
             0.0,
-            "small",
+            "<= 32",
         )
         self.umount(mnt)
 

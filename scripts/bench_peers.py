@@ -462,6 +462,8 @@ class PeerBench:
     def mounted(self, tool: Tool, cache: Path) -> Iterator[Tool]:
         drop_caches()
         tool.mount(cache)
+        if tool.mounts == 1:
+            log(f"{tool.name}: kernel read-ahead {readahead_kb(tool.mnt)} KiB")
         try:
             yield tool
         finally:
@@ -688,6 +690,16 @@ class PeerBench:
         self.cleanups.clear()
 
 
+def readahead_kb(mnt: Path) -> str:
+    """The mount's bdi read-ahead: how large the kernel's read requests to the daemon get."""
+    dev = os.stat(mnt).st_dev
+    bdi = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+    try:
+        return bdi.read_text().strip()
+    except OSError:
+        return "?"
+
+
 def machine() -> str:
     mem = 0
     with open("/proc/meminfo") as f:
@@ -718,6 +730,7 @@ def main() -> None:
         "--weed-port-base", type=int, default=18630, help="own services: SeaweedFS ports base"
     )
     ap.add_argument("--step-timeout", type=float, default=600.0, help="seconds per measurement")
+    ap.add_argument("--keep", action="store_true", help="keep the logs (data is deleted)")
     ap.add_argument("--workdir", help="where to put data (default: a temp dir on /var/tmp)")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -733,10 +746,17 @@ def main() -> None:
         bench.run()
     finally:
         bench.close()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            for p in (*work.glob("src-*"), *work.glob("cache-*")):
+                shutil.rmtree(p, ignore_errors=True)
+            (work / "s3fs-passwd").unlink(missing_ok=True)
+            log(f"logs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     print(
         f"\nartfs vs rclone/s3fs on one SeaweedFS bucket, {started}, {host}; "
-        f"{args.size_mib} MiB file, {args.files} small files\n"
+        f"{args.size_mib} MiB file, {args.files} small files; "
+        f"load at the end {os.getloadavg()[0]:.1f}\n"
     )
     print(bench.table())
 

@@ -6,8 +6,10 @@ Starts a real ``artfs serve`` and measures, each against a fresh registry (so no
 run profits from blobs an earlier one uploaded):
 
 - ``cp -r`` of a tree into a draft of a mount + ``artfs commit``, vs a plain HTTP
-  upload of the same bytes (``curl -T`` to ``PUT /v1/blobs/{sha}``, one file after
-  the other on one connection), and vs ``artfs put`` of the same tree;
+  upload of the same bytes (``curl -T``, one file after the other on one connection,
+  to the fastest upload endpoint the server offers: the data server's
+  ``PUT /blobs/{sha}`` advertised as ``upload.put_url`` in ``GET /v1``, else
+  ``PUT /v1/blobs/{sha}``), and vs ``artfs put`` of the same tree;
 - a re-commit of the unchanged tree through ``artfs draft p/a:v0`` + commit: bytes
   uploaded (must be 0) and time;
 - write throughput of one large file into a draft vs writing it to local disk
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -106,10 +110,18 @@ class PublishBench:
         if is_mounted(mnt):
             run_cli("umount", str(mnt))
 
+    def upload_url(self) -> str:
+        """The fastest upload URL template the server offers (what the bench's baseline uses)."""
+        info = json.loads(urllib.request.urlopen(f"{self.server.url}/v1").read())
+        upload = info.get("upload") or {}
+        return str(upload.get("put_url") or f"{self.server.url}/v1/blobs/{{sha256}}")
+
     def curl_upload(self, digests: dict[Path, str]) -> float:
+        template = self.upload_url()
+        print(f"  curl baseline uploads to {template}", file=sys.stderr)
         args = ["curl", "-sf"]
         for path, sha in digests.items():
-            args += ["-o", "/dev/null", "-T", str(path), f"{self.server.url}/v1/blobs/{sha}"]
+            args += ["-o", "/dev/null", "-T", str(path), template.replace("{sha256}", sha)]
         return timed(lambda: subprocess.run(args, check=True))
 
     def run(self) -> None:

@@ -309,6 +309,25 @@ async def test_damage_at_rest_in_complete_blob_is_refetched(tmp_path: Path) -> N
         assert client.bytes_served - before == BLOCK_SIZE
 
 
+async def test_warm_reads_check_and_answer_in_one_read(tmp_path: Path) -> None:
+    """A complete blob's first reads in a process check each block and answer from the same
+    bytes: exact for aligned and unaligned ranges, a damaged block still refetched."""
+    client = TrackingClient()
+    size = 6 * MiB + 777
+    sha, data = make_blob(client, size, 12)
+    async with BlobCache(tmp_path, client) as cache:
+        path = await cache.fetch(sha, size)
+    _flip(path, 3 * MiB + BLOCK_SIZE + 9)  # inside the second block of the 4th MiB
+    before = client.bytes_served
+    async with BlobCache(tmp_path, client) as cache:
+        async with await cache.open(sha, size) as reader:
+            assert await reader.read(BLOCK_SIZE - 5, 10) == data[BLOCK_SIZE - 5 : BLOCK_SIZE + 5]
+            assert client.bytes_served == before  # clean blocks: nothing fetched
+            assert await read_all(reader, size) == data  # 1 MiB reads, one of them damaged
+            assert client.bytes_served - before == BLOCK_SIZE
+        assert (await cache.fetch(sha, size)).read_bytes() == data
+
+
 async def test_fetch_detects_damage_in_complete_blob(tmp_path: Path) -> None:
     client = TrackingClient()
     size = 6 * MiB

@@ -6,11 +6,9 @@ import hashlib
 import itertools
 import os
 import random
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-import trio
 
 from artfs.cache.blockmap import (
     ABSENT,
@@ -21,10 +19,10 @@ from artfs.cache.blockmap import (
     runs_of,
     span,
 )
-from artfs.cache.fetcher import BadBlock, fetch_blocks
+from artfs.cache.fetcher import BadBlock, RunAssembler
 from artfs.cache.filehash import READ_CHUNK, hash_file_range
 from artfs.cache.readahead import ReadAhead
-from artfs.errors import ProtocolError, Unavailable
+from artfs.errors import ProtocolError
 from artfs.hashing import BLOCK_SIZE, BlobHasher, split_block_digests
 
 MiB = 1 << 20
@@ -126,116 +124,53 @@ def _blob(size: int, seed: int = 0) -> tuple[bytes, list[bytes]]:
     return data, split_block_digests(h.block_digests(), size)
 
 
-class ChunkedSource:
-    """A registry stand-in whose ``read_range`` sends ``payload`` in ``chunk``-byte pieces."""
-
-    def __init__(self, payload: bytes, chunk: int) -> None:
-        self.payload = payload
-        self.chunk = chunk
-
-    async def read_range(
-        self, sha: str, size: int, offset: int, length: int, sink: Callable[[bytes], None]
-    ) -> None:
-        for i in range(0, len(self.payload), self.chunk):
-            sink(self.payload[i : i + self.chunk])
-            await trio.sleep(0)
-
-
-class Stored:
-    """Records what ``fetch_blocks`` writes (any thread) and marks (trio thread)."""
-
-    def __init__(self, size: int) -> None:
-        self.data = bytearray(size)
-        self.written: set[int] = set()
-        self.marked: list[tuple[int, int]] = []
-
-    def write(self, first: int, count: int, pieces: Sequence[memoryview]) -> None:
-        joined = b"".join(pieces)
-        start = first * BLOCK_SIZE
-        self.data[start : start + len(joined)] = joined
-        self.written.update(range(first, first + count))
-
-    def mark(self, first: int, stop: int) -> None:
-        assert set(range(first, stop)) <= self.written  # data before map
-        self.marked.append((first, stop))
-
-    def marked_blocks(self) -> list[int]:
-        return [k for first, stop in self.marked for k in range(first, stop)]
-
-
-async def _fetch(
-    payload: bytes,
-    chunk: int,
-    size: int,
-    first: int,
-    stop: int,
-    digests: list[bytes],
-    stored: Stored,
-    batch: int = 4 * BLOCK_SIZE,
-) -> None:
-    source = ChunkedSource(payload, chunk)
-    await fetch_blocks(
-        source,  # type: ignore[arg-type]
-        "0" * 64,
-        size,
-        first,
-        stop,
-        digests,
-        stored.write,
-        stored.mark,
-        5.0,
-        batch,
-    )
-
-
 @pytest.mark.parametrize(
-    "chunk", [1000, BLOCK_SIZE - 1, BLOCK_SIZE, BLOCK_SIZE + 7, 3 * BLOCK_SIZE, 1 << 20]
+    "chunk", [1, 1000, BLOCK_SIZE - 1, BLOCK_SIZE, BLOCK_SIZE + 7, 3 * BLOCK_SIZE]
 )
-async def test_fetch_blocks_any_chunking(chunk: int) -> None:
+def test_assembler_any_chunking(chunk: int) -> None:
     size = 5 * BLOCK_SIZE + 321
     data, digests = _blob(size)
-    stored = Stored(size)
-    await _fetch(data[BLOCK_SIZE:], chunk, size, 1, 6, digests, stored, batch=2 * BLOCK_SIZE)
-    assert stored.marked_blocks() == [1, 2, 3, 4, 5]  # in order, each once
-    assert all(stop - first <= 2 for first, stop in stored.marked)  # batches stay bounded
-    assert bytes(stored.data[BLOCK_SIZE:]) == data[BLOCK_SIZE:]
+    stored: dict[int, bytes] = {}
+    asm = RunAssembler(1, 6, size, digests, lambda k, b: stored.__setitem__(k, bytes(b)))
+    payload = data[BLOCK_SIZE:]
+    for i in range(0, len(payload), chunk):
+        asm.feed(payload[i : i + chunk])
+    asm.finish()
+    assert asm.done
+    assert sorted(stored) == [1, 2, 3, 4, 5]
+    for k, block in stored.items():
+        lo, hi = block_bounds(k, size)
+        assert block == data[lo:hi]
 
 
-async def test_fetch_blocks_rejects_a_bad_block_and_writes_nothing_of_it() -> None:
-    size = 6 * BLOCK_SIZE
+def test_assembler_rejects_bad_block_before_storing_it() -> None:
+    size = 3 * BLOCK_SIZE
     data, digests = _blob(size, 1)
     bad = bytearray(data)
-    bad[3 * BLOCK_SIZE + 5] ^= 1
-    stored = Stored(size)
+    bad[BLOCK_SIZE + 5] ^= 1
+    stored: list[int] = []
+    asm = RunAssembler(0, 3, size, digests, lambda k, b: stored.append(k))
     with pytest.raises(BadBlock) as exc:
-        await _fetch(bytes(bad), BLOCK_SIZE // 2, size, 0, 6, digests, stored)
-    assert exc.value.index == 3
-    assert stored.marked_blocks() == [0, 1, 2]
-    assert stored.written == {0, 1, 2}  # the bad block (and what follows) never written
+        asm.feed(bytes(bad))
+    assert exc.value.index == 1
+    assert stored == [0]
+    assert isinstance(asm.error, BadBlock)
 
 
-async def test_fetch_blocks_rejects_extra_bytes() -> None:
-    size = 2 * BLOCK_SIZE
+def test_assembler_rejects_extra_bytes() -> None:
+    size = BLOCK_SIZE
     data, digests = _blob(size, 2)
+    asm = RunAssembler(0, 1, size, digests, lambda k, b: None)
     with pytest.raises(ProtocolError):
-        await _fetch(data + b"x", BLOCK_SIZE, size, 0, 2, digests, Stored(size))
+        asm.feed(data + b"x")
 
 
-async def test_fetch_blocks_short_stream_stores_whole_blocks_then_fails() -> None:
-    size = 4 * BLOCK_SIZE
-    data, digests = _blob(size, 3)
-    stored = Stored(size)
-    with pytest.raises(Unavailable):
-        await _fetch(data[: 2 * BLOCK_SIZE + 100], 4096, size, 0, 4, digests, stored)
-    assert stored.marked_blocks() == [0, 1]
-
-
-async def test_fetch_blocks_empty_blob() -> None:
-    stored = Stored(0)
-    await _fetch(b"", 1, 0, 0, 1, [hashlib.sha256(b"").digest()], stored)
-    assert stored.marked == [(0, 1)]
-    with pytest.raises(BadBlock):
-        await _fetch(b"", 1, 0, 0, 1, [hashlib.sha256(b"x").digest()], Stored(0))
+def test_assembler_empty_blob() -> None:
+    digest = hashlib.sha256(b"").digest()
+    stored: list[int] = []
+    asm = RunAssembler(0, 1, 0, [digest], lambda k, b: stored.append(len(b)))
+    asm.finish()
+    assert asm.done and stored == [0]
 
 
 def test_hash_file_range_matches_hashlib(tmp_path: Path) -> None:

@@ -344,3 +344,58 @@ async def test_manifest_digests_match_the_bytes(env: Env) -> None:
     assert {p: (e.size, e.sha256) for p, e in manifest.items()} == {
         p: (len(b), sha(b)) for p, b in contents.items()
     }
+
+
+class FailsCommit:
+    """Uploads work; registering the version does not (the server went away)."""
+
+    def __init__(self, inner: MemoryRegistryClient) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def commit(self, *args: Any, **kwargs: Any) -> CommitResult:
+        raise Unavailable("registry unreachable")
+
+
+async def test_failed_commit_leaves_no_staged_bytes_and_a_writable_draft(env: Env) -> None:
+    d = env.draft()
+    data = os.urandom(300_000)
+    d.write("model.pt", data)
+    node = d.node("model.pt")
+    failing: Any = FailsCommit(env.registry)
+    with pytest.raises(Unavailable):
+        await commit_draft(failing, env.cache, env.store, d.draft.id)
+    h = env.store.open(node, os.O_WRONLY)  # the same file, still writable in place
+    h.pwrite(0, b"X")
+    h.release()
+    assert d.read("model.pt") == b"X" + data[1:]
+    # staged cache files may be hard links to the draft's files: all gone again
+    assert list(env.cache.layout.tmp_dir.iterdir()) == []
+    assert env.cache.cached_bytes(sha(data), len(data)) == 0
+    d.unlink("model.pt")
+    d.write("model.pt", b"rewritten")  # writable, and the cache is not affected by it
+    assert d.tree() == {"model.pt": b"rewritten"}
+    outcome = await commit_draft(env.registry, env.cache, env.store, d.draft.id)
+    manifest = await env.registry.get_manifest("proj", "art", outcome.result.version.number)
+    assert manifest["model.pt"].sha256 == sha(b"rewritten")
+    assert env.cache.cached_bytes(sha(b"rewritten"), 9) == 9
+    assert env.cache.cached_bytes(sha(data), len(data)) == 0
+
+
+async def test_committed_bytes_are_in_the_cache_after_the_draft_is_gone(env: Env) -> None:
+    d = env.draft()
+    files = {f"f{i}.bin": os.urandom(200_000 + i) for i in range(5)}
+    for name, data in files.items():
+        d.write(name, data)
+    state_data = env.store.data_dir
+    await commit_draft(env.registry, env.cache, env.store, d.draft.id)
+    assert not any(p.is_file() for p in state_data.rglob("*"))  # the draft's data is gone
+    assert list(env.cache.layout.tmp_dir.iterdir()) == []
+    for data in files.values():
+        path = env.cache.layout.complete(sha(data))
+        assert path.read_bytes() == data
+        assert os.stat(path).st_mode & 0o777 == 0o444
+        async with await env.cache.open(sha(data), len(data)) as reader:
+            assert await reader.read(0, len(data)) == data

@@ -17,11 +17,13 @@ apart); any number of processes may share a root.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections import deque
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -29,7 +31,7 @@ import trio
 
 from ..client.base import RegistryClient
 from ..errors import ArtfsError, IntegrityError, InvalidInput, Unavailable
-from ..hashing import BlobHasher, sha256_hex
+from ..hashing import BlobHasher, hash_file, sha256_hex
 from . import eviction, locks
 from .blobstate import BlobState, StateEnv
 from .blockmap import BLOCK_SHIFT, held_bytes, normalize, span
@@ -109,6 +111,16 @@ class CachedBlobReader:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class StagedBlob:
+    """A verified local file waiting in the cache's temp dir (``BlobCache.stage_file``)."""
+
+    sha256: str
+    size: int
+    tmp: Path
+    digests: bytes  # block digests, as the cache keeps them
 
 
 class BlobCache:
@@ -360,6 +372,73 @@ class BlobCache:
             raise storage_error(e, f"adding {src} to the cache") from None
         finally:
             tmp.unlink(missing_ok=True)
+
+    async def stage_file(self, sha256: str, src: Path) -> StagedBlob:
+        """First half of adding a local file as a complete blob, done while it is uploaded.
+
+        Hard-links ``src`` into the cache's temp directory (or copies it when on another
+        filesystem) and hashes it in a worker thread: whole sha256 and block digests in one
+        pass; bytes that do not match raise ``IntegrityError`` and leave nothing behind.
+        Nothing is visible until ``publish_staged``; ``discard_staged`` drops it. With a
+        link, the caller must not change ``src`` in between (a committing draft is frozen)
+        and should drop its own name for the file before publishing.
+        """
+        sha256_hex(sha256)
+        size = src.stat().st_size
+        await self._reserve(size)
+        tmp = self.layout.tmp_path(sha256)
+
+        def link_or_copy() -> BlobHasher:
+            try:
+                os.link(src, tmp)
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                    raise
+            else:
+                return hash_file(tmp)
+            hasher = BlobHasher()
+            with open(src, "rb", buffering=0) as fin, open(tmp, "wb") as fout:
+                buf = bytearray(1 << 20)
+                view = memoryview(buf)
+                while n := fin.readinto(buf):
+                    hasher.update(view[:n])
+                    fout.write(view[:n])
+            return hasher
+
+        try:
+            hasher = await trio.to_thread.run_sync(link_or_copy)
+            if hasher.hexdigest() != sha256 or hasher.size != size:
+                raise IntegrityError(f"{src} does not have sha256 {sha256}")
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise storage_error(e, f"adding {src} to the cache") from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return StagedBlob(sha256, size, tmp, hasher.block_digests())
+
+    async def publish_staged(self, staged: StagedBlob) -> Path:
+        """Make a staged blob complete (unless another process already did); returns its path."""
+        try:
+            async with locks.exclusive_file_lock(self.layout.state_lock, self.tuning.timeout):
+                target = self.layout.complete(staged.sha256)
+                if not target.exists():
+                    if staged.size > (1 << BLOCK_SHIFT):
+                        self.layout.write_file(
+                            self.layout.digests(staged.sha256), staged.digests, replace=True
+                        )
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.chmod(staged.tmp, 0o444)
+                    os.rename(staged.tmp, target)
+            return target
+        except OSError as e:
+            raise storage_error(e, f"adding blob {staged.sha256[:12]} to the cache") from None
+        finally:
+            staged.tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def discard_staged(staged: StagedBlob) -> None:
+        staged.tmp.unlink(missing_ok=True)
 
     # --- accounting ------------------------------------------------------------------------
     def cached_bytes(self, sha256: str, size: int) -> int:

@@ -15,6 +15,7 @@ re-reads the map after locking, because another process may have just finished i
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -28,7 +29,7 @@ from ..errors import ArtfsError, IntegrityError, InvalidInput, ProtocolError, Un
 from ..hashing import BLOCK_SIZE, DIGEST_LEN, block_count, split_block_digests
 from . import locks
 from .blockmap import ABSENT, BLOCK_SHIFT, PRESENT, block_bounds, held_bytes, normalize, runs_of
-from .fetcher import BadBlock, fetch_blocks, write_pieces
+from .fetcher import BadBlock, fetch_blocks
 from .filehash import hash_file_range
 from .layout import CacheLayout, storage_error
 from .settings import CacheTuning
@@ -197,6 +198,9 @@ class BlobState:
 
     async def need_digests(self) -> list[bytes]:
         if self.digests is not None:
+            return self.digests
+        if self.nblocks == 1:  # a one-block blob's only block digest is its sha256: no request
+            self.digests = [bytes.fromhex(self.sha)]
             return self.digests
         async with self._digest_lock:
             if self.digests is None:
@@ -407,10 +411,8 @@ class BlobState:
                     start,
                     stop,
                     digests,
-                    self._write,
-                    self._mark,
+                    self._store,
                     tuning.timeout,
-                    tuning.store_batch_bytes,
                 )
                 return
             except BadBlock as bad:
@@ -425,34 +427,24 @@ class BlobState:
                 )
                 start = bad.index
 
-    def _write(self, first: int, count: int, pieces: Sequence[memoryview]) -> None:
-        """(Thread-safe.) Write verified blocks ``[first, first+count)`` (bytes ``pieces``);
-        ENOSPC and friends → StorageFull."""
-        try:
-            write_pieces(self.data_fd, first << BLOCK_SHIFT, pieces)
-        except OSError as e:
-            raise storage_error(e, f"storing blob {self.sha[:12]}") from None
-
-    def _mark(self, first: int, stop: int) -> None:
-        """Blocks ``[first, stop)`` are written: mark them present (data before map: a crash
-        in between leaves them absent), unlock them and wake whoever waits for them."""
+    def _store(self, index: int, block: memoryview) -> None:
+        """Write a verified block, then mark it present (data before map: a crash in between
+        leaves the block absent), then wake whoever waits for it."""
         mfd = self.map_fd
         assert mfd is not None
-        count = stop - first
         try:
-            os.pwrite(mfd, bytes([PRESENT]) * count, first)
+            if os.pwrite(self.data_fd, block, index << BLOCK_SHIFT) != len(block):
+                raise OSError(errno.ENOSPC, "short write")
+            os.pwrite(mfd, bytes([PRESENT]), index)
         except OSError as e:
             raise storage_error(e, f"storing blob {self.sha[:12]}") from None
-        self.verified[first:stop] = bytes([1]) * count
-        for k in range(first, stop):
-            event = self.inflight.pop(k, None)
-            if event is not None:
-                event.set()
-        locks.unlock_range(mfd, first, count)
-        if self.progress:
-            nbytes = block_bounds(stop - 1, self.size)[1] - (first << BLOCK_SHIFT)
-            for callback in self.progress:
-                callback(nbytes)
+        self.verified[index] = 1
+        event = self.inflight.pop(index, None)
+        if event is not None:
+            event.set()
+        locks.unlock_range(mfd, index)
+        for callback in self.progress:
+            callback(len(block))
 
     def read_verified_once(self, first: int, stop: int) -> bytes | None:
         """Blocks ``[first, stop)`` of a complete blob, checking those not yet verified, in

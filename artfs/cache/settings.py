@@ -20,7 +20,6 @@ class CacheTuning:
     request_bytes: int = 8 << 20
     parallel_requests: int = 4
     inline_verify_bytes: int = 4 << 20  # verify more than this at once in a worker thread
-    store_batch_bytes: int = 4 << 20  # max bytes checked + written per thread hop while fetching
     poll_min: float = 0.001
     poll_max: float = 0.02
     evict_low_water: float = 0.9  # when evicting, go down to this fraction of the limit

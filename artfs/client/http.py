@@ -14,10 +14,12 @@ they expire) and streams ranged GETs from there in large chunks. A 403/404/410
 from the data URL refreshes the location; a connection cut mid-body is reopened;
 either way the read resumes at the first byte not yet delivered.
 
-Uploads: ``PUT /v1/blobs/{sha}`` through the server, or, when the server says so
-(``upload.presigned_min`` in ``GET /v1``), presigned PUTs straight to the object
-store (multipart, several parts at once) followed by a completion request the
-server answers only once it has verified the bytes.
+Uploads: when the server's data port takes them (``upload.put_url`` in ``GET /v1``),
+one ``PUT`` there whose body goes from the file to the socket with ``os.sendfile``
+(no byte through Python); when the server says so (``upload.presigned_min``),
+presigned PUTs straight to the object store (multipart, several parts at once)
+followed by a completion request the server answers only once it has verified
+the bytes; otherwise ``PUT /v1/blobs/{sha}`` through the API.
 """
 
 from __future__ import annotations
@@ -94,19 +96,19 @@ class HttpRegistryClient:
         return Unavailable(f"registry at {self.base_url} unreachable ({url}): {kind}: {detail}")
 
     def _raise_for(self, resp: httpx.Response, body: bytes) -> NoReturn:
-        url = str(resp.request.url)
+        self._raise_status(resp.status_code, str(resp.request.url), body)
+
+    def _raise_status(self, status: int, url: str, body: bytes) -> NoReturn:
         try:
             err = json.loads(body)["error"]
             code, message = str(err["code"]), str(err["message"])
         except (ValueError, KeyError, TypeError):
-            if resp.status_code >= 500:
+            if status >= 500:
                 raise Unavailable(
-                    f"registry at {self.base_url} answered HTTP {resp.status_code} for {url} "
+                    f"registry at {self.base_url} answered HTTP {status} for {url} "
                     f"(not an artfs response: is a proxy in the way, or the server down?)"
                 ) from None
-            raise ProtocolError(
-                f"unexpected HTTP {resp.status_code} from {url}: {body[:200]!r}"
-            ) from None
+            raise ProtocolError(f"unexpected HTTP {status} from {url}: {body[:200]!r}") from None
         raise from_code(code, message)
 
     async def _request(
@@ -271,8 +273,12 @@ class HttpRegistryClient:
             raise InvalidInput(f"can't read {path}: {e.strerror}") from None
         upload = (await self._registry_info()).get("upload")
         presigned_min = upload.get("presigned_min") if isinstance(upload, dict) else None
+        put_url = upload.get("put_url") if isinstance(upload, dict) else None
         if isinstance(presigned_min, int) and size >= presigned_min:
             await self._upload_presigned(sha256, path, size)
+            return
+        if isinstance(put_url, str) and "{sha256}" in put_url:
+            await self._upload_sendfile(put_url.replace("{sha256}", sha256), path, size)
             return
 
         async def body() -> AsyncIterator[bytes]:
@@ -298,6 +304,20 @@ class HttpRegistryClient:
             raise InvalidInput(f"can't read {path}: {e.strerror}") from None
         if resp.status_code not in (200, 201):
             self._raise_for(resp, resp.content)
+
+    async def _upload_sendfile(self, url: str, path: Path, size: int) -> None:
+        """One PUT to the data server; the body is ``os.sendfile``d from the file."""
+        try:
+            fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise InvalidInput(f"can't read {path}: {e.strerror}") from None
+        try:
+            # The server hashes as it receives and fsyncs at the end: allow for that.
+            status, body = await _put_file(url, fd, size, self.timeout, size / UPLOAD_MIN_RATE)
+        finally:
+            os.close(fd)
+        if status not in (200, 201):
+            self._raise_status(status, url, body)
 
     async def _upload_presigned(self, sha256: str, path: Path, size: int) -> None:
         """Upload straight to the object store: ask for presigned URLs, PUT the parts (several
@@ -826,3 +846,88 @@ class _RawRangeFetcher:
 
 class _EarlyClose(Exception):
     pass
+
+
+class _FileBody:
+    """A body h11 only counts (``send_with_data_passthrough``); the bytes go by sendfile."""
+
+    __slots__ = ("length",)
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+
+SENDFILE_STEP = 8 << 20  # bytes per sendfile call (in a worker thread: cold files block)
+
+
+async def _put_file(
+    url: str, fd: int, size: int, timeout: float, extra_wait: float
+) -> tuple[int, bytes]:
+    """PUT ``size`` bytes of ``fd`` to ``url`` over a fresh connection; (status, body).
+
+    Each ``sendfile`` runs in a worker thread (reading a file not in the page cache
+    blocks) on the non-blocking socket; a full socket is awaited in trio. Every wait is
+    bounded by ``timeout``; the answer may take ``extra_wait`` longer (server-side fsync)."""
+    parts = urlsplit(url)
+    if parts.hostname is None:
+        raise ProtocolError(f"invalid upload URL {url!r}")
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        with trio.fail_after(timeout):
+            stream = await trio.open_tcp_stream(parts.hostname, parts.port or 80)
+    except (trio.TooSlowError, OSError) as e:
+        raise Unavailable(f"upload to {url} failed: can't connect: {e}") from None
+    conn = h11.Connection(h11.CLIENT)
+    head = [
+        ("Host", parts.netloc.rsplit("@", 1)[-1]),
+        ("Content-Length", str(size)),
+        ("Content-Type", "application/octet-stream"),
+        ("User-Agent", "artfs"),
+        ("Connection", "close"),
+    ]
+    try:
+        with trio.CancelScope() as scope:
+            scope.deadline = trio.current_time() + timeout
+            await stream.send_all(conn.send(h11.Request(method="PUT", target=target, headers=head)))
+            for _ in conn.send_with_data_passthrough(h11.Data(data=_FileBody(size))) or []:  # type: ignore[arg-type]
+                pass
+            sock = stream.socket
+            offset = 0
+            while offset < size:
+                step = min(SENDFILE_STEP, size - offset)
+                try:
+                    n = await trio.to_thread.run_sync(os.sendfile, sock.fileno(), fd, offset, step)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(sock)
+                    scope.deadline = trio.current_time() + timeout
+                    continue
+                if n == 0:
+                    raise InvalidInput(f"file being uploaded to {url} shrank at offset {offset}")
+                offset += n
+                scope.deadline = trio.current_time() + timeout
+            await stream.send_all(conn.send(h11.EndOfMessage()))
+            scope.deadline = trio.current_time() + timeout + extra_wait
+            status, body = 0, bytearray()
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await stream.receive_some(65536))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    break
+        if scope.cancelled_caught:
+            raise Unavailable(f"upload to {url} stalled for {timeout:g} s")
+        if status == 0:
+            raise Unavailable(f"upload to {url}: connection closed before an answer")
+        return status, bytes(body)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, h11.ProtocolError) as e:
+        raise Unavailable(f"upload to {url} failed: {type(e).__name__}: {e}") from None
+    finally:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()

@@ -15,8 +15,11 @@ Order (each step leaves the draft intact if it fails):
    there is one, takes it as its own instead of committing again — so a retry
    never makes a second version, even if someone else committed in between
    (the registry's identical-to-latest rule alone would not see that);
-5. put the written files into the blob cache (reading ``vN`` then moves no
-   bytes over the network) and drop the draft.
+5. meanwhile (from step 3 on, concurrently with the uploads) stage the written
+   files in the blob cache: hard-linked into its temp dir and verified there, in
+   worker threads; once the version exists, drop the draft and publish them, so
+   reading ``vN`` moves no bytes over the network. A staged blob of a failed
+   commit is discarded before the draft is writable again.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any, Protocol
 
 import trio
 
+from ..cache.blobcache import StagedBlob
 from ..client.base import RegistryClient
 from ..errors import ArtfsError, Conflict, IntegrityError, InvalidInput, NotFound
 from ..hashing import hash_file
@@ -44,6 +48,7 @@ from .store import DraftStore
 log = logging.getLogger(__name__)
 
 HASH_PARALLELISM = 2
+STAGE_PARALLELISM = 2  # files hashed into the cache at once, while the uploads run
 WRITER_GRACE = 2.0
 
 ProgressFn = Callable[[str, int, int], None]
@@ -53,9 +58,11 @@ ProgressFn = Callable[[str, int, int], None]
 class CommitCache(Protocol):
     """What a commit needs from the blob cache (``BlobCache``)."""
 
-    async def insert_file(self, sha256: str, src: Path) -> Path: ...
+    async def stage_file(self, sha256: str, src: Path) -> StagedBlob: ...
 
-    async def fetch(self, sha256: str, size: int) -> Path: ...
+    async def publish_staged(self, staged: StagedBlob) -> Path: ...
+
+    def discard_staged(self, staged: StagedBlob) -> None: ...
 
     def cached_bytes(self, sha256: str, size: int) -> int: ...
 
@@ -105,6 +112,7 @@ async def commit_draft(
     if metadata is not None and not isinstance(metadata, dict):
         raise InvalidInput("metadata must be a JSON object")
     draft = store.begin_commit(draft_id)
+    staged: list[StagedBlob] = []
     try:
         await _wait_for_writers(store, draft, writer_grace)
         outcome = await _publish(
@@ -117,14 +125,18 @@ async def commit_draft(
             type=type,
             creator=creator,
             progress=progress,
+            cache=cache,
+            staged=staged,
         )
-        files = store.snapshot(draft_id)
     except BaseException:
+        if cache is not None:
+            for blob in staged:  # may share the draft's files: gone before they are writable
+                cache.discard_staged(blob)
         store.end_commit(draft_id)
         raise
-    if cache is not None:
-        await _fill_cache(cache, files, outcome.result)
     store.finish_commit(draft_id)
+    if cache is not None:
+        await _publish_staged(cache, staged, outcome.result)
     return outcome
 
 
@@ -179,11 +191,54 @@ async def _publish(
     type: str | None,
     creator: str,
     progress: ProgressFn | None,
+    cache: CommitCache | None,
+    staged: list[StagedBlob],
 ) -> CommitOutcome:
-    key = draft.key
     files = store.snapshot(draft.id)
     digests = await _hash_unknown(store, files, progress)
     manifest = Manifest.build((f.path, f.size, digests[f.path]) for f in files)
+    try:
+        async with trio.open_nursery() as nursery:
+            if cache is not None:
+                nursery.start_soon(_stage_all, cache, files, digests, staged)
+            return await _register(
+                client,
+                store,
+                draft,
+                files,
+                digests,
+                manifest,
+                aliases=aliases,
+                metadata=metadata,
+                description=description,
+                type=type,
+                creator=creator,
+                progress=progress,
+            )
+    except BaseExceptionGroup as group:
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        raise leaf from None
+
+
+async def _register(
+    client: RegistryClient,
+    store: DraftStore,
+    draft: Draft,
+    files: list[SnapshotFile],
+    digests: dict[str, str],
+    manifest: Manifest,
+    *,
+    aliases: tuple[str, ...],
+    metadata: dict[str, Any] | None,
+    description: str,
+    type: str | None,
+    creator: str,
+    progress: ProgressFn | None,
+) -> CommitOutcome:
+    """Steps 3-4: the artifact, the at-most-once record, the uploads, the version."""
+    key = draft.key
 
     effective_type = (
         type or draft.type or store.artifact_type(key.registry, key.project, key.artifact)
@@ -233,16 +288,43 @@ async def _publish(
     return CommitOutcome(result, uploaded, False)
 
 
-async def _fill_cache(cache: CommitCache, files: list[SnapshotFile], result: CommitResult) -> None:
-    """Copy the draft's local bytes into the blob cache; a failure here only costs a refetch."""
-    seen: set[str] = set()
+async def _stage_all(
+    cache: CommitCache,
+    files: list[SnapshotFile],
+    digests: dict[str, str],
+    staged: list[StagedBlob],
+) -> None:
+    """Stage the draft's local files in the cache, a few at once; failures only cost a refetch."""
+    todo: dict[str, SnapshotFile] = {}
     for f in files:
-        if f.source is None or f.sha256 is None or f.sha256 in seen:
-            continue
-        seen.add(f.sha256)
+        sha = digests[f.path]
+        if f.source is not None and sha not in todo and cache.cached_bytes(sha, f.size) != f.size:
+            todo[sha] = f
+    limiter = trio.Semaphore(STAGE_PARALLELISM)
+
+    async def one(sha: str, f: SnapshotFile) -> None:
+        assert f.source is not None
+        async with limiter:
+            try:
+                staged.append(await cache.stage_file(sha, f.source))
+            except ArtfsError as e:
+                log.warning("not caching %s of the commit: %s", f.path, e)
+
+    async with trio.open_nursery() as nursery:
+        for sha, f in todo.items():
+            nursery.start_soon(one, sha, f)
+
+
+async def _publish_staged(
+    cache: CommitCache, staged: list[StagedBlob], result: CommitResult
+) -> None:
+    for blob in staged:
         try:
-            if cache.cached_bytes(f.sha256, f.size) == f.size:
-                continue
-            await cache.insert_file(f.sha256, f.source)
+            await cache.publish_staged(blob)
         except ArtfsError as e:
-            log.warning("%s committed, but caching %s failed: %s", result.version.ref, f.path, e)
+            log.warning(
+                "%s committed, but caching blob %s failed: %s",
+                result.version.ref,
+                blob.sha256[:12],
+                e,
+            )

@@ -28,7 +28,6 @@ Thread safety: one re-entrant lock around the mirror; ``pread`` takes none.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import os
 import shutil
@@ -53,6 +52,7 @@ from ..errors import (
     NotPermitted,
 )
 from ..manifest import FileEntry, Manifest
+from .bghash import HashWorker
 from .db import DRAFT_COLUMNS, NODE_COLUMNS, DraftDB
 from .model import Draft, DraftKey, NodeStat, PendingCommit, SnapshotFile, entry_name
 from .oserrors import disk_error
@@ -120,7 +120,7 @@ class _Node:
         self.fd: int | None = None  # shared by every handle of a local file
         self.opens = 0
         self.writers = 0
-        self.hasher: Any = None  # hashlib sha256 while writes are strictly sequential
+        self.hasher: Any = None  # BackgroundSha256 while writes are strictly sequential
         self.hashed = 0
         self.mtime_dirty = False
 
@@ -191,6 +191,7 @@ class DraftStore:
         self.data_dir = self.state_dir / "data"
         self.fsync_on_close = fsync_on_close
         self.hash_while_writing = hash_while_writing
+        self._hash_worker = HashWorker()  # off the FUSE thread (bghash.py)
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -587,7 +588,7 @@ class DraftStore:
                 return handle, self._stat(existing)
             node = self._insert(dir_node, name, False, mode, True)
             self._new_data_file(node)
-            node.hasher = hashlib.sha256() if self.hash_while_writing else None
+            node.hasher = self._hash_worker.hasher() if self.hash_while_writing else None
             node.hashed = 0
             handle = self._open(node, flags)
             return handle, self._stat(node)
@@ -743,7 +744,7 @@ class DraftStore:
             return
         if size == node.size:
             if size == 0 and node.hasher is None and self.hash_while_writing:
-                node.hasher, node.hashed = hashlib.sha256(), 0
+                node.hasher, node.hashed = self._hash_worker.hasher(), 0
             return
         self._forget_hash(node)
         try:
@@ -757,7 +758,7 @@ class DraftStore:
         node.mtime_ns = time.time_ns()
         node.mtime_dirty = True
         if size == 0:
-            node.hasher = hashlib.sha256() if self.hash_while_writing else None
+            node.hasher = self._hash_worker.hasher() if self.hash_while_writing else None
             node.hashed = 0
         elif node.hasher is not None and node.hashed != size:
             node.hasher = None
@@ -785,7 +786,7 @@ class DraftStore:
         self._close_fd(node)
         node.fd = fd
         node.local, node.size, node.sha256, node.mtime_ns = True, 0, None, now_ns
-        node.hasher = hashlib.sha256() if self.hash_while_writing else None
+        node.hasher = self._hash_worker.hasher() if self.hash_while_writing else None
         node.hashed = 0
 
     # --- copy-on-write of inherited files (driven by cow.ensure_local) ------------------------
@@ -1129,6 +1130,7 @@ class DraftStore:
             raise disk_error(e, f"reading {path}") from None
 
     def close(self) -> None:
+        self._hash_worker.close()
         with self._lock:
             for node in self._nodes.values():
                 self._close_fd(node)

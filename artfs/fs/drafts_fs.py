@@ -125,7 +125,7 @@ class DraftsFS:
         self.materializer = Materializer(store, fs.cache)
         # the blob cache when it can take a committed file's bytes (the real one can)
         self.commit_cache = (
-            cast(CommitCache, fs.cache) if hasattr(fs.cache, "insert_file") else None
+            cast(CommitCache, fs.cache) if hasattr(fs.cache, "stage_file") else None
         )
         self._nodes: dict[int, DraftNode] = {}  # store node id -> node
         self._files: dict[int, _DraftFile] = {}  # file handle -> open draft file

@@ -103,7 +103,10 @@ async def serve(
     )
     try:
         async with trio.open_nursery() as nursery:
-            blobs = BlobDataServer(registry.blobs.local_path)  # type: ignore[arg-type]
+            blobs = BlobDataServer(
+                registry.blobs.local_path,  # type: ignore[arg-type]
+                writer=registry.blob_writer,
+            )
             bound_blob_port: int | None = None
             if not registry.blobs.presigns:
                 bound_blob_port = await nursery.start(blobs.serve, host, blob_port)
@@ -126,7 +129,11 @@ async def serve(
             config.keep_alive_timeout = 75
 
             def data_stats() -> dict[str, int]:
-                return {"blob_requests": blobs.requests, "blob_bytes_sent": blobs.bytes_sent}
+                return {
+                    "blob_requests": blobs.requests,
+                    "blob_bytes_sent": blobs.bytes_sent,
+                    "blob_bytes_received": blobs.bytes_received,
+                }
 
             app: Any = create_app(registry, blob_base_url, data_stats)
             binds = await nursery.start(partial(hypercorn_serve, app, config, mode="asgi"))

@@ -196,20 +196,30 @@ def create_app(
         # When the data server serves every blob, clients build blob URLs from this template
         # and need no locate request per blob (presigned stores answer null: ask locate).
         template = None if r.blobs.presigns else f"{blob_base_url(request)}/blobs/{{sha256}}"
-        # Blobs of at least this size go through presigned uploads (null: PUT /v1/blobs/{sha}).
+        # How to upload: PUT to the data server when it serves every blob ("put_url", the
+        # fast path), presigned uploads from this size on ("presigned_min"), else (null)
+        # PUT /v1/blobs/{sha}.
         presigned_min = r.presigned_upload_min()
+        upload: dict[str, Any] | None = None
+        if presigned_min is not None:
+            upload = {"presigned_min": presigned_min}
+        elif template is not None:
+            upload = {"put_url": template}
         return JSONResponse(
             {
                 "registry_id": r.registry_id(),
                 "block_size": BLOCK_SIZE,
                 "api": 1,
                 "blob_url": template,
-                "upload": None if presigned_min is None else {"presigned_min": presigned_min},
+                "upload": upload,
             }
         )
 
     async def stats(request: Request) -> Response:
-        counters = {"requests": counted.requests, "blob_bytes_received": uploaded, **extra_stats()}
+        extra = extra_stats()
+        # Uploads arrive through this API and through the data server: count both.
+        received = uploaded + extra.pop("blob_bytes_received", 0)
+        counters = {"requests": counted.requests, "blob_bytes_received": received, **extra}
         return JSONResponse(counters, headers={"Cache-Control": "no-store"})
 
     async def list_projects(request: Request) -> Response:
