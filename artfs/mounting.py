@@ -90,7 +90,7 @@ def mount_command(args: argparse.Namespace) -> int:
         for flag in ("xattrs", "allow_other", "debug"):
             if getattr(args, flag):
                 argv.append("--" + flag.replace("_", "-"))
-        log_path = config.runtime_dir() / f"mount-{Path(point).name or 'root'}.log"
+        log_path = config.runtime_dir() / f"mount-{mount_key(point)}.log"
         mount_background(argv, point, log_path=log_path, timeout=max(30.0, 3 * args.timeout))
         print(f"mounted {registry} at {point} (log: {log_path})", file=sys.stderr)
         return 0
@@ -140,9 +140,13 @@ def default_state_dir(mountpoint: str, arg: str | None) -> Path:
     drafts by accident and a remount at the same place finds its drafts again."""
     if arg:
         return config.state_dir_from(arg)
+    return config.state_dir_from(None) / "mounts" / mount_key(mountpoint)
+
+
+def mount_key(mountpoint: str) -> str:
+    """A readable, unique file name for a mountpoint (its state dir, its log)."""
     key = mountpoint.strip("/").replace("/", "_")[-100:] or "root"
-    digest = hashlib.sha1(mountpoint.encode()).hexdigest()[:8]
-    return config.state_dir_from(None) / "mounts" / f"{key}-{digest}"
+    return f"{key}-{hashlib.sha1(mountpoint.encode()).hexdigest()[:8]}"
 
 
 def umount_command(args: argparse.Namespace) -> int:

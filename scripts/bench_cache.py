@@ -9,12 +9,22 @@ instance (each block verified once), second pass (plain inline pread) — agains
 ``os.pread`` of the same file.
 
     .venv/bin/python scripts/bench_cache.py [--size-mib 1024] [--chunk-kib 64] [--dir DIR]
+
+``--small N`` measures many small blobs instead (the "cat 10,000 small files" workload):
+open+read+close of N blobs of 100-4,095 bytes through ``BlobCache``, cold (empty cache),
+warm in a fresh cache instance (first read verifies) and warm again in the same one.
+``--mount REGISTRY`` (with ``--small N``) also publishes N such files to REGISTRY (a
+registry directory, or a server URL) with ``artfs put``, mounts it with an empty cache and
+times ``cat`` of all of them (cold), then again on a fresh mount of the filled cache (warm).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +57,7 @@ class MemorySource(MemoryRegistryClient):
     async def read_range(
         self, sha256: str, size: int, offset: int, length: int, sink: DataSink
     ) -> None:
+        self.requests += 1
         view = memoryview(self.blobs[sha256])[offset : offset + length]
         for i in range(0, len(view), self.chunk):
             await trio.sleep(0)
@@ -97,12 +108,96 @@ def rate(size: int, seconds: float) -> str:
     return f"{size / seconds / MiB:8.0f} MiB/s"
 
 
+def small_sizes(n: int, seed: int = 7) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randrange(100, 4096) for _ in range(n)]
+
+
+async def open_read_close(cache: BlobCache, blobs: list[tuple[str, int]]) -> float:
+    """Seconds per blob for open + one read of the whole blob + close, one after another."""
+    start = time.perf_counter()
+    for sha, size in blobs:
+        reader = await cache.open(sha, size)
+        try:
+            if len(await reader.read(0, 128 * 1024)) != size:
+                raise AssertionError(f"short read of {sha[:12]}")
+        finally:
+            await reader.aclose()
+    return (time.perf_counter() - start) / len(blobs)
+
+
+async def bench_small(n: int, chunk: int, where: Path | None) -> None:
+    source = MemorySource(chunk)
+    blobs = [(source.add_blob(os.urandom(size)), size) for size in small_sizes(n)]
+    with tempfile.TemporaryDirectory(dir=where) as tmp:
+        root = Path(tmp) / "cache"
+        start = time.perf_counter()
+        async with BlobCache(root, source) as cache:
+            source.requests = 0
+            cold = await open_read_close(cache, blobs)
+            requests = source.requests
+        settled = (time.perf_counter() - start) / n  # incl. publishing left to the background
+        async with BlobCache(root, source) as cache:
+            warm1 = await open_read_close(cache, blobs)
+            warm2 = await open_read_close(cache, blobs)
+        partial = sum(1 for _ in (root / "v1" / "partial").rglob("*.map"))
+    print(f"{n} small blobs (100-4,095 B), open+read+close each, in-memory source")
+    print(f"cold                        {cold * 1e6:8.0f} us/blob  ({requests} source requests)")
+    print(f"cold, until all published   {settled * 1e6:8.0f} us/blob")
+    print(f"warm, fresh cache instance  {warm1 * 1e6:8.0f} us/blob")
+    print(f"warm, same instance         {warm2 * 1e6:8.0f} us/blob")
+    print(f"partial maps left behind    {partial}")
+
+
+def bench_small_mount(n: int, registry: str, where: Path | None) -> None:
+    """``cat`` of n small files through a real mount: cold (empty cache), then warm."""
+    artfs = [sys.executable, "-m", "artfs.cli"]
+    with tempfile.TemporaryDirectory(dir=where) as tmp:
+        base = Path(tmp)
+        src = base / "src"
+        src.mkdir()
+        for i, size in enumerate(small_sizes(n, seed=int(time.time()))):
+            (src / f"f{i:05d}.bin").write_bytes(os.urandom(size))
+        project = f"bench{os.getpid()}"
+        env = {**os.environ, "ARTFS_REGISTRY": registry}
+        subprocess.run(
+            [*artfs, "put", str(src), f"{project}/small"],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+        cache, mnt = base / "cache", base / "mnt"
+        mnt.mkdir()
+        for label in ("cold", "warm"):
+            subprocess.run(
+                [*artfs, "mount", "--registry", registry, "--cache-dir", str(cache), str(mnt)],
+                check=True,
+                env=env,
+            )
+            try:
+                files = sorted((mnt / project / "small" / "v0").iterdir())
+                start = time.perf_counter()
+                subprocess.run(["cat", *map(str, files)], check=True, stdout=subprocess.DEVNULL)
+                took = time.perf_counter() - start
+            finally:
+                subprocess.run([*artfs, "umount", str(mnt)], check=True, env=env)
+            print(f"mount, cat of {n} files, {label}: {took:6.2f} s  {took / n * 1e3:6.2f} ms/file")
+        shutil.rmtree(src)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--chunk-kib", type=int, default=64, help="source delivery chunk size")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the cache")
+    parser.add_argument("--small", type=int, default=0, help="N small blobs instead of one big")
+    parser.add_argument("--mount", default=None, help="with --small: registry dir or URL to mount")
     args = parser.parse_args()
+    if args.small:
+        await bench_small(args.small, args.chunk_kib * 1024, args.dir)
+        if args.mount:
+            await trio.to_thread.run_sync(bench_small_mount, args.small, args.mount, args.dir)
+        return
     tuning = CacheTuning()
     size = args.size_mib * MiB
     source = MemorySource(args.chunk_kib * 1024)

@@ -9,7 +9,8 @@ run profits from blobs an earlier one uploaded):
   upload of the same bytes (``curl -T``, one file after the other on one connection,
   to the fastest upload endpoint the server offers: the data server's
   ``PUT /blobs/{sha}`` advertised as ``upload.put_url`` in ``GET /v1``, else
-  ``PUT /v1/blobs/{sha}``), and vs ``artfs put`` of the same tree;
+  ``PUT /v1/blobs/{sha}``; also with 4 transfers at once, like the commit), and vs
+  ``artfs put`` of the same tree;
 - a re-commit of the unchanged tree through ``artfs draft p/a:v0`` + commit: bytes
   uploaded (must be 0) and time;
 - write throughput of one large file into a draft vs writing it to local disk
@@ -116,10 +117,12 @@ class PublishBench:
         upload = info.get("upload") or {}
         return str(upload.get("put_url") or f"{self.server.url}/v1/blobs/{{sha256}}")
 
-    def curl_upload(self, digests: dict[Path, str]) -> float:
+    def curl_upload(self, digests: dict[Path, str], parallel: int = 1) -> float:
         template = self.upload_url()
-        print(f"  curl baseline uploads to {template}", file=sys.stderr)
+        print(f"  curl baseline uploads to {template} ({parallel} at once)", file=sys.stderr)
         args = ["curl", "-sf"]
+        if parallel > 1:
+            args += ["--parallel", "--parallel-max", str(parallel)]
         for path, sha in digests.items():
             args += ["-o", "/dev/null", "-T", str(path), template.replace("{sha256}", sha)]
         return timed(lambda: subprocess.run(args, check=True))
@@ -132,6 +135,10 @@ class PublishBench:
         self.fresh_registry()
         drop_caches()
         t_curl = self.curl_upload(digests)
+        # the commit uploads 4 blobs at once: so can a careful curl user
+        self.fresh_registry()
+        drop_caches()
+        t_curl4 = self.curl_upload(digests, parallel=4)
 
         self.fresh_registry()
         drop_caches()
@@ -157,6 +164,13 @@ class PublishBench:
             f"{gbs / t_curl:.2f} GB/s (curl PUT)",
             t_curl / t_cp_commit,
             ">= 0.7",
+        )
+        self.row(
+            "cp -r + commit vs 4 parallel uploads",
+            f"{t_cp_commit:.1f} s",
+            f"{t_curl4:.1f} s, {gbs / t_curl4:.2f} GB/s (curl --parallel-max 4)",
+            t_curl4 / t_cp_commit,
+            "report",
         )
         self.row(
             "cp -r + commit vs artfs put",

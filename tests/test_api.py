@@ -540,6 +540,99 @@ def test_data_server_head_keepalive_and_errors(
     assert httpx.get(url, headers={"Range": "bytes=0-9"}).content == data[:10]
 
 
+def _put_raw(
+    sock: socket.socket, digest: str, body: bytes, *extra: str, length: int | None = None
+) -> None:
+    length = len(body) if length is None else length
+    head = f"PUT /blobs/{digest} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n"
+    sock.sendall((head + "".join(f"{h}\r\n" for h in extra) + "\r\n").encode() + body)
+
+
+def _read_response(f: Any) -> tuple[int, dict[str, Any]]:
+    """One response from a socket's file: (status, JSON body); skips a 100 Continue."""
+    while True:
+        status = int(f.readline().split()[1])
+        headers = {}
+        while (line := f.readline()) not in (b"\r\n", b""):
+            k, _, v = line.decode().partition(":")
+            headers[k.strip().lower()] = v.strip()
+        if status != 100:
+            return status, json.loads(f.read(int(headers["content-length"])))
+
+
+def test_data_server_takes_uploads(local_registry_server: RunningServer) -> None:
+    """PUT /blobs/<sha> on the data port: verified like PUT /v1/blobs, advertised in GET /v1."""
+    api, blobs = local_registry_server.url, local_registry_server.blob_url
+    info = httpx.get(f"{api}/v1").json()
+    assert info["upload"] == {"put_url": f"{blobs}/blobs/{{sha256}}"}
+    received = httpx.get(f"{api}/v1/stats").json()["blob_bytes_received"]
+    data = [os.urandom(3 * BLOCK_SIZE + 5), os.urandom(7), b""]
+    digests = [sha(d) for d in data]
+    with socket.create_connection(("127.0.0.1", local_registry_server.blob_port), timeout=10) as s:
+        f = s.makefile("rb")
+        # curl's Expect: 100-continue is answered; then two more on the same connection,
+        # sent back to back (pipelined)
+        _put_raw(s, digests[0], b"", "Expect: 100-continue", length=len(data[0]))
+        assert f.readline().startswith(b"HTTP/1.1 100")
+        assert f.readline() == b"\r\n"
+        s.sendall(data[0])
+        assert _read_response(f) == (
+            201,
+            {"sha256": digests[0], "size": len(data[0]), "created": True},
+        )
+        _put_raw(s, digests[1], data[1])
+        _put_raw(s, digests[2], data[2])
+        assert _read_response(f)[0] == 201
+        assert _read_response(f)[0] == 201
+        _put_raw(s, digests[1], data[1])
+        assert _read_response(f) == (200, {"sha256": digests[1], "size": 7, "created": False})
+    for digest, blob in zip(digests, data, strict=True):
+        assert httpx.get(f"{blobs}/blobs/{digest}").content == blob
+    raw = httpx.get(f"{api}/v1/blobs/{digests[0]}/blocks").content
+    h = BlobHasher()
+    h.update(data[0])
+    assert raw == h.block_digests()
+    after = httpx.get(f"{api}/v1/stats").json()["blob_bytes_received"]
+    assert after - received == sum(map(len, data)) + len(data[1])
+    # wrong bytes: integrity, nothing stored; no Content-Length: 411; a bad digest: 404
+    bad = os.urandom(1000)
+    r = httpx.put(f"{blobs}/blobs/{sha(b'something else')}", content=bad)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "integrity"
+    missing = httpx.post(f"{api}/v1/blobs/missing", json={"digests": [sha(b"something else")]})
+    assert missing.json()["missing"] == [sha(b"something else")]
+
+    def chunked() -> Any:
+        yield b"abc"
+
+    assert httpx.put(f"{blobs}/blobs/{sha(b'abc')}", content=chunked()).status_code == 411
+    assert httpx.put(f"{blobs}/blobs/xyz", content=b"1").status_code == 404
+    # a client vanishing mid-body leaves nothing behind and the server serving
+    with socket.create_connection(("127.0.0.1", local_registry_server.blob_port), timeout=5) as s:
+        s.sendall(
+            f"PUT /blobs/{sha(bad)} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode()
+        )
+        s.sendall(bad[:500])
+    time.sleep(0.2)
+    assert httpx.put(f"{blobs}/blobs/{sha(bad)}", content=bad).status_code == 201
+
+
+async def test_client_uploads_through_the_data_server(
+    local_registry_server: RunningServer, tmp_path: Path
+) -> None:
+    data = os.urandom(5 << 20)
+    src = tmp_path / "blob"
+    src.write_bytes(data)
+    async with HttpRegistryClient(local_registry_server.url) as client:
+        before = httpx.get(f"{local_registry_server.url}/v1/stats").json()
+        await client.upload_blob(sha(data), src)
+        with pytest.raises(IntegrityError):
+            await client.upload_blob(sha(b"not this"), src)
+        after = httpx.get(f"{local_registry_server.url}/v1/stats").json()
+        assert await client.missing_blobs([sha(data), sha(b"not this")]) == {sha(b"not this")}
+    assert after["blob_requests"] - before["blob_requests"] == 2  # both went to the data port
+    assert after["blob_bytes_received"] - before["blob_bytes_received"] == 2 * len(data)
+
+
 # --- the client's failure modes ------------------------------------------------------------
 async def test_unreachable_registry_is_unavailable() -> None:
     with socket.socket() as s:

@@ -451,6 +451,7 @@ async def test_bad_arguments(tmp_path: Path) -> None:
             async with BlobCache(tmp_path, client):
                 pass  # one BlobCache per root per process
         reader = await cache.open(sha, 10)
+        await reader.read(0, 10)  # a small blob is fetched (and its size known) on first read
         with pytest.raises(InvalidInput):
             await cache.open(sha, 11)
         with pytest.raises(InvalidInput):

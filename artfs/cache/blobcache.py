@@ -31,10 +31,11 @@ import trio
 
 from ..client.base import RegistryClient
 from ..errors import ArtfsError, IntegrityError, InvalidInput, Unavailable
-from ..hashing import BlobHasher, hash_file, sha256_hex
+from ..hashing import BLOCK_SIZE, BlobHasher, hash_file, sha256_hex
 from . import eviction, locks
 from .blobstate import BlobState, StateEnv
 from .blockmap import BLOCK_SHIFT, held_bytes, normalize, span
+from .fetcher import BadBlock, fetch_blocks
 from .layout import CacheLayout, storage_error
 from .protocol import CacheStats
 from .readahead import ReadAhead
@@ -47,29 +48,53 @@ _RESCAN_INTERVAL = 2.0  # seconds between disk scans for the size limit
 
 
 class CachedBlobReader:
-    """An open blob (``BlobReader``). While open, no process evicts the blob."""
+    """An open blob (``BlobReader``). While open, no process evicts the blob.
 
-    def __init__(self, cache: BlobCache, state: BlobState) -> None:
-        self.sha256 = state.sha
-        self.size = state.size
+    ``state`` None: a blob of one block not cached when opened; the first read fetches it
+    (``BlobCache._small_blob``) and pins it from then on, so opening costs no request and
+    errors surface on read, as for larger blobs.
+    """
+
+    def __init__(self, cache: BlobCache, sha: str, size: int, state: BlobState | None) -> None:
+        self.sha256 = sha
+        self.size = size
         self._cache = cache
         self._state: BlobState | None = state
+        self._closed = False
+        self._first: trio.Lock | None = None if state is not None else trio.Lock()
         tuning = cache.tuning
-        self._readahead = ReadAhead(state.size, tuning.readahead_initial, tuning.readahead_max)
+        self._readahead = ReadAhead(size, tuning.readahead_initial, tuning.readahead_max)
         self._background: set[trio.CancelScope] = set()
         self._queue: deque[tuple[int, int]] = deque()  # read-ahead pieces not yet started
         self._idle = trio.Event()  # set whenever no read-ahead task of this reader is pending
         self._idle.set()
 
+    async def _first_state(self) -> BlobState:
+        """The blob's state for a reader opened before the blob was cached."""
+        if self._first is None or self._closed:
+            raise InvalidInput("read from a closed blob reader")
+        async with self._first:
+            if self._state is None and not self._closed:
+                state = await self._cache._acquire(self.sha256, self.size)
+                if self._closed:  # closed while we fetched: drop the pin at once
+                    self._cache._release(state)
+                else:
+                    self._state = state
+            if self._state is None:
+                raise InvalidInput("read from a closed blob reader")
+            return self._state
+
     async def read(self, offset: int, length: int) -> bytes:
-        state = self._state
-        if state is None:
+        if self._closed:
             raise InvalidInput("read from a closed blob reader")
         if offset < 0 or length < 0:
             raise InvalidInput(f"invalid read range offset={offset} length={length}")
         end = min(offset + length, self.size)
         if offset >= end:
             return b""
+        state = self._state
+        if state is None:
+            state = await self._first_state()
         ahead = self._readahead.on_read(offset, end)
         if ahead is not None and not state.complete:
             self._cache._start_readahead(self, state, ahead)
@@ -97,6 +122,7 @@ class CachedBlobReader:
         return self._state.held()
 
     async def aclose(self) -> None:
+        self._closed = True
         state, self._state = self._state, None
         if state is None:
             return
@@ -147,6 +173,7 @@ class BlobCache:
         self.layout = CacheLayout(root)
         self._states: dict[str, BlobState] = {}
         self._opening = trio.Lock()
+        self._small: dict[str, trio.Event] = {}  # one-block blobs being fetched whole, by sha
         self._reserve_lock = trio.Lock()
         self._used_estimate: int | None = None
         self._scanned_at = -1e9
@@ -202,25 +229,130 @@ class BlobCache:
 
     # --- opening ------------------------------------------------------------------------
     async def open(self, sha256: str, size: int) -> CachedBlobReader:
-        return CachedBlobReader(self, await self._acquire(sha256, size))
+        self._check(sha256, size)
+        if (
+            size <= BLOCK_SIZE
+            and sha256 not in self._states
+            and not os.path.exists(self.layout.complete(sha256))
+        ):
+            return CachedBlobReader(self, sha256, size, None)  # fetched on first read
+        return CachedBlobReader(self, sha256, size, await self._acquire(sha256, size))
 
-    async def _acquire(self, sha: str, size: int) -> BlobState:
+    def _check(self, sha: str, size: int) -> None:
         sha256_hex(sha)
         if size < 0:
             raise InvalidInput(f"invalid blob size {size}")
         if self._nursery is None:
             raise InvalidInput("BlobCache used outside its 'async with' block")
-        async with self._opening:
-            state = self._states.get(sha)
-            if state is None:
-                state = await BlobState.open(self._env, sha, size)
-                self._states[sha] = state
-                self._check_complete_soon(state)  # full but unpublished (its fetcher died)
-            elif state.size != size:
-                raise InvalidInput(f"blob {sha[:12]} opened with size {size}, not {state.size}")
-            else:
-                state.refs += 1
-        return state
+
+    async def _acquire(
+        self, sha: str, size: int, progress: Callable[[int], None] | None = None
+    ) -> BlobState:
+        self._check(sha, size)
+        if size > BLOCK_SIZE:
+            return await self._attach_state(sha, size, None)
+        # One block: the fast path (``_small_blob``), one task of this process at a time.
+        while (busy := self._small.get(sha)) is not None:
+            await busy.wait()
+        if sha in self._states:
+            return await self._attach_state(sha, size, None)
+        done = self._small[sha] = trio.Event()
+        try:
+            pin_fd, fetched = await self._small_blob(sha, size, progress)
+            return await self._attach_state(sha, size, pin_fd, fresh=fetched)
+        finally:
+            del self._small[sha]
+            done.set()
+
+    async def _attach_state(
+        self, sha: str, size: int, pin_fd: int | None, *, fresh: bool = False
+    ) -> BlobState:
+        """This process's state of the blob, opened if needed (taking over ``pin_fd``)."""
+        try:
+            async with self._opening:
+                state = self._states.get(sha)
+                if state is None:
+                    pin, pin_fd = pin_fd, None
+                    state = await BlobState.open(self._env, sha, size, pin_fd=pin, fresh=fresh)
+                    self._states[sha] = state
+                    self._check_complete_soon(state)  # full but unpublished (its fetcher died)
+                elif state.size != size:
+                    raise InvalidInput(f"blob {sha[:12]} opened with size {size}, not {state.size}")
+                else:
+                    state.refs += 1
+            return state
+        finally:
+            if pin_fd is not None:
+                os.close(pin_fd)
+
+    async def _small_blob(
+        self, sha: str, size: int, progress: Callable[[int], None] | None
+    ) -> tuple[int, bool]:
+        """Pin a blob of one block and, unless cached, fetch it straight to ``blobs/``.
+
+        One ranged GET into memory, checked against the sha256 (the block's only digest;
+        a bad copy is fetched once more, then ``IntegrityError``), written to a temp file and
+        renamed into place: no partial data, map, range locks or completion hash. Returns
+        the pin fd, held since before the fetch so the new blob cannot be evicted before
+        it is opened, and whether this call fetched it. Leaves blobs with a partial map (another process may be fetching it
+        the long way) to the normal path. Two processes may fetch the same small blob at
+        once; both copies are verified and the second rename replaces the first.
+        """
+        layout = self.layout
+        pin_fd = await locks.pin_shared(layout.pin(sha), self.tuning.timeout)
+        try:
+            if os.path.exists(layout.complete(sha)) or os.path.exists(layout.partial_map(sha)):
+                return pin_fd, False
+            await self._reserve(size)
+            data = await self._download_small(sha, size)
+            self._publish_small(sha, data)
+            if progress is not None:
+                progress(size)
+        except BaseException:
+            os.close(pin_fd)
+            raise
+        return pin_fd, True
+
+    async def _download_small(self, sha: str, size: int) -> bytes:
+        digests = [bytes.fromhex(sha)]
+        got: list[bytes] = []
+
+        def keep(index: int, block: memoryview) -> None:
+            got.append(bytes(block))
+
+        for attempt in (1, 2):
+            try:
+                await fetch_blocks(self.client, sha, size, 0, 1, digests, keep, self.tuning.timeout)
+                return got[0]
+            except BadBlock:
+                if attempt == 2:
+                    raise IntegrityError(
+                        f"blob {sha[:12]} from the registry does not match its sha256 "
+                        "(after a retry)"
+                    ) from None
+                log.warning("blob %s: bad copy from the registry; retrying", sha[:12])
+        raise AssertionError("unreachable")
+
+    def _publish_small(self, sha: str, data: bytes) -> None:
+        """Write verified bytes to a temp file and rename it to the blob's complete path."""
+        tmp = self.layout.tmp_path(sha)
+        target = self.layout.complete(sha)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            try:
+                os.rename(tmp, target)
+            except FileNotFoundError:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(tmp, target)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise storage_error(e, f"storing blob {sha[:12]}") from None
 
     def _release(self, state: BlobState) -> None:
         state.refs -= 1
@@ -314,7 +446,7 @@ class BlobCache:
         against its block digests without any registry request. The returned path stays
         valid until the blob is evicted; keep a reader open to prevent that.
         """
-        state = await self._acquire(sha256, size)
+        state = await self._acquire(sha256, size, progress)
         if progress is not None:
             state.progress.add(progress)
         limiter = trio.CapacityLimiter(self.tuning.parallel_requests)

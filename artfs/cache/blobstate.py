@@ -19,6 +19,7 @@ import errno
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ from .settings import CacheTuning
 log = logging.getLogger("artfs.cache")
 
 _VERIFY_CHUNK_BLOCKS = 64  # read 8 MiB at a time when verifying data at rest
+TOUCH_SLACK = 10.0  # seconds: closing a blob touched this recently does not touch it again
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,38 +104,55 @@ class BlobState:
         self.progress: set[Callable[[int], None]] = set()
         self._run_blocks = max(1, env.tuning.request_bytes // BLOCK_SIZE)
         self._retired: list[int] = []  # fds replaced while a thread may still read them
+        self._mtime = 0.0  # the data file's mtime as last seen or set (wall clock)
         self._digest_lock = trio.Lock()
         self._transition = trio.Lock()
 
     # --- lifetime ------------------------------------------------------------------
     @classmethod
-    async def open(cls, env: StateEnv, sha: str, size: int) -> BlobState:
-        pin_fd = await locks.pin_shared(env.layout.pin(sha), env.tuning.timeout)
+    async def open(
+        cls, env: StateEnv, sha: str, size: int, *, pin_fd: int | None = None, fresh: bool = False
+    ) -> BlobState:
+        """Pin the blob (or take over ``pin_fd``, a pin the caller holds) and open its files.
+
+        ``fresh``: the caller has just written the complete file, whose mtime is therefore
+        already the newest; it is not touched again."""
+        if pin_fd is None:
+            pin_fd = await locks.pin_shared(env.layout.pin(sha), env.tuning.timeout)
         state = cls(env, sha, size, pin_fd)
         try:
-            async with locks.exclusive_file_lock(env.layout.state_lock, env.tuning.timeout):
-                state._attach()
+            if not state._attach_complete():
+                async with locks.exclusive_file_lock(env.layout.state_lock, env.tuning.timeout):
+                    state._attach()
             state._load_local_digests()
         except BaseException:
             state.close()
             raise
-        state.touch()
+        if not fresh:
+            state.touch()
         return state
 
     def close(self) -> None:
         """Close every fd (dropping this process's range locks, then the pin)."""
-        self.touch()
+        self.touch(TOUCH_SLACK)
         for fd in (self.data_fd, self.map_fd, *self._retired):
             if fd is not None and fd >= 0:
                 os.close(fd)
         self.data_fd, self.map_fd, self._retired = -1, None, []
         os.close(self.pin_fd)
 
-    def touch(self) -> None:
-        """Mark the blob recently used, host-wide (the evictor orders blobs by data-file mtime)."""
-        if self.data_fd >= 0:
+    def touch(self, min_age: float = 0.0) -> None:
+        """Mark the blob recently used, host-wide (the evictor orders blobs by data-file mtime).
+
+        Opening always touches; closing (``min_age=TOUCH_SLACK``) only when this process
+        last touched the blob longer ago, so a file opened, read and closed at once costs
+        one ``utime``, not two, and LRU order is unchanged beyond those few seconds.
+        """
+        now = time.time()
+        if self.data_fd >= 0 and now - self._mtime >= min_age:
             try:
                 os.utime(self.data_fd)
+                self._mtime = now
             except OSError:
                 pass
 
@@ -142,6 +161,27 @@ class BlobState:
             if old is not None and old >= 0:
                 self._retired.append(old)
         self.data_fd, self.map_fd = data_fd, map_fd
+
+    def _attach_complete(self) -> bool:
+        """Open the complete file if it is there with the right size; no state lock needed.
+
+        Racing with a demotion (the file renamed back to ``partial/``) at worst leaves us
+        holding the partial data file as if complete: its first read is verified like any
+        other, finds the damage and re-attaches under the lock (``_demote``). Anything
+        unusual (absent, wrong size) is left to ``_attach`` under the lock.
+        """
+        try:
+            fd = os.open(self.env.layout.complete(self.sha), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        st = os.fstat(fd)
+        if st.st_size != self.size:
+            os.close(fd)
+            return False
+        self._set_fds(fd, None)
+        self.complete = True
+        self._mtime = st.st_mtime
+        return True
 
     def _attach(self) -> None:
         """(Under the state lock.) Open the complete file if there is one, else the partials."""

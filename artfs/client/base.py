@@ -13,7 +13,7 @@ deadline and raises ``Unavailable`` when it passes.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -106,6 +106,16 @@ class RegistryClient(Protocol):
 
     async def blob_blocks(self, sha256: str, size: int) -> list[bytes]:
         """The 32-byte block digests of a blob (see ``artfs.hashing``)."""
+        ...
+
+    def hint_blobs(self, digests: Sequence[str]) -> None:
+        """These blobs are likely to be read soon (the files of a directory being listed).
+
+        Never blocks and never fails: a client that must ask where blobs live (presigned
+        URLs) adds them to the next locate request it makes anyway, so a directory of small
+        files costs one request per batch instead of one per file. A no-op where locating
+        costs nothing (a URL template, a local registry).
+        """
         ...
 
     async def read_range(

@@ -28,7 +28,8 @@ import gzip
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote, urlsplit
@@ -61,6 +62,8 @@ COMPRESS_OVER = 64 << 10
 LOCATE_BATCH = 10_000
 LOCATIONS_KEPT = 100_000
 LOCATE_SLACK = 30.0  # refresh a presigned URL this long before it expires
+HINTS_PER_LOCATE = 1_000  # hinted digests added to one locate request
+HINTS_KEPT = 20_000  # hinted digests remembered until a locate request takes them
 UPLOAD_MIN_RATE = (
     20 << 20
 )  # bytes/s the server must at least sustain before a stalled upload is given up
@@ -87,6 +90,7 @@ class HttpRegistryClient:
         self._locations: LRUCache[str, tuple[str, float | None]] = LRUCache(LOCATIONS_KEPT)
         self._info: dict[str, Any] | None = None
         self._pending: set[str] = set()  # digests waiting for the next locate request
+        self._hinted: OrderedDict[str, None] = OrderedDict()  # likely reads, oldest first
         self._flight: _LocateFlight | None = None
 
     # --- plumbing -----------------------------------------------------------
@@ -499,11 +503,12 @@ class HttpRegistryClient:
                     continue
                 if self._flight is not None:
                     continue
-            # Lead a request for everything pending (this digest included).
+            # Lead a request for everything pending (this digest included) and hinted.
             batch = sorted(self._pending)[:LOCATE_BATCH]
             if sha256 not in batch:
                 batch[-1] = sha256
             self._pending.difference_update(batch)
+            batch.extend(self._take_hints(batch))
             flight = self._flight = _LocateFlight(batch)
             try:
                 flight.found, flight.missing = await self._locate_batch(batch)
@@ -515,6 +520,38 @@ class HttpRegistryClient:
                 self._flight = None
                 flight.done.set()
             return flight.result(sha256)
+
+    def hint_blobs(self, digests: Sequence[str]) -> None:
+        """Remember blobs likely to be read soon; the next locate request carries them.
+
+        Costs no request of its own: a listing that is never read locates nothing, and the
+        first read of a directory's small files locates up to ``HINTS_PER_LOCATE`` of them
+        in the request it needs anyway (the server presigns locally, a few µs per URL).
+        Digests with a fresh location are skipped; with a URL template this does nothing.
+        """
+        if self._info is not None and self._info.get("blob_url"):
+            return
+        hinted = self._hinted
+        for sha in digests:
+            if sha not in hinted and self._fresh_location(sha) is None:
+                try:
+                    hinted[sha256_hex(sha)] = None  # a bad digest would fail a whole request
+                except InvalidInput:
+                    continue
+        while len(hinted) > HINTS_KEPT:
+            hinted.popitem(last=False)
+
+    def _take_hints(self, batch: list[str]) -> list[str]:
+        """Hinted digests (oldest first) to add to a locate request for ``batch``."""
+        for sha in batch:
+            self._hinted.pop(sha, None)
+        room = min(HINTS_PER_LOCATE, LOCATE_BATCH - len(batch))
+        taken: list[str] = []
+        while self._hinted and len(taken) < room:
+            sha = self._hinted.popitem(last=False)[0]
+            if sha not in self._pending and self._fresh_location(sha) is None:
+                taken.append(sha)
+        return taken
 
     def _fresh_location(self, sha256: str) -> str | None:
         cached = self._locations.get(sha256)

@@ -8,7 +8,7 @@ stalls. ``read_range`` reads the blob file directly, in large chunks.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -133,6 +133,9 @@ class LocalRegistryClient:
     async def blob_blocks(self, sha256: str, size: int) -> list[bytes]:
         raw = await self._run((await self._reg()).blob_blocks, sha256)
         return split_block_digests(raw, size)
+
+    def hint_blobs(self, digests: Sequence[str]) -> None:
+        """Nothing to prepare: blobs are files in the registry directory."""
 
     async def read_range(
         self, sha256: str, size: int, offset: int, length: int, sink: DataSink

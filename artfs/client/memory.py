@@ -8,7 +8,7 @@ Neither is used in production; both implement ``RegistryClient`` exactly.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +297,9 @@ class MemoryRegistryClient:
         except KeyError:
             raise NotFound(f"blob {sha256} not found") from None
 
+    def hint_blobs(self, digests: Sequence[str]) -> None:
+        """Nothing to prepare: every blob is at hand."""
+
     async def read_range(
         self, sha256: str, size: int, offset: int, length: int, sink: DataSink
     ) -> None:
@@ -337,6 +340,9 @@ class FaultyClient:
             return await attr(*args, **kwargs)
 
         return call
+
+    def hint_blobs(self, digests: Sequence[str]) -> None:
+        self.inner.hint_blobs(digests)  # a hint makes no request: no fault to inject
 
     async def read_range(
         self, sha256: str, size: int, offset: int, length: int, sink: DataSink

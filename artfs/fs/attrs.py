@@ -8,7 +8,9 @@ from dataclasses import dataclass
 DIR_MODE = stat.S_IFDIR | 0o555
 FILE_MODE = stat.S_IFREG | 0o444
 LINK_MODE = stat.S_IFLNK | 0o777
-BLKSIZE = 128 * 1024  # the cache's block size: the I/O size programs should use
+BLKSIZE = 1024 * 1024  # I/O size programs should use (cp, cat size buffers by st_blksize): the
+# kernel sends 1 MiB READs after read-ahead is raised, and cp into a draft measured 2.2-2.8 s
+# -> 1.7 s for 1 GiB with 1 MiB instead of 128 KiB
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,9 +124,7 @@ class DraftsFS:
         self.invalidate = invalidate
         self.materializer = Materializer(store, fs.cache)
         # the blob cache when it can take a committed file's bytes (the real one can)
-        self.commit_cache = (
-            cast(CommitCache, fs.cache) if hasattr(fs.cache, "stage_file") else None
-        )
+        self.commit_cache = cast(CommitCache, fs.cache) if hasattr(fs.cache, "stage_file") else None
         self._nodes: dict[int, DraftNode] = {}  # store node id -> node
         self._files: dict[int, _DraftFile] = {}  # file handle -> open draft file
         self._local: dict[tuple[str, str], float] = {}  # artifacts made by mkdir: created

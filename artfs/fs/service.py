@@ -73,6 +73,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+_HINT_FILES = 10_000  # files of one directory hinted to the client (see _hint_files)
+_HINT_EVERY = 60.0  # seconds before a directory is hinted again (locations expire)
+_HINTED_DIRS_KEPT = 10_000
 
 
 class _KeyedLocks:
@@ -136,6 +139,7 @@ class ArtfsFS:
         self._store: MetaStore | None = None
         self._files: dict[int, _OpenFile] = {}
         self._dirs: dict[int, tuple[tuple[str, Node], ...]] = {}
+        self._hinted: dict[int, float] = {}  # directory inode -> when its files were hinted
         self._next_fh = 1
         self.drafts = DraftsFS(self, drafts, invalidate) if drafts is not None else None
 
@@ -344,7 +348,33 @@ class ArtfsFS:
                 await self.drafts.sync_local(node)
         elif isinstance(node, VersionNode):
             await self._built(node)
+            self._hint_files(node)
+        elif isinstance(node, TreeDirNode):
+            self._hint_files(node)
         return node.children
+
+    def _hint_files(self, node: DirNode) -> None:
+        """Tell the client which blobs a directory's files need, once a minute at most.
+
+        Listing or looking up in a directory inside a version usually precedes reading its
+        files (``cat dir/*``, a data loader); a client that must locate blobs one request
+        at a time (presigned URLs) then locates them in batches. Costs no request here.
+        """
+        now = self._clock()
+        last = self._hinted.get(node.ino)
+        if last is not None and now - last < _HINT_EVERY:
+            return
+        if len(self._hinted) >= _HINTED_DIRS_KEPT:
+            self._hinted.clear()
+        self._hinted[node.ino] = now
+        digests: list[str] = []
+        for child in node.children.values():
+            if isinstance(child, FileNode) and child.size:
+                digests.append(child.sha256)
+                if len(digests) >= _HINT_FILES:
+                    break
+        if digests:
+            self.client.hint_blobs(digests)
 
     # --- the read operations -----------------------------------------------------------------
     async def lookup(self, parent_ino: int, name: str) -> Attr:

@@ -138,7 +138,8 @@ class BlobDataServer:
                         return
                     # The body bypassed h11: carry on with a fresh parser.
                     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
-                    conn.receive_data(leftover)
+                    if leftover:  # (empty data would mean end of stream to h11)
+                        conn.receive_data(leftover)
                     continue
                 # Read (and drop) any request body so the connection can be reused.
                 while not isinstance(ev := await self._next_event(conn, stream), h11.EndOfMessage):
