@@ -137,9 +137,11 @@ async def test_small_blob_damaged_at_rest_is_refetched(tmp_path: Path) -> None:
     damaged = bytearray(data)
     damaged[100] ^= 0xFF
     path.write_bytes(bytes(damaged))
-    async with BlobCache(tmp_path, client, tuning=TUNING) as cache:
-        async with await cache.open(sha, len(data)) as reader:  # complete: opened at once
-            assert await reader.read(0, 4096) == data  # checked on first read, refetched
+    async with (
+        BlobCache(tmp_path, client, tuning=TUNING) as cache,
+        await cache.open(sha, len(data)) as reader,  # complete: opened at once
+    ):
+        assert await reader.read(0, 4096) == data  # checked on first read, refetched
     assert client.requests == 2
 
 
