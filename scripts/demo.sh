@@ -49,5 +49,9 @@ Try:
   .venv/bin/artfs ls demo/mnist-mini
   .venv/bin/artfs alias set demo/mnist-mini:v0 best # then: ls -l demo/mnt/demo/mnist-mini
   .venv/bin/artfs cache stats
+Publish a version from the shell:
+  mkdir demo/mnt/demo/mnist-mini/try1 && cp demo/sample/dataset-v0/*.csv demo/mnt/demo/mnist-mini/try1/
+  .venv/bin/artfs commit demo/mnt/demo/mnist-mini/try1 --alias candidate   # prints demo/mnist-mini:vN
+  ln -sfn v0 demo/mnt/demo/mnist-mini/best                                 # move an alias
 Stop with: scripts/demo.sh stop
 EOT
