@@ -3,9 +3,9 @@
 ``MetaStore`` is the seam between the pure registry logic (``core.py``) and a
 database. Every method is one atomic transaction; the store owns locking and
 numbering, so two server processes on one database can't hand out the same
-version number. ``sqlite.py`` is the embedded implementation; a PostgreSQL
-store implements the same methods (``SELECT ... FOR UPDATE`` on the artifact row
-where SQLite uses ``BEGIN IMMEDIATE``).
+version number. ``sqlite.py`` is the embedded implementation; ``postgres.py``
+implements the same methods (``SELECT ... FOR UPDATE`` on the artifact row where
+SQLite uses ``BEGIN IMMEDIATE``). Both share their queries (``sqlbase.py``).
 
 Names reaching a store are already validated; values coming back are the
 records of ``artfs.models``.

@@ -1,0 +1,484 @@
+"""The query logic shared by the SQL ``MetaStore`` implementations (``sqlite.py``, ``postgres.py``).
+
+Every query is written once, with ``?`` placeholders; a subclass supplies what differs
+between databases:
+
+- ``_write()`` / ``_read()``: one write / one consistent read-only transaction on a
+  connection, with the database's errors translated;
+- ``_execute()``: running one statement (converting the placeholders if needed);
+- ``_LOCK_ARTIFACT``: the clause appended to the artifact lookup that starts every
+  write to an existing artifact (``FOR UPDATE`` on PostgreSQL; nothing on SQLite,
+  whose ``BEGIN IMMEDIATE`` already holds the database's single write lock);
+- ``_COLLATE``: the collation that makes ``ORDER BY`` of names bytewise;
+- the schema DDL (built from ``SCHEMA_TEMPLATE``) and its initialisation.
+
+Versions are never physically removed: ``deleted`` marks them, so numbers are never reused.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Generic, Protocol, TypeVar
+
+from ..client.base import UNSET, Expect
+from ..errors import AlreadyExists, Conflict, InvalidInput, NotFound, PreconditionFailed
+from ..models import ArtifactInfo, ProjectInfo, VersionInfo, VersionSummary
+from ..names import LATEST
+from .meta import NewVersion
+
+# Tables shared by both databases; the column types that differ are filled in per database.
+SCHEMA_TEMPLATE = """
+CREATE TABLE IF NOT EXISTS registry (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS projects (
+    id      {id},
+    name    TEXT NOT NULL UNIQUE,
+    created {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    id          {id},
+    project_id  {int} NOT NULL REFERENCES projects(id),
+    name        TEXT NOT NULL,
+    type        TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created     {real} NOT NULL,
+    next_number {int} NOT NULL DEFAULT 0,
+    UNIQUE (project_id, name)
+);
+CREATE TABLE IF NOT EXISTS versions (
+    artifact_id {int} NOT NULL REFERENCES artifacts(id),
+    number      {int} NOT NULL,
+    digest      TEXT NOT NULL,
+    created     {real} NOT NULL,
+    creator     TEXT NOT NULL,
+    description TEXT NOT NULL,
+    metadata    TEXT NOT NULL,
+    parent      {int},
+    file_count  {int} NOT NULL,
+    total_size  {int} NOT NULL,
+    deleted     {bool} NOT NULL DEFAULT {false},
+    PRIMARY KEY (artifact_id, number)
+){without_rowid};
+CREATE TABLE IF NOT EXISTS manifests (
+    artifact_id {int} NOT NULL,
+    number      {int} NOT NULL,
+    data        {blob} NOT NULL,
+    PRIMARY KEY (artifact_id, number),
+    FOREIGN KEY (artifact_id, number) REFERENCES versions(artifact_id, number)
+){without_rowid};
+CREATE TABLE IF NOT EXISTS aliases (
+    artifact_id {int} NOT NULL,
+    name        TEXT NOT NULL,
+    number      {int} NOT NULL,
+    PRIMARY KEY (artifact_id, name),
+    FOREIGN KEY (artifact_id, number) REFERENCES versions(artifact_id, number)
+){without_rowid};
+"""
+
+_VERSION_COLS = (
+    "number, digest, created, creator, description, metadata, parent, file_count, total_size"
+)
+
+
+class Rows(Protocol):
+    """What a statement returns: a DB-API cursor."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> Sequence[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+C = TypeVar("C")
+
+
+class SqlMetaStore(ABC, Generic[C]):
+    """A ``MetaStore`` over a SQL connection of type ``C``: each public method is one
+    transaction; writes to an existing artifact first look its row up with
+    ``_LOCK_ARTIFACT``, so they are serialised per artifact."""
+
+    _LOCK_ARTIFACT = ""
+    _COLLATE = ""
+    _registry_id: str
+
+    # --- supplied by a database ---------------------------------------------------------
+    @abstractmethod
+    def _write(self) -> AbstractContextManager[C]:
+        """A write transaction: committed on success, rolled back on error."""
+
+    @abstractmethod
+    def _read(self) -> AbstractContextManager[C]:
+        """A read-only transaction seeing one consistent snapshot."""
+
+    @abstractmethod
+    def _execute(self, c: C, sql: str, args: Sequence[Any]) -> Rows:
+        """Run ``sql``, written with ``?`` placeholders."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def _q(self, c: C, sql: str, *args: Any) -> Rows:
+        return self._execute(c, sql, args)
+
+    # --- lookups (inside a transaction) ---------------------------------------------------
+    def _project_id(self, c: C, project: str) -> int:
+        row = self._q(c, "SELECT id FROM projects WHERE name=?", project).fetchone()
+        if row is None:
+            raise NotFound(f"project {project} not found")
+        return int(row[0])
+
+    def _artifact_row(
+        self, c: C, project: str, artifact: str, *, lock: bool = False
+    ) -> tuple[Any, ...]:
+        """(id, type, description, created, next_number); ``lock`` (every write to the
+        artifact) holds the row until the transaction ends where the database needs it: the
+        serialisation point of all writes to one artifact."""
+        row = self._q(
+            c,
+            "SELECT a.id, a.type, a.description, a.created, a.next_number FROM artifacts a "
+            "JOIN projects p ON p.id = a.project_id WHERE p.name=? AND a.name=?"
+            + (self._LOCK_ARTIFACT if lock else ""),
+            project,
+            artifact,
+        ).fetchone()
+        if row is None:
+            self._project_id(c, project)  # a missing project says so
+            raise NotFound(f"artifact {project}/{artifact} not found")
+        return tuple(row)
+
+    def _live_number(self, c: C, artifact_id: int, number: int, label: str) -> None:
+        row = self._q(
+            c,
+            "SELECT 1 FROM versions WHERE artifact_id=? AND number=? AND NOT deleted",
+            artifact_id,
+            number,
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"version {label}:v{number} not found")
+
+    def _version(self, c: C, project: str, artifact: str, number: int) -> VersionInfo:
+        aid, atype, *_ = self._artifact_row(c, project, artifact)
+        row = self._q(
+            c,
+            f"SELECT {_VERSION_COLS} FROM versions WHERE artifact_id=? AND number=? AND NOT deleted",
+            aid,
+            number,
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"version {project}/{artifact}:v{number} not found")
+        aliases = tuple(
+            r[0]
+            for r in self._q(
+                c,
+                f"SELECT name FROM aliases WHERE artifact_id=? AND number=? "
+                f"ORDER BY name{self._COLLATE}",
+                aid,
+                number,
+            )
+        )
+        num, digest, created, creator, description, metadata, parent, count, size = row
+        return VersionInfo(
+            project,
+            artifact,
+            int(num),
+            digest,
+            float(created),
+            creator,
+            description,
+            json.loads(metadata),
+            None if parent is None else int(parent),
+            int(count),
+            int(size),
+            aliases,
+            atype,
+        )
+
+    def _artifact_infos(self, c: C, project: str, name: str | None) -> list[ArtifactInfo]:
+        pid = self._project_id(c, project)
+        query = "SELECT id, name, type, description, created FROM artifacts WHERE project_id=?"
+        args: tuple[Any, ...] = (pid,)
+        if name is not None:
+            query += " AND name=?"
+            args += (name,)
+        arts = self._q(c, f"{query} ORDER BY name{self._COLLATE}", *args).fetchall()
+        if name is not None and not arts:
+            raise NotFound(f"artifact {project}/{name} not found")
+        ids = {row[0] for row in arts}
+        versions: dict[int, list[VersionSummary]] = {i: [] for i in ids}
+        aliases: dict[int, dict[str, int]] = {i: {} for i in ids}
+        where, wid = ("a.id=?", arts[0][0]) if name is not None else ("a.project_id=?", pid)
+        for aid, number, digest, created, count, size in self._q(
+            c,
+            "SELECT v.artifact_id, v.number, v.digest, v.created, v.file_count, v.total_size "
+            "FROM versions v JOIN artifacts a ON a.id = v.artifact_id "
+            f"WHERE {where} AND NOT v.deleted ORDER BY v.artifact_id, v.number",
+            wid,
+        ):
+            versions[aid].append(
+                VersionSummary(int(number), digest, float(created), int(count), int(size))
+            )
+        for aid, alias, number in self._q(
+            c,
+            "SELECT l.artifact_id, l.name, l.number "
+            "FROM aliases l JOIN artifacts a ON a.id = l.artifact_id "
+            f"WHERE {where} ORDER BY l.name{self._COLLATE}",
+            wid,
+        ):
+            aliases[aid][alias] = int(number)
+        return [
+            ArtifactInfo(
+                project, aname, atype, desc, float(created), tuple(versions[aid]), aliases[aid]
+            )
+            for aid, aname, atype, desc, created in arts
+        ]
+
+    def _upsert_alias(self, c: C, aid: int, alias: str, number: int) -> None:
+        self._q(
+            c,
+            "INSERT INTO aliases (artifact_id, name, number) VALUES (?, ?, ?) "
+            "ON CONFLICT (artifact_id, name) DO UPDATE SET number=excluded.number",
+            aid,
+            alias,
+            number,
+        )
+
+    def _check_expect(self, c: C, aid: int, label: str, alias: str, expect: Expect) -> int | None:
+        row = self._q(
+            c, "SELECT number FROM aliases WHERE artifact_id=? AND name=?", aid, alias
+        ).fetchone()
+        current = None if row is None else int(row[0])
+        if expect is not UNSET and current != expect:
+            want = "not to exist" if expect is None else f"to point at v{expect}"
+            have = "does not exist" if current is None else f"points at v{current}"
+            raise PreconditionFailed(f"alias {label}:{alias} {have}; expected it {want}")
+        return current
+
+    # --- MetaStore ----------------------------------------------------------------------------
+    def registry_id(self) -> str:
+        return self._registry_id
+
+    def create_project(self, name: str, created: float, *, exist_ok: bool) -> ProjectInfo:
+        with self._write() as c:
+            inserted = self._q(
+                c,
+                "INSERT INTO projects (name, created) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                name,
+                created,
+            ).rowcount
+            if inserted:
+                return ProjectInfo(name, created)
+            if not exist_ok:
+                raise AlreadyExists(f"project {name} already exists")
+            row = self._q(c, "SELECT name, created FROM projects WHERE name=?", name).fetchone()
+            assert row is not None  # projects are never deleted
+            return ProjectInfo(row[0], float(row[1]))
+
+    def get_project(self, name: str) -> ProjectInfo:
+        with self._read() as c:
+            row = self._q(c, "SELECT name, created FROM projects WHERE name=?", name).fetchone()
+        if row is None:
+            raise NotFound(f"project {name} not found")
+        return ProjectInfo(row[0], float(row[1]))
+
+    def list_projects(self) -> list[ProjectInfo]:
+        with self._read() as c:
+            rows = self._q(c, f"SELECT name, created FROM projects ORDER BY name{self._COLLATE}")
+            return [ProjectInfo(name, float(created)) for name, created in rows]
+
+    def create_artifact(
+        self,
+        project: str,
+        name: str,
+        type: str,
+        description: str,
+        created: float,
+        *,
+        exist_ok: bool,
+    ) -> ArtifactInfo:
+        with self._write() as c:
+            pid = self._project_id(c, project)
+            inserted = self._q(
+                c,
+                "INSERT INTO artifacts (project_id, name, type, description, created) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (project_id, name) DO NOTHING",
+                pid,
+                name,
+                type,
+                description,
+                created,
+            ).rowcount
+            if inserted:
+                return ArtifactInfo(project, name, type, description, created)
+            if not exist_ok:
+                raise AlreadyExists(f"artifact {project}/{name} already exists")
+            row = self._q(
+                c, "SELECT type FROM artifacts WHERE project_id=? AND name=?", pid, name
+            ).fetchone()
+            assert row is not None  # artifacts are never deleted
+            if row[0] != type:
+                raise Conflict(
+                    f"artifact {project}/{name} exists with type {row[0]!r}, not {type!r}"
+                )
+            return self._artifact_infos(c, project, name)[0]
+
+    def get_artifact(self, project: str, name: str) -> ArtifactInfo:
+        with self._read() as c:
+            return self._artifact_infos(c, project, name)[0]
+
+    def list_artifacts(self, project: str) -> list[ArtifactInfo]:
+        with self._read() as c:
+            return self._artifact_infos(c, project, None)
+
+    def get_version(self, project: str, artifact: str, number: int) -> VersionInfo:
+        with self._read() as c:
+            return self._version(c, project, artifact, number)
+
+    def resolve_alias(self, project: str, artifact: str, alias: str) -> int:
+        with self._read() as c:
+            aid = self._artifact_row(c, project, artifact)[0]
+            row = self._q(
+                c, "SELECT number FROM aliases WHERE artifact_id=? AND name=?", aid, alias
+            ).fetchone()
+        if row is None:
+            if alias == LATEST:
+                raise NotFound(f"artifact {project}/{artifact} has no versions yet")
+            raise NotFound(f"alias {project}/{artifact}:{alias} not found")
+        return int(row[0])
+
+    def get_manifest_gz(self, project: str, artifact: str, number: int) -> tuple[str, bytes]:
+        with self._read() as c:
+            aid = self._artifact_row(c, project, artifact)[0]
+            row = self._q(
+                c,
+                "SELECT v.digest, m.data FROM versions v JOIN manifests m "
+                "ON m.artifact_id = v.artifact_id AND m.number = v.number "
+                "WHERE v.artifact_id=? AND v.number=? AND NOT v.deleted",
+                aid,
+                number,
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"version {project}/{artifact}:v{number} not found")
+        return str(row[0]), bytes(row[1])
+
+    def commit(
+        self, project: str, artifact: str, new: NewVersion, aliases: list[str]
+    ) -> tuple[VersionInfo, bool]:
+        with self._write() as c:
+            aid, _, _, _, next_number = self._artifact_row(c, project, artifact, lock=True)
+            latest = self._q(
+                c,
+                "SELECT v.number, v.digest FROM aliases l JOIN versions v "
+                "ON v.artifact_id = l.artifact_id AND v.number = l.number "
+                "WHERE l.artifact_id=? AND l.name=?",
+                aid,
+                LATEST,
+            ).fetchone()
+            if latest is not None and latest[1] == new.digest:
+                number, created = int(latest[0]), False
+            else:
+                if (
+                    new.parent is not None
+                    and self._q(
+                        c,
+                        "SELECT 1 FROM versions WHERE artifact_id=? AND number=?",
+                        aid,
+                        new.parent,
+                    ).fetchone()
+                    is None
+                ):
+                    raise InvalidInput(
+                        f"parent version v{new.parent} of {project}/{artifact} does not exist"
+                    )
+                number, created = int(next_number), True
+                self._q(
+                    c,
+                    f"INSERT INTO versions (artifact_id, {_VERSION_COLS}) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    aid,
+                    number,
+                    new.digest,
+                    new.created,
+                    new.creator,
+                    new.description,
+                    new.metadata_json,
+                    new.parent,
+                    new.file_count,
+                    new.total_size,
+                )
+                self._q(
+                    c,
+                    "INSERT INTO manifests (artifact_id, number, data) VALUES (?, ?, ?)",
+                    aid,
+                    number,
+                    new.manifest_gz,
+                )
+                self._q(c, "UPDATE artifacts SET next_number=? WHERE id=?", number + 1, aid)
+            for alias in sorted({LATEST, *aliases}):
+                self._upsert_alias(c, aid, alias, number)
+            return self._version(c, project, artifact, number), created
+
+    def set_alias(
+        self, project: str, artifact: str, alias: str, number: int, expect: Expect
+    ) -> None:
+        label = f"{project}/{artifact}"
+        with self._write() as c:
+            aid = self._artifact_row(c, project, artifact, lock=True)[0]
+            self._live_number(c, aid, number, label)
+            self._check_expect(c, aid, label, alias, expect)
+            self._upsert_alias(c, aid, alias, number)
+
+    def delete_alias(self, project: str, artifact: str, alias: str, expect: Expect) -> None:
+        label = f"{project}/{artifact}"
+        with self._write() as c:
+            aid = self._artifact_row(c, project, artifact, lock=True)[0]
+            current = self._check_expect(c, aid, label, alias, expect)
+            if current is None:
+                raise NotFound(f"alias {label}:{alias} not found")
+            self._q(c, "DELETE FROM aliases WHERE artifact_id=? AND name=?", aid, alias)
+
+    def delete_version(self, project: str, artifact: str, number: int, *, force: bool) -> None:
+        label = f"{project}/{artifact}"
+        with self._write() as c:
+            aid = self._artifact_row(c, project, artifact, lock=True)[0]
+            self._live_number(c, aid, number, label)
+            held = [
+                r[0]
+                for r in self._q(
+                    c,
+                    "SELECT name FROM aliases WHERE artifact_id=? AND number=? AND name<>? "
+                    f"ORDER BY name{self._COLLATE}",
+                    aid,
+                    number,
+                    LATEST,
+                )
+            ]
+            if held and not force:
+                raise Conflict(
+                    f"version {label}:v{number} holds aliases {', '.join(held)}: "
+                    "move them first or use --force"
+                )
+            self._q(c, "DELETE FROM aliases WHERE artifact_id=? AND number=?", aid, number)
+            self._q(c, "DELETE FROM manifests WHERE artifact_id=? AND number=?", aid, number)
+            self._q(
+                c, "UPDATE versions SET deleted=TRUE WHERE artifact_id=? AND number=?", aid, number
+            )
+            if (
+                self._q(
+                    c, "SELECT 1 FROM aliases WHERE artifact_id=? AND name=?", aid, LATEST
+                ).fetchone()
+                is None
+            ):
+                row = self._q(
+                    c, "SELECT max(number) FROM versions WHERE artifact_id=? AND NOT deleted", aid
+                ).fetchone()
+                if row is not None and row[0] is not None:
+                    self._upsert_alias(c, aid, LATEST, int(row[0]))
