@@ -265,17 +265,21 @@ class Bench:
         self.umount(mnt)
 
     def table(self) -> str:
-        lines = [
-            "| workload | artfs | baseline | ratio (higher is better) | target |",
-            "|---|---|---|---|---|",
-        ]
-        for name, a, b, r, t in self.rows:
-            lines.append(
-                f"| {name} | {a} | {b} | {r:.2f} | {t} |"
-                if r
-                else f"| {name} | {a} | {b} | - | {t} |"
-            )
-        return "\n".join(lines)
+        return render_table(self.rows)
+
+
+Row = tuple[str, str, str, float, str]
+
+
+def render_table(rows: list[Row]) -> str:
+    """The markdown table every bench script prints: a ratio of 0 means "not a ratio"."""
+    lines = [
+        "| workload | artfs | baseline | ratio (higher is better) | target |",
+        "|---|---|---|---|---|",
+    ]
+    for name, a, b, r, t in rows:
+        lines.append(f"| {name} | {a} | {b} | {f'{r:.2f}' if r else '-'} | {t} |")
+    return "\n".join(lines)
 
 
 def main() -> None:

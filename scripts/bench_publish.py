@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.bench import CHUNK, drop_caches, timed
+from scripts.bench import CHUNK, drop_caches, render_table, timed
 from tests.e2e import Server, is_mounted, run_cli
 
 
@@ -214,14 +214,7 @@ class PublishBench:
         self.umount(mnt)
 
     def table(self) -> str:
-        lines = [
-            "| workload | artfs | baseline | ratio (higher is better) | target |",
-            "|---|---|---|---|---|",
-        ]
-        for name, a, b, r, t in self.rows:
-            ratio = f"{r:.2f}" if r else "-"
-            lines.append(f"| {name} | {a} | {b} | {ratio} | {t} |")
-        return "\n".join(lines)
+        return render_table(self.rows)
 
 
 def main() -> None:
