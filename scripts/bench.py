@@ -282,24 +282,34 @@ def render_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def bench_args(doc: str | None, files: int) -> argparse.Namespace:
+    """The options every bench script takes."""
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--size-mib", type=int, default=1024)
-    ap.add_argument("--files", type=int, default=10_000)
+    ap.add_argument("--files", type=int, default=files)
     ap.add_argument("--workdir", help="where to put data (default: a temp dir on /var/tmp)")
-    args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="artfs-bench-", dir=args.workdir or "/var/tmp"))
-    bench = Bench(work, args.size_mib << 20, args.files)
+    return ap.parse_args()
+
+
+def run_cleanly(run: Callable[[], object], work: Path, mounts: list[Path], server: Server) -> None:
+    """Run a bench; whatever happens, unmount, stop the server and remove the work dir."""
     try:
-        bench.run()
+        run()
     finally:
-        for m in (work / "mnt",):
+        for m in mounts:
             if is_mounted(m):
                 subprocess.run(["fusermount3", "-u", "-z", str(m)], check=False)
-        bench.server.stop()
+        server.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    args = bench_args(__doc__, 10_000)
+    work = Path(tempfile.mkdtemp(prefix="artfs-bench-", dir=args.workdir or "/var/tmp"))
+    bench = Bench(work, args.size_mib << 20, args.files)
+    run_cleanly(bench.run, work, [work / "mnt"], bench.server)
     print(
         f"\nartfs bench, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
         f"{args.size_mib} MiB file, {args.files} small files\n"

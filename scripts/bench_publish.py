@@ -21,7 +21,6 @@ The machine is shared and noisy: compare ratios, not absolute numbers.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -36,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.bench import CHUNK, drop_caches, render_table, timed
+from scripts.bench import CHUNK, bench_args, drop_caches, render_table, run_cleanly, timed
 from tests.e2e import Server, is_mounted, run_cli
 
 
@@ -218,23 +217,10 @@ class PublishBench:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--size-mib", type=int, default=1024)
-    ap.add_argument("--files", type=int, default=16)
-    ap.add_argument("--workdir", help="where to put data (default: a temp dir on /var/tmp)")
-    args = ap.parse_args()
+    args = bench_args(__doc__, 16)
     work = Path(tempfile.mkdtemp(prefix="artfs-bench-publish-", dir=args.workdir or "/var/tmp"))
     bench = PublishBench(work, args.size_mib << 20, args.files)
-    try:
-        bench.run()
-    finally:
-        for m in bench.mounts:
-            if is_mounted(m):
-                subprocess.run(["fusermount3", "-u", "-z", str(m)], check=False)
-        bench.server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    run_cleanly(bench.run, work, bench.mounts, bench.server)
     print(
         f"\nartfs publish bench, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
         f"{args.size_mib} MiB in {args.files} files\n"

@@ -97,6 +97,23 @@ def store_file(store: BlobStore, sha256: str, source: str | Path) -> bool:
             raise
 
 
+def store_bytes(store: BlobStore, data: bytes) -> str:
+    """Store bytes whose sha256 is computed here; returns it (tests and tools)."""
+    h = BlobHasher()
+    h.update(data)
+    w = store.writer(h.hexdigest(), len(data))
+    w.write(data)
+    w.finish()
+    return h.hexdigest()
+
+
+def check_writer_args(sha256: str, size: int | None) -> None:
+    """What every store's ``writer`` accepts: a sha256 and an optional non-negative size."""
+    sha256_hex(sha256)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise InvalidInput(f"invalid blob size {size!r}")
+
+
 def _storage_error(e: OSError, what: str) -> Exception:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageFull(f"blob store full while {what}: {e.strerror}")
@@ -169,22 +186,11 @@ class LocalBlobStore:
         return None
 
     def writer(self, sha256: str, size: int | None = None) -> _LocalWriter:
-        sha256_hex(sha256)
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
-            raise InvalidInput(f"invalid blob size {size!r}")
+        check_writer_args(sha256, size)
         return _LocalWriter(self, sha256, size)
 
     def put_file(self, sha256: str, source: str | Path) -> bool:
         return store_file(self, sha256, source)
-
-    def put_bytes(self, data: bytes) -> str:
-        """Store bytes whose sha256 is computed here; returns it (tests and tools)."""
-        h = BlobHasher()
-        h.update(data)
-        w = self.writer(h.hexdigest(), len(data))
-        w.write(data)
-        w.finish()
-        return h.hexdigest()
 
     def block_digests(self, sha256: str) -> bytes:
         size = self.size(sha256)

@@ -47,6 +47,7 @@ from cachetools import LRUCache
 
 from ..errors import IntegrityError, InvalidInput, NotFound, Unavailable
 from ..hashing import BlobHasher, block_count, sha256_hex
+from .blobs import check_writer_args
 from .uploads import PartUrl, UploadPlan
 
 if TYPE_CHECKING:
@@ -273,19 +274,8 @@ class S3BlobStore:
         return raw
 
     def writer(self, sha256: str, size: int | None = None) -> _S3Writer:
-        sha256_hex(sha256)
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
-            raise InvalidInput(f"invalid blob size {size!r}")
+        check_writer_args(sha256, size)
         return _S3Writer(self, sha256, size)
-
-    def put_bytes(self, data: bytes) -> str:
-        """Store bytes whose sha256 is computed here; returns it (tests and tools)."""
-        h = BlobHasher()
-        h.update(data)
-        w = self.writer(h.hexdigest(), len(data))
-        w.write(data)
-        w.finish()
-        return h.hexdigest()
 
     # --- storing verified bytes ----------------------------------------------------------
     def _put(self, key: str, data: bytes | bytearray) -> None:
