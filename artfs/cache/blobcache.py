@@ -21,7 +21,7 @@ import errno
 import logging
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +184,9 @@ class BlobCache:
         self._key = ""
         self._completing = 0  # background completions running (finished before exit)
         self._completions_done = trio.Event()
+        self._soon: deque[tuple[str, int]] = deque()  # blobs queued by prefetch_soon
+        self._soon_known: set[str] = set()  # queued or being fetched, by sha
+        self._soon_workers = 0
 
     # --- lifetime -------------------------------------------------------------------
     async def __aenter__(self) -> BlobCache:
@@ -433,6 +436,61 @@ class BlobCache:
             log.warning("completing blob %s failed: %s", state.sha[:12], e)
         except Exception:
             log.exception("completing blob %s crashed", state.sha[:12])
+
+    # --- prefetching whole blobs in the background ---------------------------------------------
+    def prefetch_soon(self, blobs: Sequence[tuple[str, int]]) -> None:
+        """Fetch these whole blobs in the background, ``prefetch_parallel`` at a time.
+
+        Never blocks and never fails: the caller (the mount's directory read-ahead) only
+        guesses that the blobs will be read soon. Blobs already cached, queued or being
+        fetched are skipped; errors are logged and left for a real reader to meet. A reader
+        that opens a blob while it is being prefetched waits for that fetch rather than
+        starting its own. Cancelled when the cache closes.
+        """
+        if self._nursery is None:
+            return
+        for sha, size in blobs:
+            if sha in self._soon_known or len(self._soon) >= self.tuning.prefetch_queue:
+                continue
+            self._soon_known.add(sha)
+            self._soon.append((sha, size))
+        while self._soon and self._soon_workers < self.tuning.prefetch_parallel:
+            self._soon_workers += 1
+            self._nursery.start_soon(self._prefetch_worker)
+
+    async def _prefetch_worker(self) -> None:
+        try:
+            while self._soon:
+                sha, size = self._soon.popleft()
+                try:
+                    await self._prefetch_one(sha, size)
+                except ArtfsError as e:
+                    log.debug("prefetch of blob %s failed: %s", sha[:12], e)
+                except Exception:
+                    log.exception("prefetch of blob %s crashed", sha[:12])
+                finally:
+                    self._soon_known.discard(sha)
+        finally:
+            self._soon_workers -= 1
+
+    async def _prefetch_one(self, sha: str, size: int) -> None:
+        self._check(sha, size)
+        if size == 0 or os.path.exists(self.layout.complete(sha)):
+            return
+        if size > BLOCK_SIZE:
+            await self.fetch(sha, size)
+            return
+        while (busy := self._small.get(sha)) is not None:
+            await busy.wait()
+        if sha in self._states:
+            return  # open here: its reader fetches it
+        done = self._small[sha] = trio.Event()
+        try:
+            pin_fd, _ = await self._small_blob(sha, size, None)
+            os.close(pin_fd)
+        finally:
+            del self._small[sha]
+            done.set()
 
     # --- whole blobs --------------------------------------------------------------------------
     async def fetch(

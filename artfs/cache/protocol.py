@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -49,6 +50,10 @@ class BlobCacheAPI(Protocol):
 
     async def fetch(self, sha256: str, size: int) -> Path:
         """Make the blob complete and verified in the cache; return the path of the complete file."""
+        ...
+
+    def prefetch_soon(self, blobs: Sequence[tuple[str, int]]) -> None:
+        """Fetch these (sha256, size) blobs whole in the background; never blocks or fails."""
         ...
 
     def stats(self) -> CacheStats: ...

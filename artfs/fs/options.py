@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidInput
+from .siblings import SiblingTuning
 
 DEFAULT_LISTING_TTL = 5.0
 MAX_LISTING_TTL = 10.0
@@ -38,6 +39,7 @@ class MountOptions:
     meta_root: Path | None = None  # default: <cache.root>/v1/meta
     source: str = ""  # the registry URL or directory; remembers the registry id offline
     allow_other: bool = False
+    siblings: SiblingTuning = field(default_factory=SiblingTuning)  # directory read-ahead
 
     def __post_init__(self) -> None:
         if not 0 <= self.listing_ttl <= MAX_LISTING_TTL:

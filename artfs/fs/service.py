@@ -68,6 +68,7 @@ from .inodes import (
 )
 from .metastore import MetaStore, recall_registry_id, registry_dir_name, remember_registry_id
 from .options import MountOptions
+from .siblings import SiblingReadAhead
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,6 +77,7 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _HINT_FILES = 10_000  # files of one directory hinted to the client (see _hint_files)
 _HINT_EVERY = 60.0  # seconds before a directory is hinted again (locations expire)
 _HINTED_DIRS_KEPT = 10_000
+_WALKS_KEPT = 1_000  # directories whose walk state is kept (dropped all at once beyond)
 
 
 class _KeyedLocks:
@@ -101,6 +103,15 @@ class _KeyedLocks:
                 del self._locks[key]
             else:
                 self._locks[key] = (lock, users - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Walk:
+    """A directory's files in name order and the read-ahead state across them."""
+
+    index: dict[str, int]
+    files: list[FileNode]
+    state: SiblingReadAhead
 
 
 @dataclass(slots=True)
@@ -140,6 +151,7 @@ class ArtfsFS:
         self._files: dict[int, _OpenFile] = {}
         self._dirs: dict[int, tuple[tuple[str, Node], ...]] = {}
         self._hinted: dict[int, float] = {}  # directory inode -> when its files were hinted
+        self._walks: dict[int, _Walk] = {}  # directory inode -> its read-ahead across files
         self._next_fh = 1
         self.drafts = DraftsFS(self, drafts, invalidate) if drafts is not None else None
 
@@ -457,7 +469,36 @@ class ArtfsFS:
                 raise Unavailable(f"opening {node.name} took over {self.options.read_timeout:g} s")
         fh = self._fh()
         self._files[fh] = _OpenFile(node, reader)
+        if reader is not None:
+            self._walk_on(node)
         return Opened(fh, keep_cache=True)
+
+    def _walk_on(self, node: FileNode) -> None:
+        """Directory read-ahead (``siblings.py``): an open that continues a walk through
+        a directory's files in name order prefetches the next files in the background."""
+        walk = self._walks.get(node.parent)
+        if walk is None:
+            parent = self.table.get(node.parent)
+            if not isinstance(parent, DirNode):
+                return
+            files = sorted(
+                (name, child)
+                for name, child in parent.children.items()
+                if isinstance(child, FileNode)
+            )
+            if len(self._walks) >= _WALKS_KEPT:
+                self._walks.clear()
+            walk = self._walks[node.parent] = _Walk(
+                {name: k for k, (name, _) in enumerate(files)},
+                [child for _, child in files],
+                SiblingReadAhead([child.size for _, child in files], self.options.siblings),
+            )
+        index = walk.index.get(node.name)
+        if index is None:
+            return
+        picked = walk.state.on_open(index)
+        if picked:
+            self.cache.prefetch_soon([(walk.files[k].sha256, walk.files[k].size) for k in picked])
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         if self.drafts is not None and self.drafts.owns(fh):

@@ -8,6 +8,7 @@ Not for production: the real cache is ``artfs.cache.blobcache``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..cache.protocol import CacheStats
@@ -42,6 +43,7 @@ class MemoryBlobCache:
         self.opens = 0
         self.fetches = 0
         self.open_readers = 0
+        self.prefetched: list[str] = []  # what prefetch_soon was asked for, in order
 
     async def _complete(self, sha256: str, size: int) -> bytes:
         if sha256 in self.blobs:
@@ -69,6 +71,10 @@ class MemoryBlobCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         return path
+
+    def prefetch_soon(self, blobs: Sequence[tuple[str, int]]) -> None:
+        """Recorded, not fetched: tests check what the mount asked for."""
+        self.prefetched.extend(sha for sha, _ in blobs)
 
     def stats(self) -> CacheStats:
         held = sum(len(b) for b in self.blobs.values())
