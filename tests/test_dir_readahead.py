@@ -206,3 +206,18 @@ def test_cat_of_a_directory_through_the_mount(
             assert after["blob_bytes_sent"] - sent_before["blob_bytes_sent"] == sum(
                 len(v) for v in files.values()
             )
+
+
+async def test_prefetch_stays_within_a_quarter_of_the_cache_limit(tmp_path: Path) -> None:
+    registry = MemoryRegistryClient()
+    blobs = []
+    for k in range(10):
+        data = random.Random(k).randbytes(300 << 10)
+        blobs.append((registry.add_blob(data), len(data)))
+    async with BlobCache(tmp_path, registry, max_bytes=4 << 20, tuning=TUNING) as cache:
+        cache.prefetch_soon(blobs)
+        await trio.sleep(0.3)
+        cached = [b for b in blobs if cache.cached_bytes(*b) == b[1]]
+        assert cached == blobs[:3]  # 1 MiB of guesses under a 4 MiB limit
+        cache.prefetch_soon(blobs)  # the budget is free again: the next ones
+        assert await wait_cached(cache, blobs[3:6])

@@ -32,7 +32,7 @@ import trio
 from ..client.base import RegistryClient
 from ..errors import ArtfsError, IntegrityError, InvalidInput, Unavailable
 from ..hashing import BLOCK_SIZE, BlobHasher, hash_file, sha256_hex
-from . import eviction, locks
+from . import eviction, locks, trust
 from .blobstate import BlobState, StateEnv
 from .blockmap import BLOCK_SHIFT, held_bytes, normalize, span
 from .fetcher import BadBlock, fetch_blocks
@@ -186,6 +186,7 @@ class BlobCache:
         self._completions_done = trio.Event()
         self._soon: deque[tuple[str, int]] = deque()  # blobs queued by prefetch_soon
         self._soon_known: set[str] = set()  # queued or being fetched, by sha
+        self._soon_bytes = 0  # bytes of the blobs queued or being fetched
         self._soon_workers = 0
 
     # --- lifetime -------------------------------------------------------------------
@@ -445,14 +446,24 @@ class BlobCache:
         guesses that the blobs will be read soon. Blobs already cached, queued or being
         fetched are skipped; errors are logged and left for a real reader to meet. A reader
         that opens a blob while it is being prefetched waits for that fetch rather than
-        starting its own. Cancelled when the cache closes.
+        starting its own. Cancelled when the cache closes. At most ``prefetch_bytes`` (and a
+        quarter of the cache's limit) is queued or in flight at once: a guess must not evict
+        what is being read.
         """
         if self._nursery is None:
             return
+        budget = self.tuning.prefetch_bytes
+        if self.max_bytes is not None:
+            budget = min(budget, self.max_bytes // 4)
         for sha, size in blobs:
             if sha in self._soon_known or len(self._soon) >= self.tuning.prefetch_queue:
                 continue
+            if os.path.exists(self.layout.complete(sha)):
+                continue  # (a stat, to keep cached blobs out of the budget)
+            if self._soon_bytes + size > budget:
+                break
             self._soon_known.add(sha)
+            self._soon_bytes += size
             self._soon.append((sha, size))
         while self._soon and self._soon_workers < self.tuning.prefetch_parallel:
             self._soon_workers += 1
@@ -470,6 +481,7 @@ class BlobCache:
                     log.exception("prefetch of blob %s crashed", sha[:12])
                 finally:
                     self._soon_known.discard(sha)
+                    self._soon_bytes -= size
         finally:
             self._soon_workers -= 1
 
@@ -557,6 +569,8 @@ class BlobCache:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     os.chmod(tmp, 0o444)
                     os.rename(tmp, target)
+                    if size > BLOCK_SIZE:
+                        trust.stamp_path(self.layout, sha256, target)
             return target
         except OSError as e:
             raise storage_error(e, f"adding {src} to the cache") from None
@@ -620,6 +634,8 @@ class BlobCache:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     os.chmod(staged.tmp, 0o444)
                     os.rename(staged.tmp, target)
+                    if staged.size > BLOCK_SIZE:
+                        trust.stamp_path(self.layout, staged.sha256, target)
             return target
         except OSError as e:
             raise storage_error(e, f"adding blob {staged.sha256[:12]} to the cache") from None

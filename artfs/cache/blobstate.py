@@ -28,12 +28,13 @@ import trio
 from ..client.base import RegistryClient
 from ..errors import ArtfsError, IntegrityError, InvalidInput, ProtocolError, Unavailable
 from ..hashing import BLOCK_SIZE, DIGEST_LEN, block_count, split_block_digests
-from . import locks
+from . import locks, trust
 from .blockmap import ABSENT, BLOCK_SHIFT, PRESENT, block_bounds, held_bytes, normalize, runs_of
 from .fetcher import BadBlock, fetch_blocks
 from .filehash import hash_file_range
 from .layout import CacheLayout, storage_error
 from .settings import CacheTuning
+from .trust import Stamp
 
 log = logging.getLogger("artfs.cache")
 
@@ -104,7 +105,9 @@ class BlobState:
         self.progress: set[Callable[[int], None]] = set()
         self._run_blocks = max(1, env.tuning.request_bytes // BLOCK_SIZE)
         self._retired: list[int] = []  # fds replaced while a thread may still read them
-        self._mtime = 0.0  # the data file's mtime as last seen or set (wall clock)
+        self._mtime = 0.0  # when this process last touched the blob (wall clock)
+        self._seen: Stamp | None = None  # the complete file as it was when attached
+        self._stamped = False  # a trust stamp for the complete file exists (trust.py)
         self._digest_lock = trio.Lock()
         self._transition = trio.Lock()
 
@@ -128,7 +131,9 @@ class BlobState:
         except BaseException:
             state.close()
             raise
-        if not fresh:
+        if fresh:  # its pin was just made: as recent as a touch
+            state._mtime = time.time()
+        else:
             state.touch()
         return state
 
@@ -142,16 +147,18 @@ class BlobState:
         os.close(self.pin_fd)
 
     def touch(self, min_age: float = 0.0) -> None:
-        """Mark the blob recently used, host-wide (the evictor orders blobs by data-file mtime).
+        """Mark the blob recently used, host-wide (the evictor orders blobs by pin mtime).
 
         Opening always touches; closing (``min_age=TOUCH_SLACK``) only when this process
         last touched the blob longer ago, so a file opened, read and closed at once costs
-        one ``utime``, not two, and LRU order is unchanged beyond those few seconds.
+        one ``utime``, not two, and LRU order is unchanged beyond those few seconds. The
+        pin, not the data file, is touched: a complete file's ctime must stay as it was
+        checked (trust.py).
         """
         now = time.time()
-        if self.data_fd >= 0 and now - self._mtime >= min_age:
+        if self.pin_fd >= 0 and now - self._mtime >= min_age:
             try:
-                os.utime(self.data_fd)
+                os.utime(self.pin_fd)
                 self._mtime = now
             except OSError:
                 pass
@@ -179,9 +186,22 @@ class BlobState:
             os.close(fd)
             return False
         self._set_fds(fd, None)
-        self.complete = True
-        self._mtime = st.st_mtime
+        self._became_complete(st)
         return True
+
+    def _became_complete(self, st: os.stat_result) -> None:
+        """``data_fd`` is now the complete file, as ``st``; trust a valid stamp on it."""
+        self.complete = True
+        self._seen = Stamp.of(st)
+        if self.nblocks > 1 and trust.is_trusted(self.env.layout, self.sha, self._seen):
+            self.verified[:] = bytes([1]) * self.nblocks
+            self._stamped = True
+
+    def _stamp_if_checked(self) -> None:
+        """Leave a trust stamp once every block of the complete file has been checked here."""
+        if self.complete and not self._stamped and self.nblocks > 1 and self.verified.find(0) < 0:
+            self._stamped = True
+            trust.stamp(self.env.layout, self.sha, self.data_fd, self._seen)
 
     def _attach(self) -> None:
         """(Under the state lock.) Open the complete file if there is one, else the partials."""
@@ -191,9 +211,10 @@ class BlobState:
         except FileNotFoundError:
             fd = -1
         if fd >= 0:
-            if os.fstat(fd).st_size == self.size:
+            st = os.fstat(fd)
+            if st.st_size == self.size:
                 self._set_fds(fd, None)
-                self.complete = True
+                self._became_complete(st)
                 return
             os.close(fd)
             log.warning("cached blob %s has the wrong size; discarding it", self.sha[:12])
@@ -510,6 +531,7 @@ class BlobState:
                 if hashlib.sha256(view[lo - base : hi - base]).digest() != digests[k]:
                     return None
         self.verified[first:stop] = bytes([1]) * (stop - first)
+        self._stamp_if_checked()
         return data
 
     # --- verification at rest --------------------------------------------------------------
@@ -534,6 +556,8 @@ class BlobState:
             self.verified[start:stop] = bytes([1]) * (stop - start)
         for k in bad:
             self.verified[k] = 0
+        if not bad:
+            self._stamp_if_checked()
         return bad
 
     async def _handle_damage(self, bad: Sequence[int]) -> None:
@@ -569,6 +593,8 @@ class BlobState:
             layout = self.env.layout
             async with locks.exclusive_file_lock(layout.state_lock, self.env.tuning.timeout):
                 complete = layout.complete(self.sha)
+                trust.forget(layout, self.sha)
+                self._stamped = False
                 if _same_file(complete, self.data_fd):
                     flags = bytearray([PRESENT]) * self.nblocks
                     for k in bad:
@@ -607,10 +633,12 @@ class BlobState:
                 async with locks.exclusive_file_lock(
                     self.env.layout.state_lock, self.env.tuning.timeout
                 ):
-                    self._publish_complete()
+                    published = self._publish_complete()
             finally:
                 locks.unlock_range(mfd, 0, self.nblocks)
         self.verified[:] = bytes([1]) * self.nblocks
+        if published and self.nblocks > 1:  # every byte was just checked: stamp the file as is
+            self._stamped = trust.stamp(self.env.layout, self.sha, self.data_fd)
         return True
 
     async def _repair_after_bad_whole_hash(self, fd: int, mfd: int) -> None:
@@ -629,20 +657,24 @@ class BlobState:
             os.pwrite(mfd, bytes([ABSENT]), k)
             self.verified[k] = 0
 
-    def _publish_complete(self) -> None:
-        """(Under the state lock.) Rename our verified data file to the complete path."""
+    def _publish_complete(self) -> bool:
+        """(Under the state lock.) Rename our verified data file to the complete path;
+        True if it is now the complete file."""
         layout = self.env.layout
         complete, data = layout.complete(self.sha), layout.partial_data(self.sha)
+        published = False
         if not complete.exists() and _same_file(data, self.data_fd):
             complete.parent.mkdir(parents=True, exist_ok=True)
             os.fchmod(self.data_fd, 0o444)
             os.rename(data, complete)
             layout.partial_map(self.sha).unlink(missing_ok=True)
+            published = True
         elif _same_file(data, self.data_fd):
             # Someone published another copy meanwhile: ours is redundant on disk.
             data.unlink(missing_ok=True)
             layout.partial_map(self.sha).unlink(missing_ok=True)
         self.complete = True
+        return published
 
     def adopt_peer_completion(self) -> bool:
         """True (and switch to complete mode) if another process published our data file."""

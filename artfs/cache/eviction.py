@@ -1,7 +1,10 @@
 """Least-recently-used eviction of whole blobs, safe against every process that has a blob open.
 
-Recency is the mtime of the blob's data file, which every process touches when it opens
-or closes a blob, so the order is host-wide without any shared index. A blob is evicted
+Recency is the mtime of the blob's pin file, which every process touches when it opens
+or closes a blob, so the order is host-wide without any shared index (the data file's
+mtime where there is no pin: a blob published by a commit and never opened since). The
+data file itself is never touched once complete, so that its ctime tells whether its
+bytes may have changed since they were checked (trust.py). A blob is evicted
 only after taking LOCK_EX on its pin file without blocking: any process holding the blob
 open holds LOCK_SH there, so open blobs are skipped, never waited for.
 """
@@ -28,6 +31,7 @@ class CacheEntry:
 
 def scan(layout: CacheLayout) -> list[CacheEntry]:
     """Every blob in the cache (complete or partial), one entry per sha."""
+    used = _pin_times(layout)
     found: dict[str, CacheEntry] = {}
     for top, complete in ((layout.blobs_dir, True), (layout.partial_dir, False)):
         for shard in _scandir(str(top)):
@@ -42,14 +46,28 @@ def scan(layout: CacheLayout) -> list[CacheEntry]:
                 except FileNotFoundError:
                     continue
                 held = st.st_size if complete else min(st.st_size, st.st_blocks * 512)
+                last = used.get(name, st.st_mtime)
                 prev = found.get(name)
                 if prev is not None:  # complete and partial copies: count both, newest use
                     found[name] = CacheEntry(
-                        name, True, prev.held + held, max(prev.last_used, st.st_mtime)
+                        name, True, prev.held + held, max(prev.last_used, last)
                     )
                 else:
-                    found[name] = CacheEntry(name, complete, held, st.st_mtime)
+                    found[name] = CacheEntry(name, complete, held, last)
     return list(found.values())
+
+
+def _pin_times(layout: CacheLayout) -> dict[str, float]:
+    """sha -> mtime of its pin file (when it was last opened or closed)."""
+    times: dict[str, float] = {}
+    for shard in _scandir(str(layout.pins_dir)):
+        for entry in _scandir(shard.path):
+            if entry.name.endswith(".pin"):
+                try:
+                    times[entry.name[: -len(".pin")]] = entry.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+    return times
 
 
 def _scandir(path: str) -> list[os.DirEntry[str]]:
@@ -71,6 +89,7 @@ def evict_one(layout: CacheLayout, sha: str) -> bool:
             layout.partial_map(sha),
             layout.partial_data(sha),
             layout.digests(sha),
+            layout.verified(sha),
             pin_path,  # last, while still locked: a waiting opener re-checks the inode
         ):
             try:

@@ -7,7 +7,9 @@ beside it (``v2``) and old caches are ignored, not misread::
     v1/partial/ab/<sha>.data sparse file of the blob's size, holding the blocks fetched so far
     v1/partial/ab/<sha>.map  presence map: one byte per BLOCK_SIZE block (1 = present)
     v1/meta/ab/<sha>.blocks  the blob's 32-byte block digests, as served by the registry
-    v1/pins/ab/<sha>.pin     flock(LOCK_SH) while open in any process; the evictor needs LOCK_EX
+    v1/meta/ab/<sha>.verified  stamp: this complete file was checked in this boot (trust.py)
+    v1/pins/ab/<sha>.pin     flock(LOCK_SH) while open in any process; the evictor needs LOCK_EX;
+                             its mtime is the blob's last use (eviction order)
     v1/tmp/                  temp files, renamed into place when complete
     v1/state.lock            flock serialising the few partial<->complete transitions
     v1/evict.lock            flock: one evictor at a time
@@ -52,6 +54,9 @@ class CacheLayout:
 
     def digests(self, sha: str) -> Path:
         return self.meta_dir / sha[:2] / f"{sha}.blocks"
+
+    def verified(self, sha: str) -> Path:
+        return self.meta_dir / sha[:2] / f"{sha}.verified"
 
     def pin(self, sha: str) -> Path:
         return self.pins_dir / sha[:2] / f"{sha}.pin"

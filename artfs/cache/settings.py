@@ -21,6 +21,7 @@ class CacheTuning:
     parallel_requests: int = 4
     prefetch_parallel: int = 8  # whole small blobs fetched at once by prefetch_soon
     prefetch_queue: int = 4096  # blobs waiting for prefetch_soon's workers, at most
+    prefetch_bytes: int = 64 << 20  # bytes queued or in flight for prefetch_soon, at most
     inline_verify_bytes: int = 4 << 20  # verify more than this at once in a worker thread
     poll_min: float = 0.001
     poll_max: float = 0.02
