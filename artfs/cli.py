@@ -21,6 +21,7 @@ from . import config
 from .client import open_client
 from .client.base import UNSET, Expect, RegistryClient
 from .errors import ArtfsError, InvalidInput, NotFound
+from .fs.siblings import SiblingTuning
 from .names import alias_name, parse_artifact_id, parse_ref, parse_version
 from .progress import human_bytes
 from .registry.stores import add_store_arguments
@@ -70,13 +71,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import functools
 
     from .registry.stores import store_options
-    from .server import run_server
+    from .server import auth_options, run_server
 
     data = Path(args.data).expanduser().absolute()
     try:
         trio.run(
             functools.partial(
-                run_server, data, args.host, args.port, args.blob_port, stores=store_options(args)
+                run_server,
+                data,
+                args.host,
+                args.port,
+                args.blob_port,
+                stores=store_options(args),
+                auth=auth_options(args),
             )
         )
     except OSError as e:
@@ -86,6 +93,48 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "(another artfs serve running? choose --port/--blob-port)"
             ) from None
         raise
+    return 0
+
+
+def _when(t: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """``artfs token create|list|revoke``: on the server's host, straight on its metadata store."""
+    from .auth import make_grants
+    from .registry.stores import open_meta
+    from .registry.tokens import Tokens
+
+    meta = open_meta(Path(args.data).expanduser().absolute(), db=args.db)
+    try:
+        tokens = Tokens(meta)
+        if args.token_cmd == "create":
+            info, secret = tokens.create(args.name, make_grants(args.read, args.write))
+            print(secret)
+            print(
+                f"created token {info.name!r} ({info.describe_grants()}); this is the only time "
+                "its secret is shown: give it to its user as ARTFS_TOKEN",
+                file=sys.stderr,
+            )
+        elif args.token_cmd == "list":
+            if args.json:
+                print(json.dumps([t.to_json() for t in tokens.list()], indent=2))
+            else:
+                for t in tokens.list():
+                    state = "active" if t.revoked is None else f"revoked {_when(t.revoked)}"
+                    print(f"{t.name}\t{_when(t.created)}\t{state}\t{t.describe_grants()}")
+        else:
+            info = tokens.revoke(args.name)
+            print(
+                f"revoked token {info.name!r}; running servers refuse it within their "
+                "--auth-ttl (default 5 s)",
+                file=sys.stderr,
+            )
+    finally:
+        meta.close()
     return 0
 
 
@@ -382,7 +431,52 @@ def build_parser() -> argparse.ArgumentParser:
         "--blob-port", type=int, default=None, help="port of the blob data server (default: PORT+1)"
     )
     add_store_arguments(s)
+    from .server import add_auth_arguments
+
+    add_auth_arguments(s)
     s.set_defaults(fn=cmd_serve)
+
+    s = sub.add_parser(
+        "token", help="manage access tokens (on the server's host, with its --data/--db)"
+    )
+    tsub = s.add_subparsers(dest="token_cmd", required=True)
+
+    def with_store(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument(
+            "--data",
+            default="./artfs-data",
+            help="the registry's data directory, as given to artfs serve (default %(default)s)",
+        )
+        sp.add_argument(
+            "--db", default=None, help="the registry's database, as given to artfs serve --db"
+        )
+        return sp
+
+    t = with_store(tsub.add_parser("create", help="create a token and print its secret once"))
+    t.add_argument("name")
+    t.add_argument(
+        "--read",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PROJECT",
+        help="projects it may read ('*': every project)",
+    )
+    t.add_argument(
+        "--write",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PROJECT",
+        help="projects it may read and write ('*': every project)",
+    )
+    t.set_defaults(fn=cmd_token)
+    t = with_store(tsub.add_parser("list", help="list tokens (never their secrets)"))
+    t.add_argument("--json", action="store_true", help="print JSON records")
+    t.set_defaults(fn=cmd_token)
+    t = with_store(tsub.add_parser("revoke", help="revoke a token"))
+    t.add_argument("name")
+    t.set_defaults(fn=cmd_token)
 
     s = with_cache(with_registry(sub.add_parser("mount", help="mount the registry")))
     s.add_argument("mountpoint")
@@ -398,6 +492,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--xattrs", action="store_true", help="answer user.artfs.* extended attributes")
     s.add_argument("--allow-other", action="store_true", help="let other users see the mount")
+    s.add_argument(
+        "--dir-readahead",
+        type=int,
+        default=SiblingTuning().maximum,
+        metavar="FILES",
+        help="when files of a directory are opened in name order, prefetch up to this many "
+        "next small files (0: off; default %(default)s)",
+    )
     s.add_argument(
         "--state-dir",
         help="where drafts live (default: one directory per mountpoint under "

@@ -69,6 +69,22 @@ class NotPermitted(ArtfsError):
     errno = _errno.EPERM
 
 
+class Unauthorized(ArtfsError):
+    """No token, or a token the registry doesn't know (unknown, revoked): HTTP 401."""
+
+    code = "unauthorized"
+    http_status = 401
+    errno = _errno.EACCES
+
+
+class Forbidden(ArtfsError):
+    """A valid token without the right this request needs (read or write on a project)."""
+
+    code = "forbidden"
+    http_status = 403
+    errno = _errno.EACCES
+
+
 class NoAttribute(NotFound):
     """An extended attribute that this object does not carry (ENODATA, what getxattr expects)."""
 
@@ -156,6 +172,8 @@ ALL_ERRORS: tuple[type[ArtfsError], ...] = (
     Conflict,
     PreconditionFailed,
     NotPermitted,
+    Unauthorized,
+    Forbidden,
     NoAttribute,
     Unsupported,
     NotEmpty,

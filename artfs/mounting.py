@@ -29,6 +29,7 @@ from .drafts.store import DraftStore
 from .errors import InvalidInput
 from .fs.daemon import canonical, is_fuse_mount, mount_background, run_mount, unmount
 from .fs.options import MountOptions
+from .fs.siblings import SiblingTuning
 from .mountinfo import read_record, remove_record, write_record
 
 
@@ -49,6 +50,7 @@ def _options(args: argparse.Namespace, registry: str) -> MountOptions:
         listing_ttl=args.ttl,
         xattrs=args.xattrs,
         allow_other=args.allow_other,
+        siblings=SiblingTuning(maximum=args.dir_readahead),
         source=registry,
         meta_timeout=args.timeout,
         read_timeout=max(30.0, 6 * args.timeout),
@@ -84,6 +86,8 @@ def mount_command(args: argparse.Namespace) -> int:
             str(args.ttl),
             "--timeout",
             str(args.timeout),
+            "--dir-readahead",
+            str(args.dir_readahead),
         ]
         if args.cache_size:
             argv += ["--cache-size", args.cache_size]

@@ -400,7 +400,8 @@ def test_prefetch_fills_the_cache_ahead_of_reads(
 ) -> None:
     server, published = local_server, published_local  # counts bytes at the data port
     cache = tmp_path / "cache"
-    with mounted(server.url, tmp_path / "mnt", cache) as mnt:
+    # (no directory read-ahead: this counts exactly what the reads themselves fetch)
+    with mounted(server.url, tmp_path / "mnt", cache, "--dir-readahead", "0") as mnt:
         v0 = mnt / "proj" / "data" / "v0"
         run_cli("prefetch", str(v0 / "données"), str(v0 / "big.bin"))
         before = server.stats()["blob_bytes_sent"]

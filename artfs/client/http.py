@@ -20,6 +20,12 @@ one ``PUT`` there whose body goes from the file to the socket with ``os.sendfile
 presigned PUTs straight to the object store (multipart, several parts at once)
 followed by a completion request the server answers only once it has verified
 the bytes; otherwise ``PUT /v1/blobs/{sha}`` through the API.
+
+Tokens: ``Authorization: Bearer <token>`` goes with every request to the registry's own
+origins (its API and its data server, as ``GET /v1`` names it) and never anywhere else:
+presigned store URLs carry their own signature, and a token must not leak to another host.
+A 401/403 from an own origin is the registry's refusal (``Unauthorized``/``Forbidden``);
+a 403 from a store URL means the URL expired and is located again.
 """
 
 from __future__ import annotations
@@ -39,12 +45,15 @@ import httpx
 import trio
 from cachetools import LRUCache
 
+from ..auth import client_secret
 from ..errors import (
     ArtfsError,
+    Forbidden,
     IntegrityError,
     InvalidInput,
     NotFound,
     ProtocolError,
+    Unauthorized,
     Unavailable,
     from_code,
 )
@@ -70,6 +79,20 @@ UPLOAD_MIN_RATE = (
 UPLOAD_PARALLEL_PARTS = 4  # presigned multipart uploads: parts in flight at once
 PART_ATTEMPTS = 3
 RESUMES = 3  # a range read interrupted this many times without progress gives up
+EXPECT_CONTINUE_OVER = 1 << 20  # uploads from this size ask first (Expect: 100-continue)
+REFUSAL_BODY_MAX = 64 << 10  # the error body of a refused blob request read at most
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of a URL, the unit tokens are sent to."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    if parts.hostname is None:
+        return None
+    return parts.scheme.lower(), parts.hostname.lower(), port
 
 
 def _q(segment: str) -> str:
@@ -80,7 +103,9 @@ class HttpRegistryClient:
     def __init__(self, base_url: str, *, timeout: float = 10.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        token = client_secret(token)
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self._own = {o for o in [_origin(self.base_url)] if o is not None}
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
@@ -107,13 +132,24 @@ class HttpRegistryClient:
             err = json.loads(body)["error"]
             code, message = str(err["code"]), str(err["message"])
         except (ValueError, KeyError, TypeError):
+            if status in (401, 403):
+                raise (Unauthorized if status == 401 else Forbidden)(
+                    f"the registry at {self.base_url} refused the request (HTTP {status} "
+                    f"for {url}): check ARTFS_TOKEN"
+                ) from None
             if status >= 500:
                 raise Unavailable(
                     f"registry at {self.base_url} answered HTTP {status} for {url} "
                     f"(not an artfs response: is a proxy in the way, or the server down?)"
                 ) from None
             raise ProtocolError(f"unexpected HTTP {status} from {url}: {body[:200]!r}") from None
+        if code in (Unauthorized.code, Forbidden.code):
+            message = f"the registry at {self.base_url} refused the request: {message}"
         raise from_code(code, message)
+
+    def _headers_for(self, url: str) -> dict[str, str]:
+        """The token, for URLs on the registry's own API or data server only."""
+        return dict(self._auth) if self._auth and _origin(url) in self._own else {}
 
     async def _request(
         self,
@@ -173,6 +209,13 @@ class HttpRegistryClient:
                 raise ProtocolError(
                     f"{self.base_url} sent an invalid blob URL template {template!r}"
                 )
+            upload = data.get("upload")
+            put_url = upload.get("put_url") if isinstance(upload, dict) else None
+            # The data server is the registry's too: tokens go there (and nowhere else).
+            for url in (template, put_url):
+                origin = _origin(url) if isinstance(url, str) else None
+                if origin is not None:
+                    self._own.add(origin)
             self._info = data
         return self._info
 
@@ -317,7 +360,9 @@ class HttpRegistryClient:
             raise InvalidInput(f"can't read {path}: {e.strerror}") from None
         try:
             # The server hashes as it receives and fsyncs at the end: allow for that.
-            status, body = await _put_file(url, fd, size, self.timeout, size / UPLOAD_MIN_RATE)
+            status, body = await _put_file(
+                url, fd, size, self.timeout, size / UPLOAD_MIN_RATE, self._headers_for(url)
+            )
         finally:
             os.close(fd)
         if status not in (200, 201):
@@ -609,15 +654,24 @@ class HttpRegistryClient:
 
         refresh = False
         stuck = 0
+        await self._registry_info()  # knows the data server's origin (where tokens go)
         while done < length:
             url = await self.locate(sha256, refresh=refresh)
             before = done
+            headers = self._headers_for(url)
+            own = _origin(url) in self._own
             try:
                 if url.startswith("http://"):
-                    await self._raw.fetch(url, offset + done, length - done, size, counted)
+                    await self._raw.fetch(
+                        url, offset + done, length - done, size, counted, headers, own
+                    )
                 else:
-                    await self._fetch_httpx(url, offset + done, length - done, size, counted)
+                    await self._fetch_httpx(
+                        url, offset + done, length - done, size, counted, headers, own
+                    )
                 return
+            except _Refused as e:
+                self._raise_status(e.status, url.split("?", 1)[0], e.body)
             except _Gone as e:
                 what = f"blob {sha256} not found at {url.split('?', 1)[0]} (HTTP {e.status})"
                 refresh = True
@@ -631,14 +685,28 @@ class HttpRegistryClient:
                 raise Unavailable(what)
 
     async def _fetch_httpx(
-        self, url: str, offset: int, length: int, size: int, sink: DataSink
+        self,
+        url: str,
+        offset: int,
+        length: int,
+        size: int,
+        sink: DataSink,
+        headers: dict[str, str] | None = None,
+        own: bool = False,
     ) -> None:
         end = offset + length - 1
         got = 0
         try:
             async with self._http.stream(
-                "GET", url, headers={"Range": f"bytes={offset}-{end}"}
+                "GET", url, headers={**(headers or {}), "Range": f"bytes={offset}-{end}"}
             ) as resp:
+                if _refused(resp.status_code, own):
+                    body = b""
+                    async for chunk in resp.aiter_bytes():
+                        body += chunk
+                        if len(body) > REFUSAL_BODY_MAX:
+                            break
+                    raise _Refused(resp.status_code, body)
                 _check_range_status(
                     resp.status_code, resp.headers.get("content-range"), url, offset, length, size
                 )
@@ -677,6 +745,20 @@ class _Gone(Exception):
 
 class _Cut(Exception):
     """The connection ended mid-body after some bytes were delivered: resume after them."""
+
+
+class _Refused(Exception):
+    """The registry's data server refused a blob request (401/403): its error body."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
+def _refused(status: int, own: bool) -> bool:
+    """A refusal by the registry itself. A 403 from a store (presigned) URL means it expired."""
+    return own and status in (401, 403)
 
 
 class _LocateFlight:
@@ -747,7 +829,18 @@ class _RawRangeFetcher:
     def _unavailable(self, url: str, what: str) -> Unavailable:
         return Unavailable(f"blob download from {url} failed: {what}")
 
-    async def fetch(self, url: str, offset: int, length: int, size: int, sink: DataSink) -> None:
+    async def fetch(
+        self,
+        url: str,
+        offset: int,
+        length: int,
+        size: int,
+        sink: DataSink,
+        headers: dict[str, str] | None = None,
+        own: bool = False,
+    ) -> None:
+        """``headers``: extra request headers (the token, for the registry's own data server);
+        ``own``: a 401/403 is the registry's refusal (``_Refused``), not an expired URL."""
         parts = urlsplit(url)
         if parts.hostname is None:
             raise ProtocolError(f"invalid blob URL {url!r}")
@@ -759,6 +852,7 @@ class _RawRangeFetcher:
             ("Range", f"bytes={offset}-{offset + length - 1}"),
             ("Accept-Encoding", "identity"),
             ("User-Agent", "artfs"),
+            *(headers or {}).items(),
         ]
         for attempt in range(2):
             stream, reused = await self._connect(url, host, port)
@@ -771,7 +865,7 @@ class _RawRangeFetcher:
 
             try:
                 keep = await self._exchange(
-                    stream, url, target, request_head, offset, length, size, deliver
+                    stream, url, target, request_head, offset, length, size, deliver, own
                 )
             except (
                 trio.BrokenResourceError,
@@ -831,6 +925,7 @@ class _RawRangeFetcher:
         length: int,
         size: int,
         sink: DataSink,
+        own: bool = False,
     ) -> bool:
         """One request/response; returns whether the connection can be reused."""
         conn = h11.Connection(h11.CLIENT)
@@ -856,6 +951,8 @@ class _RawRangeFetcher:
                 break
             raise _EarlyClose("connection closed before a response")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+        if _refused(event.status_code, own):
+            raise _Refused(event.status_code, await self._small_body(stream, url, conn))
         # Error statuses raise here (small bodies: the connection is simply closed).
         _check_range_status(
             event.status_code, headers.get("content-range"), url, offset, length, size
@@ -880,6 +977,22 @@ class _RawRangeFetcher:
             sink(bytes(buf[:n]))
         return event.http_version == b"1.1" and "close" not in headers.get("connection", "").lower()
 
+    async def _small_body(self, stream: trio.SocketStream, url: str, conn: h11.Connection) -> bytes:
+        """The body of an error answer (up to ``REFUSAL_BODY_MAX``; the connection is then
+        closed by the caller)."""
+        body = b""
+        while len(body) <= REFUSAL_BODY_MAX:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                got = await self._recv(stream, url)
+                assert isinstance(got, bytes)
+                conn.receive_data(got)
+            elif isinstance(event, h11.Data):
+                body += bytes(event.data)
+            else:
+                break
+        return body
+
 
 class _EarlyClose(Exception):
     pass
@@ -900,14 +1013,46 @@ class _FileBody:
 SENDFILE_STEP = 8 << 20  # bytes per sendfile call (in a worker thread: cold files block)
 
 
+async def _await_continue(
+    stream: trio.SocketStream, conn: h11.Connection, url: str
+) -> tuple[int, bytes] | None:
+    """After a request with ``Expect: 100-continue``: None once the server says go on
+    (100), or (status, body) of its final answer when it refuses before the body."""
+    status = 0
+    body = bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(65536)
+            if not data and status == 0:
+                raise Unavailable(f"upload to {url}: connection closed before an answer")
+            conn.receive_data(data)
+        elif isinstance(event, h11.InformationalResponse):
+            if event.status_code == 100:
+                return None
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data):
+            body += event.data
+        else:  # EndOfMessage, ConnectionClosed
+            return status, bytes(body)
+
+
 async def _put_file(
-    url: str, fd: int, size: int, timeout: float, extra_wait: float
+    url: str,
+    fd: int,
+    size: int,
+    timeout: float,
+    extra_wait: float,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
     """PUT ``size`` bytes of ``fd`` to ``url`` over a fresh connection; (status, body).
 
     Each ``sendfile`` runs in a worker thread (reading a file not in the page cache
     blocks) on the non-blocking socket; a full socket is awaited in trio. Every wait is
-    bounded by ``timeout``; the answer may take ``extra_wait`` longer (server-side fsync)."""
+    bounded by ``timeout``; the answer may take ``extra_wait`` longer (server-side fsync).
+    From ``EXPECT_CONTINUE_OVER`` bytes the body waits for ``100 Continue``, so a refused
+    upload (a bad token, a full store) is answered before it is sent."""
     parts = urlsplit(url)
     if parts.hostname is None:
         raise ProtocolError(f"invalid upload URL {url!r}")
@@ -924,11 +1069,20 @@ async def _put_file(
         ("Content-Type", "application/octet-stream"),
         ("User-Agent", "artfs"),
         ("Connection", "close"),
+        *(headers or {}).items(),
     ]
+    ask_first = size >= EXPECT_CONTINUE_OVER
+    if ask_first:
+        head.append(("Expect", "100-continue"))
     try:
         with trio.CancelScope() as scope:
             scope.deadline = trio.current_time() + timeout
             await stream.send_all(conn.send(h11.Request(method="PUT", target=target, headers=head)))
+            early: tuple[int, bytes] | None = None
+            if ask_first:
+                early = await _await_continue(stream, conn, url)
+            if early is not None:
+                return early
             for _ in conn.send_with_data_passthrough(h11.Data(data=_FileBody(size))) or []:  # type: ignore[arg-type]
                 pass
             sock = stream.socket

@@ -18,7 +18,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
 
-from ..errors import ArtfsError, IntegrityError, StorageFull, Unavailable
+from ..errors import ArtfsError, Forbidden, IntegrityError, StorageFull, Unauthorized, Unavailable
 from .attrs import BLKSIZE, Attr
 from .service import ArtfsFS
 
@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
-_LOUD = (Unavailable, IntegrityError, StorageFull)  # worth a line in the mount's log
+# Worth a line in the mount's log (a refused token: EACCES to the reader, the reason here).
+_LOUD = (Unavailable, IntegrityError, StorageFull, Unauthorized, Forbidden)
 
 
 def _handler(

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ..auth import TokenInfo
 from ..client.base import UNSET, Expect
 from ..errors import InvalidInput, NotPermitted
 from ..hashing import sha256_hex
@@ -23,6 +24,7 @@ from ..names import LATEST, alias_name, artifact_name, parse_version, project_na
 from .blobs import BlobStore, BlobWriter, LocalBlobStore
 from .meta import MetaStore, NewVersion
 from .sqlite import SqliteMetaStore
+from .tokens import Tokens
 from .uploads import PresignedUploads, UploadPlan
 
 MAX_TYPE_LEN = 128
@@ -112,6 +114,7 @@ class Registry:
         self.meta = meta
         self.blobs = blobs
         self.clock = clock
+        self.tokens = Tokens(meta, clock=clock)
 
     @classmethod
     def open(cls, data_dir: str | Path) -> Registry:
@@ -128,6 +131,10 @@ class Registry:
 
     def registry_id(self) -> str:
         return self.meta.registry_id()
+
+    def find_token(self, secret_sha256: str) -> TokenInfo | None:
+        """The token with this secret hash, revoked or not (the server's token check)."""
+        return self.tokens.find(secret_sha256)
 
     # --- projects and artifacts ---------------------------------------------
     def create_project(self, name: str, *, exist_ok: bool = False) -> ProjectInfo:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..auth import TokenInfo
 from ..client.base import Expect
 from ..models import ArtifactInfo, ProjectInfo, VersionInfo
 
@@ -91,6 +92,25 @@ class MetaStore(Protocol):
         """Mark a version deleted (its number is never reused) and drop its manifest and aliases;
         ``latest`` moves to the newest remaining version. Without ``force``, refused with
         Conflict while aliases other than ``latest`` point at it."""
+        ...
+
+    # Access tokens (artfs/auth.py): the store holds the sha256 of each secret, never the secret.
+    def create_token(
+        self, name: str, secret_sha256: str, created: float, grants: dict[str, str]
+    ) -> TokenInfo:
+        """AlreadyExists if a live (unrevoked) token has this name."""
+        ...
+
+    def list_tokens(self) -> list[TokenInfo]:
+        """Every token, revoked ones included, by name."""
+        ...
+
+    def revoke_token(self, name: str, revoked: float) -> TokenInfo:
+        """Revoke the live token ``name``; NotFound if there is none."""
+        ...
+
+    def find_token(self, secret_sha256: str) -> TokenInfo | None:
+        """The token whose secret hashes to ``secret_sha256`` (revoked or not), or None."""
         ...
 
     def close(self) -> None: ...

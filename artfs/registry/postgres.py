@@ -33,10 +33,10 @@ import psycopg
 import psycopg_pool
 
 from ..errors import InvalidInput, Unavailable
-from .sqlbase import SCHEMA_TEMPLATE, Rows, SqlMetaStore
+from .sqlbase import SCHEMA_TEMPLATE, TOKENS_SCHEMA_TEMPLATE, Rows, SqlMetaStore
 from .stores import redact
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: the registry; 2: + access tokens (created on upgrade)
 POOL_MIN = 1
 POOL_MAX = 16
 POOL_TIMEOUT = 30.0  # seconds to wait for a free pooled connection
@@ -46,7 +46,7 @@ CONNECT_TIMEOUT = 10
 _SCHEMA_LOCK = 0x61727466  # advisory lock key ("artf") held while creating tables
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-_SCHEMA = SCHEMA_TEMPLATE.format(
+_SCHEMA = (SCHEMA_TEMPLATE + TOKENS_SCHEMA_TEMPLATE).format(
     id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
     int="BIGINT",
     real="DOUBLE PRECISION",
@@ -151,20 +151,26 @@ class PostgresMetaStore(SqlMetaStore[Conn]):
     def _init_schema(self) -> str:
         with self._write() as c:
             c.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS registry (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            row = c.execute("SELECT value FROM registry WHERE key='schema'").fetchone()
+            if row is not None and int(row[0]) > SCHEMA_VERSION:
+                raise InvalidInput(
+                    f"registry database {self._where} has schema {row[0]}, newer than this "
+                    f"artfs ({SCHEMA_VERSION}): upgrade artfs"
+                )
+            # Idempotent DDL: creates a new registry, or upgrades an older schema in place.
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     c.execute(stmt)
             c.execute(
                 "INSERT INTO registry (key, value) VALUES ('id', %s), ('schema', %s) "
-                "ON CONFLICT (key) DO NOTHING",
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value "
+                "WHERE registry.key = 'schema'",
                 (str(uuid.uuid4()), str(SCHEMA_VERSION)),
             )
             rows: dict[str, str] = dict(c.execute("SELECT key, value FROM registry").fetchall())
-        if int(rows["schema"]) > SCHEMA_VERSION:
-            raise InvalidInput(
-                f"registry database {self._where} has schema {rows['schema']}, newer than this "
-                f"artfs ({SCHEMA_VERSION}): upgrade artfs"
-            )
         return str(rows["id"])
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, TypeVar
 
+from ..auth import TokenInfo
 from ..client.base import UNSET, Expect
 from ..errors import AlreadyExists, Conflict, InvalidInput, NotFound, PreconditionFailed
 from ..models import ArtifactInfo, ProjectInfo, VersionInfo, VersionSummary
@@ -77,6 +78,28 @@ CREATE TABLE IF NOT EXISTS aliases (
     number      {int} NOT NULL,
     PRIMARY KEY (artifact_id, name),
     FOREIGN KEY (artifact_id, number) REFERENCES versions(artifact_id, number)
+){without_rowid};
+"""
+
+# Schema 2 adds access tokens (artfs/auth.py). Created by the same idempotent DDL, so a
+# schema-1 registry is upgraded in place when a newer server opens it. Only the sha256 of a
+# token's secret is stored. A revoked token keeps its row (and its name shows in
+# ``artfs token list``); names are unique among live tokens only, so a name can be reused
+# after a revoke (rotation).
+TOKENS_SCHEMA_TEMPLATE = """
+CREATE TABLE IF NOT EXISTS tokens (
+    id            {id},
+    name          TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL UNIQUE,
+    created       {real} NOT NULL,
+    revoked       {real}
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tokens_live_name ON tokens (name) WHERE revoked IS NULL;
+CREATE TABLE IF NOT EXISTS token_grants (
+    token_id {int} NOT NULL REFERENCES tokens(id),
+    project  TEXT NOT NULL,
+    rights   TEXT NOT NULL,
+    PRIMARY KEY (token_id, project)
 ){without_rowid};
 """
 
@@ -482,3 +505,95 @@ class SqlMetaStore(ABC, Generic[C]):
                 ).fetchone()
                 if row is not None and row[0] is not None:
                     self._upsert_alias(c, aid, LATEST, int(row[0]))
+
+    # --- access tokens (schema 2) -----------------------------------------------------------
+    def _token_grants(self, c: C, ids: list[int]) -> dict[int, dict[str, str]]:
+        grants: dict[int, dict[str, str]] = {i: {} for i in ids}
+        if ids:
+            marks = ",".join("?" * len(ids))
+            for tid, project, right in self._q(
+                c,
+                f"SELECT token_id, project, rights FROM token_grants WHERE token_id IN ({marks})",
+                *ids,
+            ):
+                grants[int(tid)][str(project)] = str(right)
+        return grants
+
+    def create_token(
+        self, name: str, secret_sha256: str, created: float, grants: dict[str, str]
+    ) -> TokenInfo:
+        with self._write() as c:
+            live = self._q(
+                c, "SELECT 1 FROM tokens WHERE name=? AND revoked IS NULL", name
+            ).fetchone()
+            if live is not None:
+                raise AlreadyExists(
+                    f"token {name} already exists: revoke it first ('artfs token revoke {name}') "
+                    "or choose another name"
+                )
+            row = self._q(
+                c,
+                "INSERT INTO tokens (name, secret_sha256, created) VALUES (?, ?, ?) RETURNING id",
+                name,
+                secret_sha256,
+                created,
+            ).fetchone()
+            tid = int(row[0])
+            for project, right in sorted(grants.items()):
+                self._q(
+                    c,
+                    "INSERT INTO token_grants (token_id, project, rights) VALUES (?, ?, ?)",
+                    tid,
+                    project,
+                    right,
+                )
+        return TokenInfo(name, created, None, dict(grants))
+
+    def list_tokens(self) -> list[TokenInfo]:
+        with self._read() as c:
+            rows = self._q(
+                c,
+                f"SELECT id, name, created, revoked FROM tokens ORDER BY name{self._COLLATE}, id",
+            ).fetchall()
+            grants = self._token_grants(c, [int(r[0]) for r in rows])
+        return [
+            TokenInfo(
+                str(name),
+                float(created),
+                None if revoked is None else float(revoked),
+                dict(grants[int(tid)]),
+            )
+            for tid, name, created, revoked in rows
+        ]
+
+    def revoke_token(self, name: str, revoked: float) -> TokenInfo:
+        with self._write() as c:
+            row = self._q(
+                c,
+                "UPDATE tokens SET revoked=? WHERE name=? AND revoked IS NULL "
+                "RETURNING id, created",
+                revoked,
+                name,
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no active token named {name} (see 'artfs token list')")
+            grants = self._token_grants(c, [int(row[0])])[int(row[0])]
+        return TokenInfo(name, float(row[1]), revoked, dict(grants))
+
+    def find_token(self, secret_sha256: str) -> TokenInfo | None:
+        with self._read() as c:
+            row = self._q(
+                c,
+                "SELECT id, name, created, revoked FROM tokens WHERE secret_sha256=?",
+                secret_sha256,
+            ).fetchone()
+            if row is None:
+                return None
+            tid, name, created, revoked = row
+            grants = self._token_grants(c, [int(tid)])[int(tid)]
+        return TokenInfo(
+            str(name),
+            float(created),
+            None if revoked is None else float(revoked),
+            dict(grants),
+        )

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput
-from .sqlbase import SCHEMA_TEMPLATE, Rows, SqlMetaStore
+from .sqlbase import SCHEMA_TEMPLATE, TOKENS_SCHEMA_TEMPLATE, Rows, SqlMetaStore
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: the registry; 2: + access tokens (created on upgrade)
 MAX_IDLE = 8  # pooled connections kept open
 
-_SCHEMA = SCHEMA_TEMPLATE.format(
+_SCHEMA = (SCHEMA_TEMPLATE + TOKENS_SCHEMA_TEMPLATE).format(
     id="INTEGER PRIMARY KEY",
     int="INTEGER",
     real="REAL",

@@ -67,6 +67,25 @@ def describe_stores(stores: StoreOptions, data_dir: Path) -> str:
     return f"metadata {db}, blobs {stores.blobs or data_dir / 'blobs'}"
 
 
+def open_meta(
+    data_dir: str | Path, *, db: str | None = None, db_pool: int | None = None
+) -> MetaStore:
+    """The metadata store alone (what ``artfs token`` needs): ``db`` is None
+    (``DATA/registry.db``), a SQLite file path, or ``postgresql://...``."""
+    root = Path(data_dir)
+    if db is not None and db.startswith(("postgresql://", "postgres://")):
+        from .postgres import POOL_MAX, PostgresMetaStore
+
+        return PostgresMetaStore(db, pool_max=db_pool or POOL_MAX)
+    if db_pool is not None:
+        raise InvalidInput("--db-pool applies to PostgreSQL only")
+    if db is not None and "://" in db:
+        raise InvalidInput(f"unsupported database {db!r}: a SQLite path or postgresql://...")
+    path = Path(db) if db is not None else root / "registry.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteMetaStore(path)
+
+
 def open_registry(
     data_dir: str | Path,
     *,
@@ -77,20 +96,7 @@ def open_registry(
 ) -> Registry:
     """``db``: None (``DATA/registry.db``), a SQLite file path, or ``postgresql://...``;
     ``blobs``: None (``DATA/blobs``), a directory, or ``s3://BUCKET[/PREFIX]``."""
-    root = Path(data_dir)
-    meta: MetaStore
-    if db is not None and db.startswith(("postgresql://", "postgres://")):
-        from .postgres import POOL_MAX, PostgresMetaStore
-
-        meta = PostgresMetaStore(db, pool_max=db_pool or POOL_MAX)
-    else:
-        if db_pool is not None:
-            raise InvalidInput("--db-pool applies to PostgreSQL only")
-        if db is not None and "://" in db:
-            raise InvalidInput(f"unsupported database {db!r}: a SQLite path or postgresql://...")
-        path = Path(db) if db is not None else root / "registry.db"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = SqliteMetaStore(path)
+    meta = open_meta(data_dir, db=db, db_pool=db_pool)
     try:
         store: BlobStore
         if blobs is not None and blobs.startswith("s3://"):
@@ -103,7 +109,7 @@ def open_registry(
                 raise InvalidInput("--s3-endpoint needs --blobs s3://BUCKET/PREFIX")
             if blobs is not None and "://" in blobs:
                 raise InvalidInput(f"unsupported blob store {blobs!r}: a directory or s3://...")
-            store = LocalBlobStore(Path(blobs) if blobs is not None else root / "blobs")
+            store = LocalBlobStore(Path(blobs) if blobs is not None else Path(data_dir) / "blobs")
     except BaseException:
         meta.close()
         raise

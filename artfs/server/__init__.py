@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import signal
+import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,7 +21,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from starlette.requests import Request
 
-from ..errors import ArtfsError
+from ..errors import ArtfsError, InvalidInput
 from ..registry.stores import (
     StoreOptions,
     add_store_arguments,
@@ -29,12 +30,16 @@ from ..registry.stores import (
     store_options,
 )
 from .api import create_app
+from .auth import DEFAULT_TTL, Authenticator
 from .blobserver import BlobDataServer
 
 __all__ = [
+    "AuthOptions",
     "ServerInfo",
     "StoreOptions",
+    "add_auth_arguments",
     "add_store_arguments",
+    "auth_options",
     "main",
     "run_server",
     "serve",
@@ -50,14 +55,76 @@ class ServerInfo:
     blob_port: int | None  # None: blobs are fetched from presigned store URLs, no data port
     data_dir: Path
     stores: str = ""  # e.g. "metadata postgresql://u:***@db/artfs, blobs s3://bucket/prefix"
+    auth: bool = False  # whether requests need a token
 
     def ready_line(self) -> str:
         blobs = f"blobs on :{self.blob_port}" if self.blob_port is not None else "blobs presigned"
         where = self.stores or f"data in {self.data_dir}"
-        return f"artfs registry listening on {self.api_url} ({blobs}), {where}"
+        tokens = "; tokens required" if self.auth else ""
+        return f"artfs registry listening on {self.api_url} ({blobs}), {where}{tokens}"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthOptions:
+    """``--auth {on,off}`` (None: on unless the host is a loopback address) and
+    ``--auth-ttl`` (seconds a server trusts what it looked up about a token)."""
+
+    mode: str | None = None
+    ttl: float = DEFAULT_TTL
+
+    def enabled(self, host: str) -> bool:
+        if self.mode is None:
+            return not is_loopback(host)
+        return self.mode == "on"
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and ``localhost``; names and wildcard addresses are not."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def add_auth_arguments(parser: Any) -> None:
+    """``--auth`` and ``--auth-ttl`` on an argparse parser (``artfs serve``, ``-m artfs.server``)."""
+    parser.add_argument(
+        "--auth",
+        choices=("on", "off"),
+        default=None,
+        help="require bearer tokens (artfs token create) on every request "
+        "(default: off on a loopback --host, on otherwise)",
+    )
+    parser.add_argument(
+        "--auth-ttl",
+        type=float,
+        default=DEFAULT_TTL,
+        help="seconds a server trusts a token it looked up; a revoke takes effect within "
+        "this time (default %(default)s)",
+    )
+
+
+def auth_options(args: Any) -> AuthOptions:
+    if args.auth_ttl < 0:
+        raise InvalidInput("--auth-ttl must be 0 or more seconds")
+    return AuthOptions(args.auth, args.auth_ttl)
+
+
+def auth_warning(host: str, auth: AuthOptions) -> str | None:
+    """The loud line printed when a server reachable from other hosts checks no tokens."""
+    if auth.enabled(host) or is_loopback(host):
+        return None
+    return (
+        f"WARNING: --auth off on {host}: anyone who can reach this address may read, "
+        "publish, move aliases and delete versions in every project. Use --auth on with "
+        "tokens (artfs token create), or listen on 127.0.0.1."
+    )
 
 
 DEFAULT_STORES = StoreOptions()
+DEFAULT_AUTH = AuthOptions()
 
 
 def _url_host(host: str) -> str:
@@ -79,6 +146,7 @@ async def serve(
     *,
     public_blob_url: str | None = None,
     stores: StoreOptions = DEFAULT_STORES,
+    auth: AuthOptions = DEFAULT_AUTH,
     task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the registry in ``data_dir`` until cancelled.
@@ -87,6 +155,7 @@ async def serve(
     ``public_blob_url`` overrides the base URL handed to clients for blob bytes
     (e.g. behind a proxy); by default it is this host, as the client addressed it, on ``blob_port``.
     With a store that presigns (S3) no data port is opened: clients fetch from the store.
+    ``auth``: whether every request but ``GET /v1`` needs a token (server/auth.py).
     """
     data_dir = Path(data_dir).resolve()
     if blob_port is None:
@@ -101,11 +170,27 @@ async def serve(
             db_pool=stores.db_pool,
         )
     )
+    authenticator = Authenticator(registry.find_token, enabled=auth.enabled(host), ttl=auth.ttl)
+
+    async def authorize_blobs(authorization: str | None, right: str) -> None:
+        who = await authenticator.principal(authorization)
+        who.require_any(right, "reading blobs" if right == "read" else "uploading blobs")
+
     try:
+        if authenticator.enabled:
+            tokens = await trio.to_thread.run_sync(registry.tokens.list)
+            if not any(t.active for t in tokens):
+                print(
+                    "artfs serve: tokens are required but this registry has none yet: create one "
+                    "on this host with 'artfs token create NAME --write PROJECT' (same --data/--db)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         async with trio.open_nursery() as nursery:
             blobs = BlobDataServer(
                 registry.blobs.local_path,  # type: ignore[arg-type]
                 writer=registry.blob_writer,
+                authorize=authorize_blobs,
             )
             bound_blob_port: int | None = None
             if not registry.blobs.presigns:
@@ -135,7 +220,7 @@ async def serve(
                     "blob_bytes_received": blobs.bytes_received,
                 }
 
-            app: Any = create_app(registry, blob_base_url, data_stats)
+            app: Any = create_app(registry, blob_base_url, data_stats, authenticator)
             binds = await nursery.start(partial(hypercorn_serve, app, config, mode="asgi"))
             bound_port = int(binds[0].rsplit(":", 1)[1])
             task_status.started(
@@ -146,6 +231,7 @@ async def serve(
                     bound_blob_port,
                     data_dir,
                     describe_stores(stores, data_dir),
+                    authenticator.enabled,
                 )
             )
     finally:
@@ -160,6 +246,7 @@ async def run_server(
     *,
     public_blob_url: str | None = None,
     stores: StoreOptions = DEFAULT_STORES,
+    auth: AuthOptions = DEFAULT_AUTH,
 ) -> None:
     """Serve until SIGINT/SIGTERM, printing one line when ready (what ``artfs serve`` runs).
 
@@ -176,8 +263,12 @@ async def run_server(
                     blob_port,
                     public_blob_url=public_blob_url,
                     stores=stores,
+                    auth=auth,
                 )
             )
+            warning = auth_warning(host, auth)
+            if warning is not None:
+                print(f"{'!' * 78}\n{warning}\n{'!' * 78}", file=sys.stderr, flush=True)
             print(info.ready_line(), flush=True)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
@@ -196,7 +287,6 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m artfs.server [--data DIR] [--host H] [--port P] [--blob-port P]``."""
     import argparse
     import os
-    import sys
 
     parser = argparse.ArgumentParser(
         prog="python -m artfs.server", description="Run the artfs registry server."
@@ -213,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         "--public-blob-url", default=None, help="base URL clients use for blob bytes"
     )
     add_store_arguments(parser)
+    add_auth_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -228,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.blob_port,
                 public_blob_url=args.public_blob_url,
                 stores=store_options(args),
+                auth=auth_options(args),
             )
         )
     except KeyboardInterrupt:

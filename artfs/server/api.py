@@ -10,6 +10,10 @@ Blob *bytes* are not served here: ``/v1/blobs/locate`` hands out URLs on the
 zero-copy data server (``blobserver.py``), or presigned store URLs (S3). With S3, large
 uploads also bypass the server: ``/v1/blobs/uploads`` hands out presigned PUT URLs and
 ``/v1/blobs/uploads/complete`` verifies the object before it becomes a blob.
+
+Every route but ``GET /v1`` is wrapped by ``guarded``: the request's token becomes a
+``Principal`` (``server/auth.py``) and the route's ``Need`` is checked before the handler
+runs (rights per route: docs/api.md, "Authentication").
 """
 
 from __future__ import annotations
@@ -28,13 +32,15 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from ..auth import READ, WRITE, Principal
 from ..client.base import UNSET, Expect
-from ..errors import ArtfsError, InvalidInput, NotFound
+from ..errors import ArtfsError, Forbidden, InvalidInput, NotFound, Unauthorized
 from ..hashing import BLOCK_SIZE, sha256_hex
 from ..manifest import Manifest
 from ..names import parse_version
 from ..registry import Registry
 from ..registry.uploads import parse_etags
+from .auth import Authenticator
 
 T = TypeVar("T")
 
@@ -43,6 +49,7 @@ UPLOAD_FLUSH = 4 << 20
 UPLOAD_QUEUE = 4
 LOCATE_MAX = 10_000
 PRESIGNED_URL_SECONDS = 900  # lifetime of presigned blob URLs handed out by locate
+REFUSED_DRAIN_MAX = 8 << 20  # a refused request's body is read (and dropped) up to this size
 BlobBaseUrl = Callable[[Request], str]
 """Where the data server is, as seen by the client that sent this request."""
 
@@ -52,9 +59,20 @@ async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 # --- error translation (the only place) ------------------------------------------
+def auth_headers(exc: ArtfsError) -> dict[str, str]:
+    """``WWW-Authenticate`` for a refused request (RFC 6750), shared with the data server."""
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": 'Bearer realm="artfs"'}
+    if isinstance(exc, Forbidden):
+        return {"WWW-Authenticate": 'Bearer realm="artfs", error="insufficient_scope"'}
+    return {}
+
+
 def error_response(exc: ArtfsError) -> JSONResponse:
     return JSONResponse(
-        {"error": {"code": exc.code, "message": exc.message}}, status_code=exc.http_status
+        {"error": {"code": exc.code, "message": exc.message}},
+        status_code=exc.http_status,
+        headers=auth_headers(exc),
     )
 
 
@@ -182,15 +200,82 @@ class _CountRequests:
         await self.app(scope, receive, send)
 
 
+Need = Callable[[Request, Principal], None]
+"""What a route asks of the request's principal; raises Forbidden when it lacks it."""
+
+
+def on_project(right: str) -> Need:
+    """``right`` on the project named in the path."""
+
+    def need(request: Request, who: Principal) -> None:
+        who.require(right, request.path_params["project"])
+
+    return need
+
+
+def on_any_project(right: str, what: str) -> Need:
+    """``right`` on at least one project: blob routes (blobs are shared by all projects)."""
+
+    def need(request: Request, who: Principal) -> None:
+        who.require_any(right, what)
+
+    return need
+
+
+def any_token(request: Request, who: Principal) -> None:
+    """A valid token, whatever its rights (the handler filters or checks the body)."""
+
+
+async def _drain(request: Request) -> None:
+    """Read and drop a refused request's body (up to ``REFUSED_DRAIN_MAX``), so a client
+    still sending it reads the error instead of a reset connection."""
+    if request.method not in ("POST", "PUT"):
+        return
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > REFUSED_DRAIN_MAX:
+        return
+    total = 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > REFUSED_DRAIN_MAX:
+                return
+    except ClientDisconnect:
+        return
+
+
 def create_app(
     registry: Registry,
     blob_base_url: BlobBaseUrl,
     extra_stats: Callable[[], dict[str, int]] = dict,
+    authenticator: Authenticator | None = None,
 ) -> _CountRequests:
     """The ASGI app. ``extra_stats`` adds counters of other parts (the data server) to
-    ``GET /v1/stats``."""
+    ``GET /v1/stats``. ``authenticator``: who may do what (None: everyone everything)."""
     r = registry
     uploaded = 0
+    auth = authenticator or Authenticator(lambda key: None, enabled=False)
+
+    def guarded(handler: Callable[[Request], Awaitable[Response]], need: Need) -> Any:
+        """``handler`` behind the token check: 401 without a valid token, 403 when the
+        token lacks what ``need`` asks; the principal is in ``request.state.principal``."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                who = await auth.principal(request.headers.get("authorization"))
+                need(request, who)
+            except (Unauthorized, Forbidden):
+                await _drain(request)
+                raise
+            request.state.principal = who
+            return await handler(request)
+
+        return endpoint
+
+    def principal(request: Request) -> Principal:
+        who = request.state.principal
+        assert isinstance(who, Principal)
+        return who
 
     async def root(request: Request) -> Response:
         # When the data server serves every blob, clients build blob URLs from this template
@@ -223,11 +308,17 @@ def create_app(
         return JSONResponse(counters, headers={"Cache-Control": "no-store"})
 
     async def list_projects(request: Request) -> Response:
-        projects = await run(r.list_projects)
+        who = principal(request)
+        projects = [p for p in await run(r.list_projects) if who.can(READ, p.name)]
         return JSONResponse({"projects": [p.to_json() for p in projects]})
 
     async def create_project(request: Request) -> Response:
         body = _object(await _json_body(request))
+        name = body.get("name")
+        if isinstance(name, str):  # (an invalid name is refused by the registry as such)
+            principal(request).require(WRITE, name)
+        elif not principal(request).unrestricted:
+            raise InvalidInput(f"invalid project name {name!r}")
         project = await run(
             r.create_project,
             body.get("name"),
@@ -451,28 +542,35 @@ def create_app(
         return RedirectResponse(found[sha]["url"], status_code=307)
 
     art = "/v1/projects/{project}/artifacts/{artifact}"
+    read, write = on_project(READ), on_project(WRITE)
+    blob_read = on_any_project(READ, "reading blobs")
+    blob_write = on_any_project(WRITE, "uploading blobs")
     routes = [
-        Route("/v1", root, methods=["GET"]),
-        Route("/v1/stats", stats, methods=["GET"]),
-        Route("/v1/projects", list_projects, methods=["GET"]),
-        Route("/v1/projects", create_project, methods=["POST"]),
-        Route("/v1/projects/{project}", get_project, methods=["GET"]),
-        Route("/v1/projects/{project}/artifacts", list_artifacts, methods=["GET"]),
-        Route("/v1/projects/{project}/artifacts", create_artifact, methods=["POST"]),
-        Route(art, get_artifact, methods=["GET"]),
-        Route(f"{art}/versions", commit, methods=["POST"]),
-        Route(f"{art}/versions/{{selector}}", get_version, methods=["GET"]),
-        Route(f"{art}/versions/{{selector}}", delete_version, methods=["DELETE"]),
-        Route(f"{art}/versions/{{number}}/manifest", get_manifest, methods=["GET"]),
-        Route(f"{art}/aliases/{{alias}}", set_alias, methods=["PUT"]),
-        Route(f"{art}/aliases/{{alias}}", delete_alias, methods=["DELETE"]),
-        Route("/v1/blobs/missing", missing_blobs, methods=["POST"]),
-        Route("/v1/blobs/locate", locate_blobs, methods=["POST"]),
-        Route("/v1/blobs/uploads", begin_upload, methods=["POST"]),
-        Route("/v1/blobs/uploads/complete", complete_upload, methods=["POST"]),
-        Route("/v1/blobs/{sha}", put_blob, methods=["PUT"]),
-        Route("/v1/blobs/{sha}", get_blob, methods=["GET"]),
-        Route("/v1/blobs/{sha}/blocks", blob_blocks, methods=["GET"]),
+        Route("/v1", root, methods=["GET"]),  # discovery: the only route without a token
+        Route("/v1/stats", guarded(stats, any_token), methods=["GET"]),
+        Route("/v1/projects", guarded(list_projects, any_token), methods=["GET"]),
+        Route("/v1/projects", guarded(create_project, any_token), methods=["POST"]),
+        Route("/v1/projects/{project}", guarded(get_project, read), methods=["GET"]),
+        Route("/v1/projects/{project}/artifacts", guarded(list_artifacts, read), methods=["GET"]),
+        Route(
+            "/v1/projects/{project}/artifacts",
+            guarded(create_artifact, write),
+            methods=["POST"],
+        ),
+        Route(art, guarded(get_artifact, read), methods=["GET"]),
+        Route(f"{art}/versions", guarded(commit, write), methods=["POST"]),
+        Route(f"{art}/versions/{{selector}}", guarded(get_version, read), methods=["GET"]),
+        Route(f"{art}/versions/{{selector}}", guarded(delete_version, write), methods=["DELETE"]),
+        Route(f"{art}/versions/{{number}}/manifest", guarded(get_manifest, read), methods=["GET"]),
+        Route(f"{art}/aliases/{{alias}}", guarded(set_alias, write), methods=["PUT"]),
+        Route(f"{art}/aliases/{{alias}}", guarded(delete_alias, write), methods=["DELETE"]),
+        Route("/v1/blobs/missing", guarded(missing_blobs, blob_write), methods=["POST"]),
+        Route("/v1/blobs/locate", guarded(locate_blobs, blob_read), methods=["POST"]),
+        Route("/v1/blobs/uploads", guarded(begin_upload, blob_write), methods=["POST"]),
+        Route("/v1/blobs/uploads/complete", guarded(complete_upload, blob_write), methods=["POST"]),
+        Route("/v1/blobs/{sha}", guarded(put_blob, blob_write), methods=["PUT"]),
+        Route("/v1/blobs/{sha}", guarded(get_blob, blob_read), methods=["GET"]),
+        Route("/v1/blobs/{sha}/blocks", guarded(blob_blocks, blob_read), methods=["GET"]),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         ArtfsError: _artfs_error,

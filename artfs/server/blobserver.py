@@ -18,6 +18,9 @@ Hypercorn's h11 path delivers 64 KiB messages and tops out near 0.3 GB/s here. T
 body is read with ``recv_into`` into a few large buffers that a worker thread hashes
 and writes (``BlobWriter``: verified, fsynced and renamed into place only when the
 sha256 matches, exactly like ``PUT /v1/blobs/{sha}``) while the next one fills.
+
+Tokens (``authorize``, given by the server when ``--auth on``): GET/HEAD need a read right
+on some project, PUT a write right; refusals are 401/403 with the API's JSON error body.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Literal
@@ -35,7 +38,8 @@ from typing import Literal
 import h11
 import trio
 
-from ..errors import ArtfsError, InvalidInput
+from ..auth import READ, WRITE
+from ..errors import ArtfsError, Forbidden, InvalidInput, Unauthorized
 from ..registry.blobs import BlobWriter
 
 log = logging.getLogger("artfs.server.blobs")
@@ -47,11 +51,33 @@ SEND_TIMEOUT = 60.0
 YIELD_EVERY = 8 << 20  # let other tasks run at least this often on a fast socket
 UPLOAD_BUFFER = 4 << 20  # one worker-thread write (hash + write) per this many bytes
 UPLOAD_BUFFERS = 3  # filling one while the thread works on another, one spare
+REFUSED_DRAIN_MAX = 8 << 20  # a refused upload's body is read and dropped up to this size
 
 Resolver = Callable[[str], Path]
 """sha256 -> the blob's file; raises (any exception) when the blob is not held."""
 WriterFactory = Callable[[str, int], BlobWriter]
 """(sha256, size) -> a writer that verifies and stores an upload (``BlobStore.writer``)."""
+Authorize = Callable[[str | None, str], Awaitable[None]]
+"""(Authorization header or None, "read"/"write") -> None, or raise Unauthorized/Forbidden."""
+
+
+async def _allow_all(authorization: str | None, right: str) -> None:
+    return None
+
+
+def _auth_headers(e: ArtfsError) -> list[tuple[str, str]]:
+    if isinstance(e, Unauthorized):
+        return [("WWW-Authenticate", 'Bearer realm="artfs"')]
+    if isinstance(e, Forbidden):
+        return [("WWW-Authenticate", 'Bearer realm="artfs", error="insufficient_scope"')]
+    return []
+
+
+def _authorization(req: h11.Request) -> str | None:
+    for name, value in req.headers:
+        if name == b"authorization":
+            return value.decode("latin-1")
+    return None
 
 
 def _reason(status: int) -> bytes:
@@ -105,11 +131,13 @@ class BlobDataServer:
         resolve: Resolver,
         *,
         writer: WriterFactory | None = None,
+        authorize: Authorize = _allow_all,
         idle_timeout: float = IDLE_TIMEOUT,
         send_timeout: float = SEND_TIMEOUT,
     ) -> None:
         self.resolve = resolve
         self.writer = writer
+        self.authorize = authorize
         self.idle_timeout = idle_timeout
         self.send_timeout = send_timeout
         self.bytes_sent = 0
@@ -218,6 +246,13 @@ class BlobDataServer:
             return
         sha = m.group(1).decode()
         try:
+            await self.authorize(_authorization(req), READ)
+        except (Unauthorized, Forbidden) as e:
+            await self._json(
+                conn, stream, e.http_status, _error_body(e), _auth_headers(e), head=head
+            )
+            return
+        try:
             path = self.resolve(sha)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except Exception:
@@ -313,6 +348,11 @@ class BlobDataServer:
             return None
         sha, length = m.group(1).decode(), int(declared)
         try:
+            await self.authorize(_authorization(req), WRITE)
+        except (Unauthorized, Forbidden) as e:
+            await self._refuse_upload(conn, stream, e, length)
+            return None
+        try:
             writer = await trio.to_thread.run_sync(self.writer, sha, length)
         except ArtfsError as e:
             await self._json(conn, stream, e.http_status, _error_body(e))
@@ -337,6 +377,24 @@ class BlobDataServer:
         body = {"sha256": sha, "size": length, "created": created}
         await self._json(conn, stream, 201 if created else 200, body)
         return leftover
+
+    async def _refuse_upload(
+        self, conn: h11.Connection, stream: trio.SocketStream, e: ArtfsError, length: int
+    ) -> None:
+        """Answer a refused upload, then let the client finish sending a small body so it
+        reads the answer rather than a reset connection. (A client that asked
+        ``Expect: 100-continue`` sends nothing more; large uploads should ask.)"""
+        await self._json(conn, stream, e.http_status, _error_body(e), _auth_headers(e))
+        if conn.they_are_waiting_for_100_continue or length > REFUSED_DRAIN_MAX:
+            return
+        head, _ = conn.trailing_data
+        remaining = length - len(head)
+        with trio.move_on_after(self.idle_timeout):
+            while remaining > 0:
+                data = await stream.receive_some(min(remaining, 1 << 20))
+                if not data:
+                    return
+                remaining -= len(data)
 
     async def _receive_body(
         self, stream: trio.SocketStream, writer: BlobWriter, first: bytes, length: int
@@ -380,14 +438,26 @@ class BlobDataServer:
                     await full_send.send((buf, filled))
 
     async def _json(
-        self, conn: h11.Connection, stream: trio.SocketStream, status: int, body: object
+        self,
+        conn: h11.Connection,
+        stream: trio.SocketStream,
+        status: int,
+        body: object,
+        extra_headers: list[tuple[str, str]] | None = None,
+        *,
+        head: bool = False,
     ) -> None:
         data = json.dumps(body).encode()
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            *(extra_headers or []),
+        ]
         await stream.send_all(
             conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
         )
-        await stream.send_all(conn.send(h11.Data(data=data)) + conn.send(h11.EndOfMessage()))
+        tail = b"" if head else conn.send(h11.Data(data=data))
+        await stream.send_all(tail + conn.send(h11.EndOfMessage()))
 
 
 def _error_body(e: ArtfsError) -> dict[str, object]:
