@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -128,6 +129,7 @@ async def listdir(fs: ArtfsFS, ino: int) -> dict[str, Attr]:
             batch = []
             for name, attr, nxt in fs.readdir(fh, start):
                 batch.append((name, attr))
+                fs.entry_sent(attr.ino)  # as the FUSE adapter does: readdirplus is a lookup
                 start = nxt
                 if len(batch) == 7:
                     break
@@ -493,3 +495,53 @@ async def test_version_recreated_under_the_same_number_gets_new_inodes(env: Env)
     new = await walk(env.fs, "p/a/v0/f")
     assert new.ino != old.ino
     assert await cat(env.fs, new.ino) == b"after!"
+
+
+# --- freeing version trees the kernel no longer holds ----------------------------------------
+
+
+def kernel_refs(fs: ArtfsFS) -> list[tuple[int, int]]:
+    """Every reference the 'kernel' holds inside versions (what FORGETs would return)."""
+    return list(fs.table._refs.items())
+
+
+async def test_a_forgotten_version_tree_is_freed_and_rebuilt_with_the_same_numbers(
+    env: Env,
+) -> None:
+    env.registry.publish("p", "a", FILES)
+    fs = env.fs
+    await walk(fs, "p/a/v0")
+    before = len(fs.table)
+    inos = {rel: (await walk(fs, "p/a/v0/" + rel)).ino for rel in FILES}
+    assert await cat(fs, inos["big.bin"]) == FILES["big.bin"]
+    assert len(fs.table) > before + len(FILES)
+    fs.forget(kernel_refs(fs)[:-1])  # all but one: the tree stays
+    assert len(fs.table) > before + len(FILES)
+    fs.forget(kernel_refs(fs))
+    assert len(fs.table) == before  # only the version directory is left
+    requests = env.registry.requests
+    assert {rel: (await walk(fs, "p/a/v0/" + rel)).ino for rel in FILES} == inos
+    assert env.registry.requests == requests  # rebuilt from the manifest on disk
+    for rel, data in FILES.items():
+        assert await cat(fs, inos[rel]) == data
+    fs.forget([(123456789, 1), (inos["big.bin"], 1000)])  # unknown, or more than held: harmless
+    await fs.aclose()
+
+
+async def test_open_files_and_directories_keep_their_tree(env: Env) -> None:
+    env.registry.publish("p", "a", FILES)
+    fs = env.fs
+    big = await walk(fs, "p/a/v0/big.bin")
+    opened = await fs.open(big.ino, os.O_RDONLY)
+    deep = await walk(fs, "p/a/v0/deep/a")
+    dir_fh = await fs.opendir(deep.ino)
+    fs.forget(kernel_refs(fs))
+    assert await fs.read(opened.fh, 0, 10) == FILES["big.bin"][:10]
+    entries = [name for name, _, _ in fs.readdir(dir_fh, 0)]
+    assert entries == ["b"]
+    await fs.release(opened.fh)
+    assert fs.table.find(big.ino) is not None  # the directory handle still holds it
+    await fs.releasedir(dir_fh)
+    assert fs.table.find(big.ino) is None
+    assert (await walk(fs, "p/a/v0/big.bin")).ino == big.ino
+    await fs.aclose()

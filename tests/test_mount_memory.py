@@ -360,3 +360,36 @@ def test_background_mount_reports_a_failing_daemon(tmp_path: Path) -> None:
     with pytest.raises(ArtfsError) as exc:
         mount_background(argv, point, log_path=tmp_path / "mount.log", timeout=60)
     assert "boom: no registry" in str(exc.value) and "status 3" in str(exc.value)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="dropping the kernel's caches needs root")
+def test_trees_the_kernel_forgets_are_freed_and_keep_their_inode_numbers(
+    make_mount: Callable[..., Mount],
+) -> None:
+    m = make_mount()
+    v1 = m.point / "proj" / "data" / "v1"
+    inos = {rel: os.stat(v1 / rel).st_ino for rel in FILES}
+    for rel, data in FILES.items():
+        assert (v1 / rel).read_bytes() == data
+    v0_file = m.point / "proj" / "data" / "v0" / "train" / "part-1.bin"
+    assert v0_file.read_bytes() == b"old\n"
+    known = os.statvfs(m.point).f_files  # the daemon reports its inode count here
+    held = open(v1 / "train" / "part-1.bin", "rb")  # noqa: SIM115
+    try:
+
+        def freed() -> bool:
+            Path("/proc/sys/vm/drop_caches").write_text("3")  # the kernel sends FORGETs
+            return os.statvfs(m.point).f_files < known
+
+        wait_for(freed, "FORGET to free v0's tree")
+        known = os.statvfs(m.point).f_files
+        assert held.read() == b"second part\n"  # v1 stays: a file in it is open
+        assert os.stat(v1 / "train" / "part-1.bin").st_ino == inos["train/part-1.bin"]
+    finally:
+        held.close()
+    wait_for(freed, "v1's tree to be freed once nothing in it is open")
+    assert {rel: os.stat(v1 / rel).st_ino for rel in FILES} == inos
+    for rel, data in FILES.items():
+        assert (v1 / rel).read_bytes() == data
+    assert os.statvfs(m.point).f_files == known
+    assert v0_file.read_bytes() == b"old\n"

@@ -101,7 +101,11 @@ class FuseOperations(pyfuse3.Operations):
         return entry_attributes(await self.fs.lookup(parent_inode, _name(name)))
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
-        """Nodes live as long as their listing: nothing to free per kernel reference."""
+        """No reply goes back for FORGET, so nothing may escape (pyfuse3 would only log it)."""
+        try:
+            self.fs.forget(inode_list)
+        except Exception:
+            log.exception("forget of %d inodes failed", len(inode_list))
 
     @_handler
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -120,6 +124,7 @@ class FuseOperations(pyfuse3.Operations):
         for name, attr, next_id in self.fs.readdir(fh, start_id):
             if not pyfuse3.readdir_reply(token, os.fsencode(name), entry_attributes(attr), next_id):
                 break
+            self.fs.entry_sent(attr.ino)  # a readdirplus entry counts as a lookup
 
     @_handler
     async def releasedir(self, fh: int) -> None:

@@ -8,6 +8,12 @@ kernel can keep what it caches about an inode for as long as it likes. A name
 that stays in a listing keeps its node (and number) across refreshes; a version
 whose digest changed under the same ``vN`` (an artifact deleted and re-created)
 gets a fresh subtree, so cached pages can never show the old bytes.
+
+A version's tree is dropped from memory once the kernel has forgotten every node in
+it and nothing in it is open (``remember``/``forget``/``hold``): a mount that walks
+many large versions over days would otherwise keep ~300 bytes per file it ever saw.
+Rebuilding it (from the manifest kept on disk) hands out the very same numbers: the
+first build reserves a range, and the build is deterministic.
 """
 
 from __future__ import annotations
@@ -126,15 +132,18 @@ class ArtifactNode(ListedDir):
 
 
 class VersionNode(DirNode):
-    __slots__ = ("built", "info", "key", "summary")
+    __slots__ = ("built", "holds", "info", "ino_base", "key", "live", "summary")
     kind = Kind.VERSION
 
     def __init__(self, ino: int, parent: int, key: VersionKey, summary: VersionSummary) -> None:
         super().__init__(ino, parent, version_label(key.number), summary.created)
         self.key = key
         self.summary = summary
-        self.built = False  # children filled from the manifest, once
+        self.built = False  # children filled from the manifest (dropped again when unused)
         self.info: VersionInfo | None = None  # fetched on demand (xattrs), immutable
+        self.ino_base = 0  # first inode number of its tree, fixed by the first build
+        self.live = 0  # nodes of its tree the kernel holds (lookup count > 0)
+        self.holds = 0  # open files and directory handles in it
 
 
 class TreeDirNode(DirNode):
@@ -180,9 +189,13 @@ class InodeTable:
         self._next = ROOT_INODE + 1
         self.root = RootNode(ROOT_INODE, ROOT_INODE, "", mount_time)
         self._nodes: dict[int, Node] = {ROOT_INODE: self.root}
+        self._refs: dict[int, int] = {}  # kernel lookup counts of nodes inside versions
 
     def __len__(self) -> int:
         return len(self._nodes)
+
+    def find(self, ino: int) -> Node | None:
+        return self._nodes.get(ino)
 
     def get(self, ino: int) -> Node:
         try:
@@ -281,8 +294,54 @@ class InodeTable:
         while stack:
             current = stack.pop()
             self._nodes.pop(current.ino, None)
+            self._refs.pop(current.ino, None)
             if isinstance(current, DirNode):
                 stack.extend(current.children.values())
+
+    # --- kernel references to nodes inside versions ----------------------------------
+    def remember(self, node: Node) -> None:
+        """The kernel got an entry for ``node`` (a lookup reply or a readdirplus entry)."""
+        if isinstance(node, FileNode | TreeDirNode):
+            count = self._refs.get(node.ino, 0)
+            if count == 0:
+                node.version.live += 1
+            self._refs[node.ino] = count + 1
+
+    def forget(self, ino: int, nlookup: int) -> None:
+        """The kernel dropped ``nlookup`` references to ``ino`` (FUSE FORGET)."""
+        count = self._refs.get(ino)
+        if count is None:
+            return
+        if count > nlookup:
+            self._refs[ino] = count - nlookup
+            return
+        del self._refs[ino]
+        node = self._nodes.get(ino)
+        if isinstance(node, FileNode | TreeDirNode):
+            node.version.live -= 1
+            self._maybe_unbuild(node.version)
+
+    def hold(self, version: VersionNode) -> None:
+        """Something in ``version`` is open: keep its tree."""
+        version.holds += 1
+
+    def unhold(self, version: VersionNode) -> None:
+        version.holds -= 1
+        self._maybe_unbuild(version)
+
+    def _maybe_unbuild(self, version: VersionNode) -> None:
+        if (
+            version.built
+            and version.live <= 0
+            and version.holds <= 0
+            and self._nodes.get(version.ino) is version
+        ):
+            for child in version.children.values():
+                self._forget_subtree(child)
+            version.children = {}
+            version.built = False
+            version.live = 0
+            version._changed()
 
     # --- inside a version ----------------------------------------------------------
     def build_version(self, version: VersionNode, manifest: Manifest) -> None:
@@ -293,6 +352,27 @@ class InodeTable:
         """
         if version.built:
             return
+        resume = self._next
+        if version.ino_base:  # a rebuild: the same numbers as the first time
+            self._next = version.ino_base
+        else:
+            version.ino_base = self._next
+        try:
+            self._build(version, manifest)
+        except BaseException:  # never half a tree, never a range that could overlap others
+            for child in version.children.values():
+                self._forget_subtree(child)
+            version.children = {}
+            if resume == version.ino_base:
+                version.ino_base = 0
+            self._next = resume
+            raise
+        if resume > version.ino_base:
+            self._next = resume
+        version.built = True
+        version._changed()
+
+    def _build(self, version: VersionNode, manifest: Manifest) -> None:
         dirs: dict[str, DirNode] = {"": version}
         nodes = self._nodes
         for path in manifest:
@@ -304,8 +384,6 @@ class InodeTable:
             file = FileNode(self._ino(), parent.ino, name, entry.size, entry.sha256, version)
             nodes[file.ino] = file
             parent.children[name] = file
-        version.built = True
-        version._changed()
 
     def _make_dirs(self, dirs: dict[str, DirNode], dir_path: str, version: VersionNode) -> DirNode:
         parent_path, _, name = dir_path.rpartition("/")

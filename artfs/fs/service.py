@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +120,14 @@ class _OpenFile:
     reader: BlobReader | None  # None for empty files: nothing to fetch
 
 
+def _version_of(node: Node) -> VersionNode | None:
+    if isinstance(node, VersionNode):
+        return node
+    if isinstance(node, TreeDirNode | FileNode):
+        return node.version
+    return None
+
+
 def _in_version(node: Node) -> bool:
     return isinstance(node, VersionNode | TreeDirNode | FileNode)
 
@@ -152,6 +160,7 @@ class ArtfsFS:
         self._dirs: dict[int, tuple[tuple[str, Node], ...]] = {}
         self._hinted: dict[int, float] = {}  # directory inode -> when its files were hinted
         self._walks: dict[int, _Walk] = {}  # directory inode -> its read-ahead across files
+        self._dir_versions: dict[int, VersionNode] = {}  # open directory handle -> its version
         self._next_fh = 1
         self.drafts = DraftsFS(self, drafts, invalidate) if drafts is not None else None
 
@@ -398,13 +407,26 @@ class ArtfsFS:
         if not isinstance(parent, DirNode):
             raise NotFound(f"not a directory: inode {parent_ino}")
         if name == ".":
-            return self.attr(parent)
-        if name == "..":
-            return self.attr(self.table.get(parent.parent))
-        child = (await self._children(parent)).get(name)
+            child: Node | None = parent
+        elif name == "..":
+            child = self.table.get(parent.parent)
+        else:
+            child = (await self._children(parent)).get(name)
         if child is None:
             return Attr.negative(self._negative_timeout(parent))
+        self.table.remember(child)  # the kernel holds it until it sends FORGET
         return self.attr(child)
+
+    def entry_sent(self, ino: int) -> None:
+        """A readdirplus entry for ``ino`` reached the kernel (it counts as a lookup)."""
+        node = self.table.find(ino)
+        if node is not None:
+            self.table.remember(node)
+
+    def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        """The kernel dropped references (FUSE FORGET): unused version trees are freed."""
+        for ino, nlookup in inode_list:
+            self.table.forget(ino, nlookup)
 
     async def getattr(self, ino: int) -> Attr:
         node = self.table.get(ino)
@@ -437,6 +459,10 @@ class ArtfsFS:
         await self._children(node)
         fh = self._fh()
         self._dirs[fh] = node.entries()
+        version = _version_of(node)
+        if version is not None:
+            self.table.hold(version)  # its entries must outlive a FORGET of the tree
+            self._dir_versions[fh] = version
         return fh
 
     def readdir(self, fh: int, start: int) -> Iterator[tuple[str, Attr, int]]:
@@ -451,6 +477,9 @@ class ArtfsFS:
 
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
+        version = self._dir_versions.pop(fh, None)
+        if version is not None:
+            self.table.unhold(version)
 
     async def open(self, ino: int, flags: int) -> Opened:
         node = self.table.get(ino)
@@ -469,6 +498,7 @@ class ArtfsFS:
                 raise Unavailable(f"opening {node.name} took over {self.options.read_timeout:g} s")
         fh = self._fh()
         self._files[fh] = _OpenFile(node, reader)
+        self.table.hold(node.version)
         if reader is not None:
             self._walk_on(node)
         return Opened(fh, keep_cache=True)
@@ -477,6 +507,8 @@ class ArtfsFS:
         """Directory read-ahead (``siblings.py``): an open that continues a walk through
         a directory's files in name order prefetches the next files in the background."""
         walk = self._walks.get(node.parent)
+        if walk is not None and walk.files[walk.index.get(node.name, 0)] is not node:
+            walk = None  # the version's tree was dropped and rebuilt since
         if walk is None:
             parent = self.table.get(node.parent)
             if not isinstance(parent, DirNode):
@@ -536,7 +568,10 @@ class ArtfsFS:
             await self.drafts.release(fh)
             return
         handle = self._files.pop(fh, None)
-        if handle is not None and handle.reader is not None:
+        if handle is None:
+            return
+        self.table.unhold(handle.node.version)
+        if handle.reader is not None:
             with trio.CancelScope(shield=True):
                 await handle.reader.aclose()
 
