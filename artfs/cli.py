@@ -22,6 +22,7 @@ from .client import open_client
 from .client.base import UNSET, Expect, RegistryClient
 from .errors import ArtfsError, InvalidInput, NotFound
 from .fs.siblings import SiblingTuning
+from .lineage import parse_inputs
 from .names import alias_name, parse_artifact_id, parse_ref, parse_version
 from .progress import human_bytes
 from .registry.stores import add_store_arguments
@@ -138,6 +139,56 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """``artfs gc``: on the server's host, straight on its stores (like ``artfs token``)."""
+    from .registry.stores import open_registry
+
+    grace = config.parse_duration(args.grace)
+
+    def progress(message: str) -> None:
+        print(f"artfs gc: {message}", file=sys.stderr, flush=True)
+
+    registry = open_registry(
+        Path(args.data).expanduser().absolute(),
+        db=args.db,
+        blobs=args.blobs,
+        s3_endpoint=args.s3_endpoint,
+        db_pool=args.db_pool,
+    )
+    try:
+        report = registry.gc(grace, dry_run=args.dry_run, progress=progress)
+    finally:
+        registry.close()
+    kept = (
+        f"{report.scanned} blob(s) scanned, {report.referenced} referenced by "
+        f"{report.versions} live version(s), {report.young} younger than the grace "
+        f"({_duration(grace)})"
+    )
+    if report.dry_run:
+        for sha, size in report.doomed:
+            print(f"{sha}\t{size}")
+        print(
+            f"dry run: would free {len(report.doomed)} blob(s), "
+            f"{human_bytes(report.doomed_bytes)}; {kept}; nothing changed"
+        )
+    else:
+        resumed = (
+            f"; finished {report.resumed} left by an interrupted run" if report.resumed else ""
+        )
+        print(
+            f"freed {report.freed} blob(s), {human_bytes(report.freed_bytes)} in "
+            f"{report.seconds:.1f} s; {kept}{resumed}"
+        )
+    return 0
+
+
 def cmd_put(args: argparse.Namespace) -> int:
     from .publish import put_tree
 
@@ -155,6 +206,7 @@ def cmd_put(args: argparse.Namespace) -> int:
             metadata=_metadata(args.metadata),
             description=args.description or "",
             creator=config.creator(),
+            inputs=tuple(str(ref) for ref in parse_inputs(args.input)),
         )
         v = result.version
         print(v.ref)
@@ -258,6 +310,10 @@ def cmd_info(args: argparse.Namespace) -> int:
             "aliases": list(info.aliases),
             "metadata": info.metadata,
             "parent": info.parent,
+            "inputs": [i.ref for i in info.inputs],
+            "used_by": [
+                u.ref for u in await client.used_by(ref.project, ref.artifact, info.number)
+            ],
             "files": info.file_count,
             "size": info.total_size,
         }
@@ -478,6 +534,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("name")
     t.set_defaults(fn=cmd_token)
 
+    s = sub.add_parser(
+        "gc",
+        help="delete blobs no live version references (on the server's host, with the "
+        "options given to artfs serve)",
+    )
+    s.add_argument(
+        "--data",
+        default="./artfs-data",
+        help="the registry's data directory, as given to artfs serve (default %(default)s)",
+    )
+    add_store_arguments(s)
+    s.add_argument(
+        "--grace",
+        default="1h",
+        metavar="DURATION",
+        help="keep unreferenced blobs younger than this (e.g. 90m, 2h, 1d; plain numbers are "
+        "seconds); must exceed the longest upload-to-commit time (default %(default)s)",
+    )
+    s.add_argument(
+        "--dry-run", action="store_true", help="list what would be freed; change nothing"
+    )
+    s.set_defaults(fn=cmd_gc)
+
     s = with_cache(with_registry(sub.add_parser("mount", help="mount the registry")))
     s.add_argument("mountpoint")
     s.add_argument("--cache-size", help="bound the cache, e.g. 20G (default: unbounded)")
@@ -524,6 +603,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--metadata", help="JSON object stored with the version")
     s.add_argument("--description")
+    s.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="a version this one was made from, e.g. proj/data:v3 (lineage; repeatable)",
+    )
     s.set_defaults(fn=cmd_put)
 
     s = with_cache(

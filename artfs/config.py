@@ -28,6 +28,21 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
+_DURATION_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)\s*", re.IGNORECASE)
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``'1h'``, ``'30m'``, ``'2d'``, ``'1.5h'``, ``'90'`` (seconds) -> seconds."""
+    m = _DURATION_RE.fullmatch(text)
+    if not m:
+        raise InvalidInput(
+            f"invalid duration {text!r}: use a number with an optional unit s, m, h, d or w, "
+            "e.g. 1h or 90m"
+        )
+    return float(m.group(1)) * _SECONDS[m.group(2).lower()]
+
+
 def registry_from(arg: str | None) -> str:
     return arg or os.environ.get("ARTFS_REGISTRY") or DEFAULT_REGISTRY
 

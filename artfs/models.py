@@ -101,6 +101,35 @@ class ArtifactInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class VersionInput:
+    """A version another version was made from (its lineage), as resolved at commit time."""
+
+    project: str
+    artifact: str
+    number: int
+    digest: str  # of that version's manifest: the exact bytes used, even if it is deleted
+
+    @property
+    def ref(self) -> str:
+        return f"{self.project}/{self.artifact}:v{self.number}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "project": self.project,
+            "artifact": self.artifact,
+            "number": self.number,
+            "digest": self.digest,
+        }
+
+    @classmethod
+    def from_json(cls, d: Any) -> VersionInput:
+        try:
+            return cls(str(d["project"]), str(d["artifact"]), int(d["number"]), str(d["digest"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ProtocolError(f"malformed lineage input: {e}") from None
+
+
+@dataclass(frozen=True, slots=True)
 class VersionInfo:
     """Everything about one version except its manifest."""
 
@@ -117,6 +146,7 @@ class VersionInfo:
     total_size: int
     aliases: tuple[str, ...] = ()
     artifact_type: str = ""
+    inputs: tuple[VersionInput, ...] = ()  # lineage: the versions it was made from
 
     @property
     def ref(self) -> str:
@@ -137,6 +167,7 @@ class VersionInfo:
             "total_size": self.total_size,
             "aliases": list(self.aliases),
             "artifact_type": self.artifact_type,
+            "inputs": [i.to_json() for i in self.inputs],
         }
 
     @classmethod
@@ -157,6 +188,7 @@ class VersionInfo:
                 int(d["total_size"]),
                 tuple(str(a) for a in d.get("aliases", [])),
                 str(d.get("artifact_type", "")),
+                tuple(VersionInput.from_json(i) for i in d.get("inputs", [])),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ProtocolError(f"malformed version record: {e}") from None

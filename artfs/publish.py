@@ -18,7 +18,7 @@ from typing import Any
 import trio
 
 from .client.base import RegistryClient
-from .errors import AlreadyExists, InvalidInput, NotFound
+from .errors import AlreadyExists, ArtfsError, InvalidInput, NotFound
 from .hashing import hash_file
 from .manifest import Manifest
 from .models import CommitResult
@@ -105,10 +105,33 @@ async def upload_missing(
             if progress:
                 progress.advance(blobs[sha])
 
-    async with trio.open_nursery() as nursery:
-        for sha in sorted(missing):
-            nursery.start_soon(one, sha)
+    try:
+        async with trio.open_nursery() as nursery:
+            for sha in sorted(missing):
+                nursery.start_soon(one, sha)
+    except BaseExceptionGroup as group:
+        raise _one_error(group) from None
     return uploaded
+
+
+def _one_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """What parallel uploads that failed together report: an interrupt if there was one,
+    else the first artfs error (one clear line in the CLI), else the group itself."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for inner in e.exceptions:
+                walk(inner)
+        else:
+            leaves.append(e)
+
+    walk(group)
+    for kind in (KeyboardInterrupt, ArtfsError):
+        for leaf in leaves:
+            if isinstance(leaf, kind):
+                return leaf
+    return leaves[0] if len(leaves) == 1 else group
 
 
 async def ensure_artifact(
@@ -143,8 +166,10 @@ async def put_tree(
     description: str = "",
     creator: str = "",
     show_progress: bool | None = None,
+    inputs: tuple[str, ...] = (),
 ) -> tuple[CommitResult, int]:
-    """Publish ``root`` as a new version; returns the commit result and the bytes uploaded."""
+    """Publish ``root`` as a new version; returns the commit result and the bytes uploaded.
+    ``inputs``: lineage, references of the versions it was made from."""
     files = scan_tree(root)
     total = sum(f.size for f in files)
     hashing = Progress("hashing", total, enabled=show_progress)
@@ -163,5 +188,6 @@ async def put_tree(
         description=description,
         aliases=aliases,
         creator=creator,
+        inputs=inputs,
     )
     return result, uploaded

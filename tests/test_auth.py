@@ -37,7 +37,7 @@ from artfs.fs.daemon import canonical
 from artfs.manifest import Manifest
 from artfs.mountinfo import read_record
 from artfs.mounting import mount_key
-from artfs.registry.sqlite import SqliteMetaStore
+from artfs.registry.sqlite import SCHEMA_VERSION, SqliteMetaStore
 from artfs.registry.tokens import Tokens
 from artfs.server import AuthOptions, auth_warning, is_loopback
 from artfs.server.auth import Authenticator
@@ -223,7 +223,7 @@ def test_schema_1_registry_is_upgraded(tmp_path: Path) -> None:
     finally:
         meta.close()
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 # --------------------------------------------------------------------------- servers
@@ -589,3 +589,22 @@ def test_serve_on_a_public_address_without_auth_warns(tmp_path: Path) -> None:
         assert httpx.get(f"http://127.0.0.1:{port}/v1/projects").status_code == 401
     finally:
         stop_server(server.proc)
+
+
+async def test_lineage_inputs_need_read_on_their_project(authreg: AuthRegistry) -> None:
+    """Naming a version as an input reveals it: a token that may not read its project may
+    not name it, and used-by hides consumers in projects the token cannot read."""
+    nlp_writer = authreg.token("nlp-writer", "--write", "nlp")
+    async with HttpRegistryClient(authreg.url, token=nlp_writer) as nlp:
+        manifest = (await nlp.get_manifest("nlp", "data", 0)).to_json()
+        with pytest.raises(Forbidden, match="no read right on project 'vision'"):
+            await nlp.commit("nlp", "data", Manifest.from_json(manifest), inputs=["vision/data:v0"])
+    async with HttpRegistryClient(authreg.url, token=authreg.writer) as writer:
+        await writer.create_artifact("nlp", "derived", type="dataset", exist_ok=True)
+        made = await writer.commit(
+            "nlp", "derived", Manifest.from_json(manifest), inputs=["vision/data:v0"]
+        )
+        assert [i.ref for i in made.version.inputs] == ["vision/data:v0"]
+        assert [u.ref for u in await writer.used_by("vision", "data", 0)] == [made.version.ref]
+    async with HttpRegistryClient(authreg.url, token=authreg.reader) as vision_reader:
+        assert await vision_reader.used_by("vision", "data", 0) == []  # nlp is not readable

@@ -427,6 +427,10 @@ def test_two_mounts_commit_to_one_artifact_at_once(server: Server, tmp_path: Pat
         assert versions(server, "p", "a") == [0, 1]
         for name, ref in results.items():
             label = ref.split(":")[1]
+            # m1 lists the other mount's version within the listing TTL (1 s here)
+            deadline = time.monotonic() + 10
+            while not (m1 / "p" / "a" / label).is_dir() and time.monotonic() < deadline:
+                time.sleep(0.1)
             assert read_tree(m1 / "p" / "a" / label) == trees[name]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..manifest import Manifest
-from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo
+from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
 
 
 class _Unset(enum.Enum):
@@ -85,8 +85,16 @@ class RegistryClient(Protocol):
         aliases: Iterable[str] = (),
         parent: int | None = None,
         creator: str = "",
+        inputs: Iterable[str] = (),
     ) -> CommitResult:
-        """Register a version atomically; every blob must already be in the registry."""
+        """Register a version atomically; every blob must already be in the registry.
+
+        ``inputs``: references of the versions it was made from (lineage), resolved by the
+        registry to concrete versions when it commits."""
+        ...
+
+    async def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:
+        """Live versions that list this version among their lineage inputs."""
         ...
 
     async def set_alias(

@@ -58,8 +58,9 @@ from ..errors import (
     from_code,
 )
 from ..hashing import sha256_hex, split_block_digests
+from ..lineage import parse_inputs
 from ..manifest import Manifest
-from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo
+from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
 from ..names import alias_name, artifact_name, parse_version, project_name
 from .base import UNSET, DataSink, Expect
 
@@ -456,6 +457,7 @@ class HttpRegistryClient:
         aliases: Iterable[str] = (),
         parent: int | None = None,
         creator: str = "",
+        inputs: Iterable[str] = (),
     ) -> CommitResult:
         body = {
             "manifest": manifest.to_json(),
@@ -464,11 +466,20 @@ class HttpRegistryClient:
             "aliases": [alias_name(a, allow_latest=True) for a in aliases],
             "parent": parent,
             "creator": creator,
+            "inputs": [str(ref) for ref in parse_inputs(list(inputs))],
         }
         data = await self._json(
             "POST", f"{self._art_path(project, artifact)}/versions", json_body=body
         )
         return CommitResult.from_json(data)
+
+    async def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:
+        path = f"{self._art_path(project, artifact)}/versions/{int(number)}/used-by"
+        data = await self._json("GET", path)
+        try:
+            return [VersionInput.from_json(item) for item in data["used_by"]]
+        except (KeyError, TypeError) as e:
+            raise ProtocolError(f"malformed used-by answer: {e}") from None
 
     async def set_alias(
         self, project: str, artifact: str, alias: str, number: int, *, expect: Expect = UNSET

@@ -18,7 +18,7 @@ import trio
 from ..errors import InvalidInput, NotFound
 from ..hashing import sha256_hex, split_block_digests
 from ..manifest import Manifest
-from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo
+from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
 from ..registry import Registry
 from ..registry.blobs import store_file
 from .base import UNSET, DataSink, Expect
@@ -100,6 +100,7 @@ class LocalRegistryClient:
         aliases: Iterable[str] = (),
         parent: int | None = None,
         creator: str = "",
+        inputs: Iterable[str] = (),
     ) -> CommitResult:
         return await self._run(
             (await self._reg()).commit,
@@ -111,7 +112,11 @@ class LocalRegistryClient:
             aliases=list(aliases),
             parent=parent,
             creator=creator,
+            inputs=list(inputs),
         )
+
+    async def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:
+        return await self._run((await self._reg()).used_by, project, artifact, number)
 
     async def set_alias(
         self, project: str, artifact: str, alias: str, number: int, *, expect: Expect = UNSET

@@ -24,9 +24,17 @@ from ..errors import (
     Unavailable,
 )
 from ..hashing import BlobHasher
+from ..lineage import parse_inputs, unique_in_order
 from ..manifest import Manifest
-from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionSummary
-from ..names import LATEST, alias_name, artifact_name, parse_version, project_name
+from ..models import (
+    ArtifactInfo,
+    CommitResult,
+    ProjectInfo,
+    VersionInfo,
+    VersionInput,
+    VersionSummary,
+)
+from ..names import LATEST, Ref, alias_name, artifact_name, parse_version, project_name
 from .base import UNSET, DataSink, Expect, RegistryClient
 
 
@@ -78,11 +86,13 @@ class MemoryRegistryClient:
         aliases: Iterable[str] = (),
         parent: int | None = None,
         creator: str = "test",
+        inputs: Iterable[str] = (),
     ) -> CommitResult:
         art = self._art(project, artifact)
         for sha in manifest.blobs():
             if sha not in self.blobs:
                 raise InvalidInput(f"blob {sha} is not in the registry")
+        resolved = unique_in_order([self._resolve(ref) for ref in parse_inputs(list(inputs))])
         if art.versions:
             latest_num = art.aliases[LATEST]
             info, m = self.versions[(project, artifact, latest_num)]
@@ -104,6 +114,7 @@ class MemoryRegistryClient:
             manifest.total_size,
             (),
             art.type,
+            tuple(resolved),
         )
         self.versions[(project, artifact, number)] = (info, manifest)
         new_aliases = dict(art.aliases)
@@ -123,6 +134,27 @@ class MemoryRegistryClient:
             new_aliases,
         )
         return CommitResult(self._with_aliases(info), True)
+
+    def _resolve(self, ref: Ref) -> VersionInput:
+        art = self._art(ref.project, ref.artifact)
+        number = ref.version if ref.version is not None else art.aliases.get(ref.selector)
+        found = None if number is None else self.versions.get((ref.project, ref.artifact, number))
+        if found is None:
+            raise NotFound(f"lineage input {ref} not found")
+        return VersionInput(ref.project, ref.artifact, found[0].number, found[0].digest)
+
+    async def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:
+        self.requests += 1
+        if (project, artifact, number) not in self.versions:
+            raise NotFound(f"version {project}/{artifact}:v{number} not found")
+        return [
+            VersionInput(info.project, info.artifact, info.number, info.digest)
+            for key, (info, _) in sorted(self.versions.items())
+            if any(
+                (i.project, i.artifact, i.number) == (project, artifact, number)
+                for i in info.inputs
+            )
+        ]
 
     def _with_aliases(self, info: VersionInfo) -> VersionInfo:
         art = self._art(info.project, info.artifact)
@@ -220,6 +252,7 @@ class MemoryRegistryClient:
         aliases: Iterable[str] = (),
         parent: int | None = None,
         creator: str = "",
+        inputs: Iterable[str] = (),
     ) -> CommitResult:
         self.requests += 1
         return self._commit(
@@ -231,6 +264,7 @@ class MemoryRegistryClient:
             aliases=aliases,
             parent=parent,
             creator=creator,
+            inputs=inputs,
         )
 
     async def set_alias(

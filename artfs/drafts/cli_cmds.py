@@ -26,6 +26,7 @@ import trio
 from .. import config
 from ..client.base import RegistryClient
 from ..errors import AlreadyExists, ArtfsError, InvalidInput, NotFound, from_code
+from ..lineage import parse_inputs
 from ..mountinfo import read_record, running_records
 from ..names import LATEST, alias_name, parse_ref, version_label
 from ..progress import Progress, human_bytes
@@ -233,6 +234,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
         description=args.description or "",
         type=args.type,
         request=uuid.uuid4().hex,
+        inputs=tuple(str(ref) for ref in parse_inputs(args.input)),
     )
     files = RequestFiles(where.state_dir) if where.state_dir is not None else None
     started = time.monotonic()
@@ -304,6 +306,13 @@ def add_parsers(
     s = sub.add_parser("commit", help="publish a draft of a mount as a new version")
     s.add_argument("path", metavar="MOUNT/project/artifact/DRAFT")
     s.add_argument("--alias", action="append", default=[], help="alias to set (repeatable)")
+    s.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="a version this one was made from, e.g. proj/data:v3 (lineage; repeatable)",
+    )
     s.add_argument("--metadata", help="JSON object stored with the version")
     s.add_argument("--description")
     s.add_argument("--type", help="artifact type, if the commit creates the artifact")

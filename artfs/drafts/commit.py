@@ -106,6 +106,7 @@ async def commit_draft(
     creator: str = "",
     progress: ProgressFn | None = None,
     writer_grace: float = WRITER_GRACE,
+    inputs: Iterable[str] = (),
 ) -> CommitOutcome:
     """Publish the draft; it is gone on success and untouched (writable again) on failure."""
     wanted_aliases = tuple(alias_name(a) for a in aliases)
@@ -127,6 +128,7 @@ async def commit_draft(
             progress=progress,
             cache=cache,
             staged=staged,
+            inputs=tuple(inputs),
         )
     except BaseException:
         if cache is not None:
@@ -193,6 +195,7 @@ async def _publish(
     progress: ProgressFn | None,
     cache: CommitCache | None,
     staged: list[StagedBlob],
+    inputs: tuple[str, ...],
 ) -> CommitOutcome:
     files = store.snapshot(draft.id)
     digests = await _hash_unknown(store, files, progress)
@@ -214,6 +217,7 @@ async def _publish(
                 type=type,
                 creator=creator,
                 progress=progress,
+                inputs=inputs,
             )
     except BaseExceptionGroup as group:
         leaf: BaseException = group
@@ -236,6 +240,7 @@ async def _register(
     type: str | None,
     creator: str,
     progress: ProgressFn | None,
+    inputs: tuple[str, ...],
 ) -> CommitOutcome:
     """Steps 3-4: the artifact, the at-most-once record, the uploads, the version."""
     key = draft.key
@@ -284,6 +289,7 @@ async def _register(
         aliases=aliases,
         parent=parent,
         creator=creator,
+        inputs=inputs,
     )
     return CommitOutcome(result, uploaded, False)
 

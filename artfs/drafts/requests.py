@@ -5,7 +5,7 @@ the value of ``setxattr user.artfs.commit`` on the draft directory (what the
 SPEC offers to shell users too): a JSON object
 
     {"aliases": ["best"], "metadata": {...}, "description": "...", "type": "model",
-     "request": "<32 hex digits>"}
+     "inputs": ["proj/data:v3"], "request": "<32 hex digits>"}
 
 every key optional. ``setxattr`` returns when the commit is done (0 or an
 errno). Since an errno cannot say which version was made or why a commit
@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ArtfsError, InvalidInput
+from ..lineage import parse_inputs
 from ..names import alias_name
 
 COMMIT_XATTR = "user.artfs.commit"
 TYPE_XATTR = "user.artfs.type"
 MAX_VALUE = 64 * 1024  # the kernel's limit for one xattr value
 _ID_RE = re.compile(r"[0-9a-f]{32}")
-_KEYS = {"aliases", "metadata", "description", "type", "request"}
+_KEYS = {"aliases", "metadata", "description", "type", "inputs", "request"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ class CommitRequest:
     description: str = ""
     type: str | None = None
     request: str | None = None
+    inputs: tuple[str, ...] = ()  # lineage: references of the versions it was made from
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {}
@@ -59,6 +61,8 @@ class CommitRequest:
             body["description"] = self.description
         if self.type:
             body["type"] = self.type
+        if self.inputs:
+            body["inputs"] = list(self.inputs)
         if self.request:
             body["request"] = self.request
         data = json.dumps(body, ensure_ascii=False).encode()
@@ -98,7 +102,13 @@ class CommitRequest:
             raise InvalidInput(f"{COMMIT_XATTR}: 'type' must be a non-empty string")
         if request is not None and (not isinstance(request, str) or not _ID_RE.fullmatch(request)):
             raise InvalidInput(f"{COMMIT_XATTR}: 'request' must be 32 hex digits")
-        return cls(tuple(alias_name(a) for a in aliases), metadata, description, type_, request)
+        try:
+            inputs = tuple(str(ref) for ref in parse_inputs(body.get("inputs")))
+        except InvalidInput as e:
+            raise InvalidInput(f"{COMMIT_XATTR}: {e}") from None
+        return cls(
+            tuple(alias_name(a) for a in aliases), metadata, description, type_, request, inputs
+        )
 
     @staticmethod
     def request_id(value: bytes) -> str | None:

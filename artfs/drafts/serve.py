@@ -58,6 +58,7 @@ async def handle_commit_request(
             type=request.type,
             creator=creator,
             progress=progress,
+            inputs=request.inputs,
         )
     except ArtfsError as e:
         if rid is not None:

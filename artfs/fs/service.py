@@ -638,6 +638,8 @@ class ArtfsFS:
         info = await self.version_info(node)
         if name == xattrs.METADATA:
             return xattrs.metadata_json(info.metadata)
+        if name == xattrs.INPUTS:
+            return xattrs.ref_list([i.ref for i in info.inputs])
         return xattrs.text(info.description)
 
     # --- mutations: refused here (drafts, alias links and commits come with the write side) ---

@@ -19,13 +19,14 @@ ALIASES = PREFIX + "aliases"
 METADATA = PREFIX + "metadata"
 DESCRIPTION = PREFIX + "description"
 TYPE = PREFIX + "type"
+INPUTS = PREFIX + "inputs"  # lineage: JSON list of the references it was made from
 SHA256 = PREFIX + "sha256"
 CACHED = PREFIX + "cached"
 PATH = PREFIX + "path"
 SIZE = PREFIX + "size"
 COMMIT = PREFIX + "commit"  # settable on drafts (not on versions)
 
-VERSION_NAMES = (REF, DIGEST, CREATED, ALIASES, METADATA, DESCRIPTION, TYPE)
+VERSION_NAMES = (REF, DIGEST, CREATED, ALIASES, METADATA, DESCRIPTION, TYPE, INPUTS)
 FILE_NAMES = (SHA256, CACHED, REF, PATH, SIZE)
 SETTABLE_NAMES = (COMMIT, TYPE)
 
@@ -42,6 +43,10 @@ def timestamp(epoch: float) -> bytes:
 
 def alias_list(aliases: list[str]) -> bytes:
     return text(",".join(sorted(aliases)))
+
+
+def ref_list(refs: list[str]) -> bytes:
+    return text(json.dumps(refs, separators=(",", ":"), ensure_ascii=False))
 
 
 def metadata_json(metadata: dict[str, Any]) -> bytes:

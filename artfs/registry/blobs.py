@@ -15,15 +15,19 @@ has its sidecar. A blob already present is kept and the upload dropped.
 An S3 store implements the same protocol: ``writer`` buffers to a multipart
 upload under a temporary key, ``presign`` returns a short-lived GET URL (clients
 then fetch bytes straight from the store) and ``local_path`` returns None.
+
+Blobs are removed only by the garbage collector (``gc.py``), through ``list_blobs`` and
+``delete``, and only after the metadata store has marked them doomed.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -32,6 +36,7 @@ from ..hashing import BlobHasher, block_count, hash_file, sha256_hex
 
 COPY_CHUNK = 4 << 20
 STALE_TMP_SECONDS = 24 * 3600
+_BLOB_NAME = re.compile(r"[0-9a-f]{64}")
 
 
 class BlobWriter(Protocol):
@@ -74,6 +79,21 @@ class BlobStore(Protocol):
     def presign(self, sha256: str, expires_in: float) -> tuple[str, float] | None:
         """(URL, expiry time) for fetching the blob directly, or None when the store has no URLs
         of its own (the server's data port serves it)."""
+        ...
+
+    def list_blobs(self) -> Iterator[tuple[str, int, float]]:
+        """(sha256, size, last-modified time) of every complete blob held; uploads in progress
+        and sidecars are not blobs. For the garbage collector."""
+        ...
+
+    def delete(self, sha256: str) -> None:
+        """Remove a blob and its block-digest sidecar (absent ones are fine). Only the garbage
+        collector calls this, for blobs it has marked doomed."""
+        ...
+
+    def forget_sizes(self) -> None:
+        """Drop every blob size this process has cached: blobs may have been deleted since
+        (the registry calls this when the metadata store's gc epoch moves)."""
         ...
 
 
@@ -191,6 +211,28 @@ class LocalBlobStore:
 
     def put_file(self, sha256: str, source: str | Path) -> bool:
         return store_file(self, sha256, source)
+
+    def list_blobs(self) -> Iterator[tuple[str, int, float]]:
+        for shard in sorted(os.scandir(self.root), key=lambda e: e.name):
+            if len(shard.name) != 2 or not shard.is_dir(follow_symlinks=False):
+                continue  # .tmp and anything else that is not a shard
+            for entry in os.scandir(shard.path):
+                if not _BLOB_NAME.fullmatch(entry.name) or entry.name[:2] != shard.name:
+                    continue  # sidecars (<sha>.blocks) and strays
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted meanwhile
+                yield entry.name, st.st_size, st.st_mtime
+
+    def delete(self, sha256: str) -> None:
+        # The blob first, its sidecar second: a blob that exists always has its sidecar.
+        path = self.path(sha256)
+        path.unlink(missing_ok=True)
+        self._sidecar(sha256).unlink(missing_ok=True)
+
+    def forget_sizes(self) -> None:
+        return None  # sizes are never cached: every lookup is a stat
 
     def block_digests(self, sha256: str) -> bytes:
         size = self.size(sha256)

@@ -9,23 +9,28 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..auth import TokenInfo
 from ..client.base import UNSET, Expect
-from ..errors import InvalidInput, NotPermitted
+from ..errors import Conflict, InvalidInput, NotPermitted
 from ..hashing import sha256_hex
+from ..lineage import parse_inputs
 from ..manifest import FileEntry, Manifest
-from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo
+from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
 from ..names import LATEST, alias_name, artifact_name, parse_version, project_name
 from .blobs import BlobStore, BlobWriter, LocalBlobStore
 from .meta import MetaStore, NewVersion
 from .sqlite import SqliteMetaStore
 from .tokens import Tokens
 from .uploads import PresignedUploads, UploadPlan
+
+if TYPE_CHECKING:
+    from .gc import GcReport
 
 MAX_TYPE_LEN = 128
 MAX_DESCRIPTION = 64 * 1024
@@ -44,6 +49,11 @@ def decode_manifest(data: bytes, digest: str) -> Manifest:
     """Rebuild a manifest this registry stored (validated at commit; not re-checked)."""
     files = {p: FileEntry(size, sha) for p, size, sha in json.loads(gzip.decompress(data))["files"]}
     return Manifest(files, digest)
+
+
+def manifest_blobs(data: bytes) -> set[str]:
+    """The blob digests a stored manifest references (what the garbage collector keeps)."""
+    return {sha for _, _, sha in json.loads(gzip.decompress(data))["files"]}
 
 
 def _text(value: Any, what: str, limit: int) -> str:
@@ -115,6 +125,10 @@ class Registry:
         self.blobs = blobs
         self.clock = clock
         self.tokens = Tokens(meta, clock=clock)
+        # The metadata store's gc epoch when this process last dropped the blob store's cached
+        # sizes: a newer epoch means a collection deleted blobs since (see _sync_sizes).
+        self._epoch = -1
+        self._epoch_lock = threading.Lock()
 
     @classmethod
     def open(cls, data_dir: str | Path) -> Registry:
@@ -176,9 +190,12 @@ class Registry:
         aliases: Iterable[str] = (),
         parent: int | None = None,
         creator: str = "",
+        inputs: Iterable[str] = (),
     ) -> CommitResult:
+        """``inputs``: lineage, references resolved to versions inside the commit."""
         project_name(project)
         artifact_name(artifact)
+        input_refs = tuple(parse_inputs(list(inputs)))
         if not isinstance(manifest, Manifest):
             raise InvalidInput("commit needs a Manifest")
         alias_list = sorted({alias_name(a) for a in aliases if a != LATEST})
@@ -188,7 +205,19 @@ class Registry:
         description = _text(description, "description", MAX_DESCRIPTION)
         meta_text = metadata_json(metadata)
         parent = None if parent is None else _number(parent)
-        self._check_blobs(manifest)
+        epoch = self.meta.gc_epoch()
+        self._sync_sizes(epoch)
+        self._check_blobs(manifest)  # early, outside the transaction: the usual refusal
+
+        def verify(epoch_now: int) -> None:
+            # Inside the commit's transaction, with the collector's marking excluded and no
+            # blob of the manifest doomed. Unchanged epoch: no collection has deleted a blob
+            # since the check above (deleting needs a doomed row, removing one bumps the
+            # epoch). Otherwise check again, without cached sizes.
+            if epoch_now != epoch:
+                self._sync_sizes(epoch_now)
+                self._check_blobs(manifest)
+
         new = NewVersion(
             digest=manifest.digest,
             created=self.clock(),
@@ -199,9 +228,19 @@ class Registry:
             file_count=len(manifest),
             total_size=manifest.total_size,
             manifest_gz=encode_manifest(manifest),
+            blobs=frozenset(manifest.blobs()),
+            inputs=input_refs,
         )
-        version, created = self.meta.commit(project, artifact, new, alias_list)
+        version, created = self.meta.commit(project, artifact, new, alias_list, verify)
         return CommitResult(version, created)
+
+    def _sync_sizes(self, epoch: int) -> None:
+        """Drop the blob store's cached sizes if a collection finished since they were cached.
+        (A lookup that began before the drop caches nothing: ``BlobStore.forget_sizes``.)"""
+        with self._epoch_lock:
+            if epoch > self._epoch:
+                self.blobs.forget_sizes()
+                self._epoch = epoch
 
     def _check_blobs(self, manifest: Manifest) -> None:
         wanted = manifest.blobs()
@@ -233,6 +272,10 @@ class Registry:
 
     def get_version(self, project: str, artifact: str, selector: str) -> VersionInfo:
         return self.meta.get_version(project, artifact, self.resolve(project, artifact, selector))
+
+    def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:
+        """Live versions made from this one (its consumers in the lineage)."""
+        return self.meta.used_by(project_name(project), artifact_name(artifact), _number(number))
 
     def manifest_gz(self, project: str, artifact: str, number: int) -> tuple[str, bytes]:
         """(digest, gzip JSON) of a version's manifest, as stored."""
@@ -272,8 +315,19 @@ class Registry:
 
     # --- blobs --------------------------------------------------------------------
     def missing_blobs(self, digests: Iterable[str]) -> set[str]:
+        """Blobs to upload: absent ones, and doomed ones (about to be deleted)."""
         wanted = {sha256_hex(d) for d in digests}
-        return wanted - set(self.blobs.sizes(wanted))
+        doomed, epoch = self.meta.doomed_among(wanted)
+        self._sync_sizes(epoch)
+        return (wanted - set(self.blobs.sizes(wanted))) | doomed
+
+    def _refuse_doomed(self, sha256: str) -> None:
+        doomed, _ = self.meta.doomed_among({sha256})
+        if doomed:
+            raise Conflict(
+                f"blob {sha256[:16]}... is being garbage-collected right now; "
+                "retry the upload in a moment"
+            )
 
     def blob_size(self, sha256: str) -> int:
         return self.blobs.size(sha256_hex(sha256))
@@ -282,7 +336,8 @@ class Registry:
         return self.blobs.block_digests(sha256_hex(sha256))
 
     def blob_writer(self, sha256: str, size: int | None = None) -> BlobWriter:
-        return self.blobs.writer(sha256_hex(sha256), size)
+        self._refuse_doomed(sha256_hex(sha256))
+        return self.blobs.writer(sha256, size)
 
     # --- presigned uploads (stores that have them: uploads.PresignedUploads) --------------
     def presigned_upload_min(self) -> int | None:
@@ -300,7 +355,9 @@ class Registry:
         return self.blobs
 
     def begin_upload(self, sha256: str, size: int) -> UploadPlan:
-        return self._uploads().begin_upload(sha256_hex(sha256), _size(size))
+        uploads = self._uploads()
+        self._refuse_doomed(sha256_hex(sha256))
+        return uploads.begin_upload(sha256, _size(size))
 
     def complete_upload(
         self,
@@ -312,6 +369,21 @@ class Registry:
     ) -> bool:
         if not isinstance(key, str) or not (multipart_id is None or isinstance(multipart_id, str)):
             raise InvalidInput("'key' must be a string and 'multipart_id' a string or null")
-        return self._uploads().complete_upload(
-            sha256_hex(sha256), _size(size), key, multipart_id, etags
-        )
+        uploads = self._uploads()
+        self._refuse_doomed(sha256_hex(sha256))
+        return uploads.complete_upload(sha256, _size(size), key, multipart_id, etags)
+
+    # --- garbage collection (gc.py) ---------------------------------------------------------
+    def gc(
+        self,
+        grace_seconds: float = 3600.0,
+        dry_run: bool = False,
+        *,
+        progress: Callable[[str], None] | None = None,
+    ) -> GcReport:
+        """Delete the blobs no live version references and older than ``grace_seconds``
+        (``dry_run``: only report them). Safe against concurrent commits and uploads on any
+        number of servers; one collection at a time (Conflict otherwise). See gc.py."""
+        from .gc import GarbageCollector
+
+        return GarbageCollector(self, progress=progress).run(grace_seconds, dry_run=dry_run)

@@ -9,16 +9,25 @@ SQLite uses ``BEGIN IMMEDIATE``). Both share their queries (``sqlbase.py``).
 
 Names reaching a store are already validated; values coming back are the
 records of ``artfs.models``.
+
+Garbage collection (schema 3, ``gc.py``): blobs no live version references are first
+*doomed* (a row in ``doomed_blobs``, written in a transaction that excludes commits),
+then deleted from the blob store, then un-doomed. A commit whose manifest references a
+doomed blob is refused inside its transaction; every removal of doomed rows bumps the *gc
+epoch*, which tells servers that blob sizes they cached may be stale.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Container, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
 from ..auth import TokenInfo
 from ..client.base import Expect
-from ..models import ArtifactInfo, ProjectInfo, VersionInfo
+from ..models import ArtifactInfo, ProjectInfo, VersionInfo, VersionInput
+from ..names import Ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +43,15 @@ class NewVersion:
     file_count: int
     total_size: int
     manifest_gz: bytes  # gzip of the manifest's compact JSON wire form (see core.encode_manifest)
+    blobs: frozenset[str]  # the sha256 of every file: checked against doomed blobs at commit
+    inputs: tuple[Ref, ...] = ()  # lineage, resolved to versions inside the commit
+
+
+VersionKey = tuple[int, int]
+"""A version's identity inside one store (artifact row id, number); never reused."""
+
+BlobsOf = Callable[[bytes], Iterable[str]]
+"""The blob digests a stored (gzip JSON) manifest references (``core.manifest_blobs``)."""
 
 
 class MetaStore(Protocol):
@@ -70,16 +88,29 @@ class MetaStore(Protocol):
 
     def resolve_alias(self, project: str, artifact: str, alias: str) -> int: ...
 
+    def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:
+        """Live versions whose lineage inputs include this live version."""
+        ...
+
     def get_manifest_gz(self, project: str, artifact: str, number: int) -> tuple[str, bytes]:
         """(digest, gzip JSON) of a live version's manifest."""
         ...
 
     def commit(
-        self, project: str, artifact: str, new: NewVersion, aliases: list[str]
+        self,
+        project: str,
+        artifact: str,
+        new: NewVersion,
+        aliases: list[str],
+        verify: Callable[[int], None],
     ) -> tuple[VersionInfo, bool]:
         """Atomically: if ``new.digest`` equals latest's, apply ``aliases`` to latest and return
         (latest, False); else store the version under the next number, point ``latest`` and
-        ``aliases`` at it and return (it, True)."""
+        ``aliases`` at it and return (it, True).
+
+        Inside the transaction, excluding the garbage collector's marking: Conflict if any of
+        ``new.blobs`` is doomed; then ``verify(gc_epoch)`` (the epoch read after the doomed
+        rows), which raises to refuse the commit."""
         ...
 
     def set_alias(
@@ -111,6 +142,48 @@ class MetaStore(Protocol):
 
     def find_token(self, secret_sha256: str) -> TokenInfo | None:
         """The token whose secret hashes to ``secret_sha256`` (revoked or not), or None."""
+        ...
+
+    # Garbage collection (schema 3; gc.py).
+    def gc_epoch(self) -> int:
+        """A counter bumped by every ``undoom``: blobs may have been deleted since it moved."""
+        ...
+
+    def doomed_among(self, digests: Collection[str]) -> tuple[set[str], int]:
+        """(the doomed blobs among ``digests``, the gc epoch read after them)."""
+        ...
+
+    def doomed_blobs(self) -> list[str]:
+        """Every doomed blob (left by a collection in progress or interrupted)."""
+        ...
+
+    def manifests_after(
+        self, after: VersionKey | None, limit: int
+    ) -> list[tuple[VersionKey, bytes]]:
+        """Up to ``limit`` live versions' stored manifests, in key order, after ``after``."""
+        ...
+
+    def mark_doomed(
+        self,
+        candidates: Collection[str],
+        seen: Container[VersionKey],
+        blobs_of: BlobsOf,
+        marked: float,
+        *,
+        dry_run: bool,
+    ) -> list[str]:
+        """In one transaction that excludes commits: drop from ``candidates`` every blob that
+        a live version not in ``seen`` references, and doom the rest (unless ``dry_run``);
+        returns them, sorted. The caller has already removed what ``seen`` versions reference
+        (their manifests never change)."""
+        ...
+
+    def undoom(self, digests: Collection[str]) -> None:
+        """Remove these doomed rows (their blobs are deleted) and bump the gc epoch."""
+        ...
+
+    def gc_run_lock(self) -> AbstractContextManager[None]:
+        """Held for a whole collection: Conflict at once if another one holds it."""
         ...
 
     def close(self) -> None: ...

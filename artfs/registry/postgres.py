@@ -16,6 +16,11 @@ Same tables, queries and behaviour as ``sqlite.py`` (the queries are shared, in
   lock waits a ``lock_timeout``; an unreachable or failing database is ``Unavailable``.
 - Schema creation takes a transaction-level advisory lock, so several servers
   starting at once on an empty database don't race on ``CREATE TABLE``.
+- Garbage collection: every commit takes the registry's gc advisory lock in shared mode
+  (``pg_advisory_xact_lock_shared``) before anything else; the collector's marking (and
+  un-marking) transaction takes it exclusively, so a commit runs entirely before or after
+  a marking. One collection at a time: a session-level ``pg_try_advisory_lock`` held for
+  the whole run on a connection of its own.
 
 ``schema`` puts the tables in their own PostgreSQL schema (created if needed): several
 registries (or test runs) can share one database.
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import re
 import uuid
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -32,11 +38,18 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from ..errors import InvalidInput, Unavailable
-from .sqlbase import SCHEMA_TEMPLATE, TOKENS_SCHEMA_TEMPLATE, Rows, SqlMetaStore
+from ..errors import Conflict, InvalidInput, Unavailable
+from .sqlbase import (
+    GC_SCHEMA_TEMPLATE,
+    LINEAGE_SCHEMA_TEMPLATE,
+    SCHEMA_TEMPLATE,
+    TOKENS_SCHEMA_TEMPLATE,
+    Rows,
+    SqlMetaStore,
+)
 from .stores import redact
 
-SCHEMA_VERSION = 2  # 1: the registry; 2: + access tokens (created on upgrade)
+SCHEMA_VERSION = 4  # 1: registry; 2: + tokens; 3: + doomed_blobs; 4: + version_inputs
 POOL_MIN = 1
 POOL_MAX = 16
 POOL_TIMEOUT = 30.0  # seconds to wait for a free pooled connection
@@ -44,9 +57,15 @@ STATEMENT_TIMEOUT_MS = 120_000
 LOCK_TIMEOUT_MS = 60_000
 CONNECT_TIMEOUT = 10
 _SCHEMA_LOCK = 0x61727466  # advisory lock key ("artf") held while creating tables
+# Garbage collection's advisory locks: high 32 bits a constant, low 32 bits the schema's crc32,
+# so registries in different schemas of one database don't block each other.
+_GC_LOCK = 0x61726763  # "argc": commits shared, the collector's marking exclusive
+_GC_RUN_LOCK = 0x61726772  # "argr": one collection at a time (session level)
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-_SCHEMA = (SCHEMA_TEMPLATE + TOKENS_SCHEMA_TEMPLATE).format(
+_SCHEMA = (
+    SCHEMA_TEMPLATE + TOKENS_SCHEMA_TEMPLATE + GC_SCHEMA_TEMPLATE + LINEAGE_SCHEMA_TEMPLATE
+).format(
     id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
     int="BIGINT",
     real="DOUBLE PRECISION",
@@ -78,6 +97,9 @@ class PostgresMetaStore(SqlMetaStore[Conn]):
         self.dsn = dsn
         self.schema = schema
         self._where = redact(dsn) + (f" (schema {schema})" if schema else "")
+        low = zlib.crc32((schema or "").encode())
+        self._gc_key = (_GC_LOCK << 32) | low
+        self._gc_run_key = (_GC_RUN_LOCK << 32) | low
         self._pool: psycopg_pool.ConnectionPool[Conn] = psycopg_pool.ConnectionPool(
             dsn,
             min_size=min(pool_min, pool_max),
@@ -172,6 +194,37 @@ class PostgresMetaStore(SqlMetaStore[Conn]):
             )
             rows: dict[str, str] = dict(c.execute("SELECT key, value FROM registry").fetchall())
         return str(rows["id"])
+
+    def _lock_gc(self, c: Conn, *, exclusive: bool) -> None:
+        if exclusive:
+            c.execute("SELECT pg_advisory_xact_lock(%s)", (self._gc_key,))
+        else:
+            c.execute("SELECT pg_advisory_xact_lock_shared(%s)", (self._gc_key,))
+
+    def gc_run_lock(self) -> AbstractContextManager[None]:
+        return self._gc_run_lock()
+
+    @contextmanager
+    def _gc_run_lock(self) -> Iterator[None]:
+        # A connection of its own, outside the pool: the lock lives as long as the session,
+        # so a collector that dies releases it with its connection.
+        try:
+            conn = psycopg.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT, autocommit=True)
+        except psycopg.OperationalError as e:
+            raise Unavailable(f"registry database {self._where} unreachable: {e}") from None
+        with conn:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._gc_run_key,)).fetchone()
+            if row is None or not row[0]:
+                raise Conflict(
+                    f"another artfs gc is running on {self._where}: wait for it to finish"
+                )
+            try:
+                yield
+            finally:
+                try:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (self._gc_run_key,))
+                except psycopg.Error:
+                    pass  # closing the connection releases it anyway
 
     def close(self) -> None:
         self._pool.close()

@@ -23,7 +23,9 @@ Writes, two ways, both verified before a final key is written:
 
 The sidecar is written before the blob, so a blob that exists has its sidecar.
 Blob existence is checked with HEAD (in parallel) or, for large batches, by listing
-the affected ``ab/`` shards; sizes found are cached (blobs never change).
+the affected ``ab/`` shards; sizes found are cached (blobs never change, but the garbage
+collector may delete them: ``forget_sizes`` drops the cache when the registry sees a
+collection finish, and a lookup that began before that drop caches nothing).
 Credentials and region come from boto3's standard sources (``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, profiles, instance roles).
 """
@@ -34,7 +36,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -70,6 +72,7 @@ COPY_CONFIG = TransferConfig(
     multipart_threshold=4 << 30, multipart_chunksize=512 << 20, max_concurrency=4
 )
 _TEMP_KEY = re.compile(r"[0-9a-f]{64}\.[0-9a-f]{24}")
+_BLOB_NAME = re.compile(r"[0-9a-f]{64}")
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -123,6 +126,7 @@ class S3BlobStore:
             "s3", endpoint_url=endpoint_url, config=config
         )
         self._sizes: LRUCache[str, int] = LRUCache(SIZES_KEPT)
+        self._generation = 0  # bumped by forget_sizes: older lookups may not cache
         self._urls: LRUCache[str, tuple[str, float]] = LRUCache(URLS_KEPT)
         self._lock = threading.Lock()
         self._check_bucket()
@@ -151,9 +155,21 @@ class S3BlobStore:
     def _temp_key(self, name: str) -> str:
         return f"{self.prefix}uploads/{name}"
 
-    def _remember(self, sha256: str, size: int) -> None:
+    def _remember(self, sha256: str, size: int, generation: int) -> None:
+        """Cache a size seen by a lookup that started in ``generation``; a lookup older than
+        the last ``forget_sizes`` may have seen a blob the collector deleted since."""
         with self._lock:
-            self._sizes[sha256] = size
+            if generation == self._generation:
+                self._sizes[sha256] = size
+
+    def _current_generation(self) -> int:
+        with self._lock:
+            return self._generation
+
+    def forget_sizes(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._sizes.clear()
 
     def _cached_size(self, sha256: str) -> int | None:
         with self._lock:
@@ -177,6 +193,7 @@ class S3BlobStore:
 
     # --- BlobStore ----------------------------------------------------------------------
     def sizes(self, digests: Iterable[str]) -> dict[str, int]:
+        generation = self._current_generation()
         found: dict[str, int] = {}
         unknown: list[str] = []
         for sha in set(digests):
@@ -189,9 +206,9 @@ class S3BlobStore:
             size = self._head(self.key(unknown[0]))
             if size is not None:
                 found[unknown[0]] = size
-                self._remember(unknown[0], size)
+                self._remember(unknown[0], size, generation)
         elif len(unknown) > LIST_OVER:
-            found.update(self._list_shards(set(unknown)))
+            found.update(self._list_shards(set(unknown), generation))
         elif unknown:
             with ThreadPoolExecutor(min(HEAD_THREADS, len(unknown))) as pool:
                 for sha, size in zip(
@@ -199,10 +216,10 @@ class S3BlobStore:
                 ):
                     if size is not None:
                         found[sha] = size
-                        self._remember(sha, size)
+                        self._remember(sha, size, generation)
         return found
 
-    def _list_shards(self, wanted: set[str]) -> dict[str, int]:
+    def _list_shards(self, wanted: set[str], generation: int) -> dict[str, int]:
         """Sizes of the wanted blobs, by listing each ``ab/`` shard that holds any of them."""
         shards = sorted({sha[:2] for sha in wanted})
 
@@ -226,7 +243,8 @@ class S3BlobStore:
             for part in pool.map(list_shard, shards):
                 found.update(part)
         with self._lock:
-            self._sizes.update(found)
+            if generation == self._generation:
+                self._sizes.update(found)
         return found
 
     def size(self, sha256: str) -> int:
@@ -273,6 +291,32 @@ class S3BlobStore:
         self._put(self._sidecar_key(sha256), raw)
         return raw
 
+    def list_blobs(self) -> Iterator[tuple[str, int, float]]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{self.prefix}blobs/"
+        )
+        start = len(self.prefix) + len("blobs/")
+        try:
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    shard, _, name = obj["Key"][start:].partition("/")
+                    if _BLOB_NAME.fullmatch(name) and name[:2] == shard:
+                        yield name, int(obj["Size"]), obj["LastModified"].timestamp()
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+            raise self._unavailable("listing blobs", e) from None
+
+    def delete(self, sha256: str) -> None:
+        # The blob first, its sidecar second: a blob that exists always has its sidecar.
+        for key in (self.key(sha256), self._sidecar_key(sha256)):
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+                if not (isinstance(e, botocore.exceptions.ClientError) and _is_missing(e)):
+                    raise self._unavailable(f"deleting {key}", e) from None
+        with self._lock:
+            self._sizes.pop(sha256, None)
+            self._urls.pop(sha256, None)
+
     def writer(self, sha256: str, size: int | None = None) -> _S3Writer:
         check_writer_args(sha256, size)
         return _S3Writer(self, sha256, size)
@@ -289,11 +333,12 @@ class S3BlobStore:
     ) -> bool:
         """Make a verified blob final: sidecar first, then the bytes (from memory or a
         server-side copy of ``temp_key``). False if the blob was already there."""
+        generation = self._current_generation()
         final = self.key(sha256)
         if self._head(final) is not None:
             if temp_key is not None:
                 self._delete(temp_key)
-            self._remember(sha256, hasher.size)
+            self._remember(sha256, hasher.size, generation)
             return False
         if block_count(hasher.size) > 1:
             self._put(self._sidecar_key(sha256), hasher.block_digests())
@@ -311,7 +356,7 @@ class S3BlobStore:
             except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
                 raise self._unavailable(f"copying {temp_key} to {final}", e) from None
             self._delete(temp_key)
-        self._remember(sha256, hasher.size)
+        self._remember(sha256, hasher.size, generation)
         return True
 
     def _hash_object(self, key: str) -> BlobHasher:

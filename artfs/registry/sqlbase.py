@@ -10,6 +10,9 @@ between databases:
   write to an existing artifact (``FOR UPDATE`` on PostgreSQL; nothing on SQLite,
   whose ``BEGIN IMMEDIATE`` already holds the database's single write lock);
 - ``_COLLATE``: the collation that makes ``ORDER BY`` of names bytewise;
+- ``_lock_gc()``: what excludes the garbage collector's marking from commits (nothing on
+  SQLite, where every write is already serialised; an advisory lock on PostgreSQL);
+- ``gc_run_lock()``: one collection at a time;
 - the schema DDL (built from ``SCHEMA_TEMPLATE``) and its initialisation.
 
 Versions are never physically removed: ``deleted`` marks them, so numbers are never reused.
@@ -19,16 +22,17 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Container, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, TypeVar
 
 from ..auth import TokenInfo
 from ..client.base import UNSET, Expect
 from ..errors import AlreadyExists, Conflict, InvalidInput, NotFound, PreconditionFailed
-from ..models import ArtifactInfo, ProjectInfo, VersionInfo, VersionSummary
-from ..names import LATEST
-from .meta import NewVersion
+from ..lineage import unique_in_order
+from ..models import ArtifactInfo, ProjectInfo, VersionInfo, VersionInput, VersionSummary
+from ..names import LATEST, Ref
+from .meta import BlobsOf, NewVersion, VersionKey
 
 # Tables shared by both databases; the column types that differ are filled in per database.
 SCHEMA_TEMPLATE = """
@@ -103,6 +107,36 @@ CREATE TABLE IF NOT EXISTS token_grants (
 ){without_rowid};
 """
 
+# Schema 3 adds garbage collection (gc.py): a blob no live version references is doomed here
+# before it is deleted from the blob store, and un-doomed after. Same idempotent upgrade.
+GC_SCHEMA_TEMPLATE = """
+CREATE TABLE IF NOT EXISTS doomed_blobs (
+    sha256 TEXT PRIMARY KEY,
+    marked {real} NOT NULL
+){without_rowid};
+"""
+
+# Schema 4 adds lineage: the versions each version was made from, resolved at commit time
+# (the input's digest is kept, so the lineage survives the input's deletion). Same upgrade.
+LINEAGE_SCHEMA_TEMPLATE = """
+CREATE TABLE IF NOT EXISTS version_inputs (
+    artifact_id       {int} NOT NULL,
+    number            {int} NOT NULL,
+    position          {int} NOT NULL,
+    input_artifact_id {int} NOT NULL REFERENCES artifacts(id),
+    input_number      {int} NOT NULL,
+    input_digest      TEXT NOT NULL,
+    PRIMARY KEY (artifact_id, number, position)
+){without_rowid};
+CREATE INDEX IF NOT EXISTS version_inputs_by_input
+    ON version_inputs (input_artifact_id, input_number);
+"""
+
+DOOM_ROWS = 400  # rows per multi-row INSERT (SQLite allows 999 variables on old builds)
+IN_CHUNK = 500  # digests per IN (...) lookup
+
+MAX_USED_BY = 10_000  # consumers listed by used_by, at most
+
 _VERSION_COLS = (
     "number, digest, created, creator, description, metadata, parent, file_count, total_size"
 )
@@ -148,6 +182,14 @@ class SqlMetaStore(ABC, Generic[C]):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    @abstractmethod
+    def gc_run_lock(self) -> AbstractContextManager[None]:
+        """Held for a whole collection; Conflict at once if another one holds it."""
+
+    def _lock_gc(self, c: C, *, exclusive: bool) -> None:
+        """Exclude commits (shared) from the collector's marking (exclusive) until the
+        transaction ends. Nothing by default: the database serialises every write."""
 
     def _q(self, c: C, sql: str, *args: Any) -> Rows:
         return self._execute(c, sql, args)
@@ -209,6 +251,18 @@ class SqlMetaStore(ABC, Generic[C]):
             )
         )
         num, digest, created, creator, description, metadata, parent, count, size = row
+        inputs = tuple(
+            VersionInput(str(r[0]), str(r[1]), int(r[2]), str(r[3]))
+            for r in self._q(
+                c,
+                "SELECT p.name, a.name, i.input_number, i.input_digest FROM version_inputs i "
+                "JOIN artifacts a ON a.id = i.input_artifact_id "
+                "JOIN projects p ON p.id = a.project_id "
+                "WHERE i.artifact_id=? AND i.number=? ORDER BY i.position",
+                aid,
+                number,
+            )
+        )
         return VersionInfo(
             project,
             artifact,
@@ -223,7 +277,49 @@ class SqlMetaStore(ABC, Generic[C]):
             int(size),
             aliases,
             atype,
+            inputs,
         )
+
+    def _resolve_input(self, c: C, ref: Ref) -> tuple[int, int, str]:
+        """(artifact id, number, digest) of a lineage input, as it is now."""
+        try:
+            aid = self._artifact_row(c, ref.project, ref.artifact)[0]
+        except NotFound as e:
+            raise NotFound(f"lineage input {ref}: {e}") from None
+        number = ref.version
+        if number is None:
+            row = self._q(
+                c, "SELECT number FROM aliases WHERE artifact_id=? AND name=?", aid, ref.selector
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"lineage input {ref} not found")
+            number = int(row[0])
+        row = self._q(
+            c,
+            "SELECT digest FROM versions WHERE artifact_id=? AND number=? AND NOT deleted",
+            aid,
+            number,
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"lineage input {ref} not found")
+        return int(aid), number, str(row[0])
+
+    def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:
+        with self._read() as c:
+            aid = self._artifact_row(c, project, artifact)[0]
+            self._live_number(c, aid, number, f"{project}/{artifact}")
+            rows = self._q(
+                c,
+                "SELECT p.name, a.name, v.number, v.digest FROM version_inputs i "
+                "JOIN versions v ON v.artifact_id = i.artifact_id AND v.number = i.number "
+                "JOIN artifacts a ON a.id = v.artifact_id JOIN projects p ON p.id = a.project_id "
+                f"WHERE i.input_artifact_id=? AND i.input_number=? AND NOT v.deleted "
+                f"ORDER BY p.name{self._COLLATE}, a.name{self._COLLATE}, v.number "
+                f"LIMIT {MAX_USED_BY}",
+                aid,
+                number,
+            ).fetchall()
+        return [VersionInput(str(r[0]), str(r[1]), int(r[2]), str(r[3])) for r in rows]
 
     def _artifact_infos(self, c: C, project: str, name: str | None) -> list[ArtifactInfo]:
         pid = self._project_id(c, project)
@@ -393,10 +489,27 @@ class SqlMetaStore(ABC, Generic[C]):
         return str(row[0]), bytes(row[1])
 
     def commit(
-        self, project: str, artifact: str, new: NewVersion, aliases: list[str]
+        self,
+        project: str,
+        artifact: str,
+        new: NewVersion,
+        aliases: list[str],
+        verify: Callable[[int], None],
     ) -> tuple[VersionInfo, bool]:
         with self._write() as c:
+            self._lock_gc(c, exclusive=False)
             aid, _, _, _, next_number = self._artifact_row(c, project, artifact, lock=True)
+            # Doomed rows first, the epoch second: undoom removes rows and bumps the epoch in one
+            # transaction, so whichever side of it this commit reads, it sees one of the two.
+            doomed = sorted(self._doomed_among(c, new.blobs))
+            if doomed:
+                more = f" and {len(doomed) - 1} more" if len(doomed) > 1 else ""
+                raise Conflict(
+                    f"blob {doomed[0][:16]}...{more} of the manifest is being garbage-collected; "
+                    "upload it again and retry the commit"
+                )
+            verify(self._gc_epoch(c))
+            inputs = unique_in_order([self._resolve_input(c, ref) for ref in new.inputs])
             latest = self._q(
                 c,
                 "SELECT v.number, v.digest FROM aliases l JOIN versions v "
@@ -444,6 +557,18 @@ class SqlMetaStore(ABC, Generic[C]):
                     number,
                     new.manifest_gz,
                 )
+                for position, (input_aid, input_number, input_digest) in enumerate(inputs):
+                    self._q(
+                        c,
+                        "INSERT INTO version_inputs (artifact_id, number, position, "
+                        "input_artifact_id, input_number, input_digest) VALUES (?,?,?,?,?,?)",
+                        aid,
+                        number,
+                        position,
+                        input_aid,
+                        input_number,
+                        input_digest,
+                    )
                 self._q(c, "UPDATE artifacts SET next_number=? WHERE id=?", number + 1, aid)
             for alias in sorted({LATEST, *aliases}):
                 self._upsert_alias(c, aid, alias, number)
@@ -505,6 +630,120 @@ class SqlMetaStore(ABC, Generic[C]):
                 ).fetchone()
                 if row is not None and row[0] is not None:
                     self._upsert_alias(c, aid, LATEST, int(row[0]))
+
+    # --- garbage collection (schema 3) -------------------------------------------------------
+    def _gc_epoch(self, c: C) -> int:
+        row = self._q(c, "SELECT value FROM registry WHERE key='gc_epoch'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _doomed_among(self, c: C, digests: Collection[str]) -> set[str]:
+        if not digests:
+            return set()
+        (count,) = self._q(c, "SELECT count(*) FROM doomed_blobs").fetchone()
+        if not count:
+            return set()  # the usual case: no collection in progress
+        if int(count) <= max(len(digests), 1000):
+            wanted = set(digests)
+            return {str(r[0]) for r in self._q(c, "SELECT sha256 FROM doomed_blobs")} & wanted
+        found: set[str] = set()
+        listed = sorted(digests)
+        for i in range(0, len(listed), IN_CHUNK):
+            chunk = listed[i : i + IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                str(r[0])
+                for r in self._q(
+                    c, f"SELECT sha256 FROM doomed_blobs WHERE sha256 IN ({marks})", *chunk
+                )
+            )
+        return found
+
+    def gc_epoch(self) -> int:
+        with self._read() as c:
+            return self._gc_epoch(c)
+
+    def doomed_among(self, digests: Collection[str]) -> tuple[set[str], int]:
+        with self._read() as c:
+            doomed = self._doomed_among(c, digests)
+            return doomed, self._gc_epoch(c)
+
+    def doomed_blobs(self) -> list[str]:
+        with self._read() as c:
+            return sorted(
+                str(r[0]) for r in self._q(c, "SELECT sha256 FROM doomed_blobs ORDER BY sha256")
+            )
+
+    def manifests_after(
+        self, after: VersionKey | None, limit: int
+    ) -> list[tuple[VersionKey, bytes]]:
+        # Keyset pagination over the manifests table, which holds exactly the live versions.
+        where, args = (
+            ("", ()) if after is None else (" WHERE (artifact_id, number) > (?, ?)", after)
+        )
+        with self._read() as c:
+            rows = self._q(
+                c,
+                f"SELECT artifact_id, number, data FROM manifests{where} "
+                "ORDER BY artifact_id, number LIMIT ?",
+                *args,
+                limit,
+            ).fetchall()
+        return [((int(a), int(n)), bytes(data)) for a, n, data in rows]
+
+    def mark_doomed(
+        self,
+        candidates: Collection[str],
+        seen: Container[VersionKey],
+        blobs_of: BlobsOf,
+        marked: float,
+        *,
+        dry_run: bool,
+    ) -> list[str]:
+        with self._read() if dry_run else self._write() as c:
+            if not dry_run:
+                self._lock_gc(c, exclusive=True)
+            remaining = set(candidates)
+            keys = [
+                (int(a), int(n))
+                for a, n in self._q(
+                    c, "SELECT artifact_id, number FROM versions WHERE NOT deleted"
+                ).fetchall()
+            ]
+            for key in keys:
+                if key in seen or not remaining:
+                    continue
+                row = self._q(
+                    c, "SELECT data FROM manifests WHERE artifact_id=? AND number=?", *key
+                ).fetchone()
+                if row is not None:
+                    remaining.difference_update(blobs_of(bytes(row[0])))
+            doomed = sorted(remaining)
+            if not dry_run:
+                for i in range(0, len(doomed), DOOM_ROWS):
+                    chunk = doomed[i : i + DOOM_ROWS]
+                    self._q(
+                        c,
+                        "INSERT INTO doomed_blobs (sha256, marked) VALUES "
+                        + ",".join("(?, ?)" for _ in chunk)
+                        + " ON CONFLICT (sha256) DO NOTHING",
+                        *(v for sha in chunk for v in (sha, marked)),
+                    )
+        return doomed
+
+    def undoom(self, digests: Collection[str]) -> None:
+        listed = sorted(digests)
+        with self._write() as c:
+            self._lock_gc(c, exclusive=True)
+            for i in range(0, len(listed), IN_CHUNK):
+                chunk = listed[i : i + IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                self._q(c, f"DELETE FROM doomed_blobs WHERE sha256 IN ({marks})", *chunk)
+            self._q(
+                c,
+                "INSERT INTO registry (key, value) VALUES ('gc_epoch', '1') "
+                "ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(registry.value AS BIGINT) + 1 "
+                "AS TEXT)",
+            )
 
     # --- access tokens (schema 2) -----------------------------------------------------------
     def _token_grants(self, c: C, ids: list[int]) -> dict[int, dict[str, str]]:

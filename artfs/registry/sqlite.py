@@ -19,22 +19,33 @@ loading a 100,000-file manifest is one row, not 100,000.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInput
-from .sqlbase import SCHEMA_TEMPLATE, TOKENS_SCHEMA_TEMPLATE, Rows, SqlMetaStore
+from ..errors import Conflict, InvalidInput
+from .sqlbase import (
+    GC_SCHEMA_TEMPLATE,
+    LINEAGE_SCHEMA_TEMPLATE,
+    SCHEMA_TEMPLATE,
+    TOKENS_SCHEMA_TEMPLATE,
+    Rows,
+    SqlMetaStore,
+)
 
-SCHEMA_VERSION = 2  # 1: the registry; 2: + access tokens (created on upgrade)
+SCHEMA_VERSION = 4  # 1: registry; 2: + tokens; 3: + doomed_blobs; 4: + version_inputs
 MAX_IDLE = 8  # pooled connections kept open
 
-_SCHEMA = (SCHEMA_TEMPLATE + TOKENS_SCHEMA_TEMPLATE).format(
+_SCHEMA = (
+    SCHEMA_TEMPLATE + TOKENS_SCHEMA_TEMPLATE + GC_SCHEMA_TEMPLATE + LINEAGE_SCHEMA_TEMPLATE
+).format(
     id="INTEGER PRIMARY KEY",
     int="INTEGER",
     real="REAL",
@@ -148,6 +159,25 @@ class SqliteMetaStore(SqlMetaStore[sqlite3.Connection]):
             self._registry_id = str(
                 c.execute("SELECT value FROM registry WHERE key='id'").fetchone()[0]
             )
+
+    def gc_run_lock(self) -> AbstractContextManager[None]:
+        return self._gc_run_lock()
+
+    @contextmanager
+    def _gc_run_lock(self) -> Iterator[None]:
+        # A lock file beside the database: the collector runs on the host that holds it.
+        path = self.path + ".gc-lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Conflict(
+                    f"another artfs gc is running on {self.path}: wait for it to finish"
+                ) from None
+            yield
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         with self._lock:

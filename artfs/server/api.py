@@ -36,6 +36,7 @@ from ..auth import READ, WRITE, Principal
 from ..client.base import UNSET, Expect
 from ..errors import ArtfsError, Forbidden, InvalidInput, NotFound, Unauthorized
 from ..hashing import BLOCK_SIZE, sha256_hex
+from ..lineage import parse_inputs
 from ..manifest import Manifest
 from ..names import parse_version
 from ..registry import Registry
@@ -359,6 +360,10 @@ def create_app(
         aliases = body.get("aliases", [])
         if not isinstance(aliases, list):
             raise InvalidInput("'aliases' must be a list of names")
+        refs = parse_inputs(body.get("inputs"))
+        for ref in refs:  # naming a version as an input reveals it: needs read on its project
+            principal(request).require(READ, ref.project)
+        inputs = [str(ref) for ref in refs]
 
         def work() -> Any:
             manifest = Manifest.from_json(body["manifest"])
@@ -371,6 +376,7 @@ def create_app(
                 aliases=aliases,
                 parent=body.get("parent"),
                 creator=body.get("creator", ""),
+                inputs=inputs,
             )
 
         result = await run(work)
@@ -384,6 +390,14 @@ def create_app(
         return JSONResponse(
             info.to_json(), headers={"Cache-Control": "no-cache"} if not immutable else {}
         )
+
+    async def used_by(request: Request) -> Response:
+        p = request.path_params
+        number = _number_param(p["selector"])
+        who = principal(request)
+        found = await run(r.used_by, p["project"], p["artifact"], number)
+        visible = [v.to_json() for v in found if who.can(READ, v.project)]
+        return JSONResponse({"used_by": visible})
 
     async def delete_version(request: Request) -> Response:
         p = request.path_params
@@ -561,6 +575,7 @@ def create_app(
         Route(f"{art}/versions", guarded(commit, write), methods=["POST"]),
         Route(f"{art}/versions/{{selector}}", guarded(get_version, read), methods=["GET"]),
         Route(f"{art}/versions/{{selector}}", guarded(delete_version, write), methods=["DELETE"]),
+        Route(f"{art}/versions/{{selector}}/used-by", guarded(used_by, read), methods=["GET"]),
         Route(f"{art}/versions/{{number}}/manifest", guarded(get_manifest, read), methods=["GET"]),
         Route(f"{art}/aliases/{{alias}}", guarded(set_alias, write), methods=["PUT"]),
         Route(f"{art}/aliases/{{alias}}", guarded(delete_alias, write), methods=["DELETE"]),

@@ -354,8 +354,8 @@ class BlobDataServer:
             return None
         try:
             writer = await trio.to_thread.run_sync(self.writer, sha, length)
-        except ArtfsError as e:
-            await self._json(conn, stream, e.http_status, _error_body(e))
+        except ArtfsError as e:  # e.g. the blob is being garbage-collected: 409
+            await self._refuse_upload(conn, stream, e, length)
             return None
         if conn.they_are_waiting_for_100_continue:
             await stream.send_all(conn.send(h11.InformationalResponse(status_code=100, headers=[])))

@@ -1,0 +1,44 @@
+"""Lineage inputs of a commit, as typed references (pure: parsing and checks only).
+
+A version records the versions it was made from (SPEC §1, "its lineage inputs"). The
+committer names them as references (``p/a:v3``, ``p/a:best``, ``p/a`` for latest); the
+registry resolves each to a concrete version *at commit time*, so moving an alias later
+never rewrites history, and keeps that version's digest, so the lineage still says which
+bytes were used after the input version is deleted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import InvalidInput
+from .names import Ref, parse_ref
+
+MAX_INPUTS = 1000  # inputs of one version
+
+
+def parse_inputs(value: Any) -> list[Ref]:
+    """Validate a list of reference strings (from a request body, a CLI, a setfattr)."""
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise InvalidInput("'inputs' must be a list of references like project/artifact:v3")
+    if len(value) > MAX_INPUTS:
+        raise InvalidInput(f"too many lineage inputs ({len(value)}; at most {MAX_INPUTS})")
+    refs: list[Ref] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise InvalidInput(f"invalid lineage input {item!r}: expected a reference string")
+        refs.append(parse_ref(item))
+    return refs
+
+
+def unique_in_order(items: list[Any]) -> list[Any]:
+    """The items without repeats, first occurrence kept (resolved inputs, deduplicated)."""
+    seen: set[Any] = set()
+    out = []
+    for item in items:
+        if item not in seen:
+            seen.add(item)
+            out.append(item)
+    return out
