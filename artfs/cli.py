@@ -22,7 +22,7 @@ from .client import open_client
 from .client.base import UNSET, Expect, RegistryClient
 from .errors import ArtfsError, InvalidInput, NotFound
 from .fs.siblings import SiblingTuning
-from .lineage import parse_inputs
+from .lineage import add_input_option, parse_inputs
 from .names import alias_name, parse_artifact_id, parse_ref, parse_version
 from .progress import human_bytes
 from .registry.stores import add_store_arguments
@@ -603,13 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--metadata", help="JSON object stored with the version")
     s.add_argument("--description")
-    s.add_argument(
-        "--input",
-        action="append",
-        default=[],
-        metavar="REF",
-        help="a version this one was made from, e.g. proj/data:v3 (lineage; repeatable)",
-    )
+    add_input_option(s)
     s.set_defaults(fn=cmd_put)
 
     s = with_cache(

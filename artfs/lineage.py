@@ -9,6 +9,7 @@ bytes were used after the input version is deleted.
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from .errors import InvalidInput
@@ -31,6 +32,17 @@ def parse_inputs(value: Any) -> list[Ref]:
             raise InvalidInput(f"invalid lineage input {item!r}: expected a reference string")
         refs.append(parse_ref(item))
     return refs
+
+
+def add_input_option(parser: argparse.ArgumentParser) -> None:
+    """``--input REF`` (repeatable), as ``artfs put`` and ``artfs commit`` spell lineage."""
+    parser.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="a version this one was made from, e.g. proj/data:v3 (lineage; repeatable)",
+    )
 
 
 def unique_in_order(items: list[Any]) -> list[Any]:

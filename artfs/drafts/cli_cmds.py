@@ -26,7 +26,7 @@ import trio
 from .. import config
 from ..client.base import RegistryClient
 from ..errors import AlreadyExists, ArtfsError, InvalidInput, NotFound, from_code
-from ..lineage import parse_inputs
+from ..lineage import add_input_option, parse_inputs
 from ..mountinfo import read_record, running_records
 from ..names import LATEST, alias_name, parse_ref, version_label
 from ..progress import Progress, human_bytes
@@ -306,13 +306,7 @@ def add_parsers(
     s = sub.add_parser("commit", help="publish a draft of a mount as a new version")
     s.add_argument("path", metavar="MOUNT/project/artifact/DRAFT")
     s.add_argument("--alias", action="append", default=[], help="alias to set (repeatable)")
-    s.add_argument(
-        "--input",
-        action="append",
-        default=[],
-        metavar="REF",
-        help="a version this one was made from, e.g. proj/data:v3 (lineage; repeatable)",
-    )
+    add_input_option(s)
     s.add_argument("--metadata", help="JSON object stored with the version")
     s.add_argument("--description")
     s.add_argument("--type", help="artifact type, if the commit creates the artifact")
