@@ -60,11 +60,12 @@ def test_jumps_reset_and_a_later_walk_starts_again() -> None:
     assert walk_state.window == 0
 
 
-def test_large_and_empty_files_are_skipped_and_bytes_are_bounded() -> None:
+def test_large_files_cost_their_head_and_bytes_are_bounded() -> None:
     sizes = [0, 5, 100, 3, 0, 40, 40, 40, 40, 40]
-    tuning = SiblingTuning(initial=8, maximum=8, max_bytes=100, file_max=50)
+    tuning = SiblingTuning(initial=8, maximum=8, max_bytes=100, file_max=50, head_bytes=10)
     walk_state = SiblingReadAhead(sizes, tuning)
-    assert walk_state.on_open(0) == [1, 3, 5, 6]  # 100 > file_max; empties skipped; <= 100 B
+    # empties skipped; 100 > file_max costs its head (10); at most 100 bytes per extension
+    assert walk_state.on_open(0) == [1, 2, 3, 5, 6]
     assert walk_state.on_open(1) == []
     assert walk_state.on_open(3) == [7, 8]  # continues where the budget stopped it
     assert walk_state.on_open(5) == [9]
@@ -221,3 +222,36 @@ async def test_prefetch_stays_within_a_quarter_of_the_cache_limit(tmp_path: Path
         assert cached == blobs[:3]  # 1 MiB of guesses under a 4 MiB limit
         cache.prefetch_soon(blobs)  # the budget is free again: the next ones
         assert await wait_cached(cache, blobs[3:6])
+
+
+async def test_big_files_in_a_walk_get_their_head_prefetched(tmp_path: Path) -> None:
+    registry = MemoryRegistryClient()
+    files = {f"d/shard{i}.bin": random.Random(i).randbytes(3 << 20) for i in range(4)}
+    registry.publish("p", "a", files)
+    tuning = CacheTuning(timeout=5.0, prefetch_whole_max=1 << 20, readahead_initial=1 << 20)
+    names = sorted(files)
+    async with BlobCache(tmp_path / "cache", registry, tuning=tuning) as cache:
+        fs = ArtfsFS(registry, cache, MountOptions(meta_root=tmp_path / "meta"))
+        first = await walk(fs, "p/a/v0/" + names[0])
+        opened = await fs.open(first.ino, os.O_RDONLY)
+        assert await fs.read(opened.fh, 0, 4096) == files[names[0]][:4096]
+        heads = [(sha_of(files[n]), len(files[n])) for n in names[1:]]
+
+        def held(blob: tuple[str, int]) -> int:
+            return cache.cached_bytes(*blob)
+
+        with trio.move_on_after(5):
+            while any(held(b) < 1 << 20 for b in heads):
+                await trio.sleep(0.01)
+        assert [held(b) for b in heads] == [1 << 20] * 3  # the head, not the whole file
+        assert all(cache.layout.digests(sha).exists() for sha, _ in heads)
+        await fs.release(opened.fh)
+        before = registry.requests
+        for name in names[1:]:
+            attr = await walk(fs, "p/a/v0/" + name)
+            handle = await fs.open(attr.ino, os.O_RDONLY)
+            assert await fs.read(handle.fh, 0, 1 << 20) == files[name][: 1 << 20]
+            await fs.release(handle.fh)
+        assert registry.requests == before  # first reads answered from the heads
+        assert await cat(fs, (await walk(fs, "p/a/v0/" + names[2])).ino, 1 << 20) == files[names[2]]
+        await fs.aclose()

@@ -443,7 +443,9 @@ class BlobCache:
         """Fetch these whole blobs in the background, ``prefetch_parallel`` at a time.
 
         Never blocks and never fails: the caller (the mount's directory read-ahead) only
-        guesses that the blobs will be read soon. Blobs already cached, queued or being
+        guesses that the blobs will be read soon. A blob larger than ``prefetch_whole_max``
+        gets only its head: its block digests and first ``readahead_initial`` bytes, what
+        its first read would wait for. Blobs already cached, queued or being
         fetched are skipped; errors are logged and left for a real reader to meet. A reader
         that opens a blob while it is being prefetched waits for that fetch rather than
         starting its own. Cancelled when the cache closes. At most ``prefetch_bytes`` (and a
@@ -460,10 +462,11 @@ class BlobCache:
                 continue
             if os.path.exists(self.layout.complete(sha)):
                 continue  # (a stat, to keep cached blobs out of the budget)
-            if self._soon_bytes + size > budget:
+            cost = self._prefetch_cost(size)
+            if self._soon_bytes + cost > budget:
                 break
             self._soon_known.add(sha)
-            self._soon_bytes += size
+            self._soon_bytes += cost
             self._soon.append((sha, size))
         while self._soon and self._soon_workers < self.tuning.prefetch_parallel:
             self._soon_workers += 1
@@ -481,13 +484,21 @@ class BlobCache:
                     log.exception("prefetch of blob %s crashed", sha[:12])
                 finally:
                     self._soon_known.discard(sha)
-                    self._soon_bytes -= size
+                    self._soon_bytes -= self._prefetch_cost(size)
         finally:
             self._soon_workers -= 1
+
+    def _prefetch_cost(self, size: int) -> int:
+        if size <= self.tuning.prefetch_whole_max:
+            return size
+        return min(size, self.tuning.readahead_initial)
 
     async def _prefetch_one(self, sha: str, size: int) -> None:
         self._check(sha, size)
         if size == 0 or os.path.exists(self.layout.complete(sha)):
+            return
+        if size > self.tuning.prefetch_whole_max:
+            await self._prefetch_head(sha, size)
             return
         if size > BLOCK_SIZE:
             await self.fetch(sha, size)
@@ -503,6 +514,17 @@ class BlobCache:
         finally:
             del self._small[sha]
             done.set()
+
+    async def _prefetch_head(self, sha: str, size: int) -> None:
+        """A large blob's block digests and first blocks (what its first read waits for)."""
+        state = await self._attach_state(sha, size, None)
+        try:
+            if not state.complete:
+                await state.need_digests()
+                first, stop = span(0, min(size, self.tuning.readahead_initial))
+                await state.prefetch(first, stop)
+        finally:
+            self._release(state)
 
     # --- whole blobs --------------------------------------------------------------------------
     async def fetch(

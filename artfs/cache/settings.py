@@ -22,6 +22,7 @@ class CacheTuning:
     prefetch_parallel: int = 8  # whole small blobs fetched at once by prefetch_soon
     prefetch_queue: int = 4096  # blobs waiting for prefetch_soon's workers, at most
     prefetch_bytes: int = 64 << 20  # bytes queued or in flight for prefetch_soon, at most
+    prefetch_whole_max: int = 8 << 20  # prefetch_soon fetches blobs up to this whole, else the head
     inline_verify_bytes: int = 4 << 20  # verify more than this at once in a worker thread
     poll_min: float = 0.001
     poll_max: float = 0.02

@@ -12,8 +12,10 @@ Then a window of files ahead is handed out for prefetching; it starts at ``initi
 files and doubles with each extension up to ``maximum`` files (one extension hands out
 at most ``max_bytes``), and it is extended once at most half of it remains ahead of the reader. Any other
 open resets the window: a reader jumping around gets nothing it did not ask for.
-Files larger than ``file_max`` are never prefetched (their own read-ahead handles them
-once opened) and do not count against the byte budget.
+Files up to ``file_max`` are prefetched whole. Of a larger file only its head is
+(``BlobCache.prefetch_soon`` decides: its block digests and first MiB), which is what its
+first read waits for — two round trips per file in a walk through big shards — and its
+own read-ahead takes over from there; it counts ``head_bytes`` against the budget.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ class SiblingTuning:
     initial: int = 8  # files in the first window
     maximum: int = 256  # files in the largest window
     max_bytes: int = 64 << 20  # bytes of the files handed out by one extension, at most
-    file_max: int = 8 << 20  # larger files are left to their own read-ahead
+    file_max: int = 8 << 20  # larger files: only their head is prefetched
+    head_bytes: int = 1 << 20  # what a larger file's head costs in the byte budget
 
 
 class SiblingReadAhead:
@@ -71,10 +74,11 @@ class SiblingReadAhead:
         k = start
         while k < stop:
             size = self.sizes[k]
-            if 0 < size <= self.tuning.file_max:
-                if size > budget:
+            if size > 0:
+                cost = size if size <= self.tuning.file_max else self.tuning.head_bytes
+                if cost > budget:
                     break
-                budget -= size
+                budget -= cost
                 picked.append(k)
             k += 1
         self.ahead = max(self.ahead, k)
