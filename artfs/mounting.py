@@ -60,10 +60,10 @@ def _options(args: argparse.Namespace, registry: str) -> MountOptions:
 def mount_command(args: argparse.Namespace) -> int:
     registry = _registry(args)
     point = canonical(args.mountpoint)
+    if is_fuse_mount(point):  # (before any stat: a dead mount answers ENOTCONN)
+        _replace_dead_mount(point)
     if not os.path.isdir(point):
         raise InvalidInput(f"mountpoint {point} is not a directory (create it first)")
-    if is_fuse_mount(point):
-        raise InvalidInput(f"{point} is already mounted; run 'artfs umount {point}' first")
     cache_dir = config.cache_dir_from(args.cache_dir)
     state_dir = default_state_dir(point, args.state_dir)
     max_bytes = config.parse_size(args.cache_size) if args.cache_size else None
@@ -151,6 +151,29 @@ def mount_key(mountpoint: str) -> str:
     """A readable, unique file name for a mountpoint (its state dir, its log)."""
     key = mountpoint.strip("/").replace("/", "_")[-100:] or "root"
     return f"{key}-{hashlib.sha1(mountpoint.encode()).hexdigest()[:8]}"
+
+
+def _replace_dead_mount(point: str) -> None:
+    """Clear the mount a killed daemon left behind ("Transport endpoint is not connected"),
+    so that remounting after a crash (a service manager restarting it) just works. A mount
+    whose daemon is alive, or one artfs did not record, is refused as before. Never touches
+    the mountpoint itself: a hung daemon would hang this process too."""
+    record = read_record(Path(point))
+    pid = int(record.get("pid", 0)) if record else 0
+    if pid <= 0 or _daemon_alive(pid):
+        raise InvalidInput(f"{point} is already mounted; run 'artfs umount {point}' first")
+    print(f"replacing the mount at {point}: its daemon (pid {pid}) is gone", file=sys.stderr)
+    unmount(point)
+    remove_record(Path(point))
+
+
+def _daemon_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running artfs mount daemon (not a recycled pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"artfs" in cmdline and b"mount" in cmdline
 
 
 def umount_command(args: argparse.Namespace) -> int:

@@ -567,3 +567,36 @@ def test_random_operations_match_a_local_directory(server: Server, tmp_path: Pat
         if files:
             commit(draft)
             assert read_tree(m / "p" / "a" / "v0") == files
+
+
+def test_mount_again_after_the_daemon_was_killed(server: Server, tmp_path: Path) -> None:
+    """A killed daemon leaves a dead mount ("Transport endpoint is not connected"); mounting
+    again at the same place replaces it, and the drafts written before are there."""
+    files = tree(4, big=300_000)
+    m = tmp_path / "m"
+    with mount_at(server, tmp_path, "m"):
+        os.makedirs(m / "p" / "a" / "d")
+        write_tree(m / "p" / "a" / "d", files)
+        pid = _daemon_pid(m)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(OSError) as dead:
+            os.listdir(m)
+        assert dead.value.errno == errno.ENOTCONN
+        again = run_cli(
+            "mount",
+            "--registry",
+            server.url,
+            str(m),
+            "--cache-dir",
+            str(tmp_path / "m-cache"),
+            "--state-dir",
+            str(tmp_path / "m-state"),
+        )
+        assert f"its daemon (pid {pid}) is gone" in again.stderr
+        assert read_tree(m / "p" / "a" / "d") == files
+        refused = run_cli("mount", "--registry", server.url, str(m), check=False)
+        assert refused.returncode == 1 and "already mounted" in refused.stderr
+        assert commit(m / "p" / "a" / "d").stdout.strip() == "p/a:v0"
