@@ -54,6 +54,13 @@ class Conflict(ArtfsError):
     errno = _errno.EBUSY
 
 
+class BeingCollected(Conflict):
+    """A blob that a running garbage collection is deleting: upload it again in a moment and
+    commit again (``publish.upload_and_commit`` does so by itself)."""
+
+    code = "being_collected"
+
+
 class PreconditionFailed(Conflict):
     """An alias move conditional on the current target found another target."""
 
@@ -170,6 +177,7 @@ ALL_ERRORS: tuple[type[ArtfsError], ...] = (
     NotFound,
     AlreadyExists,
     Conflict,
+    BeingCollected,
     PreconditionFailed,
     NotPermitted,
     Unauthorized,

@@ -9,8 +9,10 @@ the same version (identical content to ``latest``).
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +20,17 @@ from typing import Any
 import trio
 
 from .client.base import RegistryClient
-from .errors import AlreadyExists, ArtfsError, InvalidInput, NotFound
+from .errors import AlreadyExists, ArtfsError, BeingCollected, InvalidInput, NotFound
 from .hashing import hash_file
 from .manifest import Manifest
 from .models import CommitResult
 from .progress import Progress
 
+log = logging.getLogger(__name__)
+
 UPLOAD_PARALLELISM = 4
+# Waits between attempts while a garbage collection deletes blobs a commit needs (~1 min)
+COLLECTION_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 HASH_PARALLELISM = 2
 
 
@@ -85,15 +91,49 @@ async def hash_files(files: list[LocalFile], progress: Progress | None = None) -
     return Manifest.build((f.path, f.size, digests[f.path]) for f in files)
 
 
-async def upload_missing(
+async def upload_and_commit(
     client: RegistryClient,
     manifest: Manifest,
     sources: dict[str, Path],
+    progress: Progress | None,
+    commit: Callable[[], Awaitable[CommitResult]],
+    *,
+    delays: Sequence[float] = COLLECTION_RETRY_DELAYS,
+) -> tuple[CommitResult, int]:
+    """Upload what the registry lacks, then ``commit()``; returns its result and the bytes
+    uploaded. While a garbage collection is deleting a blob this commit needs (it refuses
+    the upload or the commit with ``BeingCollected``: the blob existed, unreferenced, when
+    it was checked), wait and do both again: ``missing`` then reports the blob, and once the
+    collection is done it can be uploaded. Gives up with that error after ``delays``."""
+    uploaded = 0
+    for delay in (*delays, None):
+        try:
+            uploaded += await upload_missing(client, manifest, sources, progress)
+            return await commit(), uploaded
+        except BeingCollected as e:
+            if delay is None:
+                raise
+            log.info("%s; retrying in %g s", e, delay)
+            await trio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+async def upload_missing(
+    client: RegistryClient,
+    manifest: Manifest,
+    sources: Mapping[str, Path],
     progress: Progress | None = None,
 ) -> int:
-    """Upload the blobs the registry lacks, several at once; return bytes uploaded."""
+    """Upload the blobs the registry lacks, several at once; return bytes uploaded.
+    A missing blob without a local source is ``NotFound`` (nothing to upload it from)."""
     blobs = manifest.blobs()
     missing = await client.missing_blobs(blobs)
+    lost = sorted(sha for sha in missing if sha not in sources)
+    if lost:
+        raise NotFound(
+            f"{len(lost)} blob(s) of the manifest are no longer in the registry and have no "
+            f"local copy (e.g. {lost[0][:12]}…)"
+        )
     sem = trio.Semaphore(UPLOAD_PARALLELISM)
     uploaded = 0
 
@@ -178,16 +218,20 @@ async def put_tree(
     await ensure_artifact(client, project, artifact, type)
     sources = {manifest[f.path].sha256: f.source for f in files}
     uploading = Progress("uploading", sum(manifest.blobs().values()), enabled=show_progress)
-    uploaded = await upload_missing(client, manifest, sources, uploading)
-    uploading.close()
-    result = await client.commit(
-        project,
-        artifact,
-        manifest,
-        metadata=metadata,
-        description=description,
-        aliases=aliases,
-        creator=creator,
-        inputs=inputs,
-    )
-    return result, uploaded
+
+    async def commit() -> CommitResult:
+        return await client.commit(
+            project,
+            artifact,
+            manifest,
+            metadata=metadata,
+            description=description,
+            aliases=aliases,
+            creator=creator,
+            inputs=inputs,
+        )
+
+    try:
+        return await upload_and_commit(client, manifest, sources, uploading, commit)
+    finally:
+        uploading.close()

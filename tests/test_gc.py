@@ -8,25 +8,39 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import trio
 
+from artfs.client.http import HttpRegistryClient
 from artfs.config import parse_duration
-from artfs.errors import Conflict, InvalidInput
+from artfs.errors import BeingCollected, Conflict, InvalidInput, from_code
 from artfs.hashing import BLOCK_SIZE
 from artfs.manifest import Manifest
+from artfs.publish import put_tree
 from artfs.registry import Registry
 from artfs.registry.blobs import store_bytes
 from artfs.registry.gc import GarbageCollector, GcReport
 from artfs.registry.s3 import S3BlobStore
 
-from .backends import POSTGRES, SQLITE, RegistrySpec, backend_params, make_spec, s3_keys
+from .backends import (
+    POSTGRES,
+    SQLITE,
+    RegistrySpec,
+    backend_params,
+    make_spec,
+    release,
+    s3_keys,
+)
+from .conftest_server import start_spec_server, stop_server
 from .e2e import Server, run_cli
 
 pytestmark = pytest.mark.timeout(300)
@@ -531,19 +545,26 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
             ):
                 resp = httpx.put(url, content=body, timeout=30)
                 assert resp.status_code == 409, (url, resp.status_code, resp.text)
-                assert resp.json()["error"]["code"] == "conflict"
+                assert resp.json()["error"]["code"] == "being_collected"
             resp = httpx.post(
                 f"{server.url}/v1/blobs/missing", json={"digests": [old_sha]}, timeout=30
             )
             assert resp.json()["missing"] == [old_sha]
-            failed = run_cli("put", str(one), "p/a", env=env, check=False)
-            assert failed.returncode == 1 and "garbage-collected" in failed.stderr
-            assert len(failed.stderr.strip().splitlines()) == 1
         finally:
             reg.close()
-        finished = run_cli("gc", "--data", str(data_dir), "--grace", "1h")
-        assert "finished 1 left by an interrupted run" in finished.stdout
-        run_cli("put", str(one), "p/a", env=env)  # uploaded again and committed
+
+        # `artfs put` now meets the doomed blob: it waits for the collection, which an
+        # `artfs gc` run (finishing the interrupted one) completes meanwhile, then uploads
+        # the blob again and commits.
+        def collect_later() -> subprocess.CompletedProcess[str]:
+            time.sleep(1.5)
+            return run_cli("gc", "--data", str(data_dir), "--grace", "1h")
+
+        with ThreadPoolExecutor(1) as pool:
+            finished = pool.submit(collect_later)
+            waited = run_cli("put", str(one), "p/a", env=env)
+            assert "finished 1 left by an interrupted run" in finished.result().stdout
+        assert waited.stdout.strip() == "p/a:v3"
         run_cli("get", "p/a:v3", str(tmp_path / "got3"), env=env)
         assert (tmp_path / "got3" / "old.bin").read_bytes() == body
 
@@ -555,3 +576,44 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
         ]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_put_retries_while_a_collection_deletes_its_blob(backend: str, tmp_path: Path) -> None:
+    """A blob that existed unreferenced when `artfs put` asked `missing` may be doomed and
+    deleted by a collection before the commit; the client waits, uploads again and commits
+    (BeingCollected over HTTP), instead of failing."""
+    assert isinstance(from_code("being_collected", "x"), BeingCollected)
+    spec = make_spec(backend, tmp_path / "data", for_servers=True)
+    server = start_spec_server(spec)
+    reg = spec.open()
+    try:
+        data = os.urandom(300_000)
+        (tmp_path / "src").mkdir()
+        (tmp_path / "src" / "f.bin").write_bytes(data)
+
+        async def put() -> Any:
+            async with HttpRegistryClient(server.url, timeout=10.0) as client:
+                result, _ = await put_tree(client, tmp_path / "src", "p", "a", show_progress=False)
+                return result
+
+        first = trio.run(put)
+        reg.delete_version("p", "a", first.version.number, force=True)
+        assert mark_only(reg) == [sha(data)]  # doomed, not deleted yet: a collection running
+
+        def finish_later() -> None:
+            time.sleep(1.5)
+            assert reg.gc(0).resumed == 1  # deletes it and un-dooms it
+
+        collector = threading.Thread(target=finish_later)
+        collector.start()
+        started = time.monotonic()
+        again = trio.run(put)
+        collector.join()
+        assert time.monotonic() - started >= 1.0  # it waited for the collection
+        assert again.created and again.version.number == 1
+        assert read_blob(reg, sha(data)) == data
+    finally:
+        reg.close()
+        stop_server(server.proc)
+        release(spec)

@@ -41,7 +41,7 @@ from ..manifest import Manifest
 from ..models import CommitResult
 from ..names import alias_name, version_label
 from ..progress import Progress
-from ..publish import ensure_artifact, upload_missing
+from ..publish import ensure_artifact, upload_and_commit
 from .model import Draft, PendingCommit, SnapshotFile
 from .store import DraftStore
 
@@ -276,21 +276,24 @@ async def _register(
         )
     meter = _PhaseProgress("uploading", sum(blobs[s] for s in missing), progress)
     upload_sources = {sha: path for sha, path in sources.items() if path is not None}
-    uploaded = await upload_missing(client, manifest, upload_sources, meter)
 
     known = {v.number for v in info.versions}
     parent = draft.base if draft.base in known else None
-    result = await client.commit(
-        key.project,
-        key.artifact,
-        manifest,
-        metadata=metadata,
-        description=description,
-        aliases=aliases,
-        parent=parent,
-        creator=creator,
-        inputs=inputs,
-    )
+
+    async def commit() -> CommitResult:
+        return await client.commit(
+            key.project,
+            key.artifact,
+            manifest,
+            metadata=metadata,
+            description=description,
+            aliases=aliases,
+            parent=parent,
+            creator=creator,
+            inputs=inputs,
+        )
+
+    result, uploaded = await upload_and_commit(client, manifest, upload_sources, meter, commit)
     return CommitOutcome(result, uploaded, False)
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..auth import TokenInfo
 from ..client.base import UNSET, Expect
-from ..errors import Conflict, InvalidInput, NotPermitted
+from ..errors import BeingCollected, InvalidInput, NotPermitted
 from ..hashing import sha256_hex
 from ..lineage import parse_inputs
 from ..manifest import FileEntry, Manifest
@@ -324,7 +324,7 @@ class Registry:
     def _refuse_doomed(self, sha256: str) -> None:
         doomed, _ = self.meta.doomed_among({sha256})
         if doomed:
-            raise Conflict(
+            raise BeingCollected(
                 f"blob {sha256[:16]}... is being garbage-collected right now; "
                 "retry the upload in a moment"
             )

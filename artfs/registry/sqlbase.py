@@ -28,7 +28,14 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from ..auth import TokenInfo
 from ..client.base import UNSET, Expect
-from ..errors import AlreadyExists, Conflict, InvalidInput, NotFound, PreconditionFailed
+from ..errors import (
+    AlreadyExists,
+    BeingCollected,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+)
 from ..lineage import unique_in_order
 from ..models import ArtifactInfo, ProjectInfo, VersionInfo, VersionInput, VersionSummary
 from ..names import LATEST, Ref
@@ -504,7 +511,7 @@ class SqlMetaStore(ABC, Generic[C]):
             doomed = sorted(self._doomed_among(c, new.blobs))
             if doomed:
                 more = f" and {len(doomed) - 1} more" if len(doomed) > 1 else ""
-                raise Conflict(
+                raise BeingCollected(
                     f"blob {doomed[0][:16]}...{more} of the manifest is being garbage-collected; "
                     "upload it again and retry the commit"
                 )
