@@ -34,7 +34,8 @@ if ! "$artfs" ls demo/mnist-mini >/dev/null 2>&1; then
     .venv/bin/python scripts/make_sample.py "$demo/sample"
     "$artfs" put "$demo/sample/dataset-v0" demo/mnist-mini --description "first cut"
     "$artfs" put "$demo/sample/dataset-v1" demo/mnist-mini --alias best --metadata '{"rows": 1200}'
-    "$artfs" put "$demo/sample/model" demo/resnet-tiny --type model --alias production
+    "$artfs" put "$demo/sample/model" demo/resnet-tiny --type model --alias production \
+        --input demo/mnist-mini:best   # lineage: the model was trained on that dataset
 fi
 "$artfs" mount "$demo/mnt" --xattrs
 
@@ -49,6 +50,8 @@ Try:
   .venv/bin/artfs ls demo/mnist-mini
   .venv/bin/artfs alias set demo/mnist-mini:v0 best # then: ls -l demo/mnt/demo/mnist-mini
   .venv/bin/artfs cache stats
+  .venv/bin/artfs info demo/resnet-tiny           # lineage: inputs [demo/mnist-mini:v1]
+  .venv/bin/artfs info demo/mnist-mini:v1         # ... and used_by [demo/resnet-tiny:v0]
 Publish a version from the shell:
   mkdir demo/mnt/demo/mnist-mini/try1 && cp demo/sample/dataset-v0/*.csv demo/mnt/demo/mnist-mini/try1/
   .venv/bin/artfs commit demo/mnt/demo/mnist-mini/try1 --alias candidate   # prints demo/mnist-mini:vN
