@@ -19,7 +19,11 @@ calls it as docs/design-drafts.md ("Operations the mount calls") prescribes.
   that does not exist yet; ``rename`` of a link over another moves the target
   alias with ``expect=`` its current version (atomic at the registry, what
   ``ln -sfn`` does through a temporary name), then removes the temporary one;
-  ``unlink`` deletes it. ``latest`` is refused with EPERM.
+  ``unlink`` deletes it. ``latest`` is refused with EPERM. The temporary name
+  itself (coreutils/gnulib name it ``Cu`` + 6 letters or digits) stays a *pending*
+  link, local to this mount, so other hosts never see it and a crash never leaves it
+  at the registry; one not renamed within ``PENDING_LINK_SECONDS`` (someone did want
+  that name) is set at the registry the next time the artifact is listed here.
 * ``setxattr user.artfs.commit`` on a draft runs the commit here, in the
   daemon; afterwards the draft's nodes are dropped, the artifact is re-listed
   and the kernel told to forget the names that changed. That notification is
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import stat
 import time
 from collections.abc import Callable
@@ -93,6 +98,22 @@ class DraftNode(LocalNode):
         super().__init__(ino, parent, name)
         self.draft_id = draft_id
         self.store_id = store_id
+
+
+class PendingLinkNode(AliasNode, LocalNode):
+    """``ln -sfn``'s temporary link (``CuXXXXXX``): local until renamed over the alias."""
+
+    __slots__ = ("made",)
+
+    def __init__(
+        self, ino: int, parent: int, name: str, number: int, artifact: ArtifactNode, made: float
+    ) -> None:
+        super().__init__(ino, parent, name, number, artifact)
+        self.made = made
+
+
+PENDING_LINK_SECONDS = 2.0
+_TEMP_LINK = re.compile(r"Cu[A-Za-z0-9]{6}")  # gnulib's force_symlinkat temporary name
 
 
 class LocalArtifactNode(ArtifactNode, LocalNode):
@@ -176,6 +197,7 @@ class DraftsFS:
         """Add what this mount has and the registry does not list: drafts, local artifacts."""
         if isinstance(node, ArtifactNode):
             await self._sync_drafts(node)
+            await self._publish_stale_links(node)
         elif isinstance(node, ProjectNode):
             await self._sync_local_artifacts(node)
 
@@ -426,6 +448,14 @@ class DraftsFS:
         await self._existing(parent, name)
         alias_name(name)
         number = self._target_version(parent, target)
+        if _TEMP_LINK.fullmatch(name):
+            made = self.fs._clock()
+            link = self.fs.table.new_local(
+                lambda ino: PendingLinkNode(ino, parent.ino, name, number, parent, made)
+            )
+            parent.children[name] = link
+            parent._changed()
+            return self.fs.attr(link)
         set_alias = functools.partial(self.fs.client.set_alias, expect=None)
         await self.fs._call(
             f"set alias {name}", set_alias, parent.project, parent.artifact, name, number
@@ -463,24 +493,53 @@ class DraftsFS:
         current = dst.number if isinstance(dst, AliasNode) else None
         move = functools.partial(self.fs.client.set_alias, expect=current)
         await self.fs._call(f"move alias {new}", move, p, a, new, number)
-        remove = functools.partial(self.fs.client.delete_alias, expect=number)
-        try:
-            await self.fs._call(f"remove alias {old}", remove, p, a, old)
-        except (NotFound, Conflict) as e:
-            log.info("after moving %s/%s:%s, %s had changed: %s", p, a, new, old, e)
+        if not isinstance(link, PendingLinkNode):  # (a pending one was never at the registry)
+            remove = functools.partial(self.fs.client.delete_alias, expect=number)
+            try:
+                await self.fs._call(f"remove alias {old}", remove, p, a, old)
+            except (NotFound, Conflict) as e:
+                log.info("after moving %s/%s:%s, %s had changed: %s", p, a, new, old, e)
         # The kernel moves its dentry: ``new`` now names the link's inode, so the link node
         # itself takes the new name (and the replaced alias's inode goes).
         del artifact.children[old]
         if isinstance(dst, AliasNode):
             self.fs.table.drop(dst)
+        if isinstance(link, PendingLinkNode):  # now a registry alias, under the same inode
+            link = AliasNode(link.ino, artifact.ino, new, number, artifact)
+            self.fs.table.replace(link)
         link.name = new
         artifact.children[new] = link
         artifact._changed()
         await self._relist(artifact, new)
 
+    async def _publish_stale_links(self, artifact: ArtifactNode) -> None:
+        """Set at the registry the pending links nobody renamed in time: wanted as they are."""
+        now = self.fs._clock()
+        for name, child in list(artifact.children.items()):
+            if isinstance(child, PendingLinkNode) and now - child.made >= PENDING_LINK_SECONDS:
+                set_alias = functools.partial(self.fs.client.set_alias, expect=None)
+                await self.fs._call(
+                    f"set alias {name}",
+                    set_alias,
+                    artifact.project,
+                    artifact.artifact,
+                    name,
+                    child.number,
+                )
+                # now a registry alias under the same inode (the kernel may hold it)
+                real = AliasNode(child.ino, artifact.ino, name, child.number, artifact)
+                self.fs.table.replace(real)
+                artifact.children[name] = real
+                artifact._changed()
+
     async def _unlink_alias(self, artifact: ArtifactNode, link: AliasNode) -> None:
         if link.name == LATEST:
             raise NotPermitted("'latest' is maintained by the registry")
+        if isinstance(link, PendingLinkNode):
+            del artifact.children[link.name]
+            self.fs.table.drop(link)
+            artifact._changed()
+            return
         remove = functools.partial(self.fs.client.delete_alias, expect=link.number)
         await self.fs._call(
             f"remove alias {link.name}", remove, artifact.project, artifact.artifact, link.name

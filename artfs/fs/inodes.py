@@ -268,6 +268,10 @@ class InodeTable:
         self._nodes[node.ino] = node
         return node
 
+    def replace(self, node: Node) -> None:
+        """Put ``node`` in the place of the node with its number (same inode, new object)."""
+        self._nodes[node.ino] = node
+
     def drop(self, node: Node) -> None:
         """Forget one node (and what is below it) whose object is gone."""
         self._forget_subtree(node)
