@@ -190,6 +190,8 @@ class InodeTable:
         self.root = RootNode(ROOT_INODE, ROOT_INODE, "", mount_time)
         self._nodes: dict[int, Node] = {ROOT_INODE: self.root}
         self._refs: dict[int, int] = {}  # kernel lookup counts of nodes inside versions
+        # told when a version's tree is dropped, so caches holding its nodes drop them too
+        self.on_unbuild: Callable[[VersionNode], None] | None = None
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -346,6 +348,8 @@ class InodeTable:
             version.built = False
             version.live = 0
             version._changed()
+            if self.on_unbuild is not None:
+                self.on_unbuild(version)
 
     # --- inside a version ----------------------------------------------------------
     def build_version(self, version: VersionNode, manifest: Manifest) -> None:

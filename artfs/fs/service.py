@@ -112,6 +112,7 @@ class _Walk:
     index: dict[str, int]
     files: list[FileNode]
     state: SiblingReadAhead
+    version: VersionNode
 
 
 @dataclass(slots=True)
@@ -160,6 +161,7 @@ class ArtfsFS:
         self._dirs: dict[int, tuple[tuple[str, Node], ...]] = {}
         self._hinted: dict[int, float] = {}  # directory inode -> when its files were hinted
         self._walks: dict[int, _Walk] = {}  # directory inode -> its read-ahead across files
+        self.table.on_unbuild = self._drop_walks
         self._dir_versions: dict[int, VersionNode] = {}  # open directory handle -> its version
         self._next_fh = 1
         self.drafts = DraftsFS(self, drafts, invalidate) if drafts is not None else None
@@ -503,6 +505,11 @@ class ArtfsFS:
             self._walk_on(node)
         return Opened(fh, keep_cache=True)
 
+    def _drop_walks(self, version: VersionNode) -> None:
+        """A version's tree was freed: so are the walk states holding its file nodes."""
+        for ino in [ino for ino, walk in self._walks.items() if walk.version is version]:
+            del self._walks[ino]
+
     def _walk_on(self, node: FileNode) -> None:
         """Directory read-ahead (``siblings.py``): an open that continues a walk through
         a directory's files in name order prefetches the next files in the background."""
@@ -524,6 +531,7 @@ class ArtfsFS:
                 {name: k for k, (name, _) in enumerate(files)},
                 [child for _, child in files],
                 SiblingReadAhead([child.size for _, child in files], self.options.siblings),
+                node.version,
             )
         index = walk.index.get(node.name)
         if index is None:
