@@ -426,8 +426,14 @@ def test_concurrent_commits_and_collections_lose_nothing(spec: RegistrySpec) -> 
         rng = random.Random(w)
         try:
             n = -1
+            stop_at = time.monotonic() + 90
             # At least commits_each commits, and on until a few collections have run meanwhile.
-            while (n := n + 1) < commits_each or (len(collections) < 4 and n < 40):
+            while (n := n + 1) < commits_each or (
+                len(collections) < 4 and time.monotonic() < stop_at
+            ):
+                # A breath between commits: SQLite's write lock is not fair, and three
+                # committers in a tight loop could starve the collector's marking.
+                time.sleep(rng.random() / 200)
                 files = {f"{k}.bin": d for k, d in enumerate(rng.sample(pool, 4))}
                 files["own.bin"] = f"worker {w} commit {n}".encode() + os.urandom(64)
                 m = manifest(reg, files, upload=False)
