@@ -93,6 +93,19 @@ class _PhaseProgress(Progress):
             self._report(self.label, self.done, self.total)
 
 
+@dataclass(frozen=True, slots=True)
+class _Publish:
+    """What the version gets besides its files (checked once, passed down as one value)."""
+
+    aliases: tuple[str, ...]
+    metadata: dict[str, Any] | None
+    description: str
+    type: str | None
+    creator: str
+    inputs: tuple[str, ...]
+    progress: ProgressFn | None
+
+
 async def commit_draft(
     client: RegistryClient,
     cache: CommitCache | None,
@@ -109,27 +122,22 @@ async def commit_draft(
     inputs: Iterable[str] = (),
 ) -> CommitOutcome:
     """Publish the draft; it is gone on success and untouched (writable again) on failure."""
-    wanted_aliases = tuple(alias_name(a) for a in aliases)
     if metadata is not None and not isinstance(metadata, dict):
         raise InvalidInput("metadata must be a JSON object")
+    wanted = _Publish(
+        tuple(alias_name(a) for a in aliases),
+        metadata,
+        description,
+        type,
+        creator,
+        tuple(inputs),
+        progress,
+    )
     draft = store.begin_commit(draft_id)
     staged: list[StagedBlob] = []
     try:
         await _wait_for_writers(store, draft, writer_grace)
-        outcome = await _publish(
-            client,
-            store,
-            draft,
-            aliases=wanted_aliases,
-            metadata=metadata,
-            description=description,
-            type=type,
-            creator=creator,
-            progress=progress,
-            cache=cache,
-            staged=staged,
-            inputs=tuple(inputs),
-        )
+        outcome = await _publish(client, store, draft, wanted, cache, staged)
     except BaseException:
         if cache is not None:
             for blob in staged:  # may share the draft's files: gone before they are writable
@@ -186,39 +194,18 @@ async def _publish(
     client: RegistryClient,
     store: DraftStore,
     draft: Draft,
-    *,
-    aliases: tuple[str, ...],
-    metadata: dict[str, Any] | None,
-    description: str,
-    type: str | None,
-    creator: str,
-    progress: ProgressFn | None,
+    wanted: _Publish,
     cache: CommitCache | None,
     staged: list[StagedBlob],
-    inputs: tuple[str, ...],
 ) -> CommitOutcome:
     files = store.snapshot(draft.id)
-    digests = await _hash_unknown(store, files, progress)
+    digests = await _hash_unknown(store, files, wanted.progress)
     manifest = Manifest.build((f.path, f.size, digests[f.path]) for f in files)
     try:
         async with trio.open_nursery() as nursery:
             if cache is not None:
                 nursery.start_soon(_stage_all, cache, files, digests, staged)
-            return await _register(
-                client,
-                store,
-                draft,
-                files,
-                digests,
-                manifest,
-                aliases=aliases,
-                metadata=metadata,
-                description=description,
-                type=type,
-                creator=creator,
-                progress=progress,
-                inputs=inputs,
-            )
+            return await _register(client, store, draft, files, digests, manifest, wanted)
     except BaseExceptionGroup as group:
         leaf: BaseException = group
         while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
@@ -233,20 +220,13 @@ async def _register(
     files: list[SnapshotFile],
     digests: dict[str, str],
     manifest: Manifest,
-    *,
-    aliases: tuple[str, ...],
-    metadata: dict[str, Any] | None,
-    description: str,
-    type: str | None,
-    creator: str,
-    progress: ProgressFn | None,
-    inputs: tuple[str, ...],
+    wanted: _Publish,
 ) -> CommitOutcome:
     """Steps 3-4: the artifact, the at-most-once record, the uploads, the version."""
     key = draft.key
 
     effective_type = (
-        type or draft.type or store.artifact_type(key.registry, key.project, key.artifact)
+        wanted.type or draft.type or store.artifact_type(key.registry, key.project, key.artifact)
     )
     await ensure_artifact(client, key.project, key.artifact, effective_type)
     info = await client.get_artifact(key.project, key.artifact)
@@ -274,7 +254,7 @@ async def _register(
             f"cannot commit {key}: {len(lost)} inherited file(s) are no longer in the registry "
             f"(e.g. blob {lost[0][:12]}…); rewrite them in the draft"
         )
-    meter = _PhaseProgress("uploading", sum(blobs[s] for s in missing), progress)
+    meter = _PhaseProgress("uploading", sum(blobs[s] for s in missing), wanted.progress)
     upload_sources = {sha: path for sha, path in sources.items() if path is not None}
 
     known = {v.number for v in info.versions}
@@ -285,12 +265,12 @@ async def _register(
             key.project,
             key.artifact,
             manifest,
-            metadata=metadata,
-            description=description,
-            aliases=aliases,
+            metadata=wanted.metadata,
+            description=wanted.description,
+            aliases=wanted.aliases,
             parent=parent,
-            creator=creator,
-            inputs=inputs,
+            creator=wanted.creator,
+            inputs=wanted.inputs,
         )
 
     result, uploaded = await upload_and_commit(client, manifest, upload_sources, meter, commit)

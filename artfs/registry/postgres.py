@@ -39,17 +39,9 @@ import psycopg
 import psycopg_pool
 
 from ..errors import Conflict, InvalidInput, Unavailable
-from .sqlbase import (
-    GC_SCHEMA_TEMPLATE,
-    LINEAGE_SCHEMA_TEMPLATE,
-    SCHEMA_TEMPLATE,
-    TOKENS_SCHEMA_TEMPLATE,
-    Rows,
-    SqlMetaStore,
-)
+from .sqlbase import SCHEMA_VERSION, Rows, SqlMetaStore, schema_ddl
 from .stores import redact
 
-SCHEMA_VERSION = 4  # 1: registry; 2: + tokens; 3: + doomed_blobs; 4: + version_inputs
 POOL_MIN = 1
 POOL_MAX = 16
 POOL_TIMEOUT = 30.0  # seconds to wait for a free pooled connection
@@ -63,9 +55,7 @@ _GC_LOCK = 0x61726763  # "argc": commits shared, the collector's marking exclusi
 _GC_RUN_LOCK = 0x61726772  # "argr": one collection at a time (session level)
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-_SCHEMA = (
-    SCHEMA_TEMPLATE + TOKENS_SCHEMA_TEMPLATE + GC_SCHEMA_TEMPLATE + LINEAGE_SCHEMA_TEMPLATE
-).format(
+_SCHEMA = schema_ddl(
     id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
     int="BIGINT",
     real="DOUBLE PRECISION",

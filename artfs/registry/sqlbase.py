@@ -139,6 +139,21 @@ CREATE INDEX IF NOT EXISTS version_inputs_by_input
     ON version_inputs (input_artifact_id, input_number);
 """
 
+SCHEMA_VERSION = 4  # 1: registry; 2: + tokens; 3: + doomed_blobs; 4: + version_inputs
+
+
+def schema_ddl(**types: str) -> str:
+    """Every table of the current schema, in one database's column types (idempotent DDL:
+    creates a new registry or upgrades an older one in place)."""
+    templates = (
+        SCHEMA_TEMPLATE,
+        TOKENS_SCHEMA_TEMPLATE,
+        GC_SCHEMA_TEMPLATE,
+        LINEAGE_SCHEMA_TEMPLATE,
+    )
+    return "".join(templates).format(**types)
+
+
 DOOM_ROWS = 400  # rows per multi-row INSERT (SQLite allows 999 variables on old builds)
 IN_CHUNK = 500  # digests per IN (...) lookup
 

@@ -31,21 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Conflict, InvalidInput
-from .sqlbase import (
-    GC_SCHEMA_TEMPLATE,
-    LINEAGE_SCHEMA_TEMPLATE,
-    SCHEMA_TEMPLATE,
-    TOKENS_SCHEMA_TEMPLATE,
-    Rows,
-    SqlMetaStore,
-)
+from .sqlbase import SCHEMA_VERSION, Rows, SqlMetaStore, schema_ddl
 
-SCHEMA_VERSION = 4  # 1: registry; 2: + tokens; 3: + doomed_blobs; 4: + version_inputs
 MAX_IDLE = 8  # pooled connections kept open
 
-_SCHEMA = (
-    SCHEMA_TEMPLATE + TOKENS_SCHEMA_TEMPLATE + GC_SCHEMA_TEMPLATE + LINEAGE_SCHEMA_TEMPLATE
-).format(
+_SCHEMA = schema_ddl(
     id="INTEGER PRIMARY KEY",
     int="INTEGER",
     real="REAL",
