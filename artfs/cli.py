@@ -18,6 +18,7 @@ from typing import Any
 import trio
 
 from . import config
+from .cache.settings import CacheTuning
 from .client import open_client
 from .client.base import UNSET, Expect, RegistryClient
 from .errors import ArtfsError, InvalidInput, NotFound
@@ -578,6 +579,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILES",
         help="when files of a directory are opened in name order, prefetch up to this many "
         "next small files (0: off; default %(default)s)",
+    )
+    s.add_argument(
+        "--random-fill",
+        type=int,
+        default=CacheTuning().random_fill_after,
+        metavar="MISSES",
+        help="after this many reads at random offsets of one open file waited for the "
+        "network, fetch the rest of that file in the background: e.g. 64 for a memory-mapped "
+        "dataset sampled at random (files up to a quarter of --cache-size; default "
+        "%(default)s: never, random reads move only their own 128 KiB blocks)",
     )
     s.add_argument(
         "--state-dir",

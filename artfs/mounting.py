@@ -68,6 +68,7 @@ def mount_command(args: argparse.Namespace) -> int:
     state_dir = default_state_dir(point, args.state_dir)
     max_bytes = config.parse_size(args.cache_size) if args.cache_size else None
     options = _options(args, registry)
+    tuning = CacheTuning(timeout=max(args.timeout, 5.0), random_fill_after=args.random_fill)
     if not args.foreground:
         argv = [
             sys.executable,
@@ -88,6 +89,8 @@ def mount_command(args: argparse.Namespace) -> int:
             str(args.timeout),
             "--dir-readahead",
             str(args.dir_readahead),
+            "--random-fill",
+            str(args.random_fill),
         ]
         if args.cache_size:
             argv += ["--cache-size", args.cache_size]
@@ -104,7 +107,7 @@ def mount_command(args: argparse.Namespace) -> int:
     )
     if not args.debug:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-    trio.run(_serve, registry, point, cache_dir, state_dir, max_bytes, options, args.timeout)
+    trio.run(_serve, registry, point, cache_dir, state_dir, max_bytes, options, tuning)
     return 0
 
 
@@ -115,17 +118,17 @@ async def _serve(
     state_dir: Path,
     max_bytes: int | None,
     options: MountOptions,
-    timeout: float,
+    tuning: CacheTuning,
 ) -> None:
     drafts = DraftStore(state_dir, owner=True)  # refuses a state dir another mount holds
-    client = open_client(registry, timeout=timeout)
+    client = open_client(registry, timeout=options.meta_timeout)
     try:
         async with (
             BlobCache(
                 cache_dir,
                 client,
                 max_bytes=max_bytes,
-                tuning=CacheTuning(timeout=max(timeout, 5.0)),
+                tuning=tuning,
             ) as cache,
             trio.open_nursery() as nursery,
         ):

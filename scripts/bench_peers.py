@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import subprocess
@@ -339,6 +340,7 @@ class Tool:
 @dataclass
 class ArtfsTool(Tool):
     server: Server | None = None
+    extra: tuple[str, ...] = ()  # more ``artfs mount`` options
 
     def mount(self, cache: Path) -> None:
         assert self.server is not None
@@ -353,6 +355,7 @@ class ArtfsTool(Tool):
             str(cache),
             "--state-dir",
             str(self.work / "artfs-state"),
+            *self.extra,
         )
 
     def umount(self) -> None:
@@ -434,6 +437,7 @@ class PeerBench:
         self.nfiles = args.files
         self.results: list[Result] = []
         self.curl_seconds = 0.0
+        self.cpu: dict[str, tuple[float, ...]] = {}  # cold sequential: wall, store, client, reader
         self.lo_per_byte = 1.0
         self.tools: list[Tool] = []
         self.cleanups: list[Callable[[], None]] = []
@@ -469,6 +473,17 @@ class PeerBench:
             yield tool
         finally:
             tool.umount()
+
+    def is_store(self, cmdline: str) -> bool:
+        """SeaweedFS serving this run's bucket (S3 gateway, filer and volume in one process)."""
+        port = urlsplit(self.store.endpoint).port
+        return "weed server" in cmdline and f"-s3.port={port} " in cmdline + " "
+
+    @staticmethod
+    def daemon_of(tool: Tool) -> Callable[[str], bool]:
+        """The FUSE daemon of ``tool``'s mount (not the reader, whose path is under it too)."""
+        mnt = str(tool.mnt) + " "
+        return lambda cmdline: mnt in cmdline + " " and "--measure" not in cmdline
 
     def result(self, name: str, unit: str, higher: bool) -> Result:
         r = Result(name, unit, higher)
@@ -571,16 +586,20 @@ class PeerBench:
         url = self.presigned_url(sha)
         drop_caches()
         lo_before = loopback_bytes()
-        out = subprocess.run(
-            ["curl", "-sf", "-o", "/dev/null", "-w", "%{time_total} %{size_download}", url],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=self.args.step_timeout,
-        ).stdout.split()
+        meter = CpuMeter(self.is_store, lambda _: False)
+        with meter:
+            out = subprocess.run(
+                ["curl", "-sf", "-o", "/dev/null", "-w", "%{time_total} %{size_download}", url],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=self.args.step_timeout,
+            ).stdout.split()
         if int(float(out[1])) != self.size:
             raise RuntimeError(f"curl of the presigned URL got {out[1]} of {self.size} bytes")
         self.curl_seconds = float(out[0])
+        store_cpu, _, curl_cpu = meter.spent
+        self.cpu["curl"] = (self.curl_seconds, store_cpu, curl_cpu, 0.0)
         # The store's own hops (S3 gateway, filer, volume server) cross loopback too: how
         # many loopback bytes one byte delivered from the store costs, to divide by below.
         self.lo_per_byte = max(1.0, (loopback_bytes() - lo_before) / self.size)
@@ -603,9 +622,11 @@ class PeerBench:
         for tool in self.tools:
             cache = self.fresh_cache(tool)
             with self.mounted(tool, cache):
-                m = self.child("seq", tool.big)
+                with CpuMeter(self.is_store, self.daemon_of(tool)) as meter:
+                    m = self.child("seq", tool.big)
                 self.check_size(tool, m["bytes"], self.size)
                 cold.values[tool.name] = gb / m["seconds"]
+                self.cpu[tool.name] = (m["seconds"], *meter.spent)
             with self.mounted(tool, cache):
                 m = self.child("seq", tool.big)
                 warm.values[tool.name] = gb / m["seconds"]
@@ -619,18 +640,43 @@ class PeerBench:
         rand = self.result("random 4 KiB reads in the file, cold", "IOPS", True)
         moved = self.result("random 4 KiB: bytes from the store per byte read", "x", False)
         for tool in self.tools:
-            cache = self.fresh_cache(tool)
-            with self.mounted(tool, cache):
-                before = loopback_bytes()
-                m = self.child("random", tool.big, str(self.size))
-                lo = (loopback_bytes() - before) / self.lo_per_byte
-                moved.values[tool.name] = lo / (m["count"] * 4096)
-                rand.values[tool.name] = m["count"] / m["seconds"]
-            log(
-                f"{tool.name}: {rand.values[tool.name]:.0f} IOPS ({m['count']:.0f} reads, "
-                f"{moved.values[tool.name]:.0f} bytes moved per byte read)"
-            )
-            shutil.rmtree(cache, ignore_errors=True)
+            self.random_step(tool, rand, moved)
+        artfs = next((t for t in self.tools if isinstance(t, ArtfsTool)), None)
+        if artfs is None:
+            return
+        # The opt-in policy for files sampled at random (docs/decisions.md): the same
+        # reads, the rest of the file fetched in the background after 64 misses.
+        option = ("--random-fill", "64")
+        fill = self.result(
+            f"random 4 KiB reads, cold, artfs {' '.join(option)} (opt-in)", "IOPS", True
+        )
+        fill_moved = self.result(
+            f"random 4 KiB, artfs {' '.join(option)}: bytes from the store per byte read",
+            "x",
+            False,
+        )
+        for r, base in ((fill, rand), (fill_moved, moved)):
+            r.values.update((k, v) for k, v in base.values.items() if k != artfs.name)
+        artfs.extra = option
+        try:
+            self.random_step(artfs, fill, fill_moved)
+        finally:
+            artfs.extra = ()
+
+    def random_step(self, tool: Tool, rand: Result, moved: Result) -> None:
+        cache = self.fresh_cache(tool)
+        with self.mounted(tool, cache):
+            before = loopback_bytes()
+            m = self.child("random", tool.big, str(self.size))
+            lo = (loopback_bytes() - before) / self.lo_per_byte
+            moved.values[tool.name] = lo / (m["count"] * 4096)
+            rand.values[tool.name] = m["count"] / m["seconds"]
+        label = " ".join((tool.name, *(tool.extra if isinstance(tool, ArtfsTool) else ())))
+        log(
+            f"{label}: {rand.values[tool.name]:.0f} IOPS ({m['count']:.0f} reads, "
+            f"{moved.values[tool.name]:.0f} bytes moved per byte read)"
+        )
+        shutil.rmtree(cache, ignore_errors=True)
 
     def run_cat(self, small: Path) -> None:
         expected = sum(p.stat().st_size for p in small.iterdir())
@@ -715,6 +761,21 @@ class PeerBench:
         )
         return "\n".join(lines)
 
+    def cpu_table(self) -> str:
+        """Where the CPU went in the cold sequential read: what bounds it on 2 cores."""
+        if not self.cpu:
+            return ""
+        gib = self.size / (1 << 30)
+        lines = [
+            "| cold sequential read, per GiB | wall s | store CPU s | client CPU s "
+            "| reader CPU s | CPU s in all |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, (wall, store, client, reader) in self.cpu.items():
+            cells = " | ".join(f"{v / gib:.2f}" for v in (wall, store, client, reader))
+            lines.append(f"| {name} | {cells} | {(store + client + reader) / gib:.2f} |")
+        return "\n".join(lines)
+
     def close(self) -> None:
         for fn in reversed(self.cleanups):
             try:
@@ -722,6 +783,49 @@ class PeerBench:
             except Exception as e:  # keep cleaning up: every later step still has to run
                 log(f"cleanup: {e}")
         self.cleanups.clear()
+
+
+def cpu_seconds(match: Callable[[str], bool]) -> float:
+    """User + system CPU seconds so far of the running processes whose command line matches."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            if not match(cmdline):
+                continue
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return total
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds spent by the store, a client's FUSE daemon and the reader during one step."""
+
+    store: Callable[[str], bool]
+    client: Callable[[str], bool]
+    start: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def now(self) -> tuple[float, float, float]:
+        return cpu_seconds(self.store), cpu_seconds(self.client), children_cpu()
+
+    def __enter__(self) -> CpuMeter:
+        self.start = self.now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self.now()
+        self.spent = tuple(b - a for a, b in zip(self.start, end, strict=True))
 
 
 def loopback_bytes() -> int:
@@ -811,6 +915,8 @@ def main() -> None:
         f"load at the end {os.getloadavg()[0]:.1f}\n"
     )
     print(bench.table())
+    if bench.cpu:
+        print(f"\n{bench.cpu_table()}")
 
 
 if __name__ == "__main__":

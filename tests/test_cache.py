@@ -142,6 +142,78 @@ async def test_random_reads_move_only_their_blocks(tmp_path: Path) -> None:
         assert reader.cached_bytes() == cache.cached_bytes(sha, size) < size // 10
 
 
+async def test_random_fill_fetches_the_rest_once_asked(tmp_path: Path) -> None:
+    """With ``random_fill_after``, a reader that keeps missing at random gets the whole blob
+    in the background: every byte fetched once, in request-sized pieces, the blob completed."""
+    client = TrackingClient()
+    size = 24 * MiB + 999
+    sha, data = make_blob(client, size, 11)
+    tuning = CacheTuning(timeout=5.0, random_fill_after=6, request_bytes=2 * MiB)
+    rng = random.Random(12)
+    async with BlobCache(tmp_path, client, tuning=tuning) as cache:
+        async with await cache.open(sha, size) as reader:
+            for _ in range(5):
+                offset = rng.randrange(MiB, size - 4096)
+                assert await reader.read(offset, 4096) == data[offset : offset + 4096]
+                await trio.testing.wait_all_tasks_blocked()
+            assert client.bytes_served <= 10 * BLOCK_SIZE  # five misses: their blocks only
+            for _ in range(200):  # the sixth miss starts the fill; reads go on meanwhile
+                offset = rng.randrange(0, size - 4096)
+                assert await reader.read(offset, 4096) == data[offset : offset + 4096]
+            await until_complete(cache, sha)
+            assert client.bytes_served == size  # the fill never refetches a block
+            assert max(length for _, length in client.ranges) == 2 * MiB
+            assert client.max_active <= tuning.parallel_requests + 1  # + one foreground miss
+        assert cache.layout.complete(sha).read_bytes() == data
+
+
+async def test_random_fill_is_off_by_default_and_bounded_by_the_cache(tmp_path: Path) -> None:
+    client = TrackingClient()
+    size = 16 * MiB
+    sha, data = make_blob(client, size, 13)
+    rng = random.Random(14)
+    offsets = [rng.randrange(0, size - 4096) for _ in range(100)]
+    for tuning, max_bytes in (
+        (CacheTuning(timeout=5.0), None),  # off by default
+        (CacheTuning(timeout=5.0, random_fill_after=4), 4 * size - 1),  # over a quarter
+        (CacheTuning(timeout=5.0, random_fill_after=4, random_fill_max=size - 1), None),
+    ):
+        client.bytes_served = 0
+        root = tmp_path / f"c{max_bytes}{tuning.random_fill_after}{tuning.random_fill_max}"
+        async with BlobCache(root, client, tuning=tuning, max_bytes=max_bytes) as cache:
+            async with await cache.open(sha, size) as reader:
+                for offset in offsets:
+                    assert await reader.read(offset, 4096) == data[offset : offset + 4096]
+                await trio.testing.wait_all_tasks_blocked()
+            assert client.bytes_served <= 2 * len(offsets) * BLOCK_SIZE
+            assert not cache.layout.complete(sha).exists()
+
+
+async def test_random_fill_counts_misses_over_opens_and_ends_with_the_cache(
+    tmp_path: Path,
+) -> None:
+    """A loader that opens the file for each sample still triggers the fill; the fill
+    outlives those opens (it pins the blob) and stops when the cache closes."""
+    client = TrackingClient()
+    size = 32 * MiB
+    sha, data = make_blob(client, size, 15)
+    tuning = CacheTuning(timeout=5.0, random_fill_after=3, request_bytes=MiB)
+    with trio.fail_after(10):
+        async with BlobCache(tmp_path, client, tuning=tuning) as cache:
+            # Requests longer than a block (the fill's pieces) stall after two blocks.
+            client.gate, client.gate_after = trio.Event(), 2 * BLOCK_SIZE
+            for offset in (20 * MiB, 3 * MiB, 27 * MiB):
+                async with await cache.open(sha, size) as reader:
+                    assert await reader.read(offset, 4096) == data[offset : offset + 4096]
+            await trio.testing.wait_all_tasks_blocked()
+            assert client.active == tuning.parallel_requests  # filling, with no reader open
+            assert cache.prune(0) < size  # and the blob is pinned meanwhile
+        # leaving the cache cancelled the fill at once
+    assert client.active == 0
+    assert client.bytes_served < size // 4
+    assert not CacheLayout(tmp_path).complete(sha).exists()
+
+
 async def test_sequential_read_reads_ahead_in_parallel(tmp_path: Path) -> None:
     client = TrackingClient()
     size = 200 * MiB + 5
@@ -169,7 +241,8 @@ async def test_read_streams_before_the_request_ends(tmp_path: Path) -> None:
     sha, data = make_blob(client, size, 4)
     client.gate = trio.Event()
     client.gate_after = 2 * BLOCK_SIZE
-    async with BlobCache(tmp_path, client) as cache:
+    tuning = CacheTuning(request_bytes=8 * MiB)  # more runs than requests at once
+    async with BlobCache(tmp_path, client, tuning=tuning) as cache:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cache.fetch, sha, size)
             await trio.testing.wait_all_tasks_blocked()
@@ -191,7 +264,8 @@ async def test_reader_is_not_queued_behind_a_whole_blob_fetch(tmp_path: Path) ->
     sha, data = make_blob(client, size, 16)
     client.gate = trio.Event()
     client.gate_after = 2 * BLOCK_SIZE
-    async with BlobCache(tmp_path, client) as cache:
+    tuning = CacheTuning(request_bytes=8 * MiB)  # more runs than requests at once
+    async with BlobCache(tmp_path, client, tuning=tuning) as cache:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cache.fetch, sha, size)
             await trio.testing.wait_all_tasks_blocked()

@@ -217,6 +217,45 @@ def test_partial_read_moves_about_the_bytes_needed(
         assert 1024 * 1024 <= moved <= 6 * 1024 * 1024, moved  # a 40 MiB file; about 1 MiB asked
 
 
+def test_random_fill_completes_a_file_sampled_at_random(
+    server: Server, published: dict[str, bytes], tmp_path: Path
+) -> None:
+    """``--random-fill``: a file sampled at random offsets (a token array a loader draws
+    batches from) is fetched whole in the background while the samples are read; without
+    the option the same samples move only their own blocks."""
+    big = published["big.bin"]
+    rng = random.Random(21)
+    offsets = [rng.randrange(0, len(big) - 4096) for _ in range(40)]
+
+    def sample(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for off in offsets:
+                assert os.pread(fd, 4096, off) == big[off : off + 4096]
+        finally:
+            os.close(fd)
+
+    def cached(path: Path, cache: Path) -> int:
+        return int(
+            json.loads(run_cli("info", str(path), "--cache-dir", str(cache)).stdout)["cached"]
+        )
+
+    for args, whole in (((), False), (("--random-fill", "8"), True)):
+        cache = tmp_path / f"cache{len(args)}"
+        with mounted(server.url, tmp_path / "mnt", cache, *args) as mnt:
+            path = mnt / "proj" / "data" / "v0" / "big.bin"
+            sample(path)
+            if whole:
+                deadline = time.monotonic() + 60
+                while cached(path, cache) < len(big) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert cached(path, cache) == len(big)
+                assert read(path) == big
+            else:
+                time.sleep(0.5)
+                assert cached(path, cache) <= len(offsets) * 2 * 128 * 1024
+
+
 def test_cache_survives_remount_with_server_stopped(
     server: Server, published: dict[str, bytes], tmp_path: Path
 ) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 
 import trio
+from cachetools import LRUCache
 
 from ..client.base import RegistryClient
 from ..errors import ArtfsError, IntegrityError, InvalidInput, Unavailable
@@ -100,6 +101,8 @@ class CachedBlobReader:
             self._cache._start_readahead(self, state, ahead)
         first, stop = span(offset, end)
         if state.verified.find(0, first, stop) >= 0:
+            if not self._readahead.sequential and self._cache.tuning.random_fill_after:
+                self._cache._random_miss(state)
             data = state.read_verified_once(first, stop)
             if data is not None:
                 base = first << BLOCK_SHIFT
@@ -188,6 +191,8 @@ class BlobCache:
         self._soon_known: set[str] = set()  # queued or being fetched, by sha
         self._soon_bytes = 0  # bytes of the blobs queued or being fetched
         self._soon_workers = 0
+        self._misses: LRUCache[str, int] = LRUCache(4096)  # random misses per blob (random fill)
+        self._filling: set[str] = set()  # blobs being filled because they are read at random
 
     # --- lifetime -------------------------------------------------------------------
     async def __aenter__(self) -> BlobCache:
@@ -408,6 +413,61 @@ class BlobCache:
             if not reader._background:
                 reader._idle.set()
             if fetched:  # completion outlives the reader: it is not in the reader's scope
+                self._check_complete_soon(state)
+            self._release(state)
+
+    def _random_miss(self, state: BlobState) -> None:
+        """Count a read at a random offset that waits for the network; past
+        ``random_fill_after`` of them (over all opens of the blob, as a loader that opens
+        the file per sample also counts), fetch the rest of the blob in the background."""
+        if state.complete or state.sha in self._filling:
+            return
+        misses = self._misses.get(state.sha, 0) + 1
+        self._misses[state.sha] = misses
+        if misses < self.tuning.random_fill_after:
+            return
+        budget = self.tuning.random_fill_max
+        if self.max_bytes is not None:
+            budget = min(budget, self.max_bytes // 4)
+        if state.size > budget:
+            return
+        assert self._nursery is not None
+        log.debug("blob %s: read at random; fetching the rest in the background", state.sha[:12])
+        self._filling.add(state.sha)
+        state.refs += 1  # pinned while it fills; the fill ends when the cache closes at the latest
+        self._nursery.start_soon(self._fill_task, state)
+
+    async def _fill_task(self, state: BlobState) -> None:
+        """Fetch every missing piece of ``state``'s blob, ``parallel_requests`` at a time.
+
+        Pieces are claimed only as they start, in blob order, through the read-ahead's
+        limiter, and each piece's runs are fetched one after another, so the fill never has
+        more than ``parallel_requests`` requests out. A foreground miss fetches its own block
+        at once, outside the limiter, and waits only for a block already in flight.
+        """
+        piece = max(1, self.tuning.request_bytes >> BLOCK_SHIFT)
+        pieces = iter(range(0, state.nblocks, piece))
+        fetched = False
+
+        async def worker() -> None:
+            nonlocal fetched
+            for first in pieces:
+                async with self._limiter:
+                    if await state.prefetch(first, min(first + piece, state.nblocks), serial=True):
+                        fetched = True
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(int(self._limiter.total_tokens)):
+                    nursery.start_soon(worker)
+        except* ArtfsError as group:  # a reader meets the same error when it gets there
+            log.debug("filling blob %s failed: %s", state.sha[:12], group.exceptions[0])
+        except* Exception:
+            log.exception("filling blob %s crashed", state.sha[:12])
+        finally:
+            self._filling.discard(state.sha)
+            self._misses.pop(state.sha, None)
+            if fetched:
                 self._check_complete_soon(state)
             self._release(state)
 

@@ -348,8 +348,12 @@ class BlobState:
                 delay = min(delay * 2, tuning.poll_max)
         return fetched
 
-    async def prefetch(self, first: int, stop: int) -> bool:
-        """Fetch whatever in ``[first, stop)`` nobody has or fetches; never waits for others."""
+    async def prefetch(self, first: int, stop: int, *, serial: bool = False) -> bool:
+        """Fetch whatever in ``[first, stop)`` nobody has or fetches; never waits for others.
+
+        ``serial``: the runs left between blocks others have are fetched one after another,
+        so that a caller holding one slot of a limiter makes one request at a time.
+        """
         if self.complete:
             return False
         missing = runs_of(self.present_flags(first, stop), first, ABSENT, self._run_blocks)
@@ -359,7 +363,7 @@ class BlobState:
         claimed = self._claim(missing)
         if not claimed:
             return False
-        await self._fetch_runs(claimed)
+        await self._fetch_runs(claimed, serial=serial)
         return True
 
     async def _fetch_limited(
@@ -431,7 +435,7 @@ class BlobState:
                 if mfd is not None:
                     locks.unlock_range(mfd, k)
 
-    async def _fetch_runs(self, runs: Sequence[tuple[int, int]]) -> None:
+    async def _fetch_runs(self, runs: Sequence[tuple[int, int]], *, serial: bool = False) -> None:
         try:
             nbytes = sum(
                 block_bounds(stop - 1, self.size)[1] - (start << BLOCK_SHIFT)
@@ -442,8 +446,14 @@ class BlobState:
             for start, stop in runs:
                 self._release(start, stop)
             raise
-        if len(runs) == 1:
-            await self._fetch_run(runs[0][0], runs[0][1])
+        if len(runs) == 1 or serial:
+            for i, (start, stop) in enumerate(runs):
+                try:
+                    await self._fetch_run(start, stop)
+                except BaseException:
+                    for later_start, later_stop in runs[i + 1 :]:
+                        self._release(later_start, later_stop)
+                    raise
             return
         try:
             async with trio.open_nursery() as nursery:

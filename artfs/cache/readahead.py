@@ -23,6 +23,7 @@ class ReadAhead:
         self.ahead = 0  # end of the range already handed out for prefetch
         self._last_start = -1
         self._next = -1
+        self.sequential = False  # whether the last read continued the one before it
 
     def on_read(self, offset: int, end: int) -> tuple[int, int] | None:
         """Note a read of ``[offset, end)``; return a byte range to prefetch, or None."""
@@ -32,6 +33,7 @@ class ReadAhead:
             sequential = self._next >= 0 and self._last_start <= offset <= self._next + SLACK
         self._last_start = offset
         self._next = max(end, self._next) if sequential else end
+        self.sequential = sequential
         if not sequential:
             self.window = 0
             self.ahead = end

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import InvalidInput
+
 
 @dataclass(frozen=True, slots=True)
 class CacheTuning:
@@ -17,14 +19,26 @@ class CacheTuning:
     timeout: float = 30.0
     readahead_initial: int = 1 << 20
     readahead_max: int = 64 << 20
-    request_bytes: int = 8 << 20
+    request_bytes: int = 32 << 20
     parallel_requests: int = 4
     prefetch_parallel: int = 8  # whole small blobs fetched at once by prefetch_soon
     prefetch_queue: int = 4096  # blobs waiting for prefetch_soon's workers, at most
     prefetch_bytes: int = 64 << 20  # bytes queued or in flight for prefetch_soon, at most
     prefetch_whole_max: int = 8 << 20  # prefetch_soon fetches blobs up to this whole, else the head
+    # Opt-in: a reader that keeps missing at random offsets of one blob gets the rest of
+    # the blob fetched in the background (a memory-mapped dataset sampled at random will
+    # touch all of it), after this many misses that waited for the network (0 = never:
+    # random reads then move only their own blocks). Only blobs up to ``random_fill_max``
+    # and a quarter of the cache's limit; in ``request_bytes`` pieces sharing the
+    # read-ahead's ``parallel_requests``.
+    random_fill_after: int = 0
+    random_fill_max: int = 16 << 30
     inline_verify_bytes: int = 4 << 20  # verify more than this at once in a worker thread
     poll_min: float = 0.001
     poll_max: float = 0.02
     evict_low_water: float = 0.9  # when evicting, go down to this fraction of the limit
     tmp_max_age: float = 3600.0  # stale temp files older than this are removed at start
+
+    def __post_init__(self) -> None:
+        if self.random_fill_after < 0:
+            raise InvalidInput("the random-fill threshold must be 0 (never) or a number of misses")

@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..errors import InvalidInput
+
 SLACK = 4  # opens may skip a few files (a filter in the loader) and still count as a walk
 
 
@@ -33,6 +35,10 @@ class SiblingTuning:
     max_bytes: int = 64 << 20  # bytes of the files handed out by one extension, at most
     file_max: int = 8 << 20  # larger files: only their head is prefetched
     head_bytes: int = 1 << 20  # what a larger file's head costs in the byte budget
+
+    def __post_init__(self) -> None:
+        if self.maximum < 0:
+            raise InvalidInput("the directory read-ahead must be 0 (off) or a number of files")
 
 
 class SiblingReadAhead:
