@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,10 +135,15 @@ class TokenInfo:
     created: float
     revoked: float | None
     grants: Mapping[str, str] = field(default_factory=dict)  # project or "*" -> right
+    expires: float | None = None  # refused from then on (epoch seconds); None: never
 
     @property
     def active(self) -> bool:
+        """Not revoked (an expired token is still listed as active: see ``expired``)."""
         return self.revoked is None
+
+    def expired(self, now: float) -> bool:
+        return self.expires is not None and now >= self.expires
 
     def describe_grants(self) -> str:
         """``vision:write nlp:read *:read`` (sorted, ``*`` last)."""
@@ -149,18 +155,20 @@ class TokenInfo:
             "name": self.name,
             "created": self.created,
             "revoked": self.revoked,
+            "expires": self.expires,
             "grants": dict(self.grants),
         }
 
     @classmethod
     def from_json(cls, d: Any) -> TokenInfo:
         try:
-            revoked = d["revoked"]
+            revoked, expires = d["revoked"], d.get("expires")
             return cls(
                 str(d["name"]),
                 float(d["created"]),
                 None if revoked is None else float(revoked),
                 check_grants(d["grants"]),
+                None if expires is None else float(expires),
             )
         except (KeyError, TypeError, ValueError, InvalidInput) as e:
             raise ProtocolError(f"malformed token record: {e}") from None
@@ -218,12 +226,19 @@ EVERYONE = Principal(None, unrestricted=True)
 """Every right on every project: the principal of every request when auth is off."""
 
 
-def principal_of(token: TokenInfo | None) -> Principal:
-    """The principal a looked-up token stands for; Unauthorized if unknown or revoked."""
+def principal_of(token: TokenInfo | None, now: float) -> Principal:
+    """The principal a looked-up token stands for at ``now`` (epoch seconds); Unauthorized
+    if unknown, revoked or expired."""
     if token is None:
         raise Unauthorized(UNKNOWN_TOKEN)
     if token.revoked is not None:
         raise Unauthorized(
             f"token {token.name!r} has been revoked (ask the registry's operator for a new one)"
+        )
+    if token.expired(now):
+        assert token.expires is not None
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(token.expires))
+        raise Unauthorized(
+            f"token {token.name!r} expired at {when} (ask the registry's operator for a new one)"
         )
     return Principal(token.name, dict(token.grants))

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _when(t: float) -> str:
-    import time
-
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
@@ -114,19 +113,29 @@ def cmd_token(args: argparse.Namespace) -> int:
     try:
         tokens = Tokens(meta)
         if args.token_cmd == "create":
-            info, secret = tokens.create(args.name, make_grants(args.read, args.write))
+            lifetime = config.parse_duration(args.expires) if args.expires else None
+            grants = make_grants(args.read, args.write)
+            info, secret = tokens.create(args.name, grants, lifetime=lifetime)
             print(secret)
+            until = "" if info.expires is None else f", expires {_when(info.expires)}"
             print(
-                f"created token {info.name!r} ({info.describe_grants()}); this is the only time "
-                "its secret is shown: give it to its user as ARTFS_TOKEN",
+                f"created token {info.name!r} ({info.describe_grants()}{until}); this is the "
+                "only time its secret is shown: give it to its user as ARTFS_TOKEN",
                 file=sys.stderr,
             )
         elif args.token_cmd == "list":
             if args.json:
                 print(json.dumps([t.to_json() for t in tokens.list()], indent=2))
             else:
+                now = time.time()
                 for t in tokens.list():
-                    state = "active" if t.revoked is None else f"revoked {_when(t.revoked)}"
+                    if t.revoked is not None:
+                        state = f"revoked {_when(t.revoked)}"
+                    elif t.expires is not None:
+                        verb = "expired" if t.expired(now) else "active, expires"
+                        state = f"{verb} {_when(t.expires)}"
+                    else:
+                        state = "active"
                     print(f"{t.name}\t{_when(t.created)}\t{state}\t{t.describe_grants()}")
         else:
             info = tokens.revoke(args.name)
@@ -526,6 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="PROJECT",
         help="projects it may read and write ('*': every project)",
+    )
+    t.add_argument(
+        "--expires",
+        metavar="DURATION",
+        help="refuse the token this long from now, e.g. 90d, 12h (default: never)",
     )
     t.set_defaults(fn=cmd_token)
     t = with_store(tsub.add_parser("list", help="list tokens (never their secrets)"))

@@ -151,6 +151,27 @@ async def test_token_cache_ttl_coalescing_and_revoke() -> None:
     assert (await off.principal(None)).unrestricted
 
 
+async def test_expired_token_is_refused_even_while_cached() -> None:
+    secret = new_secret()
+    info = TokenInfo("nightly", 1.0, None, {"vision": "read"}, expires=1_000.0)
+    calls: list[str] = []
+
+    def lookup(key: str) -> TokenInfo | None:
+        calls.append(key)
+        return info if key == hash_secret(secret) else None
+
+    wall = [999.0]
+    auth = Authenticator(lookup, ttl=60.0, wall=lambda: wall[0])
+    assert (await auth.principal(f"Bearer {secret}")).can("read", "vision")
+    wall[0] = 1_000.0  # the expiry is a date: no need to wait for the cache's TTL
+    with pytest.raises(Unauthorized, match=r"token 'nightly' expired at 1970-01-01 00:16:40 UTC"):
+        await auth.principal(f"Bearer {secret}")
+    assert len(calls) == 1
+    assert TokenInfo.from_json(info.to_json()) == info
+    legacy = {k: v for k, v in info.to_json().items() if k != "expires"}
+    assert TokenInfo.from_json(legacy).expires is None  # records from before expiry existed
+
+
 def test_client_sends_token_only_to_the_registry(tmp_path: Path) -> None:
     client = HttpRegistryClient("http://127.0.0.1:8765", token="artfs_secret")
     assert client._headers_for("http://127.0.0.1:8765/v1/projects") == {
@@ -198,6 +219,17 @@ def test_token_store(tokens: tuple[Tokens, RegistrySpec]) -> None:
     assert second != secret
     listed = store.list()
     assert [(t.name, t.active) for t in listed] == [("ci", False), ("ci", True)]
+    assert all(t.expires is None for t in listed)
+    timed, timed_secret = store.create("timed", {"x": "read"}, lifetime=3600)
+    assert timed.expires == pytest.approx(timed.created + 3600)
+    found = store.find(hash_secret(timed_secret))
+    assert found is not None and found.expires == pytest.approx(timed.expires)
+    assert [t.expires for t in store.list() if t.name == "timed"] == [found.expires]
+    assert store.revoke("timed").expires == pytest.approx(timed.expires)
+    for bad in (0, -5, 1e12):
+        with pytest.raises(InvalidInput, match="lifetime"):
+            store.create("never-made", {"x": "read"}, lifetime=bad)
+    assert "never-made" not in [t.name for t in store.list()]
     with pytest.raises(InvalidInput):
         store.create("bad name", {"x": "read"})
     with pytest.raises(InvalidInput):
@@ -457,6 +489,41 @@ async def test_revoked_token_refused_by_every_server_within_the_ttl(
     records = json.loads(run_cli("token", "list", "--json", *authreg.store_args()).stdout)
     mine = [r for r in records if r["name"] == "short-lived"]
     assert len(mine) == 1 and mine[0]["revoked"] is not None
+
+
+async def test_expired_token_refused_by_every_server(authreg: AuthRegistry) -> None:
+    lifetime = 4.0
+    made = time.time()
+    secret = authreg.token("temp", "--read", "vision", "--expires", f"{lifetime:g}s")
+    records = json.loads(run_cli("token", "list", "--json", *authreg.store_args()).stdout)
+    (record,) = [r for r in records if r["name"] == "temp"]
+    assert made + lifetime <= record["expires"] <= time.time() + lifetime
+    clients = [HttpRegistryClient(s.url, token=secret) for s in authreg.servers]
+    try:
+        for c in clients:
+            assert [p.name for p in await c.list_projects()] == ["vision"]
+        await trio.sleep(max(0.0, record["expires"] + 0.1 - time.time()))
+        for c in clients:  # at once, although each server still caches the token
+            with pytest.raises(Unauthorized, match="token 'temp' expired at"):
+                await c.list_projects()
+    finally:
+        for c in clients:
+            await c.aclose()
+    listed = run_cli("token", "list", *authreg.store_args()).stdout
+    line = next(li for li in listed.splitlines() if li.startswith("temp\t"))
+    assert "\texpired " in line
+    bad = run_cli(
+        "token",
+        "create",
+        "x",
+        "--read",
+        "a",
+        "--expires",
+        "soon",
+        *authreg.store_args(),
+        check=False,
+    )
+    assert bad.returncode != 0 and "invalid duration 'soon'" in bad.stderr
 
 
 def test_cli_put_and_get_with_artfs_token(authreg: AuthRegistry, tmp_path: Path) -> None:

@@ -127,9 +127,15 @@ class MetaStore(Protocol):
 
     # Access tokens (artfs/auth.py): the store holds the sha256 of each secret, never the secret.
     def create_token(
-        self, name: str, secret_sha256: str, created: float, grants: dict[str, str]
+        self,
+        name: str,
+        secret_sha256: str,
+        created: float,
+        grants: dict[str, str],
+        expires: float | None = None,
     ) -> TokenInfo:
-        """AlreadyExists if a live (unrevoked) token has this name."""
+        """AlreadyExists if a live (unrevoked) token has this name. ``expires``: epoch
+        seconds from which the token is refused (None: never)."""
         ...
 
     def list_tokens(self) -> list[TokenInfo]:

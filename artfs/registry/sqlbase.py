@@ -139,7 +139,18 @@ CREATE INDEX IF NOT EXISTS version_inputs_by_input
     ON version_inputs (input_artifact_id, input_number);
 """
 
-SCHEMA_VERSION = 4  # 1: registry; 2: + tokens; 3: + doomed_blobs; 4: + version_inputs
+# Schema 5 lets a token expire: a token with a row here is refused from ``expires`` (epoch
+# seconds) on. A table of its own, not a column, so the upgrade stays idempotent DDL.
+TOKEN_EXPIRY_SCHEMA_TEMPLATE = """
+CREATE TABLE IF NOT EXISTS token_expiry (
+    token_id {int} PRIMARY KEY REFERENCES tokens(id),
+    expires  {real} NOT NULL
+){without_rowid};
+"""
+
+SCHEMA_VERSION = (
+    5  # 1: registry; 2: + tokens; 3: + doomed_blobs; 4: + version_inputs; 5: + token_expiry
+)
 
 
 def schema_ddl(**types: str) -> str:
@@ -150,6 +161,7 @@ def schema_ddl(**types: str) -> str:
         TOKENS_SCHEMA_TEMPLATE,
         GC_SCHEMA_TEMPLATE,
         LINEAGE_SCHEMA_TEMPLATE,
+        TOKEN_EXPIRY_SCHEMA_TEMPLATE,
     )
     return "".join(templates).format(**types)
 
@@ -780,8 +792,32 @@ class SqlMetaStore(ABC, Generic[C]):
                 grants[int(tid)][str(project)] = str(right)
         return grants
 
+    _TOKEN_COLS = (
+        "t.id, t.name, t.created, t.revoked, e.expires "
+        "FROM tokens t LEFT JOIN token_expiry e ON e.token_id = t.id"
+    )
+
+    def _token_infos(self, c: C, rows: Sequence[Any]) -> list[TokenInfo]:
+        """TokenInfos from rows of ``_TOKEN_COLS``."""
+        grants = self._token_grants(c, [int(r[0]) for r in rows])
+        return [
+            TokenInfo(
+                str(name),
+                float(created),
+                None if revoked is None else float(revoked),
+                dict(grants[int(tid)]),
+                None if expires is None else float(expires),
+            )
+            for tid, name, created, revoked, expires in rows
+        ]
+
     def create_token(
-        self, name: str, secret_sha256: str, created: float, grants: dict[str, str]
+        self,
+        name: str,
+        secret_sha256: str,
+        created: float,
+        grants: dict[str, str],
+        expires: float | None = None,
     ) -> TokenInfo:
         with self._write() as c:
             live = self._q(
@@ -808,53 +844,36 @@ class SqlMetaStore(ABC, Generic[C]):
                     project,
                     right,
                 )
-        return TokenInfo(name, created, None, dict(grants))
+            if expires is not None:
+                self._q(
+                    c, "INSERT INTO token_expiry (token_id, expires) VALUES (?, ?)", tid, expires
+                )
+        return TokenInfo(name, created, None, dict(grants), expires)
 
     def list_tokens(self) -> list[TokenInfo]:
         with self._read() as c:
             rows = self._q(
-                c,
-                f"SELECT id, name, created, revoked FROM tokens ORDER BY name{self._COLLATE}, id",
+                c, f"SELECT {self._TOKEN_COLS} ORDER BY t.name{self._COLLATE}, t.id"
             ).fetchall()
-            grants = self._token_grants(c, [int(r[0]) for r in rows])
-        return [
-            TokenInfo(
-                str(name),
-                float(created),
-                None if revoked is None else float(revoked),
-                dict(grants[int(tid)]),
-            )
-            for tid, name, created, revoked in rows
-        ]
+            return self._token_infos(c, rows)
 
     def revoke_token(self, name: str, revoked: float) -> TokenInfo:
         with self._write() as c:
             row = self._q(
                 c,
-                "UPDATE tokens SET revoked=? WHERE name=? AND revoked IS NULL "
-                "RETURNING id, created",
+                "UPDATE tokens SET revoked=? WHERE name=? AND revoked IS NULL RETURNING id",
                 revoked,
                 name,
             ).fetchone()
             if row is None:
                 raise NotFound(f"no active token named {name} (see 'artfs token list')")
-            grants = self._token_grants(c, [int(row[0])])[int(row[0])]
-        return TokenInfo(name, float(row[1]), revoked, dict(grants))
+            rows = self._q(c, f"SELECT {self._TOKEN_COLS} WHERE t.id=?", int(row[0])).fetchall()
+            return self._token_infos(c, rows)[0]
 
     def find_token(self, secret_sha256: str) -> TokenInfo | None:
         with self._read() as c:
-            row = self._q(
-                c,
-                "SELECT id, name, created, revoked FROM tokens WHERE secret_sha256=?",
-                secret_sha256,
-            ).fetchone()
-            if row is None:
-                return None
-            tid, name, created, revoked = row
-            grants = self._token_grants(c, [int(tid)])[int(tid)]
-        return TokenInfo(
-            str(name),
-            float(created),
-            None if revoked is None else float(revoked),
-            dict(grants),
-        )
+            rows = self._q(
+                c, f"SELECT {self._TOKEN_COLS} WHERE t.secret_sha256=?", secret_sha256
+            ).fetchall()
+            infos = self._token_infos(c, rows)
+        return infos[0] if infos else None

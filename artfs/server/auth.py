@@ -35,8 +35,10 @@ class Authenticator:
         enabled: bool = True,
         ttl: float = DEFAULT_TTL,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.enabled = enabled
+        self._wall = wall  # expiry is a date: checked on every request, cached token or not
         self.ttl = ttl
         self._lookup = lookup
         self._cache: TTLCache[str, TokenInfo | None] = TTLCache(
@@ -46,12 +48,13 @@ class Authenticator:
         self.lookups = 0  # database lookups made (tests check the cache works)
 
     async def principal(self, authorization: str | None) -> Principal:
-        """Who the request is; ``Unauthorized`` without a valid (known, unrevoked) token.
+        """Who the request is; ``Unauthorized`` without a valid (known, unrevoked, unexpired)
+        token.
         With auth off everyone may do everything and the header is ignored."""
         if not self.enabled:
             return EVERYONE
         key = hash_secret(bearer_secret(authorization))
-        return principal_of(await self._token(key))
+        return principal_of(await self._token(key), self._wall())
 
     async def _token(self, key: str) -> TokenInfo | None:
         while True:
