@@ -599,7 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=CacheTuning().random_fill_after,
         metavar="MISSES",
-        help="after this many reads at random offsets of one open file waited for the "
+        help="after this many reads at random offsets of one file waited for the "
         "network, fetch the rest of that file in the background: e.g. 64 for a memory-mapped "
         "dataset sampled at random (files up to a quarter of --cache-size; default "
         "%(default)s: never, random reads move only their own 128 KiB blocks)",
