@@ -22,13 +22,14 @@ import trio
 
 from artfs.client.http import HttpRegistryClient
 from artfs.config import parse_duration
-from artfs.errors import BeingCollected, Conflict, InvalidInput, from_code
+from artfs.errors import BeingCollected, Conflict, InvalidInput, StorageFull, from_code
 from artfs.hashing import BLOCK_SIZE
 from artfs.manifest import Manifest
 from artfs.publish import put_tree
 from artfs.registry import Registry
 from artfs.registry.blobs import store_bytes
 from artfs.registry.gc import GarbageCollector, GcReport
+from artfs.registry.refset import ReferenceSet
 from artfs.registry.s3 import S3BlobStore
 
 from .backends import (
@@ -95,16 +96,44 @@ def mark_only(reg: Registry, grace: float = 0) -> list[str]:
     """Steps 1-3 of a collection, stopping before anything is deleted (a crash there)."""
     gc = GarbageCollector(reg)
     report = GcReport(dry_run=False, grace=grace)
-    listed = gc.scan(report)
-    referenced, seen = gc.references(report)
-    cutoff = reg.clock() - grace
-    candidates = {
-        s: size for s, (size, mtime) in listed.items() if s not in referenced and mtime <= cutoff
-    }
+    candidates, seen = gc.candidates(report, grace)
     return gc.mark(candidates, seen, dry_run=False)
 
 
 # --------------------------------------------------------------------------- pure parts
+
+
+def test_reference_set_is_a_set_on_disk(tmp_path: Path) -> None:
+    digests = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(1_500)]
+    with ReferenceSet(str(tmp_path)) as refs:
+        (path,) = list(tmp_path.iterdir())  # its temporary file
+        refs.add(digests[:1_000])
+        refs.add(digests[500:1_000])  # duplicates are fine
+        assert len(refs) == 1_000
+        # lookups cross the 500-per-query boundary and keep the caller's order irrelevant
+        assert refs.referenced(digests[::-1]) == set(digests[:1_000])
+        assert refs.referenced([]) == set()
+        with pytest.raises(InvalidInput):
+            refs.add(["not-a-digest"])
+        assert len(refs) == 1_000  # a bad batch adds nothing
+        refs.add(digests[1_000:])
+        assert refs.referenced(digests[999:1_001]) == set(digests[999:1_001])
+    assert not path.exists()
+
+
+def test_reference_set_on_a_full_disk_says_so(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    point = tmp_path / "small"
+    point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(point)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        with ReferenceSet(str(point)) as refs, pytest.raises(StorageFull, match="TMPDIR"):
+            refs.add(hashlib.sha256(str(i).encode()).hexdigest() for i in range(50_000))
+        assert list(point.iterdir()) == []  # removed all the same
+    finally:
+        subprocess.run(["umount", "-l", str(point)], check=False)
 
 
 def test_parse_duration() -> None:

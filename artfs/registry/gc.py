@@ -5,9 +5,11 @@ holds blobs that a commit is about to reference. The collector therefore never d
 blob the metadata store has not first *doomed*, in a transaction that excludes commits:
 
 1. finish what an interrupted collection left doomed (delete, then un-doom);
-2. list every blob in the store with its size and last-modified time;
-3. read every live version's manifest (most of them before taking any lock: a version's
-   manifest never changes and its key is never reused), then, in ONE write transaction that
+2. read every live version's manifest (most of them before taking any lock: a version's
+   manifest never changes and its key is never reused) into a set of referenced blobs on
+   disk (``refset.py``: memory stays flat however large the registry);
+3. list every blob in the store with its size and last-modified time, keep those nothing
+   referenced and older than the grace as candidates, then, in ONE write transaction that
    excludes commits (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: the gc advisory lock, which
    every commit takes in shared mode), read the manifests of versions committed meanwhile
    and doom every listed blob that nothing references and that is older than the grace;
@@ -26,7 +28,7 @@ not happened yet. Why this and not a stop-the-world collection: docs/decisions.m
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -35,11 +37,13 @@ from ..errors import InvalidInput
 from ..progress import human_bytes
 from .core import manifest_blobs
 from .meta import VersionKey
+from .refset import ReferenceSet
 
 if TYPE_CHECKING:
     from .core import Registry
 
 MANIFEST_PAGE = 16  # manifests per read while computing references outside the lock
+LIST_BATCH = 5000  # listed blobs checked against the references at once
 DELETE_BATCH = 1000  # blobs deleted from the store, then un-doomed, per batch
 DELETE_THREADS = 8
 
@@ -94,17 +98,7 @@ class GarbageCollector:
         report = GcReport(dry_run=dry_run, grace=float(grace))
         if not dry_run:
             report.resumed = self.finish_doomed()
-        listed = self.scan(report)
-        referenced, seen = self.references(report)
-        cutoff = self.registry.clock() - grace
-        candidates: dict[str, int] = {}
-        for sha, (size, mtime) in listed.items():
-            if sha in referenced:
-                continue
-            if mtime > cutoff:
-                report.young += 1
-            else:
-                candidates[sha] = size
+        candidates, seen = self.candidates(report, grace)
         doomed = self.mark(candidates, seen, dry_run=dry_run)
         report.doomed = [(sha, candidates[sha]) for sha in doomed]
         report.referenced = report.scanned - report.young - len(doomed)
@@ -123,30 +117,46 @@ class GarbageCollector:
         self._delete_and_undoom(left)
         return len(left)
 
-    def scan(self, report: GcReport) -> dict[str, tuple[int, float]]:
-        """Step 2: every blob in the store: sha256 -> (size, last-modified time)."""
-        listed: dict[str, tuple[int, float]] = {}
-        for sha, size, mtime in self.blobs.list_blobs():
-            listed[sha] = (size, mtime)
-            report.scanned_bytes += size
-        report.scanned = len(listed)
-        self.progress(f"scanned {report.scanned} blob(s), {human_bytes(report.scanned_bytes)}")
-        return listed
+    def candidates(self, report: GcReport, grace: float) -> tuple[dict[str, int], set[VersionKey]]:
+        """Steps 2 and 3 outside any lock: the blobs in the store that no version read here
+        references and that are older than the grace (sha256 -> size), and which versions
+        were read (the marking transaction reads only the ones committed since).
 
-    def references(self, report: GcReport) -> tuple[set[str], set[VersionKey]]:
-        """Step 3, outside any lock: the blobs live versions reference, and which versions
-        were read (the marking transaction reads only the ones committed since)."""
-        referenced: set[str] = set()
+        The references go to a ``ReferenceSet`` on disk and the store's listing is streamed
+        against it in batches, so memory stays flat however many blobs there are. Listing
+        after reading the references is safe: a blob a version committed meanwhile
+        references is caught by the marking transaction, which reads that version."""
+        with ReferenceSet() as referenced:
+            seen = self.references(report, referenced)
+            cutoff = self.registry.clock() - grace
+            candidates: dict[str, int] = {}
+            for batch in _batches(self.blobs.list_blobs(), LIST_BATCH):
+                known = referenced.referenced([sha for sha, _, _ in batch])
+                for sha, size, mtime in batch:
+                    report.scanned += 1
+                    report.scanned_bytes += size
+                    if sha in known:
+                        continue
+                    if mtime > cutoff:
+                        report.young += 1
+                    else:
+                        candidates[sha] = size
+        self.progress(f"scanned {report.scanned} blob(s), {human_bytes(report.scanned_bytes)}")
+        return candidates, seen
+
+    def references(self, report: GcReport, into: ReferenceSet) -> set[VersionKey]:
+        """Step 3, outside any lock: put the blobs live versions reference ``into`` the set;
+        return which versions were read."""
         seen: set[VersionKey] = set()
         after: VersionKey | None = None
         while page := self.meta.manifests_after(after, MANIFEST_PAGE):
             for key, data in page:
-                referenced.update(manifest_blobs(data))
+                into.add(manifest_blobs(data))
                 seen.add(key)
             after = page[-1][0]
         report.versions = len(seen)
-        self.progress(f"read {len(seen)} live version(s) referencing {len(referenced)} blob(s)")
-        return referenced, seen
+        self.progress(f"read {len(seen)} live version(s) referencing {len(into)} blob(s)")
+        return seen
 
     def mark(
         self, candidates: dict[str, int], seen: set[VersionKey], *, dry_run: bool
@@ -173,3 +183,16 @@ class GarbageCollector:
                 # doomed, and the next collection finishes them (finish_doomed).
                 list(pool.map(self.blobs.delete, chunk))
                 self.meta.undoom(chunk)
+
+
+def _batches(
+    items: Iterable[tuple[str, int, float]], n: int
+) -> Iterator[list[tuple[str, int, float]]]:
+    batch: list[tuple[str, int, float]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
