@@ -14,6 +14,7 @@ from artfs.cache.blockmap import (
     ABSENT,
     PRESENT,
     block_bounds,
+    bridge,
     held_bytes,
     normalize,
     runs_of,
@@ -68,6 +69,17 @@ def test_held_bytes_counts_short_last_block() -> None:
     assert held_bytes(bytes([1, 1, 0]), size) == 2 * BLOCK_SIZE
     assert held_bytes(bytes([1, 1, 1]), size) == size
     assert held_bytes(bytes([0, 0, 0]), size) == 0
+
+
+def test_bridge_joins_runs_split_by_small_gaps() -> None:
+    assert bridge([], 8) == []
+    assert bridge([(0, 4)], 8) == [(0, 4, frozenset())]
+    assert bridge([(0, 3), (4, 7), (9, 12)], 2) == [(0, 12, frozenset({3, 7, 8}))]
+    assert bridge([(0, 3), (6, 7), (20, 30)], 3) == [
+        (0, 7, frozenset({3, 4, 5})),
+        (20, 30, frozenset()),
+    ]
+    assert bridge([(0, 1), (2, 3)], 0) == [(0, 1, frozenset()), (2, 3, frozenset())]
 
 
 def test_readahead_grows_to_max_and_stays_ahead() -> None:

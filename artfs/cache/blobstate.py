@@ -29,7 +29,16 @@ from ..client.base import RegistryClient
 from ..errors import ArtfsError, IntegrityError, InvalidInput, ProtocolError, Unavailable
 from ..hashing import BLOCK_SIZE, DIGEST_LEN, block_count, split_block_digests
 from . import locks, trust
-from .blockmap import ABSENT, BLOCK_SHIFT, PRESENT, block_bounds, held_bytes, normalize, runs_of
+from .blockmap import (
+    ABSENT,
+    BLOCK_SHIFT,
+    PRESENT,
+    block_bounds,
+    bridge,
+    held_bytes,
+    normalize,
+    runs_of,
+)
 from .fetcher import BadBlock, fetch_blocks
 from .filehash import hash_file_range
 from .layout import CacheLayout, storage_error
@@ -37,6 +46,8 @@ from .settings import CacheTuning
 from .trust import Stamp
 
 log = logging.getLogger("artfs.cache")
+
+BRIDGE_BLOCKS = 8  # a serial fetch joins runs split by at most this many others' blocks
 
 _VERIFY_CHUNK_BLOCKS = 64  # read 8 MiB at a time when verifying data at rest
 TOUCH_SLACK = 10.0  # seconds: closing a blob touched this recently does not touch it again
@@ -446,14 +457,25 @@ class BlobState:
             for start, stop in runs:
                 self._release(start, stop)
             raise
-        if len(runs) == 1 or serial:
-            for i, (start, stop) in enumerate(runs):
-                try:
-                    await self._fetch_run(start, stop)
-                except BaseException:
-                    for later_start, later_stop in runs[i + 1 :]:
-                        self._release(later_start, later_stop)
-                    raise
+        if len(runs) == 1:
+            await self._fetch_run(runs[0][0], runs[0][1])
+            return
+        if serial:
+            # One request per span: runs split by a few blocks others fetch are joined and
+            # those blocks dropped (a fill meeting a random reader's blocks).
+            pending = list(runs)
+            try:
+                for start, stop, gaps in bridge(runs, BRIDGE_BLOCKS):
+                    mine = [r for r in pending if start <= r[0] < stop]
+                    pending = [r for r in pending if not start <= r[0] < stop]
+                    try:
+                        await self._fetch_claimed(start, stop, gaps)
+                    finally:
+                        for run_start, run_stop in mine:
+                            self._release(run_start, run_stop)
+            finally:
+                for run_start, run_stop in pending:  # spans never started
+                    self._release(run_start, run_stop)
             return
         try:
             async with trio.open_nursery() as nursery:
@@ -468,7 +490,9 @@ class BlobState:
         finally:
             self._release(start, stop)
 
-    async def _fetch_claimed(self, start: int, stop: int) -> None:
+    async def _fetch_claimed(
+        self, start: int, stop: int, skip: frozenset[int] = frozenset()
+    ) -> None:
         digests = self.digests
         assert digests is not None
         failures: dict[int, int] = {}
@@ -484,6 +508,7 @@ class BlobState:
                     digests,
                     self._store,
                     tuning.timeout,
+                    skip,
                 )
                 return
             except BadBlock as bad:

@@ -6,6 +6,8 @@ absent (a torn or damaged map byte therefore means "fetch again", never "trust")
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..hashing import BLOCK_SIZE
 
 BLOCK_SHIFT = BLOCK_SIZE.bit_length() - 1
@@ -49,6 +51,26 @@ def runs_of(flags: bytes, base: int, value: int, max_len: int) -> list[tuple[int
             runs.append((base + s, base + min(j, s + max_len)))
         i = j
     return runs
+
+
+def bridge(runs: Sequence[tuple[int, int]], max_gap: int) -> list[tuple[int, int, frozenset[int]]]:
+    """Sorted, disjoint runs grouped into spans ``(start, stop, gaps)`` where the blocks
+    between neighbouring runs (``gaps``) number at most ``max_gap`` per gap: one request
+    can then fetch the span and drop the gap blocks, instead of one request per run."""
+    spans: list[tuple[int, int, frozenset[int]]] = []
+    start = stop = -1
+    gaps: set[int] = set()
+    for a, b in runs:
+        if start >= 0 and a - stop <= max_gap:
+            gaps.update(range(stop, a))
+            stop = b
+            continue
+        if start >= 0:
+            spans.append((start, stop, frozenset(gaps)))
+        start, stop, gaps = a, b, set()
+    if start >= 0:
+        spans.append((start, stop, frozenset(gaps)))
+    return spans
 
 
 def held_bytes(flags: bytes, size: int) -> int:

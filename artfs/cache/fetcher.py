@@ -9,7 +9,7 @@ soon as its block is in, not when the whole multi-MiB request ends.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 
 import trio
 
@@ -33,8 +33,15 @@ class RunAssembler:
     """Turns the in-order byte stream of blocks ``[first, stop)`` into verified, stored blocks."""
 
     def __init__(
-        self, first: int, stop: int, size: int, digests: Sequence[bytes], store: StoreBlock
+        self,
+        first: int,
+        stop: int,
+        size: int,
+        digests: Sequence[bytes],
+        store: StoreBlock,
+        skip: Container[int] = (),
     ) -> None:
+        self.skip = skip  # blocks received only to keep one request: dropped, never hashed
         self.next = first
         self.stop = stop
         self.size = size
@@ -81,6 +88,9 @@ class RunAssembler:
 
     def _finish_block(self, block: memoryview) -> None:
         index = self.next
+        if index in self.skip:
+            self.next = index + 1
+            return
         if hashlib.sha256(block).digest() != self.digests[index]:
             raise BadBlock(index)
         self.store(index, block)
@@ -100,14 +110,16 @@ async def fetch_blocks(
     digests: Sequence[bytes],
     store: StoreBlock,
     stall_timeout: float,
+    skip: Container[int] = (),
 ) -> None:
-    """Fetch, verify and store blocks ``[first, stop)`` in one ranged request.
+    """Fetch, verify and store blocks ``[first, stop)`` in one ranged request; blocks in
+    ``skip`` are received and dropped (someone else fetches them).
 
     Raises ``BadBlock`` (earlier blocks are stored), ``Unavailable`` when no byte arrives
     for ``stall_timeout`` seconds (a progress deadline, so big requests on slow links
     are fine), or whatever ``store`` raises (``StorageFull``).
     """
-    asm = RunAssembler(first, stop, size, digests, store)
+    asm = RunAssembler(first, stop, size, digests, store, skip)
     start = block_bounds(first, size)[0]
     end = block_bounds(stop - 1, size)[1]
     with trio.CancelScope(deadline=trio.current_time() + stall_timeout) as scope:
