@@ -441,8 +441,9 @@ class BlobCache:
         """Fetch every missing piece of ``state``'s blob, ``parallel_requests`` at a time.
 
         Pieces are claimed only as they start, in blob order, through the read-ahead's
-        limiter, and each piece's runs are fetched one after another, so the fill never has
-        more than ``parallel_requests`` requests out. A foreground miss fetches its own block
+        limiter, and each piece is one request (blocks a reader fetched meanwhile are
+        bridged over: ``BlobState.prefetch(serial=True)``), so the fill never has more than
+        ``parallel_requests`` requests out. A foreground miss fetches its own block
         at once, outside the limiter, and waits only for a block already in flight.
         """
         piece = max(1, self.tuning.request_bytes >> BLOCK_SHIFT)

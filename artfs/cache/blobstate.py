@@ -362,8 +362,9 @@ class BlobState:
     async def prefetch(self, first: int, stop: int, *, serial: bool = False) -> bool:
         """Fetch whatever in ``[first, stop)`` nobody has or fetches; never waits for others.
 
-        ``serial``: the runs left between blocks others have are fetched one after another,
-        so that a caller holding one slot of a limiter makes one request at a time.
+        ``serial``: one request at a time, for a caller holding one slot of a limiter; runs
+        split by at most ``BRIDGE_BLOCKS`` blocks that others have or fetch are joined into
+        one request, those blocks received and dropped.
         """
         if self.complete:
             return False
