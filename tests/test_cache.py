@@ -212,6 +212,28 @@ async def test_random_fill_is_off_by_default_and_bounded_by_the_cache(tmp_path: 
             assert not cache.layout.complete(sha).exists()
 
 
+async def test_random_fills_together_stay_within_a_quarter_of_the_cache(tmp_path: Path) -> None:
+    client = TrackingClient()
+    size = 8 * MiB
+    blobs = [make_blob(client, size, 30 + i) for i in range(3)]
+    tuning = CacheTuning(timeout=5.0, random_fill_after=2, request_bytes=MiB)
+    client.gate, client.gate_after = trio.Event(), 2 * BLOCK_SIZE  # fills stall
+    async with BlobCache(tmp_path, client, tuning=tuning, max_bytes=48 * MiB) as cache:
+        for sha, data in blobs:  # each fits a quarter (12 MiB) alone; two do not
+            async with await cache.open(sha, size) as reader:
+                for offset in (5 * MiB, MiB):
+                    assert await reader.read(offset, 10) == data[offset : offset + 10]
+        await trio.testing.wait_all_tasks_blocked()
+        assert cache._filling == {blobs[0][0]}
+        client.gate.set()
+        await until_complete(cache, blobs[0][0])
+        # misses go on counting: the next miss of another blob starts its fill now
+        sha, data = blobs[1]
+        async with await cache.open(sha, size) as reader:
+            assert await reader.read(3 * MiB, 10) == data[3 * MiB : 3 * MiB + 10]
+        await until_complete(cache, sha)
+
+
 async def test_random_fill_counts_misses_over_opens_and_ends_with_the_cache(
     tmp_path: Path,
 ) -> None:

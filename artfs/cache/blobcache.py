@@ -193,6 +193,7 @@ class BlobCache:
         self._soon_workers = 0
         self._misses: LRUCache[str, int] = LRUCache(4096)  # random misses per blob (random fill)
         self._filling: set[str] = set()  # blobs being filled because they are read at random
+        self._filling_bytes = 0  # their sizes, at most random_fill_max and a quarter of the limit
 
     # --- lifetime -------------------------------------------------------------------
     async def __aenter__(self) -> BlobCache:
@@ -429,11 +430,12 @@ class BlobCache:
         budget = self.tuning.random_fill_max
         if self.max_bytes is not None:
             budget = min(budget, self.max_bytes // 4)
-        if state.size > budget:
-            return
+        if self._filling_bytes + state.size > budget:
+            return  # (all fills together: they pin what they fill)
         assert self._nursery is not None
         log.debug("blob %s: read at random; fetching the rest in the background", state.sha[:12])
         self._filling.add(state.sha)
+        self._filling_bytes += state.size
         state.refs += 1  # pinned while it fills; the fill ends when the cache closes at the latest
         self._nursery.start_soon(self._fill_task, state)
 
@@ -467,6 +469,7 @@ class BlobCache:
             log.exception("filling blob %s crashed", state.sha[:12])
         finally:
             self._filling.discard(state.sha)
+            self._filling_bytes -= state.size
             self._misses.pop(state.sha, None)
             if fetched:
                 self._check_complete_soon(state)

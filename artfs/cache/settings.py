@@ -28,9 +28,9 @@ class CacheTuning:
     # Opt-in: a reader that keeps missing at random offsets of one blob gets the rest of
     # the blob fetched in the background (a memory-mapped dataset sampled at random will
     # touch all of it), after this many misses that waited for the network (0 = never:
-    # random reads then move only their own blocks). Only blobs up to ``random_fill_max``
-    # and a quarter of the cache's limit; in ``request_bytes`` pieces sharing the
-    # read-ahead's ``parallel_requests``.
+    # random reads then move only their own blocks). The blobs being filled at once add up
+    # to at most ``random_fill_max`` and a quarter of the cache's limit (a fill pins its
+    # blob); in ``request_bytes`` pieces sharing the read-ahead's ``parallel_requests``.
     random_fill_after: int = 0
     random_fill_max: int = 16 << 30
     inline_verify_bytes: int = 4 << 20  # verify more than this at once in a worker thread
