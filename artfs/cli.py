@@ -73,10 +73,12 @@ async def _resolve_number(
 def cmd_serve(args: argparse.Namespace) -> int:
     import functools
 
+    from .heap import freeze_startup_heap
     from .registry.stores import store_options
     from .server import auth_options, run_server
 
     data = Path(args.data).expanduser().absolute()
+    freeze_startup_heap()
     try:
         trio.run(
             functools.partial(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import gc
 import hashlib
 import logging
 import os
@@ -31,6 +30,7 @@ from .errors import InvalidInput
 from .fs.daemon import canonical, is_fuse_mount, mount_background, run_mount, unmount
 from .fs.options import MountOptions
 from .fs.siblings import SiblingTuning
+from .heap import freeze_startup_heap
 from .mountinfo import read_record, remove_record, write_record
 
 
@@ -123,12 +123,7 @@ async def _serve(
 ) -> None:
     drafts = DraftStore(state_dir, owner=True)  # refuses a state dir another mount holds
     client = open_client(registry, timeout=options.meta_timeout)
-    # Everything imported so far lives as long as the daemon. A full collection of it took
-    # 11-23 ms here, twice in a mount's first second (one of them inside the first `stat`),
-    # and every FUSE request waits meanwhile: one collection now, then the survivors are
-    # left out of later full collections.
-    gc.collect()
-    gc.freeze()
+    freeze_startup_heap()  # (one full collection took 11-23 ms, inside the first `stat`)
     try:
         async with (
             BlobCache(

@@ -22,6 +22,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from starlette.requests import Request
 
 from ..errors import ArtfsError, InvalidInput
+from ..heap import freeze_startup_heap
 from ..registry.stores import (
     StoreOptions,
     add_store_arguments,
@@ -309,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
 
+    freeze_startup_heap()
     try:
         trio.run(
             partial(
