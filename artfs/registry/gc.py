@@ -145,7 +145,7 @@ class GarbageCollector:
         return candidates, seen
 
     def references(self, report: GcReport, into: ReferenceSet) -> set[VersionKey]:
-        """Step 3, outside any lock: put the blobs live versions reference ``into`` the set;
+        """Step 2, outside any lock: put the blobs live versions reference ``into`` the set;
         return which versions were read."""
         seen: set[VersionKey] = set()
         after: VersionKey | None = None
