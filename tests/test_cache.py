@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ from artfs.client.base import DataSink
 from artfs.client.memory import FaultyClient, MemoryRegistryClient
 from artfs.errors import IntegrityError, InvalidInput, Unavailable
 from artfs.hashing import BLOCK_SIZE
+
+from .e2e import small_tmpfs
 
 MiB = 1 << 20
 
@@ -581,15 +584,9 @@ async def test_bad_arguments(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def tiny_fs(tmp_path: Path):  # type: ignore[no-untyped-def]
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if os.system(f"mount -t tmpfs -o size=4m tmpfs {mnt} 2>/dev/null") != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    with small_tmpfs(tmp_path / "tiny", "4m") as mnt:
         yield mnt
-    finally:
-        os.system(f"umount -l {mnt}")
 
 
 async def test_disk_full_raises_storage_full_and_marks_nothing_false(

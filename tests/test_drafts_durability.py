@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from artfs.drafts.store import DraftStore
 from artfs.errors import StorageFull
 
 from .drafts_helpers import PathDraft
+from .e2e import small_tmpfs as mount_small_tmpfs
 
 KEY = DraftKey("reg", "proj", "art", "work")
 
@@ -108,19 +108,8 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path, delay: float) -> No
 # --- a full state directory -------------------------------------------------------------------
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    point = tmp_path / "small"
-    point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(point)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
-    try:
+    with mount_small_tmpfs(tmp_path / "small", "2m") as point:
         yield point
-    finally:
-        subprocess.run(["umount", "-l", str(point)], check=False)
 
 
 def test_full_state_dir_gives_enospc_and_keeps_what_was_there(small_tmpfs: Path) -> None:

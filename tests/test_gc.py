@@ -42,7 +42,7 @@ from .backends import (
     s3_keys,
 )
 from .conftest_server import start_spec_server, stop_server
-from .e2e import Server, run_cli
+from .e2e import Server, run_cli, small_tmpfs
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -122,18 +122,10 @@ def test_reference_set_is_a_set_on_disk(tmp_path: Path) -> None:
 
 
 def test_reference_set_on_a_full_disk_says_so(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    point = tmp_path / "small"
-    point.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(point)]).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with small_tmpfs(tmp_path / "small", "256k") as point:
         with ReferenceSet(str(point)) as refs, pytest.raises(StorageFull, match="TMPDIR"):
             refs.add(hashlib.sha256(str(i).encode()).hexdigest() for i in range(50_000))
         assert list(point.iterdir()) == []  # removed all the same
-    finally:
-        subprocess.run(["umount", "-l", str(point)], check=False)
 
 
 def test_parse_duration() -> None:
