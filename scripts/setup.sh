@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install everything artfs needs on a fresh Debian machine: system packages for FUSE,
-# a virtualenv in .venv with artfs (editable) and its development tools.
+# a virtualenv in .venv with libfuse 3.17 and a pyfuse3 with FUSE passthrough built into it
+# (scripts/build_fuse.sh), artfs (editable) and its development tools.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(fuse3 libfuse3-dev pkg-config attr curl gcc)
+pkgs=(fuse3 pkg-config attr curl gcc patch xz-utils)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -26,6 +27,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
+./scripts/build_fuse.sh .venv
 stamp=.venv/.artfs-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true

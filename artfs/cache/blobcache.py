@@ -124,6 +124,24 @@ class CachedBlobReader:
             return self._cache.cached_bytes(self.sha256, self.size)
         return self._state.held()
 
+    async def complete_fd(self, fetch_max: int = 0) -> int | None:
+        state = self._state
+        if state is None:  # one block, not cached when opened
+            if self.size > fetch_max:
+                return None
+            state = await self._first_state()
+        if not state.complete:
+            if self.size > fetch_max:
+                return None
+            state.refs += 1
+            try:
+                await self._cache._make_complete(state, None)
+            finally:
+                self._cache._release(state)
+        if not await state.verify_all(self._cache.tuning.passthrough_verify_max):
+            return None
+        return state.data_fd
+
     async def aclose(self) -> None:
         self._closed = True
         state, self._state = self._state, None
@@ -605,24 +623,28 @@ class BlobCache:
         state = await self._acquire(sha256, size, progress)
         if progress is not None:
             state.progress.add(progress)
-        limiter = trio.CapacityLimiter(self.tuning.parallel_requests)
         try:
-            deadline = trio.current_time() + self.tuning.timeout
-            while True:
-                await state.ensure(0, state.nblocks, limiter=limiter)
-                if state.complete:
-                    break
-                if await state.maybe_complete() or state.adopt_peer_completion():
-                    break
-                # Another process holds the map while it completes (or repairs) the blob.
-                if trio.current_time() >= deadline:
-                    raise Unavailable(f"blob {sha256[:12]}: completion by another process stalled")
-                await trio.sleep(self.tuning.poll_max)
+            await self._make_complete(state, trio.CapacityLimiter(self.tuning.parallel_requests))
             return self.layout.complete(sha256)
         finally:
             if progress is not None:
                 state.progress.discard(progress)
             self._release(state)
+
+    async def _make_complete(self, state: BlobState, limiter: trio.CapacityLimiter | None) -> None:
+        """Fetch what ``state``'s blob lacks and publish it complete (or see another process
+        do so). ``limiter``: several requests at once, else one per missing run."""
+        deadline = trio.current_time() + self.tuning.timeout
+        while True:
+            await state.ensure(0, state.nblocks, limiter=limiter)
+            if state.complete:
+                return
+            if await state.maybe_complete() or state.adopt_peer_completion():
+                return
+            # Another process holds the map while it completes (or repairs) the blob.
+            if trio.current_time() >= deadline:
+                raise Unavailable(f"blob {state.sha[:12]}: completion by another process stalled")
+            await trio.sleep(self.tuning.poll_max)
 
     async def insert_file(self, sha256: str, src: Path) -> Path:
         """Copy a local file (e.g. a committed draft's) into the cache as a complete blob.

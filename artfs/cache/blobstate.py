@@ -142,8 +142,10 @@ class BlobState:
         except BaseException:
             state.close()
             raise
-        if fresh:  # its pin was just made: as recent as a touch
+        if fresh:  # its pin was just made: as recent as a touch; its bytes were just checked
             state._mtime = time.time()
+            if state.complete:
+                state.verified[:] = bytes([1]) * state.nblocks
         else:
             state.touch()
         return state
@@ -571,6 +573,19 @@ class BlobState:
         return data
 
     # --- verification at rest --------------------------------------------------------------
+    async def verify_all(self, max_bytes: int) -> bool:
+        """Whether every block of the complete blob is verified, checking the rest first if the
+        blob is at most ``max_bytes`` (damaged blocks are refetched by readers, not here)."""
+        if not self.complete:
+            return False
+        if self.verified.find(0) < 0:
+            return True
+        if self.size > max_bytes:
+            return False
+        todo = runs_of(bytes(self.verified), 0, 0, 1 << 30)
+        bad = await self._verify(todo)
+        return not bad and self.complete and self.verified.find(0) < 0
+
     async def _verify(self, runs: Sequence[tuple[int, int]]) -> list[int]:
         """Check present, not-yet-verified blocks against their digests; return the bad ones."""
         fd = self.data_fd

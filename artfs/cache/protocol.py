@@ -36,6 +36,16 @@ class BlobReader(Protocol):
 
     def cached_bytes(self) -> int: ...
 
+    async def complete_fd(self, fetch_max: int = 0) -> int | None:
+        """The fd of the blob's complete cache file once every byte of it is verified, for the
+        kernel to read itself (FUSE passthrough); None when it is not (yet) that.
+
+        A blob of at most ``fetch_max`` bytes is fetched whole first; a complete file not
+        yet checked by this process (after a reboot) is checked first when small. The fd
+        stays valid, and the blob pinned, until ``aclose``.
+        """
+        ...
+
     async def aclose(self) -> None: ...
 
 

@@ -34,6 +34,10 @@ class CacheTuning:
     random_fill_after: int = 0
     random_fill_max: int = 16 << 30
     inline_verify_bytes: int = 4 << 20  # verify more than this at once in a worker thread
+    # A complete blob not yet checked by this process (after a reboot) is checked whole before
+    # a passthrough open up to this size; a larger one is read through the daemon, checked
+    # block by block, and passed through from the open after its last block was checked.
+    passthrough_verify_max: int = 64 << 20
     poll_min: float = 0.001
     poll_max: float = 0.02
     evict_low_water: float = 0.9  # when evicting, go down to this fraction of the limit

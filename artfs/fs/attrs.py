@@ -47,8 +47,16 @@ class Attr:
 
 @dataclass(frozen=True, slots=True)
 class Opened:
+    """How an open is answered. ``backing_id`` > 0: FUSE passthrough to that backing file
+    (``passthrough.py``); the kernel refuses it combined with ``keep_cache``."""
+
     fh: int
     keep_cache: bool  # keep the page cache across opens: true for immutable version files
+    backing_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.backing_id and self.keep_cache:
+            raise ValueError("an open answered with passthrough cannot keep the page cache")
 
 
 @dataclass(frozen=True, slots=True)

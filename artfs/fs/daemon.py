@@ -13,7 +13,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pyfuse3
@@ -23,8 +23,9 @@ from ..cache.protocol import BlobCacheAPI
 from ..client.base import RegistryClient
 from ..drafts.store import DraftStore
 from ..errors import AlreadyExists, ArtfsError, Conflict, InvalidInput, NotFound, Unavailable
-from .fuse_ops import FuseOperations, invalidate_entry
+from .fuse_ops import FuseOperations, KernelBacking, invalidate_entry
 from .options import MountOptions
+from .passthrough import OFF_BY_OPTION, PassthroughState, probe
 from .service import ArtfsFS
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ async def run_mount(
     options: MountOptions | None = None,
     *,
     drafts: DraftStore | None = None,
+    ready: Callable[[ArtfsFS], None] | None = None,
     task_status: trio.TaskStatus[ArtfsFS] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Mount the registry at ``mountpoint`` and serve until unmounted, signalled or cancelled.
@@ -128,6 +130,8 @@ async def run_mount(
     kernel sends meanwhile wait in its queue). SIGTERM/SIGINT (when run in the
     main thread) end the loop; the mount is always closed and unmounted on exit.
     ``drafts`` (the state directory's store, owned by this mount) makes it writable.
+    ``ready(fs)`` is called once the kernel has finished INIT and the mount knows whether
+    it can use passthrough (``fs.passthrough``).
     """
     options = options or MountOptions()
     point = canonical(mountpoint)
@@ -146,7 +150,7 @@ async def run_mount(
             async with trio.open_nursery() as nursery:
                 if threading.current_thread() is threading.main_thread():
                     await nursery.start(_terminate_on_signals)
-                nursery.start_soon(_tune_when_ready, point)
+                nursery.start_soon(_tune_when_ready, point, fs, ready)
                 task_status.started(fs)
                 await pyfuse3.main()
                 nursery.cancel_scope.cancel()
@@ -159,8 +163,11 @@ async def run_mount(
         _active.release()
 
 
-async def _tune_when_ready(point: str) -> None:
-    """Raise read-ahead once the kernel has finished INIT (INIT would reset it).
+async def _tune_when_ready(
+    point: str, fs: ArtfsFS, ready: Callable[[ArtfsFS], None] | None
+) -> None:
+    """Raise read-ahead and decide on passthrough once the kernel has finished INIT (INIT
+    would reset read-ahead, and grants passthrough).
 
     A stat of the mount root is answered only after INIT, by this very loop, so
     it runs in a worker thread; it is abandoned if the loop ends first.
@@ -171,6 +178,27 @@ async def _tune_when_ready(point: str) -> None:
         log.warning("the new mount at %s does not answer: %s", point, e)
         return
     raise_read_ahead(point)
+    _decide_passthrough(fs)
+    if ready is not None:
+        ready(fs)
+
+
+def _decide_passthrough(fs: ArtfsFS) -> None:
+    """Probe FUSE passthrough where the mount keeps files (cache, drafts); say once why not."""
+    if not fs.options.passthrough:
+        state = OFF_BY_OPTION
+    elif (why := KernelBacking.unavailable()) is not None:
+        state = PassthroughState(False, why)
+    else:
+        dirs = [fs.cache.root]
+        if fs.drafts is not None:
+            dirs.append(fs.drafts.store.data_dir)
+        state = probe(KernelBacking(), dirs)
+    fs.use_passthrough(KernelBacking() if state.on else None, state)
+    if state.on:
+        log.info("passthrough: on (cached blobs and draft files are read by the kernel)")
+    else:
+        log.info("passthrough: off, reads go through the daemon: %s", state.reason)
 
 
 async def _terminate_on_signals(*, task_status: trio.TaskStatus[None]) -> None:

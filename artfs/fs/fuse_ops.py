@@ -19,7 +19,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import pyfuse3
 
 from ..errors import ArtfsError, Forbidden, IntegrityError, StorageFull, Unauthorized, Unavailable
-from .attrs import BLKSIZE, Attr
+from .attrs import BLKSIZE, Attr, Opened
 from .service import ArtfsFS
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,31 @@ def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     return entry
 
 
+def file_info(opened: Opened) -> pyfuse3.FileInfo:
+    return pyfuse3.FileInfo(
+        fh=opened.fh, keep_cache=opened.keep_cache, backing_id=opened.backing_id
+    )
+
+
+class KernelBacking:
+    """``passthrough.Backing`` over the session's /dev/fuse (pyfuse3 built by
+    scripts/build_fuse.sh); ``None`` from ``available`` says why it cannot be used."""
+
+    @staticmethod
+    def unavailable() -> str | None:
+        if not hasattr(pyfuse3, "backing_open"):
+            return "this pyfuse3 has no passthrough (built without scripts/build_fuse.sh)"
+        if not pyfuse3.passthrough_granted():
+            return "the kernel or libfuse does not offer FUSE passthrough (Linux >= 6.9, libfuse >= 3.17)"
+        return None
+
+    def open(self, fd: int) -> int:
+        return int(pyfuse3.backing_open(fd))
+
+    def close(self, backing_id: int) -> None:
+        pyfuse3.backing_close(backing_id)
+
+
 def invalidate_entry(parent: int, name: str) -> None:
     """Make the kernel forget ``name`` in ``parent`` (``ArtfsFS``'s ``invalidate``).
 
@@ -92,6 +117,8 @@ class FuseOperations(pyfuse3.Operations):
     def __init__(self, fs: ArtfsFS) -> None:
         super().__init__()
         self.fs = fs
+        # Asked for at INIT; used once the mount has probed it (daemon.py).
+        self.enable_passthrough = fs.options.passthrough
 
     # --- reading ------------------------------------------------------------------------
     @_handler
@@ -132,8 +159,7 @@ class FuseOperations(pyfuse3.Operations):
 
     @_handler
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        opened = await self.fs.open(inode, flags)
-        return pyfuse3.FileInfo(fh=opened.fh, keep_cache=opened.keep_cache)
+        return file_info(await self.fs.open(inode, flags))
 
     @_handler
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -225,8 +251,7 @@ class FuseOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         opened, attr = await self.fs.create(parent_inode, _name(name), mode, flags)
-        info = pyfuse3.FileInfo(fh=opened.fh, keep_cache=opened.keep_cache)
-        return info, entry_attributes(attr)
+        return file_info(opened), entry_attributes(attr)
 
     @_handler
     async def mknod(

@@ -12,6 +12,11 @@ from .siblings import SiblingTuning
 DEFAULT_LISTING_TTL = 5.0
 MAX_LISTING_TTL = 10.0
 IMMUTABLE_TIMEOUT = 86400.0
+SMALL_WHOLE_MAX = 4 << 20  # see docs/decisions.md, "Small files: fetched whole at open"
+
+
+def passthrough_default() -> bool:
+    return os.environ.get("ARTFS_PASSTHROUGH", "1") != "0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,10 @@ class MountOptions:
     source: str = ""  # the registry URL or directory; remembers the registry id offline
     allow_other: bool = False
     siblings: SiblingTuning = field(default_factory=SiblingTuning)  # directory read-ahead
+    # FUSE passthrough for cached blobs and draft files (passthrough.py); ARTFS_PASSTHROUGH=0
+    # turns it off by default (the suite runs both ways).
+    passthrough: bool = field(default_factory=passthrough_default)
+    small_whole_max: int = SMALL_WHOLE_MAX  # blobs fetched whole at open, then passed through
 
     def __post_init__(self) -> None:
         if not 0 <= self.listing_ttl <= MAX_LISTING_TTL:

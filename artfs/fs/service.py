@@ -28,13 +28,12 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
 import trio
 
-from ..cache.protocol import BlobCacheAPI, BlobReader
+from ..cache.protocol import BlobCacheAPI
 from ..client.base import RegistryClient
 from ..drafts.store import DraftStore
 from ..errors import (
@@ -67,8 +66,9 @@ from .inodes import (
     VersionNode,
 )
 from .metastore import MetaStore, recall_registry_id, registry_dir_name, remember_registry_id
+from .openfiles import VersionFiles
 from .options import MountOptions
-from .siblings import SiblingReadAhead
+from .passthrough import Backing, IoModes, PassthroughState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,7 +77,6 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _HINT_FILES = 10_000  # files of one directory hinted to the client (see _hint_files)
 _HINT_EVERY = 60.0  # seconds before a directory is hinted again (locations expire)
 _HINTED_DIRS_KEPT = 10_000
-_WALKS_KEPT = 1_000  # directories whose walk state is kept (dropped all at once beyond)
 
 
 class _KeyedLocks:
@@ -103,22 +102,6 @@ class _KeyedLocks:
                 del self._locks[key]
             else:
                 self._locks[key] = (lock, users - 1)
-
-
-@dataclass(frozen=True, slots=True)
-class _Walk:
-    """A directory's files in name order and the read-ahead state across them."""
-
-    index: dict[str, int]
-    files: list[FileNode]
-    state: SiblingReadAhead
-    version: VersionNode
-
-
-@dataclass(slots=True)
-class _OpenFile:
-    node: FileNode
-    reader: BlobReader | None  # None for empty files: nothing to fetch
 
 
 def _version_of(node: Node) -> VersionNode | None:
@@ -157,11 +140,13 @@ class ArtfsFS:
         self._clock = clock
         self._locks = _KeyedLocks()
         self._store: MetaStore | None = None
-        self._files: dict[int, _OpenFile] = {}
         self._dirs: dict[int, tuple[tuple[str, Node], ...]] = {}
         self._hinted: dict[int, float] = {}  # directory inode -> when its files were hinted
-        self._walks: dict[int, _Walk] = {}  # directory inode -> its read-ahead across files
-        self.table.on_unbuild = self._drop_walks
+        self.files = VersionFiles(self)
+        self.table.on_unbuild = self.files.drop_walks
+        # Set by the mount once the kernel has shown it accepts backing files (passthrough.py).
+        self.io_modes: IoModes | None = None
+        self.passthrough = PassthroughState(False, "not probed yet")
         self._dir_versions: dict[int, VersionNode] = {}  # open directory handle -> its version
         self._next_fh = 1
         self.drafts = DraftsFS(self, drafts, invalidate) if drafts is not None else None
@@ -492,70 +477,17 @@ class ArtfsFS:
             self._refuse(node, "open for writing")
         if not isinstance(node, FileNode):
             raise InvalidInput(f"inode {ino} is not a regular file")
-        reader = None
-        if node.size:
-            with trio.move_on_after(self.options.read_timeout):
-                reader = await self.cache.open(node.sha256, node.size)
-            if reader is None:
-                raise Unavailable(f"opening {node.name} took over {self.options.read_timeout:g} s")
-        fh = self._fh()
-        self._files[fh] = _OpenFile(node, reader)
-        self.table.hold(node.version)
-        if reader is not None:
-            self._walk_on(node)
-        return Opened(fh, keep_cache=True)
+        return await self.files.open(node)
 
-    def _drop_walks(self, version: VersionNode) -> None:
-        """A version's tree was freed: so are the walk states holding its file nodes."""
-        for ino in [ino for ino, walk in self._walks.items() if walk.version is version]:
-            del self._walks[ino]
-
-    def _walk_on(self, node: FileNode) -> None:
-        """Directory read-ahead (``siblings.py``): an open that continues a walk through
-        a directory's files in name order prefetches the next files in the background."""
-        walk = self._walks.get(node.parent)
-        if walk is not None and walk.files[walk.index.get(node.name, 0)] is not node:
-            walk = None  # the version's tree was dropped and rebuilt since
-        if walk is None:
-            parent = self.table.get(node.parent)
-            if not isinstance(parent, DirNode):
-                return
-            files = sorted(
-                (name, child)
-                for name, child in parent.children.items()
-                if isinstance(child, FileNode)
-            )
-            if len(self._walks) >= _WALKS_KEPT:
-                self._walks.clear()
-            walk = self._walks[node.parent] = _Walk(
-                {name: k for k, (name, _) in enumerate(files)},
-                [child for _, child in files],
-                SiblingReadAhead([child.size for _, child in files], self.options.siblings),
-                node.version,
-            )
-        index = walk.index.get(node.name)
-        if index is None:
-            return
-        picked = walk.state.on_open(index)
-        if picked:
-            self.cache.prefetch_soon([(walk.files[k].sha256, walk.files[k].size) for k in picked])
+    def use_passthrough(self, backing: Backing | None, state: PassthroughState) -> None:
+        """Answer opens from now on with passthrough where possible (``backing``), or not."""
+        self.passthrough = state
+        self.io_modes = IoModes(backing) if backing is not None and state.on else None
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         if self.drafts is not None and self.drafts.owns(fh):
             return await self.drafts.read(fh, offset, size)
-        try:
-            handle = self._files[fh]
-        except KeyError:
-            raise InvalidInput(f"unknown file handle {fh}") from None
-        length = min(size, handle.node.size - offset)
-        if length <= 0 or handle.reader is None:
-            return b""
-        with trio.move_on_after(self.options.read_timeout):
-            return await handle.reader.read(offset, length)
-        raise Unavailable(
-            f"reading {handle.node.name} took over {self.options.read_timeout:g} s; "
-            "is the registry reachable?"
-        )
+        return await self.files.read(fh, offset, size)
 
     async def flush(self, fh: int) -> None:
         """Nothing to write back from a read-only file; a draft file records its mtime."""
@@ -575,13 +507,7 @@ class ArtfsFS:
         if self.drafts is not None and self.drafts.owns(fh):
             await self.drafts.release(fh)
             return
-        handle = self._files.pop(fh, None)
-        if handle is None:
-            return
-        self.table.unhold(handle.node.version)
-        if handle.reader is not None:
-            with trio.CancelScope(shield=True):
-                await handle.reader.aclose()
+        await self.files.release(fh)
 
     async def statfs(self) -> FsStats:
         stats = self.cache.stats()
@@ -761,11 +687,9 @@ class ArtfsFS:
     # --- lifetime ---------------------------------------------------------------------------
     async def aclose(self) -> None:
         """Close every open blob reader (the kernel sends no RELEASE after unmount)."""
-        handles, self._files = list(self._files.values()), {}
         self._dirs.clear()
         if self.drafts is not None:
             await self.drafts.aclose()
-        with trio.CancelScope(shield=True):
-            for handle in handles:
-                if handle.reader is not None:
-                    await handle.reader.aclose()
+        await self.files.aclose()
+        if self.io_modes is not None:
+            self.io_modes.close_all()

@@ -30,6 +30,9 @@ class MemoryBlobReader:
     def cached_bytes(self) -> int:
         return self.cache.cached_bytes(self.sha256, self.size)
 
+    async def complete_fd(self, fetch_max: int = 0) -> int | None:
+        return None  # bytes in memory: nothing for the kernel to read
+
     async def aclose(self) -> None:
         self.closed = True
         self.cache.open_readers -= 1

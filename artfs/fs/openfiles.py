@@ -1,0 +1,196 @@
+"""Open files of versions: their blob readers, their kernel I/O mode, read-ahead across files.
+
+An open of a version file pins its blob (a ``BlobReader``) until RELEASE, so eviction
+never pulls a file from under an open handle, whichever mode the handle is in:
+
+* passthrough, when the blob is complete and verified in the cache (and the inode is
+  not open in caching mode, ``passthrough.IoModes``): the kernel reads the cache file
+  itself, the daemon sees no READ at all. A blob of at most ``small_whole_max`` bytes is
+  fetched whole before the open returns, so that a tree of small files read once (image
+  shards, token files) is read in passthrough from the first open;
+* caching (``keep_cache``), otherwise: every READ the page cache cannot answer comes here
+  and is served by the reader (fetched, verified, read-ahead).
+
+Opening files of one directory in name order also prefetches the next ones
+(``siblings.py``); the walk state per directory lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..cache.protocol import BlobReader
+from ..errors import InvalidInput, Unavailable
+from .attrs import Opened
+from .inodes import DirNode, FileNode, VersionNode
+from .siblings import SiblingReadAhead
+
+if TYPE_CHECKING:
+    from .service import ArtfsFS
+
+log = logging.getLogger(__name__)
+
+_WALKS_KEPT = 1_000  # directories whose walk state is kept (dropped all at once beyond)
+
+
+@dataclass(frozen=True, slots=True)
+class _Walk:
+    """A directory's files in name order and the read-ahead state across them."""
+
+    index: dict[str, int]
+    files: list[FileNode]
+    state: SiblingReadAhead
+    version: VersionNode
+
+
+@dataclass(slots=True)
+class _OpenFile:
+    node: FileNode
+    reader: BlobReader | None  # None for empty files: nothing to fetch
+    passthrough: bool
+
+
+class VersionFiles:
+    """The open files of version trees, for one ``ArtfsFS``."""
+
+    def __init__(self, fs: ArtfsFS) -> None:
+        self.fs = fs
+        self._files: dict[int, _OpenFile] = {}
+        self._walks: dict[int, _Walk] = {}  # directory inode -> its read-ahead across files
+
+    def owns(self, fh: int) -> bool:
+        return fh in self._files
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    async def open(self, node: FileNode) -> Opened:
+        fs = self.fs
+        timeout = fs.options.read_timeout
+        reader = None
+        backing_id = 0
+        if node.size:
+            with trio.move_on_after(timeout):
+                reader = await fs.cache.open(node.sha256, node.size)
+            if reader is None:
+                raise Unavailable(f"opening {node.name} took over {timeout:g} s")
+            try:
+                backing_id = await self._passthrough(node, reader, timeout)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await reader.aclose()
+                raise
+        fh = fs._fh()
+        self._files[fh] = _OpenFile(node, reader, backing_id > 0)
+        fs.table.hold(node.version)
+        if reader is not None:
+            self._walk_on(node)
+        return Opened(fh, keep_cache=not backing_id, backing_id=backing_id)
+
+    async def _passthrough(self, node: FileNode, reader: BlobReader, timeout: float) -> int:
+        """The backing id to answer this open with, or 0 for caching mode (recorded)."""
+        modes = self.fs.io_modes
+        if modes is None or not modes.may_passthrough(node.ino):
+            if modes is not None:
+                modes.open_cached(node.ino)
+            return 0
+        fetch_max = self.fs.options.small_whole_max
+        fd: int | None = None
+        with trio.move_on_after(timeout) as scope:
+            fd = await reader.complete_fd(fetch_max)
+        if scope.cancelled_caught:
+            raise Unavailable(f"opening {node.name} took over {timeout:g} s")
+        if fd is None or not modes.may_passthrough(node.ino):  # (a caching open meanwhile)
+            if modes.in_passthrough(node.ino) and fd is None:
+                # Cannot happen while the blob stays pinned and verified; never answer EIO.
+                raise Unavailable(f"{node.name}: its cached copy changed while open")
+            modes.open_cached(node.ino)
+            return 0
+        try:
+            return modes.open_passthrough(node.ino, lambda: fd)
+        except OSError as e:
+            if modes.in_passthrough(node.ino):
+                raise Unavailable(f"{node.name}: the kernel refused its cache file: {e}") from None
+            log.info("passthrough refused for %s (%s); serving it from the daemon", node.name, e)
+            modes.open_cached(node.ino)
+            return 0
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        try:
+            handle = self._files[fh]
+        except KeyError:
+            raise InvalidInput(f"unknown file handle {fh}") from None
+        length = min(size, handle.node.size - offset)
+        if length <= 0 or handle.reader is None:
+            return b""
+        timeout = self.fs.options.read_timeout
+        with trio.move_on_after(timeout):
+            return await handle.reader.read(offset, length)
+        raise Unavailable(
+            f"reading {handle.node.name} took over {timeout:g} s; is the registry reachable?"
+        )
+
+    async def release(self, fh: int) -> None:
+        handle = self._files.pop(fh, None)
+        if handle is None:
+            return
+        self._closed(handle)
+        if handle.reader is not None:
+            with trio.CancelScope(shield=True):
+                await handle.reader.aclose()
+
+    def _closed(self, handle: _OpenFile) -> None:
+        self.fs.table.unhold(handle.node.version)
+        if self.fs.io_modes is not None:
+            self.fs.io_modes.release(handle.node.ino, handle.passthrough)
+
+    async def aclose(self) -> None:
+        """Close every reader (the kernel sends no RELEASE after unmount)."""
+        handles, self._files = list(self._files.values()), {}
+        with trio.CancelScope(shield=True):
+            for handle in handles:
+                if self.fs.io_modes is not None:
+                    self.fs.io_modes.release(handle.node.ino, handle.passthrough)
+                if handle.reader is not None:
+                    await handle.reader.aclose()
+
+    # --- directory read-ahead ---------------------------------------------------------------
+    def drop_walks(self, version: VersionNode) -> None:
+        """A version's tree was freed: so are the walk states holding its file nodes."""
+        for ino in [ino for ino, walk in self._walks.items() if walk.version is version]:
+            del self._walks[ino]
+
+    def _walk_on(self, node: FileNode) -> None:
+        """Directory read-ahead (``siblings.py``): an open that continues a walk through
+        a directory's files in name order prefetches the next files in the background."""
+        fs = self.fs
+        walk = self._walks.get(node.parent)
+        if walk is not None and walk.files[walk.index.get(node.name, 0)] is not node:
+            walk = None  # the version's tree was dropped and rebuilt since
+        if walk is None:
+            parent = fs.table.get(node.parent)
+            if not isinstance(parent, DirNode):
+                return
+            files = sorted(
+                (name, child)
+                for name, child in parent.children.items()
+                if isinstance(child, FileNode)
+            )
+            if len(self._walks) >= _WALKS_KEPT:
+                self._walks.clear()
+            walk = self._walks[node.parent] = _Walk(
+                {name: k for k, (name, _) in enumerate(files)},
+                [child for _, child in files],
+                SiblingReadAhead([child.size for _, child in files], fs.options.siblings),
+                node.version,
+            )
+        index = walk.index.get(node.name)
+        if index is None:
+            return
+        picked = walk.state.on_open(index)
+        if picked:
+            fs.cache.prefetch_soon([(walk.files[k].sha256, walk.files[k].size) for k in picked])
