@@ -81,11 +81,13 @@ class _Node:
         "hasher",
         "id",
         "is_dir",
+        "kernel_writers",
         "local",
         "mode",
         "mtime_dirty",
         "mtime_ns",
         "name",
+        "on_disk",
         "opens",
         "parent",
         "sha256",
@@ -123,12 +125,14 @@ class _Node:
         self.hasher: Any = None  # BackgroundSha256 while writes are strictly sequential
         self.hashed = 0
         self.mtime_dirty = False
+        self.kernel_writers = 0  # handles whose writes the kernel makes itself (passthrough)
+        self.on_disk: tuple[int, int] = (0, 0)  # (size, mtime_ns) of the bytes when last looked
 
 
 class DraftHandle:
     """An open file inside a draft. ``pread``/``pwrite`` are plain os calls on a kept fd."""
 
-    __slots__ = ("_store", "append", "closed", "node", "writable")
+    __slots__ = ("_store", "append", "closed", "kernel_io", "node", "writable")
 
     def __init__(self, store: DraftStore, node: _Node, writable: bool, append: bool) -> None:
         self._store = store
@@ -136,6 +140,7 @@ class DraftHandle:
         self.writable = writable
         self.append = append
         self.closed = False
+        self.kernel_io = False  # reads and writes go to the local file without us (passthrough)
 
     @property
     def node_id(self) -> int:
@@ -164,6 +169,16 @@ class DraftHandle:
 
     def pwrite(self, offset: int, data: bytes | memoryview) -> int:
         return self._store._pwrite(self, offset, data)
+
+    def local_fd(self) -> int | None:
+        """The fd of the file's local bytes (None while they are an inherited blob's)."""
+        node = self.node
+        return node.fd if node.local and not self.closed else None
+
+    def hand_to_kernel(self) -> None:
+        """From now on the kernel reads and writes the local file itself (FUSE passthrough):
+        the store forgets the file's digest now, and learns sizes and mtimes from the file."""
+        self._store._hand_to_kernel(self)
 
     def fsync(self, datasync: bool = False) -> None:
         self._store._fsync(self, datasync)
@@ -480,6 +495,8 @@ class DraftStore:
             return self._stat(self._node(node_id))
 
     def _stat(self, node: _Node) -> NodeStat:
+        if node.kernel_writers:
+            self._look_at_disk(node)
         if node.is_dir:
             mode, nlink = stat.S_IFDIR | node.mode, 2 + node.subdirs
         else:
@@ -671,6 +688,35 @@ class DraftStore:
             )
             node.sha256 = None
 
+    def _hand_to_kernel(self, handle: DraftHandle) -> None:
+        with self._lock:
+            node = handle.node
+            if handle.closed or not node.local or node.fd is None:
+                raise InvalidInput(f"{node.name}: no local bytes to hand to the kernel")
+            handle.kernel_io = True
+            if handle.writable:
+                self._forget_hash(node)
+                node.hasher = None  # writes we never see: the commit hashes the file
+                if not node.kernel_writers:
+                    st = os.fstat(node.fd)
+                    node.on_disk = (st.st_size, st.st_mtime_ns)
+                node.kernel_writers += 1
+
+    def _look_at_disk(self, node: _Node) -> None:
+        """Size and mtime of a file the kernel writes: what the file says, when it changed."""
+        if node.fd is None:
+            return
+        try:
+            st = os.fstat(node.fd)
+        except OSError as e:
+            raise disk_error(e, f"reading the size of {node.name}") from None
+        seen = (st.st_size, st.st_mtime_ns)
+        if seen != node.on_disk:
+            node.on_disk = seen
+            node.size = st.st_size
+            node.mtime_ns = st.st_mtime_ns
+            node.mtime_dirty = True
+
     def _pwrite(self, handle: DraftHandle, offset: int, data: bytes | memoryview) -> int:
         with self._lock:
             node = handle.node
@@ -839,6 +885,8 @@ class DraftStore:
     def _fsync(self, handle: DraftHandle, datasync: bool) -> None:
         with self._lock:
             node = handle.node
+            if node.kernel_writers:
+                self._look_at_disk(node)
             self._persist_mtime(node)
             try:
                 if node.fd is not None:
@@ -862,6 +910,8 @@ class DraftStore:
     def _flush(self, handle: DraftHandle) -> None:
         with self._lock:
             if handle.writable and not handle.closed:
+                if handle.node.kernel_writers:
+                    self._look_at_disk(handle.node)
                 self._persist_mtime(handle.node)
 
     def _release(self, handle: DraftHandle) -> None:
@@ -871,6 +921,9 @@ class DraftStore:
             handle.closed = True
             node = handle.node
             node.opens -= 1
+            if handle.writable and handle.kernel_io:
+                self._look_at_disk(node)
+                node.kernel_writers -= 1
             if handle.writable:
                 node.writers -= 1
                 if node.writers == 0 and node.attached and node.local:

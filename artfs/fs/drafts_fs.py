@@ -125,6 +125,8 @@ class LocalArtifactNode(ArtifactNode, LocalNode):
 @dataclass(slots=True)
 class _DraftFile:
     handle: DraftHandle
+    ino: int
+    passthrough: bool = False  # answered with a backing id: the kernel reads and writes
     reader: BlobReader | None = None  # for an inherited file, while its bytes are not local
     reader_sha: str | None = None
 
@@ -296,20 +298,44 @@ class DraftsFS:
         )
 
     # --- files -------------------------------------------------------------------------------
-    def _opened(self, handle: DraftHandle) -> Opened:
+    def _opened(self, ino: int, handle: DraftHandle) -> Opened:
+        """Answer an open: in passthrough when the file's bytes are local (drafts are local
+        files already: the kernel then writes them at local-disk speed), else through us."""
         fh = self.fs._fh()
-        self._files[fh] = _DraftFile(handle)
+        f = self._files[fh] = _DraftFile(handle, ino)
+        modes = self.fs.io_modes
+        if modes is None:
+            return Opened(fh, keep_cache=False)
+        fd = handle.local_fd()
+        if fd is not None and modes.may_passthrough(ino):
+            try:
+                backing_id = modes.open_passthrough(ino, lambda: fd)
+            except OSError as e:
+                if modes.in_passthrough(ino):
+                    del self._files[fh]
+                    handle.release()
+                    raise Unavailable(f"{handle.node.name}: the kernel refused it: {e}") from None
+                log.info("passthrough refused for %s (%s)", handle.node.name, e)
+            else:
+                handle.hand_to_kernel()
+                f.passthrough = True
+                return Opened(fh, keep_cache=False, backing_id=backing_id)
+        elif modes.in_passthrough(ino):  # cannot happen: passthrough needs local bytes, kept
+            del self._files[fh]
+            handle.release()
+            raise Unavailable(f"{handle.node.name} is open in passthrough elsewhere")
+        modes.open_cached(ino)
         return Opened(fh, keep_cache=False)
 
     def open(self, node: DraftNode, flags: int) -> Opened:
-        return self._opened(self.store.open(node.store_id, flags))
+        return self._opened(node.ino, self.store.open(node.store_id, flags))
 
     def create(self, parent: Node, name: str, mode: int, flags: int) -> tuple[Opened, Attr]:
         if not isinstance(parent, DraftNode):
             raise NotPermitted(f"create {name}: files go inside a draft (mkdir p/a/DRAFT first)")
         handle, st = self.store.create(parent.store_id, name, stat.S_IMODE(mode), flags)
         node = self._node(st.id, parent.ino, name, parent.draft_id)
-        return self._opened(handle), self.attr(node)
+        return self._opened(node.ino, handle), self.attr(node)
 
     def _file(self, fh: int) -> _DraftFile:
         try:
@@ -353,6 +379,8 @@ class DraftsFS:
         if f is None:
             return
         f.handle.release()
+        if self.fs.io_modes is not None:
+            self.fs.io_modes.release(f.ino, f.passthrough)
         await self._close_reader(f)
 
     @staticmethod
