@@ -296,13 +296,17 @@ def _expect_number(text: str) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .mountinfo import locate
+    from .mountinfo import locate, mount_facts
 
     target: str = args.target
     registry = config.registry_from(args.registry)
     sub_path = ""
     cache_dir = config.cache_dir_from(args.cache_dir)
     if os.path.exists(target):
+        mount = mount_facts(Path(target))
+        if mount is not None:
+            print(json.dumps(mount, indent=2, ensure_ascii=False))
+            return 0
         found = locate(Path(target))
         registry, ref_text, sub_path = found.registry, found.ref, found.sub_path
         cache_dir = found.cache_dir
@@ -610,6 +614,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir",
         help="where drafts live (default: one directory per mountpoint under "
         "$ARTFS_STATE_DIR or ~/.local/state/artfs/mounts)",
+    )
+    s.add_argument(
+        "--no-passthrough",
+        action="store_true",
+        help="serve every read and write through the daemon, never FUSE passthrough (also "
+        "ARTFS_PASSTHROUGH=0); by default cached blobs and draft files are read and written "
+        "by the kernel itself where it allows (Linux >= 6.9, root)",
     )
     s.add_argument("--debug", action="store_true", help="log every request")
     s.set_defaults(fn=cmd_mount)

@@ -31,8 +31,14 @@ def _canonical(mountpoint: Path) -> Path:
 
 
 def write_record(
-    mountpoint: Path, registry: str, cache_dir: Path, pid: int, state_dir: Path | None = None
+    mountpoint: Path,
+    registry: str,
+    cache_dir: Path,
+    pid: int,
+    state_dir: Path | None = None,
+    mode: str = "starting",
 ) -> None:
+    """``mode``: how the mount reads cached files ("passthrough", or why not)."""
     mountpoint = _canonical(mountpoint)
     data = {
         "mountpoint": str(mountpoint),
@@ -40,6 +46,7 @@ def write_record(
         "cache_dir": str(cache_dir),
         "pid": pid,
         "state_dir": str(state_dir) if state_dir else None,
+        "mode": mode,
     }
     path = _record_path(mountpoint)
     tmp = path.with_suffix(".tmp")
@@ -60,6 +67,15 @@ def read_record(mountpoint: Path) -> dict[str, Any] | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def mount_facts(path: Path) -> dict[str, Any] | None:
+    """What ``artfs info MOUNTPOINT`` shows: the running mount's record (None if ``path`` is
+    not the mountpoint of a running artfs mount)."""
+    record = read_record(_canonical(path))
+    if record is None or not os.path.ismount(_canonical(path)):
+        return None
+    return record
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,8 @@ from .client import open_client
 from .drafts.store import DraftStore
 from .errors import InvalidInput
 from .fs.daemon import canonical, is_fuse_mount, mount_background, run_mount, unmount
-from .fs.options import MountOptions
+from .fs.options import MountOptions, passthrough_default
+from .fs.service import ArtfsFS
 from .fs.siblings import SiblingTuning
 from .heap import freeze_startup_heap
 from .mountinfo import read_record, remove_record, write_record
@@ -55,6 +56,7 @@ def _options(args: argparse.Namespace, registry: str) -> MountOptions:
         source=registry,
         meta_timeout=args.timeout,
         read_timeout=max(30.0, 6 * args.timeout),
+        passthrough=passthrough_default() and not args.no_passthrough,
     )
 
 
@@ -95,7 +97,7 @@ def mount_command(args: argparse.Namespace) -> int:
         ]
         if args.cache_size:
             argv += ["--cache-size", args.cache_size]
-        for flag in ("xattrs", "allow_other", "debug"):
+        for flag in ("xattrs", "allow_other", "debug", "no_passthrough"):
             if getattr(args, flag):
                 argv.append("--" + flag.replace("_", "-"))
         log_path = config.runtime_dir() / f"mount-{mount_key(point)}.log"
@@ -134,9 +136,16 @@ async def _serve(
             ) as cache,
             trio.open_nursery() as nursery,
         ):
-            mount = functools.partial(run_mount, drafts=drafts)
+            record = functools.partial(
+                write_record, Path(point), registry, cache_dir, os.getpid(), state_dir
+            )
+
+            def ready(fs: ArtfsFS) -> None:
+                record(mode=fs.passthrough.mode)
+
+            mount = functools.partial(run_mount, drafts=drafts, ready=ready)
             await nursery.start(mount, point, client, cache, options)
-            write_record(Path(point), registry, cache_dir, os.getpid(), state_dir)
+            record()
     finally:
         remove_record(Path(point))
         with trio.CancelScope(shield=True):

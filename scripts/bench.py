@@ -354,10 +354,14 @@ class Bench:
             print("warning: the local directory is not on the state dir's fs", file=sys.stderr)
         read_all(src)  # the source comes from the page cache
         gbs = self.size / 1e9
+
+        def dd(bs: str) -> Callable[[Path], list[str]]:
+            return lambda dst: ["dd", f"if={src}", f"of={dst}", f"bs={bs}", "status=none"]
+
         commands: list[tuple[str, Callable[[Path], list[str]], str]] = [
-            ("dd bs=4k", lambda d: ["dd", f"if={src}", f"of={d}", "bs=4k", "status=none"], ">= 0.5"),
-            ("dd bs=1M", lambda d: ["dd", f"if={src}", f"of={d}", "bs=1M", "status=none"], ">= 0.7"),
-            ("cp", lambda d: ["cp", str(src), str(d)], ">= 0.7"),
+            ("dd bs=4k", dd("4k"), ">= 0.5"),
+            ("dd bs=1M", dd("1M"), ">= 0.7"),
+            ("cp", lambda dst: ["cp", str(src), str(dst)], ">= 0.7"),
         ]
         for name, command, target in commands:
             t_draft: list[float] = []
@@ -397,14 +401,22 @@ def render_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def bench_args(doc: str | None, files: int) -> argparse.Namespace:
-    """The options every bench script takes."""
+def bench_args(
+    doc: str | None, files: int, *, passthrough_flag: bool = False
+) -> argparse.Namespace:
+    """The options every bench script takes (``--no-passthrough`` where it is asked for)."""
     ap = argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--files", type=int, default=files)
     ap.add_argument("--workdir", help="where to put data (default: a temp dir on /var/tmp)")
+    if passthrough_flag:
+        ap.add_argument(
+            "--no-passthrough",
+            action="store_true",
+            help="mount with ARTFS_PASSTHROUGH=0: every read and write goes through the daemon",
+        )
     return ap.parse_args()
 
 
@@ -421,13 +433,19 @@ def run_cleanly(run: Callable[[], object], work: Path, mounts: list[Path], serve
 
 
 def main() -> None:
-    args = bench_args(__doc__, 10_000)
+    args = bench_args(__doc__, 10_000, passthrough_flag=True)
     work = Path(tempfile.mkdtemp(prefix="artfs-bench-", dir=args.workdir or "/var/tmp"))
-    bench = Bench(work, args.size_mib << 20, args.files)
-    run_cleanly(bench.run, work, [work / "mnt"], bench.server)
+    bench = Bench(work, args.size_mib << 20, args.files, passthrough=not args.no_passthrough)
+    try:
+        run_cleanly(bench.run, work, [work / "mnt"], bench.server)
+    finally:
+        if bench.log is not None:  # the daemons' log: one per mountpoint, and this one is gone
+            bench.log.unlink(missing_ok=True)
+    asked = "off (ARTFS_PASSTHROUGH=0)" if args.no_passthrough else "default"
     print(
         f"\nartfs bench, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
         f"{args.size_mib} MiB file, {args.files} small files\n"
+        f"passthrough asked: {asked}; the mounts said: passthrough: {bench.mode()}\n"
     )
     print(bench.table())
 

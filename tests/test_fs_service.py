@@ -517,10 +517,10 @@ async def test_a_forgotten_version_tree_is_freed_and_rebuilt_with_the_same_numbe
     assert len(fs.table) > before + len(FILES)
     fs.forget(kernel_refs(fs)[:-1])  # all but one: the tree stays
     assert len(fs.table) > before + len(FILES)
-    assert fs._walks  # the directory read-ahead's state holds file nodes...
+    assert fs.files._walks  # the directory read-ahead's state holds file nodes...
     fs.forget(kernel_refs(fs))
     assert len(fs.table) == before  # only the version directory is left
-    assert not fs._walks  # ...and goes with the tree
+    assert not fs.files._walks  # ...and goes with the tree
     requests = env.registry.requests
     assert {rel: (await walk(fs, "p/a/v0/" + rel)).ino for rel in FILES} == inos
     assert env.registry.requests == requests  # rebuilt from the manifest on disk
