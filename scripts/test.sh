@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh) and run every check CI runs: ruff, mypy, the whole pytest suite,
-# on SQLite + local blobs and on PostgreSQL + SeaweedFS (started by scripts/services.sh;
+# Set up (scripts/setup.sh) and run every check CI runs: ruff, mypy, the whole pytest suite
+# (with FUSE passthrough on, then off), on SQLite + local blobs and on PostgreSQL + SeaweedFS (started by scripts/services.sh;
 # ARTFS_TEST_SERVICES=0 skips that configuration).
 # Extra arguments go to pytest (e.g. scripts/test.sh -k cache -x).
 set -euo pipefail
@@ -16,5 +16,9 @@ if [ "${ARTFS_TEST_SERVICES:-1}" = 1 ]; then
     trap 'scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
     eval "$(scripts/services.sh start)"
 fi
-echo "== pytest" >&2
-.venv/bin/pytest "$@"
+# The whole suite twice: with FUSE passthrough (the default where the kernel allows it) and
+# with it off, as on a kernel or filesystem without it (mount --no-passthrough).
+echo "== pytest (passthrough on)" >&2
+ARTFS_PASSTHROUGH=1 .venv/bin/pytest "$@"
+echo "== pytest (passthrough off)" >&2
+ARTFS_PASSTHROUGH=0 .venv/bin/pytest "$@"
