@@ -15,9 +15,14 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ..errors import StorageFull
+from ..manifest import Manifest
 from .oserrors import disk_error
+
+DEFAULT_DIR_MODE = 0o755
+DEFAULT_FILE_MODE = 0o644
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS drafts (
@@ -153,3 +158,51 @@ class DraftDB:
             self.conn.close()
         except sqlite3.Error:
             pass
+
+
+def tree_rows(
+    c: Any, draft_id: int, manifest: Manifest | None, mode: int, now_ns: int
+) -> list[tuple[object, ...]]:
+    """Node rows for a new draft: its root, then the directories and files of ``manifest``."""
+    (top,) = c.execute("SELECT coalesce(max(id), 0) FROM nodes").fetchone()
+    next_id = int(top) + 1
+    root = next_id
+    rows: list[tuple[object, ...]] = [(root, draft_id, None, "", 1, mode, now_ns, 0, None, None, 0)]
+    next_id += 1
+    dirs: dict[str, int] = {"": root}
+
+    def dir_id(path: str) -> int:
+        nonlocal next_id
+        found = dirs.get(path)
+        if found is not None:
+            return found
+        parent_path, _, name = path.rpartition("/")
+        parent = dir_id(parent_path)
+        nid = next_id
+        next_id += 1
+        rows.append((nid, draft_id, parent, name, 1, DEFAULT_DIR_MODE, now_ns, 0, None, None, 0))
+        dirs[path] = nid
+        return nid
+
+    for path in manifest or ():
+        entry = manifest[path] if manifest is not None else None
+        assert entry is not None
+        parent_path, _, name = path.rpartition("/")
+        parent = dir_id(parent_path)
+        rows.append(
+            (
+                next_id,
+                draft_id,
+                parent,
+                name,
+                0,
+                DEFAULT_FILE_MODE,
+                now_ns,
+                entry.size,
+                entry.sha256,
+                None,
+                0,
+            )
+        )
+        next_id += 1
+    return rows

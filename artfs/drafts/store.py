@@ -35,9 +35,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from ..errors import (
     AlreadyExists,
@@ -51,147 +49,30 @@ from ..errors import (
     NotFound,
     NotPermitted,
 )
-from ..manifest import FileEntry, Manifest
+from ..manifest import Manifest
 from .bghash import HashWorker
-from .db import DRAFT_COLUMNS, NODE_COLUMNS, DraftDB
-from .model import Draft, DraftKey, NodeStat, PendingCommit, SnapshotFile, entry_name
+from .commitview import CommitView
+from .db import (
+    DEFAULT_DIR_MODE,
+    DEFAULT_FILE_MODE,
+    DRAFT_COLUMNS,
+    NODE_COLUMNS,
+    DraftDB,
+    tree_rows,
+)
+from .fileio import FileBytes
+from .model import Draft, DraftKey, NodeStat, PendingCommit, entry_name
+from .nodes import DraftHandle, StoreNode, data_stamp
 from .oserrors import disk_error
 
 log = logging.getLogger(__name__)
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
-DEFAULT_DIR_MODE = 0o755
-DEFAULT_FILE_MODE = 0o644
 _ACCMODE = os.O_ACCMODE
 
 
-def _stamp(st: os.stat_result) -> str:
-    """What a data file looked like when its sha256 was recorded."""
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
-class _Node:
-    __slots__ = (
-        "attached",
-        "children",
-        "draft",
-        "fd",
-        "hashed",
-        "hasher",
-        "id",
-        "is_dir",
-        "kernel_writers",
-        "local",
-        "mode",
-        "mtime_dirty",
-        "mtime_ns",
-        "name",
-        "on_disk",
-        "opens",
-        "parent",
-        "sha256",
-        "size",
-        "subdirs",
-        "writers",
-    )
-
-    def __init__(
-        self,
-        id: int,
-        draft: int,
-        parent: int | None,
-        name: str,
-        is_dir: bool,
-        mode: int,
-        mtime_ns: int,
-    ) -> None:
-        self.id = id
-        self.draft = draft
-        self.parent = parent
-        self.name = name
-        self.is_dir = is_dir
-        self.mode = mode
-        self.mtime_ns = mtime_ns
-        self.size = 0
-        self.sha256: str | None = None  # known content digest (inherited, or hashed)
-        self.local = False  # bytes in data/<draft>/<id>; else inherited blob (files only)
-        self.children: dict[str, _Node] = {}
-        self.subdirs = 0
-        self.attached = True
-        self.fd: int | None = None  # shared by every handle of a local file
-        self.opens = 0
-        self.writers = 0
-        self.hasher: Any = None  # BackgroundSha256 while writes are strictly sequential
-        self.hashed = 0
-        self.mtime_dirty = False
-        self.kernel_writers = 0  # handles whose writes the kernel makes itself (passthrough)
-        self.on_disk: tuple[int, int] = (0, 0)  # (size, mtime_ns) of the bytes when last looked
-
-
-class DraftHandle:
-    """An open file inside a draft. ``pread``/``pwrite`` are plain os calls on a kept fd."""
-
-    __slots__ = ("_store", "append", "closed", "kernel_io", "node", "writable")
-
-    def __init__(self, store: DraftStore, node: _Node, writable: bool, append: bool) -> None:
-        self._store = store
-        self.node = node
-        self.writable = writable
-        self.append = append
-        self.closed = False
-        self.kernel_io = False  # reads and writes go to the local file without us (passthrough)
-
-    @property
-    def node_id(self) -> int:
-        return self.node.id
-
-    @property
-    def blob(self) -> FileEntry | None:
-        """The inherited blob to read through the cache, or None when the bytes are local."""
-        node = self.node
-        if node.local or node.sha256 is None:
-            return None
-        return FileEntry(node.size, node.sha256)
-
-    @property
-    def size(self) -> int:
-        return self.node.size
-
-    def pread(self, offset: int, length: int) -> bytes:
-        fd = self.node.fd
-        if fd is None:
-            raise InvalidInput(f"{self.node.name}: inherited file, read it through the cache")
-        try:
-            return os.pread(fd, length, offset)
-        except OSError as e:
-            raise disk_error(e, f"reading {self.node.name}") from None
-
-    def pwrite(self, offset: int, data: bytes | memoryview) -> int:
-        return self._store._pwrite(self, offset, data)
-
-    def local_fd(self) -> int | None:
-        """The fd of the file's local bytes (None while they are an inherited blob's)."""
-        node = self.node
-        return node.fd if node.local and not self.closed else None
-
-    def hand_to_kernel(self) -> None:
-        """From now on the kernel reads and writes the local file itself (FUSE passthrough):
-        the store forgets the file's digest now, and learns sizes and mtimes from the file."""
-        self._store._hand_to_kernel(self)
-
-    def fsync(self, datasync: bool = False) -> None:
-        self._store._fsync(self, datasync)
-
-    def flush(self) -> None:
-        """Called on every close(2) of a descriptor: records the mtime."""
-        self._store._flush(self)
-
-    def release(self) -> None:
-        self._store._release(self)
-
-
-class DraftStore:
+class DraftStore(FileBytes, CommitView):
     """Drafts of every registry and artifact of one mount, under one state directory."""
 
     def __init__(
@@ -218,7 +99,7 @@ class DraftStore:
         self._lock = threading.RLock()
         self._drafts: dict[int, Draft] = {}
         self._by_key: dict[DraftKey, Draft] = {}
-        self._nodes: dict[int, _Node] = {}
+        self._nodes: dict[int, StoreNode] = {}
         with self._lock:
             self._load_new()
             if owner:
@@ -276,10 +157,10 @@ class DraftStore:
         rows = self._db.query(
             f"SELECT {NODE_COLUMNS} FROM nodes WHERE draft=? ORDER BY id", (draft.id,)
         )
-        nodes: dict[int, _Node] = {}
+        nodes: dict[int, StoreNode] = {}
         for nid, _d, parent, name, is_dir, mode, mtime_ns, size, sha, stamp, local in rows:
             assert isinstance(nid, int)
-            node = _Node(
+            node = StoreNode(
                 nid,
                 draft.id,
                 parent if isinstance(parent, int) else None,
@@ -305,7 +186,7 @@ class DraftStore:
                 self._attach(parent_node, node)
         self._nodes.update(nodes)
 
-    def _load_local(self, node: _Node, stamp: str | None) -> None:
+    def _load_local(self, node: StoreNode, stamp: str | None) -> None:
         path = self.data_path(node)
         try:
             st = os.stat(path)
@@ -322,7 +203,7 @@ class DraftStore:
             except OSError as e:
                 raise disk_error(e, f"restoring {path}") from None
         node.size = st.st_size
-        if node.sha256 is not None and stamp != _stamp(st):
+        if node.sha256 is not None and stamp != data_stamp(st):
             node.sha256 = None
 
     def _collect_orphans(self) -> None:
@@ -402,7 +283,7 @@ class DraftStore:
                 )
                 did = cur.lastrowid
                 assert did is not None
-                rows = _tree_rows(c, did, manifest, mode & 0o7777, now_ns)
+                rows = tree_rows(c, did, manifest, mode & 0o7777, now_ns)
                 c.executemany(
                     f"INSERT INTO nodes ({NODE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows
                 )
@@ -460,13 +341,13 @@ class DraftStore:
         return str(rows[0][0]) if rows else None
 
     # --- the tree -----------------------------------------------------------------------
-    def _node(self, node_id: int) -> _Node:
+    def _node(self, node_id: int) -> StoreNode:
         try:
             return self._nodes[node_id]
         except KeyError:
             raise NotFound(f"draft entry {node_id} is gone") from None
 
-    def _dir(self, node_id: int) -> _Node:
+    def _dir(self, node_id: int) -> StoreNode:
         node = self._node(node_id)
         if not node.is_dir:
             raise NotADirectory(f"{node.name} is not a directory")
@@ -476,7 +357,7 @@ class DraftStore:
         if draft.committing:
             raise Conflict(f"draft {draft.key} is being committed; try again when it is done")
 
-    def _mutable_dir(self, node_id: int) -> _Node:
+    def _mutable_dir(self, node_id: int) -> StoreNode:
         node = self._dir(node_id)
         self._check_mutable(self._drafts[node.draft])
         return node
@@ -494,7 +375,7 @@ class DraftStore:
         with self._lock:
             return self._stat(self._node(node_id))
 
-    def _stat(self, node: _Node) -> NodeStat:
+    def _stat(self, node: StoreNode) -> NodeStat:
         if node.kernel_writers:
             self._look_at_disk(node)
         if node.is_dir:
@@ -530,21 +411,21 @@ class DraftStore:
                 node = child
             return node.id
 
-    def _attach(self, parent: _Node, node: _Node) -> None:
+    def _attach(self, parent: StoreNode, node: StoreNode) -> None:
         parent.children[node.name] = node
         node.parent = parent.id
         node.attached = True
         if node.is_dir:
             parent.subdirs += 1
 
-    def _detach(self, node: _Node) -> None:
+    def _detach(self, node: StoreNode) -> None:
         parent = self._nodes[node.parent] if node.parent is not None else None
         if parent is not None and parent.children.get(node.name) is node:
             del parent.children[node.name]
             if node.is_dir:
                 parent.subdirs -= 1
 
-    def _forget(self, node: _Node) -> None:
+    def _forget(self, node: StoreNode) -> None:
         """A node that left the tree for good: its data file goes; open fds keep the bytes."""
         node.attached = False
         self._nodes.pop(node.id, None)
@@ -558,13 +439,15 @@ class DraftStore:
         if node.opens == 0:
             self._close_fd(node)
 
-    def data_path(self, node: _Node | int) -> Path:
+    def data_path(self, node: StoreNode | int) -> Path:
         if isinstance(node, int):
             node = self._node(node)
         return self.data_dir / str(node.draft) / str(node.id)
 
     # --- creating ----------------------------------------------------------------------
-    def _insert(self, parent: _Node, name: str, is_dir: bool, mode: int, local: bool) -> _Node:
+    def _insert(
+        self, parent: StoreNode, name: str, is_dir: bool, mode: int, local: bool
+    ) -> StoreNode:
         now_ns = time.time_ns()
         with self._db.tx(f"creating {name}") as c:
             cur = c.execute(
@@ -575,7 +458,7 @@ class DraftStore:
             nid = cur.lastrowid
             assert nid is not None
             c.execute("UPDATE nodes SET mtime_ns=? WHERE id=?", (now_ns, parent.id))
-        node = _Node(nid, parent.draft, parent.id, name, is_dir, mode & 0o7777, now_ns)
+        node = StoreNode(nid, parent.draft, parent.id, name, is_dir, mode & 0o7777, now_ns)
         node.local = local
         self._nodes[nid] = node
         self._attach(parent, node)
@@ -623,7 +506,7 @@ class DraftStore:
         """The error for symlink/link/device creation inside a draft."""
         return NotPermitted(f"{what}: a draft holds only regular files and directories")
 
-    def _new_data_file(self, node: _Node) -> None:
+    def _new_data_file(self, node: StoreNode) -> None:
         path = self.data_path(node)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -635,7 +518,7 @@ class DraftStore:
         node.fd = fd
         node.size = 0
 
-    def _rollback_insert(self, node: _Node) -> None:
+    def _rollback_insert(self, node: StoreNode) -> None:
         try:
             self._db.tx_freeing(
                 f"undoing {node.name}",
@@ -645,328 +528,6 @@ class DraftStore:
             log.warning("could not undo the creation of %s: %s", node.name, e)
         self._detach(node)
         self._nodes.pop(node.id, None)
-
-    # --- opening, reading, writing ------------------------------------------------------------
-    def open(self, node_id: int, flags: int) -> DraftHandle:
-        with self._lock:
-            return self._open(self._node(node_id), flags)
-
-    def _open(self, node: _Node, flags: int) -> DraftHandle:
-        if node.is_dir:
-            raise IsADirectory(f"{node.name} is a directory")
-        writable = flags & _ACCMODE in (os.O_WRONLY, os.O_RDWR)
-        if writable:
-            self._check_mutable(self._drafts[node.draft])
-            if flags & os.O_TRUNC:
-                self._truncate(node, 0)
-        if node.local and node.fd is None:
-            try:
-                node.fd = os.open(self.data_path(node), os.O_RDWR | os.O_CLOEXEC)
-            except OSError as e:
-                raise disk_error(e, f"opening {node.name}") from None
-        node.opens += 1
-        if writable:
-            node.writers += 1
-        return DraftHandle(self, node, writable, bool(flags & os.O_APPEND))
-
-    def needs_data(self, node_id: int) -> FileEntry | None:
-        """The inherited blob whose bytes must be made local before this file changes."""
-        with self._lock:
-            node = self._node(node_id)
-            if node.is_dir or node.local or node.sha256 is None:
-                return None
-            return FileEntry(node.size, node.sha256)
-
-    def _forget_hash(self, node: _Node) -> None:
-        """Before bytes change: the recorded digest goes first, so a crash cannot keep it."""
-        if node.sha256 is not None:
-            self._db.tx_freeing(
-                f"updating {node.name}",
-                lambda c: c.execute(
-                    "UPDATE nodes SET sha256=NULL, stamp=NULL WHERE id=?", (node.id,)
-                ),
-            )
-            node.sha256 = None
-
-    def _hand_to_kernel(self, handle: DraftHandle) -> None:
-        with self._lock:
-            node = handle.node
-            if handle.closed or not node.local or node.fd is None:
-                raise InvalidInput(f"{node.name}: no local bytes to hand to the kernel")
-            handle.kernel_io = True
-            if handle.writable:
-                self._forget_hash(node)
-                node.hasher = None  # writes we never see: the commit hashes the file
-                if not node.kernel_writers:
-                    st = os.fstat(node.fd)
-                    node.on_disk = (st.st_size, st.st_mtime_ns)
-                node.kernel_writers += 1
-
-    def _look_at_disk(self, node: _Node) -> None:
-        """Size and mtime of a file the kernel writes: what the file says, when it changed."""
-        if node.fd is None:
-            return
-        try:
-            st = os.fstat(node.fd)
-        except OSError as e:
-            raise disk_error(e, f"reading the size of {node.name}") from None
-        seen = (st.st_size, st.st_mtime_ns)
-        if seen != node.on_disk:
-            node.on_disk = seen
-            node.size = st.st_size
-            node.mtime_ns = st.st_mtime_ns
-            node.mtime_dirty = True
-
-    def _pwrite(self, handle: DraftHandle, offset: int, data: bytes | memoryview) -> int:
-        with self._lock:
-            node = handle.node
-            if handle.closed or not handle.writable:
-                raise InvalidInput(f"{node.name}: not open for writing")
-            if not node.local or node.fd is None:
-                raise InvalidInput(f"{node.name}: inherited bytes not local yet (ensure_local)")
-            self._forget_hash(node)
-            if handle.append:
-                offset = node.size
-            view = memoryview(data)
-            written = 0
-            try:
-                while written < len(view):
-                    written += os.pwrite(node.fd, view[written:], offset + written)
-            except OSError as e:
-                node.size = max(node.size, offset + written)
-                node.hasher = None
-                raise disk_error(e, f"writing {node.name}") from None
-            finally:
-                node.mtime_ns = time.time_ns()
-                node.mtime_dirty = True
-            if node.hasher is not None:
-                if offset == node.hashed == node.size:
-                    node.hasher.update(view)
-                    node.hashed += written
-                else:
-                    node.hasher = None
-            node.size = max(node.size, offset + written)
-            return written
-
-    def setattr(
-        self,
-        node_id: int,
-        *,
-        mode: int | None = None,
-        size: int | None = None,
-        mtime_ns: int | None = None,
-    ) -> NodeStat:
-        """chmod, truncate, utimens. Truncating an inherited file needs ``ensure_local`` first
-        unless the new size is 0 or unchanged."""
-        with self._lock:
-            node = self._node(node_id)
-            self._check_mutable(self._drafts[node.draft])
-            if size is not None:
-                if node.is_dir:
-                    raise IsADirectory(f"{node.name} is a directory")
-                if size < 0:
-                    raise InvalidInput(f"invalid size {size}")
-                self._truncate(node, size)
-                if node.opens == 0:
-                    self._close_fd(node)
-            if mode is not None or mtime_ns is not None:
-                new_mode = node.mode if mode is None else stat.S_IMODE(mode)
-                new_mtime = node.mtime_ns if mtime_ns is None else mtime_ns
-                with self._db.tx(f"changing {node.name}") as c:
-                    c.execute(
-                        "UPDATE nodes SET mode=?, mtime_ns=? WHERE id=?",
-                        (new_mode, new_mtime, node.id),
-                    )
-                node.mode, node.mtime_ns, node.mtime_dirty = new_mode, new_mtime, False
-            return self._stat(node)
-
-    def _truncate(self, node: _Node, size: int) -> None:
-        if not node.local:
-            if size == node.size:
-                return
-            if size != 0:
-                raise InvalidInput(f"{node.name}: inherited bytes not local yet (ensure_local)")
-            self._make_empty_local(node)
-            return
-        if size == node.size:
-            if size == 0 and node.hasher is None and self.hash_while_writing:
-                node.hasher, node.hashed = self._hash_worker.hasher(), 0
-            return
-        self._forget_hash(node)
-        try:
-            if node.fd is not None:
-                os.ftruncate(node.fd, size)
-            else:
-                os.truncate(self.data_path(node), size)
-        except OSError as e:
-            raise disk_error(e, f"truncating {node.name}") from None
-        node.size = size
-        node.mtime_ns = time.time_ns()
-        node.mtime_dirty = True
-        if size == 0:
-            node.hasher = self._hash_worker.hasher() if self.hash_while_writing else None
-            node.hashed = 0
-        elif node.hasher is not None and node.hashed != size:
-            node.hasher = None
-
-    def _make_empty_local(self, node: _Node) -> None:
-        """An inherited file truncated to 0: new empty local bytes, nothing fetched."""
-        path = self.data_path(node)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            raise disk_error(e, f"truncating {node.name}") from None
-        now_ns = time.time_ns()
-        try:
-            with self._db.tx(f"truncating {node.name}") as c:
-                c.execute(
-                    "UPDATE nodes SET local=1, size=0, sha256=NULL, stamp=NULL, mtime_ns=? "
-                    "WHERE id=?",
-                    (now_ns, node.id),
-                )
-        except ArtfsError:
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            raise
-        self._close_fd(node)
-        node.fd = fd
-        node.local, node.size, node.sha256, node.mtime_ns = True, 0, None, now_ns
-        node.hasher = self._hash_worker.hasher() if self.hash_while_writing else None
-        node.hashed = 0
-
-    # --- copy-on-write of inherited files (driven by cow.ensure_local) ------------------------
-    def materialize_target(self, node_id: int) -> tuple[FileEntry, Path] | None:
-        """Where to copy an inherited file's complete bytes; None if already local."""
-        with self._lock:
-            node = self._node(node_id)
-            if node.is_dir or node.local or node.sha256 is None:
-                return None
-            path = self.data_path(node).with_suffix(".cow")
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise disk_error(e, f"preparing {node.name}") from None
-            return FileEntry(node.size, node.sha256), path
-
-    def adopt_materialized(self, node_id: int, tmp: Path, entry: FileEntry) -> None:
-        """Make the copy at ``tmp`` the file's local bytes (unless the file changed meanwhile)."""
-        with self._lock:
-            node = self._nodes.get(node_id)
-            if node is None or node.local or node.sha256 != entry.sha256 or not node.attached:
-                tmp.unlink(missing_ok=True)
-                return
-            final = self.data_path(node)
-            try:
-                st = os.stat(tmp)
-                if st.st_size != entry.size:
-                    raise InvalidInput(f"{node.name}: copied {st.st_size} bytes of {entry.size}")
-                os.rename(tmp, final)
-            except OSError as e:
-                tmp.unlink(missing_ok=True)
-                raise disk_error(e, f"copying {node.name}") from None
-            with self._db.tx(f"updating {node.name}") as c:
-                c.execute("UPDATE nodes SET local=1, stamp=? WHERE id=?", (_stamp(st), node.id))
-            node.local = True
-            node.hasher = None
-            if node.opens:
-                try:
-                    node.fd = os.open(final, os.O_RDWR | os.O_CLOEXEC)
-                except OSError as e:
-                    raise disk_error(e, f"opening {node.name}") from None
-
-    # --- fsync, flush, release ------------------------------------------------------------------
-    def _persist_mtime(self, node: _Node) -> None:
-        if node.mtime_dirty and node.attached:
-            with self._db.tx(f"updating {node.name}") as c:
-                c.execute("UPDATE nodes SET mtime_ns=? WHERE id=?", (node.mtime_ns, node.id))
-            node.mtime_dirty = False
-
-    def _fsync(self, handle: DraftHandle, datasync: bool) -> None:
-        with self._lock:
-            node = handle.node
-            if node.kernel_writers:
-                self._look_at_disk(node)
-            self._persist_mtime(node)
-            try:
-                if node.fd is not None:
-                    (os.fdatasync if datasync else os.fsync)(node.fd)
-                self._fsync_dir(self.data_dir / str(node.draft))
-            except OSError as e:
-                raise disk_error(e, f"syncing {node.name}") from None
-            self._db.sync()
-
-    @staticmethod
-    def _fsync_dir(path: Path) -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        except FileNotFoundError:
-            return
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _flush(self, handle: DraftHandle) -> None:
-        with self._lock:
-            if handle.writable and not handle.closed:
-                if handle.node.kernel_writers:
-                    self._look_at_disk(handle.node)
-                self._persist_mtime(handle.node)
-
-    def _release(self, handle: DraftHandle) -> None:
-        with self._lock:
-            if handle.closed:
-                return
-            handle.closed = True
-            node = handle.node
-            node.opens -= 1
-            if handle.writable and handle.kernel_io:
-                self._look_at_disk(node)
-                node.kernel_writers -= 1
-            if handle.writable:
-                node.writers -= 1
-                if node.writers == 0 and node.attached and node.local:
-                    try:
-                        self._settle(node)
-                    except ArtfsError as e:  # release cannot fail; the next commit rehashes
-                        log.warning("after closing %s: %s", node.name, e)
-            if node.opens == 0:
-                self._close_fd(node)
-
-    def _settle(self, node: _Node) -> None:
-        """Last writer closed: record the mtime and, if writes were sequential, the sha256."""
-        sha: str | None = None
-        stamp: str | None = None
-        if node.hasher is not None and node.hashed == node.size and node.fd is not None:
-            sha = node.hasher.hexdigest()
-            stamp = _stamp(os.fstat(node.fd))
-        if self.fsync_on_close and node.fd is not None:
-            try:
-                os.fsync(node.fd)
-            except OSError as e:
-                raise disk_error(e, f"syncing {node.name}") from None
-        if sha is not None:
-            with self._db.tx(f"updating {node.name}") as c:
-                c.execute(
-                    "UPDATE nodes SET mtime_ns=?, sha256=?, stamp=? WHERE id=?",
-                    (node.mtime_ns, sha, stamp, node.id),
-                )
-            node.sha256 = sha
-            node.mtime_dirty = False
-        else:
-            self._persist_mtime(node)
-        if self.fsync_on_close:
-            self._db.sync()
-
-    @staticmethod
-    def _close_fd(node: _Node) -> None:
-        if node.fd is not None:
-            fd, node.fd = node.fd, None
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
     # --- removing and renaming ------------------------------------------------------------------
     def unlink(self, parent: int, name: str) -> None:
@@ -991,7 +552,7 @@ class DraftStore:
                 raise NotEmpty(f"{name}: directory not empty")
             self._remove(dir_node, node)
 
-    def _remove(self, dir_node: _Node, node: _Node) -> None:
+    def _remove(self, dir_node: StoreNode, node: StoreNode) -> None:
         now_ns = time.time_ns()
 
         def remove(c: sqlite3.Connection) -> None:
@@ -1063,20 +624,20 @@ class DraftStore:
             if dst is not None:
                 self._forget(dst)
 
-    def _is_ancestor(self, ancestor: _Node, node: _Node) -> bool:
+    def _is_ancestor(self, ancestor: StoreNode, node: StoreNode) -> bool:
         """Whether ``ancestor`` is ``node`` or one of its parents."""
-        current: _Node | None = node
+        current: StoreNode | None = node
         while current is not None:
             if current is ancestor:
                 return True
             current = self._nodes.get(current.parent) if current.parent is not None else None
         return False
 
-    def _check_not_inside(self, moving: _Node, target_dir: _Node) -> None:
+    def _check_not_inside(self, moving: StoreNode, target_dir: StoreNode) -> None:
         if self._is_ancestor(moving, target_dir):
             raise InvalidInput(f"cannot move {moving.name} inside itself")
 
-    def _exchange(self, a_dir: _Node, a: _Node, b_dir: _Node, b: _Node) -> None:
+    def _exchange(self, a_dir: StoreNode, a: StoreNode, b_dir: StoreNode, b: StoreNode) -> None:
         if a is b:
             return
         if a.is_dir:
@@ -1093,95 +654,6 @@ class DraftStore:
         self._attach(b_dir, a)
         self._attach(a_dir, b)
 
-    # --- commit support -------------------------------------------------------------------------
-    def writers(self, draft_id: int) -> list[str]:
-        """Paths of the draft's files that are open for writing right now."""
-        with self._lock:
-            return sorted(
-                self.path_of(n.id)
-                for n in self._nodes.values()
-                if n.draft == draft_id and n.writers > 0 and n.attached
-            )
-
-    def begin_commit(self, draft_id: int) -> Draft:
-        """Freeze a draft: every change is refused (EBUSY) until ``end_commit``/``finish_commit``."""
-        with self._lock:
-            draft = self.get_draft(draft_id)
-            self._check_mutable(draft)
-            draft.committing = True
-            return draft
-
-    def end_commit(self, draft_id: int) -> None:
-        """The commit failed: the draft is writable again, exactly as it was."""
-        with self._lock:
-            draft = self._drafts.get(draft_id)
-            if draft is not None:
-                draft.committing = False
-
-    def finish_commit(self, draft_id: int) -> None:
-        """The commit landed: the draft disappears with its data."""
-        with self._lock:
-            draft = self.get_draft(draft_id)
-            self._drop_draft(draft)
-
-    def set_pending(self, draft_id: int, pending: PendingCommit | None) -> None:
-        with self._lock:
-            draft = self.get_draft(draft_id)
-            with self._db.tx("recording the commit in progress") as c:
-                c.execute(
-                    "UPDATE drafts SET pending=? WHERE id=?",
-                    (None if pending is None else pending.to_text(), draft_id),
-                )
-            self._db.sync()
-            draft.pending = pending
-
-    def snapshot(self, draft_id: int) -> list[SnapshotFile]:
-        """Every file of the draft with what is known of its content, sorted by path."""
-        with self._lock:
-            root = self._nodes[self.get_draft(draft_id).root]
-            return sorted(self._walk(root, ""), key=lambda f: f.path)
-
-    def _walk(self, node: _Node, prefix: str) -> Iterator[SnapshotFile]:
-        for name, child in node.children.items():
-            path = f"{prefix}{name}"
-            if child.is_dir:
-                yield from self._walk(child, path + "/")
-            elif not child.local:
-                yield SnapshotFile(path, child.id, child.size, child.sha256, None)
-            else:
-                yield SnapshotFile(
-                    path, child.id, child.size, self._known_sha(child), self.data_path(child)
-                )
-
-    def _known_sha(self, node: _Node) -> str | None:
-        if node.writers == 0 and node.hasher is not None and node.hashed == node.size:
-            return str(node.hasher.hexdigest())
-        if node.sha256 is None:
-            return None
-        rows = self._db.query("SELECT stamp FROM nodes WHERE id=?", (node.id,))
-        try:
-            st = os.stat(self.data_path(node))
-        except OSError:
-            return None
-        return node.sha256 if rows and rows[0][0] == _stamp(st) else None
-
-    def remember_hash(self, node_id: int, sha256: str, stamp: str) -> None:
-        """Record a digest computed by a commit, valid while the data file keeps ``stamp``."""
-        with self._lock:
-            node = self._nodes.get(node_id)
-            if node is None or not node.local:
-                return
-            with self._db.tx(f"recording the digest of {node.name}") as c:
-                c.execute("UPDATE nodes SET sha256=?, stamp=? WHERE id=?", (sha256, stamp, node_id))
-            node.sha256 = sha256
-
-    @staticmethod
-    def stamp_of(path: Path) -> str:
-        try:
-            return _stamp(os.stat(path))
-        except OSError as e:
-            raise disk_error(e, f"reading {path}") from None
-
     def close(self) -> None:
         self._hash_worker.close()
         with self._lock:
@@ -1191,51 +663,3 @@ class DraftStore:
             if self._owner_fd is not None:
                 os.close(self._owner_fd)
                 self._owner_fd = None
-
-
-def _tree_rows(
-    c: Any, draft_id: int, manifest: Manifest | None, mode: int, now_ns: int
-) -> list[tuple[object, ...]]:
-    """Node rows for a new draft: its root, then the directories and files of ``manifest``."""
-    (top,) = c.execute("SELECT coalesce(max(id), 0) FROM nodes").fetchone()
-    next_id = int(top) + 1
-    root = next_id
-    rows: list[tuple[object, ...]] = [(root, draft_id, None, "", 1, mode, now_ns, 0, None, None, 0)]
-    next_id += 1
-    dirs: dict[str, int] = {"": root}
-
-    def dir_id(path: str) -> int:
-        nonlocal next_id
-        found = dirs.get(path)
-        if found is not None:
-            return found
-        parent_path, _, name = path.rpartition("/")
-        parent = dir_id(parent_path)
-        nid = next_id
-        next_id += 1
-        rows.append((nid, draft_id, parent, name, 1, DEFAULT_DIR_MODE, now_ns, 0, None, None, 0))
-        dirs[path] = nid
-        return nid
-
-    for path in manifest or ():
-        entry = manifest[path] if manifest is not None else None
-        assert entry is not None
-        parent_path, _, name = path.rpartition("/")
-        parent = dir_id(parent_path)
-        rows.append(
-            (
-                next_id,
-                draft_id,
-                parent,
-                name,
-                0,
-                DEFAULT_FILE_MODE,
-                now_ns,
-                entry.size,
-                entry.sha256,
-                None,
-                0,
-            )
-        )
-        next_id += 1
-    return rows

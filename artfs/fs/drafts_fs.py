@@ -49,9 +49,10 @@ from ..cache.protocol import BlobReader
 from ..drafts.commit import CommitCache
 from ..drafts.cow import Materializer
 from ..drafts.model import DraftKey
+from ..drafts.nodes import DraftHandle
 from ..drafts.requests import COMMIT_XATTR, TYPE_XATTR
 from ..drafts.serve import handle_commit_request
-from ..drafts.store import DraftHandle, DraftStore
+from ..drafts.store import DraftStore
 from ..errors import (
     AlreadyExists,
     ArtfsError,

@@ -15,6 +15,10 @@ IMMUTABLE_TIMEOUT = 86400.0
 SMALL_WHOLE_MAX = 4 << 20  # see docs/decisions.md, "Small files: fetched whole at open"
 
 
+def small_whole_default() -> int:
+    return int(os.environ.get("ARTFS_SMALL_WHOLE_MAX", SMALL_WHOLE_MAX))
+
+
 def passthrough_default() -> bool:
     return os.environ.get("ARTFS_PASSTHROUGH", "1") != "0"
 
@@ -48,7 +52,8 @@ class MountOptions:
     # FUSE passthrough for cached blobs and draft files (passthrough.py); ARTFS_PASSTHROUGH=0
     # turns it off by default (the suite runs both ways).
     passthrough: bool = field(default_factory=passthrough_default)
-    small_whole_max: int = SMALL_WHOLE_MAX  # blobs fetched whole at open, then passed through
+    # blobs fetched whole at open, then passed through (ARTFS_SMALL_WHOLE_MAX, for benchmarks)
+    small_whole_max: int = field(default_factory=small_whole_default)
 
     def __post_init__(self) -> None:
         if not 0 <= self.listing_ttl <= MAX_LISTING_TTL:
