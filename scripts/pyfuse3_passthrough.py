@@ -65,7 +65,11 @@ def patch(root: Path) -> None:
                 "        int32_t backing_id  # libfuse >= 3.17\n",
                 "fuse_file_info",
             ),
-            (r"\s+FUSE_CAP_HANDLE_KILLPRIV\b", "      FUSE_CAP_PASSTHROUGH\n", "the capability enum"),
+            (
+                r"\s+FUSE_CAP_HANDLE_KILLPRIV\b",
+                "      FUSE_CAP_PASSTHROUGH\n",
+                "the capability enum",
+            ),
         ],
     )
     _edit(

@@ -357,7 +357,7 @@ def test_no_passthrough_reads_through_the_daemon(server: Server, tmp_path: Path)
     (src / "f.bin").write_bytes(data)
     run_cli("put", str(src), "p/a", "--registry", server.url)
     with mount(server, tmp_path, "--no-passthrough") as m:
-        assert m.mode() == "daemon reads (turned off by --no-passthrough)"
+        assert m.mode() == "daemon reads (turned off (--no-passthrough or ARTFS_PASSTHROUGH=0))"
         path = m.point / "p" / "a" / "v0" / "f.bin"
         assert path.read_bytes() == data
         start = len(m.log_lines())

@@ -167,7 +167,7 @@ class PassthroughState:
         return "passthrough" if self.on else f"daemon reads ({self.reason})"
 
 
-OFF_BY_OPTION = PassthroughState(False, "turned off by --no-passthrough")
+OFF_BY_OPTION = PassthroughState(False, "turned off (--no-passthrough or ARTFS_PASSTHROUGH=0)")
 
 
 def probe(backing: Backing, directories: list[Path]) -> PassthroughState:
