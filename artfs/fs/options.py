@@ -12,7 +12,7 @@ from .siblings import SiblingTuning
 DEFAULT_LISTING_TTL = 5.0
 MAX_LISTING_TTL = 10.0
 IMMUTABLE_TIMEOUT = 86400.0
-SMALL_WHOLE_MAX = 4 << 20  # see docs/decisions.md, "Small files: fetched whole at open"
+SMALL_WHOLE_MAX = 1 << 20  # measured: docs/decisions.md, "Small files: fetched whole at open"
 
 
 def small_whole_default() -> int:
