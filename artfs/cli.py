@@ -183,12 +183,18 @@ def cmd_gc(args: argparse.Namespace) -> int:
         f"{report.versions} live version(s), {report.young} younger than the grace "
         f"({_duration(grace)})"
     )
+    uploads = (
+        f"; {'would remove' if report.dry_run else 'removed'} {report.uploads} abandoned "
+        f"upload(s), {human_bytes(report.uploads_bytes)}"
+        if report.uploads
+        else ""
+    )
     if report.dry_run:
         for sha, size in report.doomed:
             print(f"{sha}\t{size}")
         print(
             f"dry run: would free {len(report.doomed)} blob(s), "
-            f"{human_bytes(report.doomed_bytes)}; {kept}; nothing changed"
+            f"{human_bytes(report.doomed_bytes)}; {kept}{uploads}; nothing changed"
         )
     else:
         resumed = (
@@ -196,7 +202,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         )
         print(
             f"freed {report.freed} blob(s), {human_bytes(report.freed_bytes)} in "
-            f"{report.seconds:.1f} s; {kept}{resumed}"
+            f"{report.seconds:.1f} s; {kept}{resumed}{uploads}"
         )
     return 0
 
@@ -571,7 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="1h",
         metavar="DURATION",
         help="keep unreferenced blobs younger than this (e.g. 90m, 2h, 1d; plain numbers are "
-        "seconds); must exceed the longest upload-to-commit time (default %(default)s)",
+        "seconds); must exceed the longest upload-to-commit time; unfinished uploads idle this "
+        "long are removed too (default %(default)s)",
     )
     s.add_argument(
         "--dry-run", action="store_true", help="list what would be freed; change nothing"

@@ -15,6 +15,7 @@ _PROJECT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ARTIFACT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _VERSION_RE = re.compile(r"v(0|[1-9][0-9]*)")
 _VERSIONISH_RE = re.compile(r"v[0-9]+")
+_NUMBER_RE = re.compile(r"[0-9]+")
 LATEST = "latest"
 MAX_ALIAS_LEN = 128
 MAX_COMPONENT_BYTES = 255
@@ -44,6 +45,8 @@ def alias_name(name: str, *, allow_latest: bool = False) -> str:
         raise InvalidInput(f"invalid alias {name!r}: no '/', ':' or NUL, and not '.' or '..'")
     if _VERSIONISH_RE.fullmatch(name):
         raise InvalidInput(f"invalid alias {name!r}: names of the form v<digits> are versions")
+    if _NUMBER_RE.fullmatch(name):  # the HTTP API takes a bare N for version N
+        raise InvalidInput(f"invalid alias {name!r}: a bare number reads as a version (v{name})")
     if name == LATEST and not allow_latest:
         raise InvalidInput("'latest' is maintained by the registry and cannot be set by hand")
     return name

@@ -219,9 +219,11 @@ def test_latest_and_bad_aliases_refused(reg: Registry) -> None:
         reg.set_alias("p", "a", "latest", 0)
     with pytest.raises(NotPermitted):
         reg.delete_alias("p", "a", "latest")
-    for bad in ["v0", "a/b", "", ".", "x:y", "a\x00"]:
+    for bad in ["v0", "a/b", "", ".", "x:y", "a\x00", "0", "2024"]:
         with pytest.raises(InvalidInput):
             reg.set_alias("p", "a", bad, 0)
+    with pytest.raises(InvalidInput, match="bare number"):  # bare N is version N (docs/api.md)
+        reg.commit("p", "a", manifest_of(reg, {"f": b"0"}), aliases=["0"])
     with pytest.raises(NotFound, match="v5"):
         reg.get_version("p", "a", "v5")
 

@@ -7,6 +7,9 @@ keeps blobs in a directory::
     blobs/ab/<sha256>.blocks   the concatenated block digests (only when > 1 block)
     blobs/.tmp/                uploads in progress
 
+The directory is mode 0700 and its files 0400 (0600 while written): the server's user's
+alone.
+
 An upload is hashed while it streams in (whole sha256 and block digests in the
 same pass), written to a temp file, fsynced, and renamed into place only when its
 sha256 matches; the block sidecar is renamed first, so a blob that exists always
@@ -23,9 +26,12 @@ Blobs are removed only by the garbage collector (``gc.py``), through ``list_blob
 from __future__ import annotations
 
 import errno
+import fcntl
+import logging
 import os
 import re
 import secrets
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -34,6 +40,7 @@ from typing import Protocol
 from ..errors import IntegrityError, InvalidInput, NotFound, StorageFull
 from ..hashing import BlobHasher, block_count, hash_file, sha256_hex
 
+log = logging.getLogger("artfs.registry")
 COPY_CHUNK = 4 << 20
 STALE_TMP_SECONDS = 24 * 3600
 _BLOB_NAME = re.compile(r"[0-9a-f]{64}")
@@ -96,6 +103,13 @@ class BlobStore(Protocol):
         (the registry calls this when the metadata store's gc epoch moves)."""
         ...
 
+    def remove_stale_uploads(self, idle_since: float, *, dry_run: bool = False) -> tuple[int, int]:
+        """Remove what uploads that never finished left in the store (a crashed server, a
+        vanished client) and that nothing has written since ``idle_since`` (a time); a running
+        upload's data is never removed. (count, bytes) removed, or that would be with
+        ``dry_run``. For the garbage collector."""
+        ...
+
 
 def store_file(store: BlobStore, sha256: str, source: str | Path) -> bool:
     """Store a local file's bytes in any blob store, verified like any upload; True if new.
@@ -140,6 +154,28 @@ def _storage_error(e: OSError, what: str) -> Exception:
     return e
 
 
+def _make_private(directory: Path) -> None:
+    """The blob directory is its owner's alone (0700); an existing one is tightened."""
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if mode & 0o077:
+        try:
+            os.chmod(directory, mode & 0o700)
+        except PermissionError:  # not the owner: leave it, and say so
+            log.warning("%s is open to others (mode %o) and can't be changed here", directory, mode)
+
+
+def _create_locked(path: Path) -> int:
+    """A new temporary file (0600), locked for as long as its writer has it open."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: never waits
+    except OSError:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    return fd
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -161,18 +197,40 @@ class LocalBlobStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.tmp = self.root / ".tmp"
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        self._clean_stale_tmp()
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _make_private(self.root)
+        self.tmp.mkdir(mode=0o700, exist_ok=True)
+        # Several server processes may share the directory: only what is clearly abandoned.
+        self.remove_stale_uploads(time.time() - STALE_TMP_SECONDS)
 
-    def _clean_stale_tmp(self) -> None:
-        # Several server processes may share the directory: only remove what is clearly abandoned.
-        cutoff = time.time() - STALE_TMP_SECONDS
+    def remove_stale_uploads(self, idle_since: float, *, dry_run: bool = False) -> tuple[int, int]:
+        """Remove the temporary files of uploads that ended without finishing (a crash, a
+        client that vanished): files in ``.tmp`` not written since ``idle_since`` and not
+        held by a writer. Every writer holds an ``flock`` on its file until the file has left
+        ``.tmp``, so a running upload is never touched however long it idles; the lock
+        vanishes with a crashed process. (count, bytes) removed, or that would be."""
+        removed = removed_bytes = 0
         for entry in os.scandir(self.tmp):
             try:
-                if entry.stat().st_mtime < cutoff:
-                    os.unlink(entry.path)
+                if entry.stat(follow_symlinks=False).st_mtime >= idle_since:
+                    continue
+                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError:
-                pass
+                continue  # finished or removed meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                st = os.fstat(fd)
+                if st.st_mtime >= idle_since or not stat.S_ISREG(st.st_mode):
+                    continue
+                if not dry_run:
+                    os.unlink(entry.path)
+                removed += 1
+                removed_bytes += st.st_size
+            except OSError:
+                continue  # locked by a live writer (or gone meanwhile)
+            finally:
+                os.close(fd)
+        return removed, removed_bytes
 
     def path(self, sha256: str) -> Path:
         sha256_hex(sha256)
@@ -248,18 +306,19 @@ class LocalBlobStore:
 
     def _write_sidecar(self, sha256: str, raw: bytes) -> None:
         final = self._sidecar(sha256)
-        final.parent.mkdir(exist_ok=True)
+        final.parent.mkdir(mode=0o700, exist_ok=True)
         tmp = self.tmp / f"{sha256}.blocks.{secrets.token_hex(6)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = _create_locked(tmp)
         try:
             _write_all(fd, raw)
             os.fsync(fd)
+            os.fchmod(fd, 0o400)
+            os.replace(tmp, final)
         except OSError as e:
             os.close(fd)
             tmp.unlink(missing_ok=True)
             raise _storage_error(e, f"writing block digests of {sha256}") from e
         os.close(fd)
-        os.replace(tmp, final)
 
 
 class _LocalWriter:
@@ -269,7 +328,7 @@ class _LocalWriter:
         self.expected_size = size
         self.hasher = BlobHasher()
         self.tmp_path = store.tmp / f"{sha256}.{secrets.token_hex(6)}"
-        self.fd: int | None = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self.fd: int | None = _create_locked(self.tmp_path)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.fd is None:
@@ -305,14 +364,15 @@ class _LocalWriter:
                 self.abort()
                 return False
             os.fsync(self.fd)
-            os.close(self.fd)
-            self.fd = None
-            final.parent.mkdir(exist_ok=True)
+            final.parent.mkdir(mode=0o700, exist_ok=True)
             raw = self.hasher.block_digests()
             if block_count(self.hasher.size) > 1:
                 self.store._write_sidecar(self.sha256, raw)
-            os.chmod(self.tmp_path, 0o444)
+            os.fchmod(self.fd, 0o400)
             os.replace(self.tmp_path, final)
+            # Closed (its lock released) only once out of .tmp: see remove_stale_uploads.
+            os.close(self.fd)
+            self.fd = None
             _fsync_dir(final.parent)
         except OSError as e:
             self.abort()

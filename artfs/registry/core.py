@@ -22,7 +22,14 @@ from ..hashing import sha256_hex
 from ..lineage import parse_inputs
 from ..manifest import FileEntry, Manifest
 from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
-from ..names import LATEST, alias_name, artifact_name, parse_version, project_name
+from ..names import (
+    LATEST,
+    MAX_ALIAS_LEN,
+    alias_name,
+    artifact_name,
+    parse_version,
+    project_name,
+)
 from .blobs import BlobStore, BlobWriter, LocalBlobStore
 from .meta import MetaStore, NewVersion
 from .sqlite import SqliteMetaStore
@@ -309,8 +316,12 @@ class Registry:
     def delete_alias(
         self, project: str, artifact: str, alias: str, *, expect: Expect = UNSET
     ) -> None:
+        # An all-digit alias is no longer valid (names.alias_name) but an older registry may
+        # hold one: it can still be removed.
+        legacy = isinstance(alias, str) and alias.isascii() and alias.isdigit()
+        name = alias if legacy and len(alias) <= MAX_ALIAS_LEN else settable_alias(alias)
         self.meta.delete_alias(
-            project_name(project), artifact_name(artifact), settable_alias(alias), _expect(expect)
+            project_name(project), artifact_name(artifact), name, _expect(expect)
         )
 
     # --- blobs --------------------------------------------------------------------

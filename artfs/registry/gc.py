@@ -16,6 +16,9 @@ blob the metadata store has not first *doomed*, in a transaction that excludes c
 4. delete the doomed blobs (and their block-digest sidecars) from the store;
 5. un-doom them, which bumps the gc epoch.
 
+It also removes the temporary files of uploads that died (nothing written to them for the
+grace, and no live writer: ``BlobStore.remove_stale_uploads``).
+
 While a blob is doomed, a commit referencing it is refused inside its transaction
 (Conflict: upload again and retry), ``missing_blobs`` reports it missing and uploads of it
 are refused. A commit that passed that check holds the lock, so it lands before the marking
@@ -46,6 +49,7 @@ MANIFEST_PAGE = 16  # manifests per read while computing references outside the 
 LIST_BATCH = 5000  # listed blobs checked against the references at once
 DELETE_BATCH = 1000  # blobs deleted from the store, then un-doomed, per batch
 DELETE_THREADS = 8
+UPLOAD_IDLE_MIN = 60.0  # an upload's temporary file idle this long may go, whatever the grace
 
 
 @dataclass
@@ -61,6 +65,8 @@ class GcReport:
     freed: int = 0  # blobs deleted from the store (dry run: 0)
     freed_bytes: int = 0
     resumed: int = 0  # blobs an interrupted collection had doomed, deleted now
+    uploads: int = 0  # abandoned uploads' temporary files removed (dry run: that would be)
+    uploads_bytes: int = 0
     seconds: float = 0.0
 
     @property
@@ -98,6 +104,7 @@ class GarbageCollector:
         report = GcReport(dry_run=dry_run, grace=float(grace))
         if not dry_run:
             report.resumed = self.finish_doomed()
+        report.uploads, report.uploads_bytes = self.abandoned_uploads(grace, dry_run=dry_run)
         candidates, seen = self.candidates(report, grace)
         doomed = self.mark(candidates, seen, dry_run=dry_run)
         report.doomed = [(sha, candidates[sha]) for sha in doomed]
@@ -116,6 +123,20 @@ class GarbageCollector:
         self.progress(f"finishing {len(left)} blob(s) doomed by an interrupted collection")
         self._delete_and_undoom(left)
         return len(left)
+
+    def abandoned_uploads(self, grace: float, *, dry_run: bool) -> tuple[int, int]:
+        """Remove temporary files of uploads that died (a crash, a vanished client): nothing
+        written to them for the grace (at least ``UPLOAD_IDLE_MIN``). A running upload's file
+        is never removed (the store knows its writers). They are not blobs: no commit can
+        reference them, so this needs no marking."""
+        idle_since = self.registry.clock() - max(grace, UPLOAD_IDLE_MIN)
+        count, size = self.blobs.remove_stale_uploads(idle_since, dry_run=dry_run)
+        if count:
+            self.progress(
+                f"{'would remove' if dry_run else 'removed'} {count} abandoned upload(s), "
+                f"{human_bytes(size)}"
+            )
+        return count, size
 
     def candidates(self, report: GcReport, grace: float) -> tuple[dict[str, int], set[VersionKey]]:
         """Steps 2 and 3 outside any lock: the blobs in the store that no version read here

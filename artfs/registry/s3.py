@@ -171,6 +171,12 @@ class S3BlobStore:
             self._generation += 1
             self._sizes.clear()
 
+    def remove_stale_uploads(self, idle_since: float, *, dry_run: bool = False) -> tuple[int, int]:
+        # Abandoned uploads are temporary objects and incomplete multipart uploads under
+        # uploads/; a bucket lifecycle rule expires them (docs/deploy.md). A multipart upload
+        # shows no sign of activity short of listing its parts, so none is removed here.
+        return 0, 0
+
     def _cached_size(self, sha256: str) -> int | None:
         with self._lock:
             return self._sizes.get(sha256)

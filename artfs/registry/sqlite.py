@@ -20,8 +20,10 @@ loading a 100,000-file manifest is one row, not 100,000.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
+import stat
 import threading
 import time
 import uuid
@@ -34,6 +36,7 @@ from ..errors import Conflict, InvalidInput
 from .sqlbase import SCHEMA_VERSION, Rows, SqlMetaStore, schema_ddl
 
 MAX_IDLE = 8  # pooled connections kept open
+log = logging.getLogger("artfs.registry")
 
 _SCHEMA = schema_ddl(
     id="INTEGER PRIMARY KEY",
@@ -44,6 +47,35 @@ _SCHEMA = schema_ddl(
     blob="BLOB",
     without_rowid=" WITHOUT ROWID",
 )
+
+
+def _make_private(path: str) -> None:
+    """Create the database file readable by its owner only (it holds the token hashes), or
+    tighten an existing one, with its WAL and shared-memory files, to 0600. SQLite creates
+    ``-wal``/``-shm`` with the database file's permissions."""
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        _tighten(path, fd)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        try:
+            fd = os.open(path + suffix, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            _tighten(path + suffix, fd)
+        finally:
+            os.close(fd)
+
+
+def _tighten(path: str, fd: int) -> None:
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)
+    if mode & 0o077:
+        try:
+            os.fchmod(fd, mode & 0o700)
+        except PermissionError:  # not the owner: leave it, and say so
+            log.warning("%s is readable by others (mode %o) and can't be changed here", path, mode)
 
 
 class SqliteMetaStore(SqlMetaStore[sqlite3.Connection]):
@@ -57,6 +89,7 @@ class SqliteMetaStore(SqlMetaStore[sqlite3.Connection]):
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        _make_private(self.path)
         self._set_wal()
         self._init_schema()
 
@@ -157,7 +190,7 @@ class SqliteMetaStore(SqlMetaStore[sqlite3.Connection]):
     def _gc_run_lock(self) -> Iterator[None]:
         # A lock file beside the database: the collector runs on the host that holds it.
         path = self.path + ".gc-lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

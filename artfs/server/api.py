@@ -38,7 +38,7 @@ from ..errors import ArtfsError, Forbidden, InvalidInput, NotFound, Unauthorized
 from ..hashing import BLOCK_SIZE, sha256_hex
 from ..lineage import parse_inputs
 from ..manifest import Manifest
-from ..names import parse_version
+from ..names import parse_version, version_label
 from ..registry import Registry
 from ..registry.uploads import parse_etags
 from .auth import Authenticator
@@ -169,13 +169,24 @@ def _expect_field(body: dict[str, Any]) -> Expect:
     return value
 
 
+def _version_number(text: str) -> int | None:
+    """``vN`` or a bare ``N`` (docs/api.md) -> N; anything else (an alias?) -> None."""
+    return parse_version(text if text.startswith("v") else f"v{text}")
+
+
 def _number_param(text: str) -> int:
-    number = parse_version(text)
-    if number is None and text.isdigit() and (text == "0" or not text.startswith("0")):
-        number = int(text)
+    number = _version_number(text)
     if number is None:
         raise InvalidInput(f"invalid version {text!r}: expected vN or N")
     return number
+
+
+def _selector_param(text: str) -> str:
+    """A ``versions/{selector}`` segment as the registry takes it. A bare ``N`` is version N
+    here as on every route (aliases can't be all digits), so ``versions/0`` and
+    ``versions/0/manifest`` name the same version."""
+    number = _version_number(text)
+    return version_label(number) if number is not None else text
 
 
 def _query_flag(request: Request, name: str) -> bool:
@@ -384,8 +395,9 @@ def create_app(
 
     async def get_version(request: Request) -> Response:
         p = request.path_params
-        info = await run(r.get_version, p["project"], p["artifact"], p["selector"])
-        immutable = parse_version(p["selector"]) is not None
+        selector = _selector_param(p["selector"])
+        info = await run(r.get_version, p["project"], p["artifact"], selector)
+        immutable = parse_version(selector) is not None
         # Aliases of a version move; its other fields never change.
         return JSONResponse(
             info.to_json(), headers={"Cache-Control": "no-cache"} if not immutable else {}

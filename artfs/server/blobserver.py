@@ -9,15 +9,18 @@ when the socket buffer is full, so no byte is copied through Python.
 Supported: one ``Range`` per request (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``)
 answered 206, or 416 when unsatisfiable; anything else in ``Range`` (several
 ranges, another unit) is ignored and the whole blob sent (RFC 9110 allows it).
-Keep-alive, ``Content-Length`` always, ``ETag`` = the sha256 (blobs never
-change), idle and stalled connections closed after a timeout, client
-disconnects handled quietly. It runs in the same trio loop as the API server.
+Keep-alive (the connection is closed after a request with ``Connection: close`` or of
+HTTP/1.0), ``Content-Length`` always, ``ETag`` = the sha256 (blobs never change), idle and
+stalled connections closed after a timeout, client disconnects handled quietly. It runs in
+the same trio loop as the API server.
 
 Uploads (``PUT`` with ``Content-Length``, when given a ``writer``) skip ASGI too:
 Hypercorn's h11 path delivers 64 KiB messages and tops out near 0.3 GB/s here. The
 body is read with ``recv_into`` into a few large buffers that a worker thread hashes
 and writes (``BlobWriter``: verified, fsynced and renamed into place only when the
-sha256 matches, exactly like ``PUT /v1/blobs/{sha}``) while the next one fills.
+sha256 matches, exactly like ``PUT /v1/blobs/{sha}``) while the next one fills. Bytes that
+follow the body and can't start a next request (or follow a request that said it was the
+last) mean the body was longer than its ``Content-Length``: 400, nothing stored.
 
 Tokens (``authorize``, given by the server when ``--auth on``): GET/HEAD need a read right
 on some project, PUT a write right; refusals are 401/403 with the API's JSON error body.
@@ -46,12 +49,17 @@ log = logging.getLogger("artfs.server.blobs")
 
 _PATH_RE = re.compile(rb"/blobs/([0-9a-f]{64})(?:\?.*)?")
 _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]"  # RFC 9110 tchar: a method
+_REQUEST_LINE = re.compile(rb"%s+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]\r?" % _TOKEN)
+_REQUEST_LINE_START = re.compile(rb"%s*(?: [\x21-\x7e]*(?: [HTP/0-9.]{0,8})?)?" % _TOKEN)
 IDLE_TIMEOUT = 60.0
 SEND_TIMEOUT = 60.0
 YIELD_EVERY = 8 << 20  # let other tasks run at least this often on a fast socket
 UPLOAD_BUFFER = 4 << 20  # one worker-thread write (hash + write) per this many bytes
 UPLOAD_BUFFERS = 3  # filling one while the thread works on another, one spare
 REFUSED_DRAIN_MAX = 8 << 20  # a refused upload's body is read and dropped up to this size
+PENDING_MAX = 64 << 10  # bytes past an upload's body looked at before it is stored
+OVERLONG_DRAIN_SECONDS = 1.0  # how long the rest of a too-long upload body is read and dropped
 
 Resolver = Callable[[str], Path]
 """sha256 -> the blob's file; raises (any exception) when the blob is not held."""
@@ -78,6 +86,35 @@ def _authorization(req: h11.Request) -> str | None:
         if name == b"authorization":
             return value.decode("latin-1")
     return None
+
+
+def _wants_close(req: h11.Request) -> bool:
+    """Whether the client ends the connection after this request (``Connection: close``, or
+    HTTP/1.0, whose keep-alive h11 doesn't do): no further request may follow it."""
+    if req.http_version < b"1.1":
+        return True
+    return any(
+        name == b"connection" and b"close" in (t.strip().lower() for t in value.split(b","))
+        for name, value in req.headers
+    )
+
+
+def _could_be_request(data: bytes) -> bool:
+    """Whether bytes that arrived right after an upload's body (past any empty lines) can
+    begin the next (pipelined) request. If not, the body was longer than its
+    ``Content-Length``."""
+    line, newline, _ = data.partition(b"\n")
+    if newline:
+        return _REQUEST_LINE.fullmatch(line) is not None
+    return _REQUEST_LINE_START.fullmatch(line) is not None
+
+
+def _pending(stream: trio.SocketStream) -> bytes:
+    """What has already arrived on the (non-blocking) socket, without waiting for more."""
+    try:
+        return os.read(stream.socket.fileno(), PENDING_MAX)
+    except OSError:  # nothing yet (EAGAIN), or a reset the next read reports
+        return b""
 
 
 def _reason(status: int) -> bytes:
@@ -334,7 +371,8 @@ class BlobDataServer:
         """Store the request body as a blob and answer like ``PUT /v1/blobs/{sha}``.
 
         Returns the bytes received past this body (the next pipelined request), or None
-        when the connection must close (an error before the whole body was read)."""
+        when the connection must close (after an error, or when the client asked to close:
+        ``Connection: close``, HTTP/1.0)."""
         assert self.writer is not None
         self.requests += 1
         m = _PATH_RE.fullmatch(req.target)
@@ -361,21 +399,38 @@ class BlobDataServer:
             await stream.send_all(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
         head, _ = conn.trailing_data
         first, leftover = bytes(head[:length]), bytes(head[length:])
+        overlong = False
         try:
             try:
                 await self._receive_body(stream, writer, first, length)
             except BaseExceptionGroup as group:
                 raise _single(group) from None
+            # Bytes past Content-Length are the next request, unless no request may follow
+            # or they can't be one: then the body was longer than declared. Refuse it before
+            # anything is stored (what arrives later than this is answered on its own).
+            if len(leftover) < PENDING_MAX:
+                leftover += _pending(stream)
+            after = leftover.lstrip(b"\r\n")  # (empty lines before a request are allowed)
+            overlong = bool(after) and (_wants_close(req) or not _could_be_request(after))
+            if overlong:
+                raise InvalidInput(
+                    f"the upload of blob {sha} is longer than its Content-Length "
+                    f"({length} bytes): nothing stored"
+                )
             created = await trio.to_thread.run_sync(writer.finish)
         except ArtfsError as e:
             writer.abort()
             await self._json(conn, stream, e.http_status, _error_body(e))
+            if overlong:  # let the client finish sending, so it reads this, not a reset
+                await self._drain(stream, REFUSED_DRAIN_MAX, OVERLONG_DRAIN_SECONDS)
             return None
         except BaseException:
             writer.abort()
             raise
         body = {"sha256": sha, "size": length, "created": created}
         await self._json(conn, stream, 201 if created else 200, body)
+        if conn.our_state is h11.MUST_CLOSE:  # Connection: close, or HTTP/1.0
+            return None
         return leftover
 
     async def _refuse_upload(
@@ -388,8 +443,12 @@ class BlobDataServer:
         if conn.they_are_waiting_for_100_continue or length > REFUSED_DRAIN_MAX:
             return
         head, _ = conn.trailing_data
-        remaining = length - len(head)
-        with trio.move_on_after(self.idle_timeout):
+        await self._drain(stream, length - len(head), self.idle_timeout)
+
+    async def _drain(self, stream: trio.SocketStream, limit: int, seconds: float) -> None:
+        """Read and drop up to ``limit`` bytes for at most ``seconds``, or until EOF."""
+        remaining = limit
+        with trio.move_on_after(seconds):
             while remaining > 0:
                 data = await stream.receive_some(min(remaining, 1 << 20))
                 if not data:
