@@ -50,6 +50,7 @@ Try:
   .venv/bin/artfs ls demo/mnist-mini
   .venv/bin/artfs alias set demo/mnist-mini:v0 best # then: ls -l demo/mnt/demo/mnist-mini
   .venv/bin/artfs cache stats
+  .venv/bin/artfs info demo/mnt                   # the mount: "mode": "passthrough" (cached files read by the kernel)
   .venv/bin/artfs info demo/resnet-tiny           # lineage: inputs [demo/mnist-mini:v1]
   .venv/bin/artfs info demo/mnist-mini:v1         # ... and used_by [demo/resnet-tiny:v0]
 Publish a version from the shell:
