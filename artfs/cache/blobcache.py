@@ -17,6 +17,7 @@ apart); any number of processes may share a root.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -37,6 +38,7 @@ from . import eviction, locks, trust
 from .blobstate import BlobState, StateEnv
 from .blockmap import BLOCK_SHIFT, held_bytes, normalize, span
 from .fetcher import BadBlock, fetch_blocks
+from .fetchpool import FetchPool, ThreadedFetchClient
 from .layout import CacheLayout, storage_error
 from .protocol import CacheStats
 from .readahead import ReadAhead
@@ -202,6 +204,7 @@ class BlobCache:
         self._env = StateEnv(self.layout, client, self.tuning, self._reserve)
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
+        self._pool: FetchPool | None = None  # fetch threads, from __aenter__ to __aexit__
         self._key = ""
         self._completing = 0  # background completions running (finished before exit)
         self._completions_done = trio.Event()
@@ -224,6 +227,10 @@ class BlobCache:
             raise InvalidInput(f"cache {self.root} is already open in this process")
         _OPEN_ROOTS.add(self._key)
         self.layout.remove_stale_tmp(self.tuning.tmp_max_age)
+        if self.tuning.fetch_threads > 0 and isinstance(self.client, ThreadedFetchClient):
+            self._pool = FetchPool(self.client, self.tuning.fetch_threads)
+            self._pool.start()
+            self._env = dataclasses.replace(self._env, pool=self._pool)
         stack = AsyncExitStack()
         self._nursery = await stack.enter_async_context(trio.open_nursery())
         self._stack = stack
@@ -249,6 +256,10 @@ class BlobCache:
             if exc is None or list(group.exceptions) != [exc]:
                 raise
         finally:
+            if self._pool is not None:  # (every fetch has ended: its threads are idle)
+                await self._pool.aclose()
+                self._pool = None
+                self._env = dataclasses.replace(self._env, pool=None)
             for state in list(self._states.values()):
                 state.close()
             self._states.clear()
@@ -415,13 +426,14 @@ class BlobCache:
         state: BlobState,
         scope: trio.CancelScope,
     ) -> None:
-        fetched = False
+        started = False
         try:
             with scope:
                 async with self._limiter:
                     if reader._queue:
                         first, stop = reader._queue.popleft()
-                        fetched = await state.prefetch(first, stop)
+                        started = True
+                        await state.prefetch(first, stop)
         except ArtfsError as e:
             # The reader will ask for these blocks itself and see the error then.
             log.debug("read-ahead of blob %s failed: %s", state.sha[:12], e)
@@ -431,7 +443,9 @@ class BlobCache:
             reader._background.discard(scope)
             if not reader._background:
                 reader._idle.set()
-            if fetched:  # completion outlives the reader: it is not in the reader's scope
+            # Completion outlives the reader: it is not in the reader's scope. Checked even
+            # when the reader closed as the last blocks came in (its read-ahead cancelled).
+            if started:
                 self._check_complete_soon(state)
             self._release(state)
 

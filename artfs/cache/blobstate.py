@@ -20,7 +20,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -39,7 +39,8 @@ from .blockmap import (
     normalize,
     runs_of,
 )
-from .fetcher import BadBlock, fetch_blocks
+from .fetcher import BadBlock, DigestSlot, fetch_blocks
+from .fetchpool import FetchPool, ThreadedRun
 from .filehash import hash_file_range
 from .layout import CacheLayout, storage_error
 from .settings import CacheTuning
@@ -61,6 +62,7 @@ class StateEnv:
     client: RegistryClient
     tuning: CacheTuning
     reserve: Callable[[int], Awaitable[None]]  # make room for this many new bytes (may evict)
+    pool: FetchPool | None = None  # fetch threads (HTTP clients), else fetches run in trio
 
 
 def verify_runs(
@@ -270,7 +272,9 @@ class BlobState:
             log.warning("damaged block-digest file for blob %s; will refetch it", self.sha[:12])
             path.unlink(missing_ok=True)
 
-    async def need_digests(self) -> list[bytes]:
+    async def need_digests(self, slot: DigestSlot | None = None) -> list[bytes]:
+        """The blob's block digests, asked for once; ``slot`` is given them as soon as they
+        are here (before they are written to the cache, which other waiters wait for)."""
         if self.digests is not None:
             return self.digests
         if self.nblocks == 1:  # a one-block blob's only block digest is its sha256: no request
@@ -287,9 +291,15 @@ class BlobState:
                     )
                 if len(digests) != self.nblocks or any(len(d) != DIGEST_LEN for d in digests):
                     raise ProtocolError(f"blob {self.sha[:12]}: malformed block digest list")
-                self.env.layout.write_file(
-                    self.env.layout.digests(self.sha), b"".join(digests), replace=True
-                )
+                layout, raw = self.env.layout, b"".join(digests)
+                path = layout.digests(self.sha)
+                if slot is None:
+                    layout.write_file(path, raw, replace=True)
+                else:  # a reader waits for its first block: it goes on now, the file is written aside
+                    slot.set(digests)
+                    await trio.to_thread.run_sync(
+                        lambda: layout.write_file(path, raw, replace=True)
+                    )
                 self.digests = list(digests)
         return self.digests
 
@@ -325,6 +335,8 @@ class BlobState:
             flags = self.present_flags(first, stop)
             checked = self.verified[first:stop]
             todo = bytes(p & (v ^ 1) for p, v in zip(flags, checked, strict=True))
+            if self.inflight:  # a fetch thread writes blocks before it tells us: not ours to check
+                todo = bytes(t and int(first + i not in self.inflight) for i, t in enumerate(todo))
             to_verify = runs_of(todo, first, PRESENT, 1 << 30)
             if to_verify:
                 bad = await self._verify(to_verify)
@@ -332,7 +344,10 @@ class BlobState:
                     await self._handle_damage(bad)
                 continue
             missing = runs_of(flags, first, ABSENT, self._run_blocks)
-            await self.need_digests()
+            if limiter is not None:
+                # A whole-blob fetch: its digests first (a reader's fetch asks for them beside
+                # its data, ``_fetch_claimed``: its first byte then takes one round trip).
+                await self.need_digests()
             if limiter is None:
                 claimed = self._claim(missing)
                 if claimed:
@@ -352,7 +367,7 @@ class BlobState:
                     f"blob {self.sha[:12]}: another fetch of it made no progress in "
                     f"{tuning.timeout:g}s"
                 )
-            event = self._inflight_event(missing)
+            event = self._inflight_event([(first, stop)])
             if event is not None:
                 with trio.move_on_at(deadline):
                     await event.wait()
@@ -373,6 +388,8 @@ class BlobState:
         missing = runs_of(self.present_flags(first, stop), first, ABSENT, self._run_blocks)
         if not missing:
             return False
+        # Background fetches wait for the digests (a reader's own fetch of a cold blob goes
+        # beside them, and must not share the link and the cores with read-ahead meanwhile).
         await self.need_digests()
         claimed = self._claim(missing)
         if not claimed:
@@ -423,6 +440,23 @@ class BlobState:
         claimed: list[tuple[int, int]] = []
         for start, stop in missing:
             run_start = -1
+            whole = not any(k in self.inflight for k in range(start, stop))
+            if whole and locks.try_lock_range(mfd, start, stop - start):
+                # The usual case, in two syscalls: nobody holds any of them.
+                flags = os.pread(mfd, stop - start, start)
+                for k in range(start, stop):
+                    if k - start < len(flags) and flags[k - start] == PRESENT:
+                        locks.unlock_range(mfd, k)  # finished by another process meanwhile
+                        if run_start >= 0:
+                            claimed.append((run_start, k))
+                            run_start = -1
+                        continue
+                    self.inflight[k] = trio.Event()
+                    if run_start < 0:
+                        run_start = k
+                if run_start >= 0:
+                    claimed.append((run_start, stop))
+                continue
             for k in range(start, stop):
                 ok = k not in self.inflight and locks.try_lock_range(mfd, k)
                 if ok and os.pread(mfd, 1, k) == bytes([PRESENT]):
@@ -496,23 +530,34 @@ class BlobState:
     async def _fetch_claimed(
         self, start: int, stop: int, skip: frozenset[int] = frozenset()
     ) -> None:
-        digests = self.digests
-        assert digests is not None
+        slot = DigestSlot(self.digests)
+        if slot.value is not None:
+            await self._fetch_checked(start, stop, skip, slot)
+            return
+        # A cold blob's first fetch: its block digests are asked for beside the data (one
+        # round trip, not two); blocks that arrive before them wait for them.
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._digests_into, slot)
+                await trio.lowlevel.checkpoint()  # (the digest request goes out first)
+                await self._fetch_checked(start, stop, skip, slot)
+        except BaseExceptionGroup as group:
+            raise _first_artfs_error(group) from None
+
+    async def _digests_into(self, slot: DigestSlot) -> None:
+        digests = await self.need_digests(slot)
+        if slot.value is None:
+            slot.set(digests)
+
+    async def _fetch_checked(
+        self, start: int, stop: int, skip: frozenset[int], digests: DigestSlot
+    ) -> None:
+        """Fetch claimed blocks; a bad block is fetched once more (from it on), then
+        ``IntegrityError``."""
         failures: dict[int, int] = {}
-        tuning = self.env.tuning
         while start < stop:
             try:
-                await fetch_blocks(
-                    self.env.client,
-                    self.sha,
-                    self.size,
-                    start,
-                    stop,
-                    digests,
-                    self._store,
-                    tuning.timeout,
-                    skip,
-                )
+                await self._fetch_once(start, stop, skip, digests)
                 return
             except BadBlock as bad:
                 failures[bad.index] = failures.get(bad.index, 0) + 1
@@ -526,6 +571,50 @@ class BlobState:
                 )
                 start = bad.index
 
+    async def _fetch_once(
+        self, start: int, stop: int, skip: frozenset[int], digests: DigestSlot
+    ) -> None:
+        """One ranged request for blocks ``[start, stop)``: in a fetch thread when the
+        client allows it and one is idle, else on the trio thread."""
+        tuning, pool = self.env.tuning, self.env.pool
+        lo, hi = start << BLOCK_SHIFT, block_bounds(stop - 1, self.size)[1]
+        mfd = self.map_fd
+        if (
+            pool is not None
+            and mfd is not None
+            and hi > lo
+            and hi - lo >= tuning.thread_min_bytes
+            and pool.try_acquire()
+        ):
+            try:
+                run = ThreadedRun(
+                    pool,
+                    self.sha,
+                    self.size,
+                    start,
+                    stop,
+                    skip,
+                    digests,
+                    (self.data_fd, mfd),
+                    self._mark_stored_run,
+                    tuning.timeout,
+                )
+                if await pool.client.fetch_range(self.sha, self.size, lo, hi - lo, run):
+                    return
+            finally:
+                pool.release()
+        await fetch_blocks(
+            self.env.client,
+            self.sha,
+            self.size,
+            start,
+            stop,
+            digests,
+            self._store,
+            tuning.timeout,
+            skip,
+        )
+
     def _store(self, index: int, block: memoryview) -> None:
         """Write a verified block, then mark it present (data before map: a crash in between
         leaves the block absent), then wake whoever waits for it."""
@@ -537,13 +626,39 @@ class BlobState:
             os.pwrite(mfd, bytes([PRESENT]), index)
         except OSError as e:
             raise storage_error(e, f"storing blob {self.sha[:12]}") from None
+        self._mark_stored(index, len(block))
+
+    def _mark_stored(self, index: int, nbytes: int) -> None:
+        """(Trio thread.) Block ``index`` is written and marked present: it is verified, its
+        waiters wake, its claim ends, progress is reported."""
         self.verified[index] = 1
         event = self.inflight.pop(index, None)
         if event is not None:
             event.set()
-        locks.unlock_range(mfd, index)
+        if self.map_fd is not None:
+            locks.unlock_range(self.map_fd, index)
         for callback in self.progress:
-            callback(len(block))
+            callback(nbytes)
+
+    def _mark_stored_run(self, first: int, stop: int, skip: Container[int]) -> None:
+        """(Trio thread.) ``_mark_stored`` for blocks ``[first, stop)`` but those in ``skip``
+        (received and dropped), which a fetch thread has written: one unlock per run."""
+        mfd = self.map_fd
+        start = first
+        for k in range(first, stop + 1):
+            if k < stop and k not in skip:
+                self.verified[k] = 1
+                event = self.inflight.pop(k, None)
+                if event is not None:
+                    event.set()
+                if self.progress:
+                    lo, hi = block_bounds(k, self.size)
+                    for callback in self.progress:
+                        callback(hi - lo)
+                continue
+            if mfd is not None and k > start:
+                locks.unlock_range(mfd, start, k - start)
+            start = k + 1
 
     def read_verified_once(self, first: int, stop: int) -> bytes | None:
         """Blocks ``[first, stop)`` of a complete blob, checking those not yet verified, in

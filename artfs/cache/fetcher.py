@@ -1,14 +1,20 @@
-"""One ranged request: stream a run of blocks from the registry, verify each block, store it.
+"""One ranged request on the trio thread: stream a run of blocks, verify each block, store it.
 
 Bytes arrive in chunks of any size. They are assembled into blocks (copied only when a
 block straddles chunks), each block's sha256 is checked against its published digest,
 and only then is it handed to ``store`` — so a waiting reader is woken per block, as
 soon as its block is in, not when the whole multi-MiB request ends.
+
+The block digests may still be on their way (``DigestSlot``: a cold blob's first request
+goes out beside its digest request, one round trip instead of two); blocks that arrive
+before them are held and checked when they come. ``fetchpool.py`` does the same work in
+worker threads for clients that can hand a thread the blob's URL.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Container, Sequence
 
 import trio
@@ -19,6 +25,49 @@ from ..hashing import BLOCK_SIZE
 from .blockmap import block_bounds
 
 StoreBlock = Callable[[int, memoryview], None]
+
+_THREAD_POLL = 0.01  # seconds between a worker thread's looks at its abort flag while it waits
+
+
+class DigestSlot:
+    """A blob's block digests, given at once or later (requested beside the first data).
+
+    Set on the trio thread; awaited there (``wait``) or in a worker thread (``wait_blocking``).
+    """
+
+    def __init__(self, digests: Sequence[bytes] | None = None) -> None:
+        self.value = digests
+        self._ready = threading.Event()
+        self._event: trio.Event | None = None
+        self.listeners: set[Callable[[], None]] = set()  # called (trio thread) when set
+        if digests is not None:
+            self._ready.set()
+
+    def set(self, digests: Sequence[bytes]) -> None:
+        self.value = digests
+        self._ready.set()
+        if self._event is not None:
+            self._event.set()
+        for listener in list(self.listeners):
+            listener()
+
+    async def wait(self) -> Sequence[bytes]:
+        if self.value is None:
+            if self._event is None:
+                self._event = trio.Event()
+            await self._event.wait()
+        assert self.value is not None
+        return self.value
+
+    def wait_blocking(self, timeout: float, aborted: Callable[[], bool]) -> Sequence[bytes] | None:
+        """(In a worker thread.) The digests, or None once ``aborted()`` or after ``timeout``
+        seconds (the trio side's request has its own deadline and aborts the thread first)."""
+        waited = 0.0
+        while not self._ready.wait(_THREAD_POLL):
+            waited += _THREAD_POLL
+            if aborted() or waited >= timeout:
+                return None
+        return self.value
 
 
 class BadBlock(Exception):
@@ -37,7 +86,7 @@ class RunAssembler:
         first: int,
         stop: int,
         size: int,
-        digests: Sequence[bytes],
+        digests: Sequence[bytes] | None,
         store: StoreBlock,
         skip: Container[int] = (),
     ) -> None:
@@ -50,6 +99,19 @@ class RunAssembler:
         self.error: BaseException | None = None
         self._buf = bytearray(BLOCK_SIZE)
         self._fill = 0
+        self._held: list[tuple[int, bytes]] = []  # blocks received before their digests
+
+    def provide(self, digests: Sequence[bytes]) -> None:
+        """The digests arrived: check and store the blocks held for them."""
+        self.digests = digests
+        held, self._held = self._held, []
+        try:
+            for index, block in held:
+                self._check_and_store(index, memoryview(block))
+        except BaseException as e:
+            if self.error is None:
+                self.error = e
+            raise
 
     def _need(self) -> int:
         start, end = block_bounds(self.next, self.size)
@@ -88,17 +150,23 @@ class RunAssembler:
 
     def _finish_block(self, block: memoryview) -> None:
         index = self.next
+        self.next = index + 1
         if index in self.skip:
-            self.next = index + 1
             return
+        if self.digests is None:
+            self._held.append((index, bytes(block)))
+        else:
+            self._check_and_store(index, block)
+
+    def _check_and_store(self, index: int, block: memoryview) -> None:
+        assert self.digests is not None
         if hashlib.sha256(block).digest() != self.digests[index]:
             raise BadBlock(index)
         self.store(index, block)
-        self.next = index + 1
 
     @property
     def done(self) -> bool:
-        return self.next >= self.stop
+        return self.next >= self.stop and not self._held
 
 
 async def fetch_blocks(
@@ -107,34 +175,50 @@ async def fetch_blocks(
     size: int,
     first: int,
     stop: int,
-    digests: Sequence[bytes],
+    digests: Sequence[bytes] | DigestSlot,
     store: StoreBlock,
     stall_timeout: float,
     skip: Container[int] = (),
 ) -> None:
     """Fetch, verify and store blocks ``[first, stop)`` in one ranged request; blocks in
-    ``skip`` are received and dropped (someone else fetches them).
+    ``skip`` are received and dropped (someone else fetches them). Blocks received before
+    the digests (a ``DigestSlot`` not yet set) are held until they arrive.
 
     Raises ``BadBlock`` (earlier blocks are stored), ``Unavailable`` when no byte arrives
     for ``stall_timeout`` seconds (a progress deadline, so big requests on slow links
     are fine), or whatever ``store`` raises (``StorageFull``).
     """
-    asm = RunAssembler(first, stop, size, digests, store, skip)
+    slot = digests if isinstance(digests, DigestSlot) else DigestSlot(digests)
+    asm = RunAssembler(first, stop, size, slot.value, store, skip)
     start = block_bounds(first, size)[0]
     end = block_bounds(stop - 1, size)[1]
     with trio.CancelScope(deadline=trio.current_time() + stall_timeout) as scope:
 
         def sink(data: bytes) -> None:
+            if asm.digests is None and slot.value is not None:
+                asm.provide(slot.value)
             asm.feed(data)
             scope.deadline = trio.current_time() + stall_timeout
 
+        def digests_came() -> None:  # held blocks are checked at once, not at the next chunk
+            if asm.digests is None and slot.value is not None and asm.error is None:
+                try:
+                    asm.provide(slot.value)
+                except BaseException:
+                    scope.cancel()  # (asm.error says why)
+
+        slot.listeners.add(digests_came)
         try:
             await client.read_range(sha, size, start, end - start, sink)
+            asm.finish()
+            if asm.digests is None:
+                asm.provide(await slot.wait())
         except BaseException:
             if asm.error is not None and not isinstance(asm.error, trio.Cancelled):
                 raise asm.error from None
             raise
-        asm.finish()
+        finally:
+            slot.listeners.discard(digests_came)
     if scope.cancelled_caught:
         raise Unavailable(f"blob {sha[:12]}: no data from the registry for {stall_timeout:g}s")
     if not asm.done:

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from ..errors import InvalidInput
+
+FETCH_THREADS_ENV = "ARTFS_FETCH_THREADS"
+
+
+def default_fetch_threads() -> int:
+    """``ARTFS_FETCH_THREADS`` when set (0 turns the threads off), else derived from the
+    machine's cores: see ``CacheTuning.fetch_threads``."""
+    raw = os.environ.get(FETCH_THREADS_ENV, "").strip()
+    if raw:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise InvalidInput(f"{FETCH_THREADS_ENV} must be 0 (off) or a number of threads")
+        return value
+    return min(os.cpu_count() or 1, 8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +52,15 @@ class CacheTuning:
     random_fill_after: int = 0
     random_fill_max: int = 16 << 30
     inline_verify_bytes: int = 4 << 20  # verify more than this at once in a worker thread
+    # Fetch threads (clients that can hand a thread a blob's URL: HTTP registries). Each
+    # receives one ranged request at a time into its own buffer, checks every block and
+    # writes it to the cache; the trio thread only marks blocks verified and answers
+    # readers. -1: ``default_fetch_threads()`` (ARTFS_FETCH_THREADS, else from the cores);
+    # 0: everything on the trio thread. Requests beyond the threads busy run there too.
+    fetch_threads: int = -1
+    # Shorter requests stay on the trio thread (a reader's own small fetch, a random read's
+    # block): handing them to a thread and back costs more than checking a few blocks inline.
+    thread_min_bytes: int = 2 << 20
     # A complete blob not yet checked by this process (after a reboot) is checked whole before
     # a passthrough open up to this size; a larger one is read through the daemon, checked
     # block by block, and passed through from the open after its last block was checked.
@@ -46,3 +73,5 @@ class CacheTuning:
     def __post_init__(self) -> None:
         if self.random_fill_after < 0:
             raise InvalidInput("the random-fill threshold must be 0 (never) or a number of misses")
+        if self.fetch_threads < 0:
+            object.__setattr__(self, "fetch_threads", default_fetch_threads())

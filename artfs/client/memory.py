@@ -378,6 +378,12 @@ class FaultyClient:
     def hint_blobs(self, digests: Sequence[str]) -> None:
         self.inner.hint_blobs(digests)  # a hint makes no request: no fault to inject
 
+    async def fetch_range(self, *args: Any, **kwargs: Any) -> bool:
+        """Never by fetch threads (whose bytes would bypass the injected faults): the cache
+        falls back to ``read_range``."""
+        await self._gate()
+        return False
+
     async def read_range(
         self, sha256: str, size: int, offset: int, length: int, sink: DataSink
     ) -> None:
