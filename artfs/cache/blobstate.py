@@ -539,7 +539,7 @@ class BlobState:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._digests_into, slot)
-                await trio.lowlevel.checkpoint()  # (the digest request goes out first)
+                await trio.lowlevel.checkpoint()  # (lets the digest request start first)
                 await self._fetch_checked(start, stop, skip, slot)
         except BaseExceptionGroup as group:
             raise _first_artfs_error(group) from None

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import logging
 import os
 import queue
 import threading
@@ -46,8 +45,6 @@ from ..errors import ProtocolError, Unavailable
 from .blockmap import BLOCK_SHIFT, PRESENT, block_bounds
 from .fetcher import BadBlock, DigestSlot
 from .layout import storage_error
-
-log = logging.getLogger("artfs.cache")
 
 THREAD_BUFFER = 1 << 20  # each thread's receive buffer (a whole number of blocks)
 
@@ -186,8 +183,8 @@ class ThreadedRun:
                 raise failure
 
     def stored(self, first: int, stop: int) -> None:
-        """(Trio thread, from ``run_sync_soon``: must not raise.) Blocks ``[first, stop)``
-        arrived; those not skipped are written and marked present."""
+        """(Trio thread, from ``run_sync_soon``: must not raise.) The thread has checked and
+        written blocks ``[first, stop)`` (but those skipped) and set their map bytes."""
         try:
             self.mark(first, stop, self.skip)
         except BaseException as e:  # (a progress callback): surfaces when the job ends
