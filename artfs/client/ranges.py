@@ -25,9 +25,10 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import h11
 import httpx
@@ -39,6 +40,22 @@ from .base import DataSink
 RECV_BUFFER = 1 << 20
 MAX_IDLE_PER_HOST = 8
 REFUSAL_BODY_MAX = 64 << 10  # the error body of a refused blob request read at most
+
+
+def range_request(
+    parts: SplitResult, offset: int, length: int, extra: Iterable[tuple[str, str]]
+) -> tuple[str, list[tuple[str, str]]]:
+    """The target and head of a ranged GET of the split URL ``parts`` (both fetch paths)."""
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    head = [
+        # As written in the URL: presigned URLs sign the Host header, port included or not.
+        ("Host", parts.netloc.rsplit("@", 1)[-1]),
+        ("Range", f"bytes={offset}-{offset + length - 1}"),
+        ("Accept-Encoding", "identity"),
+        ("User-Agent", "artfs"),
+        *extra,
+    ]
+    return target, head
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,15 +163,7 @@ class RawRangeFetcher:
         if parts.hostname is None:
             raise ProtocolError(f"invalid blob URL {url!r}")
         host, port = parts.hostname, parts.port or 80
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        request_head = [
-            # As written in the URL: presigned URLs sign the Host header, port included or not.
-            ("Host", parts.netloc.rsplit("@", 1)[-1]),
-            ("Range", f"bytes={offset}-{offset + length - 1}"),
-            ("Accept-Encoding", "identity"),
-            ("User-Agent", "artfs"),
-            *(headers or {}).items(),
-        ]
+        target, request_head = range_request(parts, offset, length, (headers or {}).items())
         for attempt in range(2):
             stream, reused = await self._connect(url, host, port)
             delivered = False
@@ -398,15 +407,7 @@ class RangeConnections:
         https = parts.scheme == "https"
         port = parts.port or (443 if https else 80)
         key = (parts.scheme, parts.hostname, port)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        head = [
-            # As written in the URL: presigned URLs sign the Host header, port included or not.
-            ("Host", parts.netloc.rsplit("@", 1)[-1]),
-            ("Range", f"bytes={offset}-{offset + length - 1}"),
-            ("Accept-Encoding", "identity"),
-            ("User-Agent", "artfs"),
-            *source.headers,
-        ]
+        target, head = range_request(parts, offset, length, source.headers)
         for attempt in range(2):
             sock = self._idle.pop(key, None)
             reused = sock is not None
