@@ -56,6 +56,9 @@ tar xzf "$work/pyfuse3/pyfuse3-$PYFUSE3_VERSION.tar.gz" -C "$work/pyfuse3"
 PKG_CONFIG_PATH="$prefix/lib/pkgconfig" LDFLAGS="-Wl,-rpath,$prefix/lib" \
     "$py" -m pip install -q --no-deps --force-reinstall "$work/pyfuse3/pyfuse3-$PYFUSE3_VERSION" 2>&1 |
     grep -v '^WARNING: Location' || true
+# --no-deps above keeps the reinstall to pyfuse3 alone; its one runtime dependency is trio,
+# which a fresh venv does not have yet (the import below needs it).
+"$py" -m pip install -q "trio>=0.15" 2>&1 | grep -v '^WARNING: Location' || true
 "$py" -c 'import pyfuse3; assert hasattr(pyfuse3, "backing_open"), "pyfuse3 built without passthrough"'
 rm -f "$venv"/.artfs-fuse-*
 touch "$stamp"
