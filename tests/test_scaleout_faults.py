@@ -21,8 +21,10 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.backends import HAVE_SERVICES, SKIP_REASON
@@ -167,6 +169,20 @@ def test_postgres_crash_while_committing(services: PrivateServices, tmp_path: Pa
         dest = tmp_path / f"got{number}"
         run_cli("get", f"faults/pg:v{number}", str(dest), "--registry", server.url)
         assert _sha(dest / "data.bin") == sha
+    server.stop()
+
+
+def test_no_request_fails_after_postgres_is_back(services: PrivateServices, tmp_path: Path) -> None:
+    """After a database restart every idle pooled connection is dead; the server must find
+    that out itself, not by failing one request per connection (503s after the outage)."""
+    server = _server(services, tmp_path)
+    url = f"{server.url}/v1/projects"
+    with ThreadPoolExecutor(16) as pool:  # the pool opens several connections
+        assert set(pool.map(lambda _: httpx.get(url, timeout=30).status_code, range(64))) == {200}
+    services.crash_postgres()
+    services.start()
+    codes = [httpx.get(url, timeout=30).status_code for _ in range(20)]
+    assert codes == [200] * 20
     server.stop()
 
 

@@ -99,6 +99,10 @@ class PostgresMetaStore(SqlMetaStore[Conn]):
             configure=self._configure,
             open=False,
             name="artfs-meta",
+            # A pooled connection is checked (one empty round trip) before each use: after a
+            # database restart every idle connection is dead, and without the check each
+            # would fail one request before the pool noticed (docs/decisions.md).
+            check=psycopg_pool.ConnectionPool.check_connection,
         )
         try:
             if schema is not None:
