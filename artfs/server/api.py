@@ -42,6 +42,7 @@ from ..names import parse_version, version_label
 from ..registry import Registry
 from ..registry.uploads import parse_etags
 from .auth import Authenticator
+from .limits import DEFAULT_LIMITS, ServerLimits, UploadSlots, paced_receive
 
 T = TypeVar("T")
 
@@ -261,10 +262,14 @@ def create_app(
     blob_base_url: BlobBaseUrl,
     extra_stats: Callable[[], dict[str, int]] = dict,
     authenticator: Authenticator | None = None,
+    *,
+    limits: ServerLimits = DEFAULT_LIMITS,
 ) -> _CountRequests:
     """The ASGI app. ``extra_stats`` adds counters of other parts (the data server) to
-    ``GET /v1/stats``. ``authenticator``: who may do what (None: everyone everything)."""
+    ``GET /v1/stats``. ``authenticator``: who may do what (None: everyone everything).
+    ``limits``: concurrent uploads and the slowest accepted upload body (limits.py)."""
     r = registry
+    upload_slots = UploadSlots(limits.max_uploads, limits.upload_wait)
     uploaded = 0
     auth = authenticator or Authenticator(lambda key: None, enabled=False)
 
@@ -473,10 +478,18 @@ def create_app(
         return JSONResponse({"missing": sorted(missing)})
 
     async def put_blob(request: Request) -> Response:
-        nonlocal uploaded
         sha = sha256_hex(request.path_params["sha"])
         declared = request.headers.get("content-length")
         size = int(declared) if declared is not None and declared.isdigit() else None
+        slot = object()
+        await upload_slots.acquire(slot)  # Unavailable (503) after limits.upload_wait
+        try:
+            return await receive_blob(request, sha, size)
+        finally:
+            upload_slots.release(slot)
+
+    async def receive_blob(request: Request, sha: str, size: int | None) -> Response:
+        nonlocal uploaded
         writer = await run(r.blob_writer, sha, size)
         try:
             # Receive the next chunks while a worker thread hashes and writes the previous ones.
@@ -492,7 +505,7 @@ def create_app(
                     nursery.start_soon(consume)
                     async with send:
                         buf = bytearray()
-                        async for chunk in request.stream():
+                        async for chunk in paced_receive(request.receive, limits.pacer()):
                             uploaded += len(chunk)
                             buf += chunk
                             if len(buf) >= UPLOAD_FLUSH:
