@@ -176,6 +176,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         blobs=args.blobs,
         s3_endpoint=args.s3_endpoint,
         db_pool=args.db_pool,
+        spend_reserve=not args.dry_run,  # marking blobs doomed must fit on a full disk
     )
     try:
         report = registry.gc(grace, dry_run=args.dry_run, progress=progress)

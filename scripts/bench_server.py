@@ -175,6 +175,17 @@ def slow_uploads(work: Path, n: int, seconds: float) -> int:
     store.put_file(sha, src)
     reg, _api_url, blob_port = start_registry(work / "registry")
     try:
+        # A server that has taken uploads before: glibc's dynamic mmap threshold has grown
+        # past the old 4 MiB upload buffers, so new ones came from the heap, touched.
+        big = os.urandom(16 << 20)
+        with socket.create_connection(("127.0.0.1", blob_port)) as s:
+            s.sendall(
+                f"PUT /blobs/{hashlib.sha256(big).hexdigest()} HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Length: {len(big)}\r\nConnection: close\r\n\r\n".encode()
+                + big
+            )
+            while s.recv(65536):
+                pass
         for _ in range(20):
             timed_get(blob_port, sha)
         before = rss_mb(reg.pid)

@@ -82,6 +82,9 @@ def test_slow_uploads_are_bounded_cut_off_and_leave_reads_fast(
     server = limited_server
     data = bytes(range(256)) * 4096  # 1 MiB
     digest = put_blob(server, data)
+    # A server that has taken a large upload before: glibc had raised its mmap threshold
+    # past the old 4 MiB buffers, so each upload's 12 MiB then came from the heap, touched.
+    put_blob(server, hashlib.sha256(b"big").digest() * (1 << 19))  # 16 MiB
     assert server.blob_port is not None
     pid = server.proc.pid
     before = rss_mb(pid)

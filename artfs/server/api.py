@@ -18,8 +18,10 @@ runs (rights per route: docs/api.md, "Authentication").
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
+import logging
 import zlib
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -34,7 +36,7 @@ from starlette.routing import Route
 
 from ..auth import READ, WRITE, Principal
 from ..client.base import UNSET, Expect
-from ..errors import ArtfsError, Forbidden, InvalidInput, NotFound, Unauthorized
+from ..errors import ArtfsError, Forbidden, InvalidInput, NotFound, StorageFull, Unauthorized
 from ..hashing import BLOCK_SIZE, sha256_hex
 from ..lineage import parse_inputs
 from ..manifest import Manifest
@@ -45,6 +47,7 @@ from .auth import Authenticator
 from .limits import DEFAULT_LIMITS, ServerLimits, UploadSlots, paced_receive
 
 T = TypeVar("T")
+log = logging.getLogger("artfs.server")
 
 MAX_JSON_BODY = 512 << 20  # a 2,000,000-file manifest is ~250 MB of JSON
 UPLOAD_FLUSH = 4 << 20
@@ -95,6 +98,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _client_gone(request: Request, exc: Exception) -> Response:
     # Nobody will read this; answering (rather than raising) keeps the log quiet.
     return error_response(InvalidInput("the client disconnected before sending the whole request"))
+
+
+async def _os_error(request: Request, exc: Exception) -> Response:
+    """An ``OSError`` no layer translated: a full disk is 507, anything else 500."""
+    assert isinstance(exc, OSError)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return error_response(StorageFull(f"the server's disk is full: {exc}"))
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(ArtfsError(f"internal server error: {type(exc).__name__}: {exc}"))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -614,6 +626,7 @@ def create_app(
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         ArtfsError: _artfs_error,
+        OSError: _os_error,
         HTTPException: _http_error,
         ClientDisconnect: _client_gone,
         Exception: _unexpected,
