@@ -4,6 +4,7 @@ returns. A real tmpfs of 64 MiB holds the data directory (root only)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import subprocess
@@ -171,3 +172,53 @@ def test_postgres_store_maps_disk_full_in_transactions() -> None:
     with pytest.raises(StorageFull) as caught, store._write():
         raise psycopg.errors.DiskFull("could not extend file: No space left on device")
     assert "could not extend file" in str(caught.value)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
+@pytest.mark.timeout(300)
+def test_full_cache_dir_fails_reads_cleanly_then_recovers(
+    small_disk: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mount's cache directory full: an uncached read fails with ENOSPC or EIO (or is
+    served whole); a cached one and the draft already written are untouched; nothing read
+    is ever wrong; once space returns every read and the draft's commit work."""
+    from .e2e import Server, mounted
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    server = Server(tmp_path / "registry")
+    server.start()
+    try:
+        src = tmp_path / "src"
+        src.mkdir()
+        big, small = os.urandom(12 << 20), b"small and cached\n"
+        (src / "big.bin").write_bytes(big)
+        (src / "small.txt").write_bytes(small)
+        run_cli("put", "--registry", server.url, str(src), "p/a")
+        cache, state = small_disk / "cache", small_disk / "state"
+        with mounted(server.url, tmp_path / "m", cache, "--state-dir", str(state)) as m:
+            v0 = m / "p" / "a" / "v0"
+            assert (v0 / "small.txt").read_bytes() == small
+            os.mkdir(m / "p" / "a" / "wip")
+            (m / "p" / "a" / "wip" / "kept.txt").write_bytes(b"written before\n")
+            filler = fill(small_disk)
+            try:
+                got = (v0 / "big.bin").read_bytes()
+            except OSError as e:
+                assert e.errno in (errno.ENOSPC, errno.EIO), e
+            else:
+                assert got == big  # served without caching: fine, never wrong bytes
+            assert (v0 / "small.txt").read_bytes() == small
+            with pytest.raises(OSError) as exc:
+                (m / "p" / "a" / "wip" / "more.bin").write_bytes(os.urandom(1 << 20))
+            assert exc.value.errno == errno.ENOSPC
+            assert (m / "p" / "a" / "wip" / "kept.txt").read_bytes() == b"written before\n"
+            filler.unlink()
+            assert (v0 / "big.bin").read_bytes() == big
+            (m / "p" / "a" / "wip" / "more.bin").write_bytes(b"after\n")
+            out = run_cli("commit", str(m / "p" / "a" / "wip"))
+            assert out.stdout.strip() == "p/a:v1"
+            v1 = m / "p" / "a" / "v1"
+            assert (v1 / "kept.txt").read_bytes() == b"written before\n"
+            assert (v1 / "more.bin").read_bytes() == b"after\n"
+    finally:
+        server.stop()
