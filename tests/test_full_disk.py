@@ -222,3 +222,29 @@ def test_full_cache_dir_fails_reads_cleanly_then_recovers(
             assert (v1 / "more.bin").read_bytes() == b"after\n"
     finally:
         server.stop()
+
+
+def test_s3_store_full_is_507() -> None:
+    """An S3 store out of space (MinIO's XMinioStorageFull, a plain 507) is StorageFull."""
+    import botocore.exceptions
+
+    from artfs.registry.s3 import S3BlobStore
+
+    store = S3BlobStore.__new__(S3BlobStore)
+    store.where = "s3://bucket/prefix"
+    full = botocore.exceptions.ClientError(
+        {
+            "Error": {
+                "Code": "XMinioStorageFull",
+                "Message": "Storage backend has reached its limit",
+            },
+            "ResponseMetadata": {"HTTPStatusCode": 507},
+        },
+        "PutObject",
+    )
+    mapped = store._unavailable("storing blob ab", full)
+    assert isinstance(mapped, StorageFull) and mapped.http_status == 507
+    other = botocore.exceptions.ClientError(
+        {"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "PutObject"
+    )
+    assert not isinstance(store._unavailable("storing blob ab", other), StorageFull)
