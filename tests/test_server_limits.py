@@ -166,5 +166,17 @@ def test_connection_and_upload_caps_answer_503(tmp_path: Path) -> None:
         first.settimeout(10)
         assert b" 201 " in first.recv(65536).split(b"\r\n", 1)[0]
         first.close()
+        # The API port: at most 4 requests running; slow uploads count.
+        api_port = int(server.url.rsplit(":", 1)[1])
+        held = [open_upload(api_port, "ab" * 32, 100, "/v1/blobs/") for _ in range(4)]
+        time.sleep(0.5)
+        r = httpx.get(f"{server.url}/v1/projects", timeout=10)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+        for s in held:
+            s.close()
+        deadline = time.monotonic() + 15  # the server notices the closed uploads
+        while httpx.get(f"{server.url}/v1/projects", timeout=10).status_code == 503:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
     finally:
         stop_server(server.proc)
