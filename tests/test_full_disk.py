@@ -99,6 +99,11 @@ def test_full_disk_reads_work_gc_frees_writes_507_then_recover(small_disk: Path)
         # Reads still answer.
         assert httpx.get(f"{art}/a/versions/0").status_code == 200
         assert httpx.get(f"{server.blob_url}/blobs/{sha(keep)}").content == keep
+        # Space back: the same server takes the refused commit, which took no number.
+        filler.unlink()
+        r = commit(base, "p", {"again": keep})
+        assert r.status_code == 201 and r.json()["version"]["number"] == 2, r.text
+        filler = fill(small_disk)
     finally:
         stop_server(server.proc)
 
@@ -128,11 +133,11 @@ def test_full_disk_reads_work_gc_frees_writes_507_then_recover(small_disk: Path)
         httpx.put(f"{base}/blobs/{sha(new)}", content=new, timeout=30).raise_for_status()
         r = commit(base, "p", {"again": keep, "new": new})
         assert r.status_code == 201, r.text
-        assert r.json()["version"]["number"] == 2  # the refused commit took no number
+        assert r.json()["version"]["number"] == 3
         listed = httpx.get(f"{base}/projects/p/artifacts/a").json()
         numbers = [v["number"] for v in listed["versions"]]
-        assert sorted(numbers) == [0, 2], listed
-        manifest = httpx.get(f"{base}/projects/p/artifacts/a/versions/2/manifest").json()
+        assert sorted(numbers) == [0, 2, 3], listed
+        manifest = httpx.get(f"{base}/projects/p/artifacts/a/versions/3/manifest").json()
         assert sorted(e[0] for e in manifest["files"]) == ["again", "new"]
         assert httpx.get(f"{server.blob_url}/blobs/{sha(new)}").content == new
     finally:
