@@ -199,6 +199,7 @@ def slow_uploads(work: Path, n: int, seconds: float) -> int:
             s.setblocking(False)
             socks.append(s)
         peak, latencies, answers = before, [], {}
+        when: list[tuple[float, float]] = []
         start = next_byte = time.monotonic()
         while time.monotonic() - start < seconds:
             if time.monotonic() >= next_byte:
@@ -222,6 +223,7 @@ def slow_uploads(work: Path, n: int, seconds: float) -> int:
                     except OSError:
                         pass
             latencies.append(timed_get(blob_port, sha))
+            when.append((latencies[-1], time.monotonic() - start))
             peak = max(peak, rss_mb(reg.pid))
             time.sleep(0.1)
         still_open = sum(1 for s in socks if s.fileno() >= 0)
@@ -243,6 +245,8 @@ def slow_uploads(work: Path, n: int, seconds: float) -> int:
             f"{ms[0]:.1f} ms | {ms[1]:.1f} ms | {ms[2]:.1f} ms | {len(latencies)} | "
             f"{told}; still open {still_open} |"
         )
+        worst = ", ".join(f"{1000 * t:.0f} ms at {at:.1f} s" for t, at in sorted(when)[-5:])
+        print(f"\nslowest GETs: {worst}")
         return 0
     finally:
         reg.terminate()
