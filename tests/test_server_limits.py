@@ -180,3 +180,42 @@ def test_connection_and_upload_caps_answer_503(tmp_path: Path) -> None:
             time.sleep(0.2)
     finally:
         stop_server(server.proc)
+
+
+# --- the pacer alone, on trio's mock clock ---------------------------------------------------
+def run_paced(reads: list[tuple[float, int]], *, away: float = 0.0) -> float | None:
+    """Feed a BodyPacer (30 s window, 1 KiB/s) reads that each take ``seconds`` and bring
+    ``n`` bytes, with ``away`` seconds between reads that are not spent waiting on the client.
+    When it cuts the body off: the mock time; else None."""
+    import trio
+    import trio.testing
+
+    from artfs.errors import TooSlow
+    from artfs.server.limits import BodyPacer
+
+    async def main() -> float | None:
+        pacer = BodyPacer(30.0, 1024)
+        try:
+            for seconds, n in reads:
+                deadline = pacer.deadline()
+                if trio.current_time() + seconds >= deadline:
+                    await trio.sleep_until(deadline)
+                    pacer.expired()
+                    continue
+                await trio.sleep(seconds)
+                pacer.arrived(n)
+                await trio.sleep(away)
+        except TooSlow:
+            return trio.current_time()
+        return None
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_pacer_cuts_off_a_dribble_and_keeps_a_steady_body() -> None:
+    dribble = [(3.0, 1)] * 100  # one byte every 3 s
+    cut = run_paced(dribble)
+    assert cut is not None and 29 < cut < 31
+    assert run_paced([(1.0, 2048)] * 200) is None  # 2 KiB/s for 200 s: fine
+    assert run_paced([(0.001, 65536)] * 100, away=10.0) is None  # our slow disk: not counted
+    assert run_paced([(40.0, 0)]) is not None  # nothing at all for a window
