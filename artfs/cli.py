@@ -75,10 +75,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .heap import freeze_startup_heap
     from .registry.stores import store_options
-    from .server import auth_options, run_server
+    from .server import auth_options, limit_options, run_server
+    from .server.limits import return_freed_memory
 
     data = Path(args.data).expanduser().absolute()
     freeze_startup_heap()
+    return_freed_memory()
     try:
         trio.run(
             functools.partial(
@@ -89,6 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 args.blob_port,
                 stores=store_options(args),
                 auth=auth_options(args),
+                limits=limit_options(args),
             )
         )
     except OSError as e:
@@ -173,6 +176,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         blobs=args.blobs,
         s3_endpoint=args.s3_endpoint,
         db_pool=args.db_pool,
+        spend_reserve=not args.dry_run,  # marking blobs doomed must fit on a full disk
     )
     try:
         report = registry.gc(grace, dry_run=args.dry_run, progress=progress)
@@ -509,9 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--blob-port", type=int, default=None, help="port of the blob data server (default: PORT+1)"
     )
     add_store_arguments(s)
-    from .server import add_auth_arguments
+    from .server import add_auth_arguments, add_limit_arguments
 
     add_auth_arguments(s)
+    add_limit_arguments(s)
     s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser(

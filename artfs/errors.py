@@ -157,7 +157,17 @@ class Unavailable(ArtfsError):
     errno = _errno.EIO
 
 
+class TooSlow(ArtfsError):
+    """A request body that arrives slower than the server accepts (server/limits.py): 408."""
+
+    code = "too_slow"
+    http_status = 408
+    errno = _errno.ETIMEDOUT
+
+
 class StorageFull(ArtfsError):
+    """No space left where the registry, a cache or a draft keeps its data: HTTP 507."""
+
     code = "storage_full"
     http_status = 507
     errno = _errno.ENOSPC
@@ -191,6 +201,7 @@ ALL_ERRORS: tuple[type[ArtfsError], ...] = (
     ReadOnly,
     IntegrityError,
     Unavailable,
+    TooSlow,
     StorageFull,
     ProtocolError,
 )

@@ -10,6 +10,13 @@ ratios. Also
 times ``HttpRegistryClient.read_range`` of the whole blob: what the mount's cache gets.
 
     .venv/bin/python scripts/bench_server.py [--size 1G] [--rounds 3]
+
+``--slow-uploads N`` measures the server under N slow uploads instead (issue 10: a declared
+100 MiB body, one byte every 3 s, on the data port, with the default limits): the server's
+RSS before, at its peak and after the connections are gone, blob GET latency meanwhile,
+and how many uploads the server cut off (408) or refused (503).
+
+    .venv/bin/python scripts/bench_server.py --slow-uploads 400 [--seconds 45]
 """
 
 from __future__ import annotations
@@ -140,6 +147,112 @@ def client_read(api_url: str, sha: str, size: int) -> float:
     return trio.run(run)
 
 
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def timed_get(port: int, sha: str) -> float:
+    t0 = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(f"GET /blobs/{sha} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        while s.recv(1 << 20):
+            pass
+    return time.perf_counter() - t0
+
+
+def slow_uploads(work: Path, n: int, seconds: float) -> int:
+    """The ``--slow-uploads`` mode."""
+    import hashlib
+
+    store = LocalBlobStore(work / "registry" / "blobs")
+    data = os.urandom(1 << 20)
+    sha = hashlib.sha256(data).hexdigest()
+    src = work / "small.bin"
+    src.write_bytes(data)
+    store.put_file(sha, src)
+    reg, _api_url, blob_port = start_registry(work / "registry")
+    try:
+        # A server that has taken uploads before: glibc's dynamic mmap threshold has grown
+        # past the old 4 MiB upload buffers, so new ones came from the heap, touched.
+        big = os.urandom(16 << 20)
+        with socket.create_connection(("127.0.0.1", blob_port)) as s:
+            s.sendall(
+                f"PUT /blobs/{hashlib.sha256(big).hexdigest()} HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Length: {len(big)}\r\nConnection: close\r\n\r\n".encode()
+                + big
+            )
+            while s.recv(65536):
+                pass
+        for _ in range(20):
+            timed_get(blob_port, sha)
+        before = rss_mb(reg.pid)
+        socks = []
+        for i in range(n):
+            s = socket.create_connection(("127.0.0.1", blob_port))
+            s.sendall(
+                f"PUT /blobs/{i:064x} HTTP/1.1\r\nHost: x\r\nContent-Length: {100 << 20}"
+                "\r\n\r\nx".encode()
+            )
+            s.setblocking(False)
+            socks.append(s)
+        peak, latencies, answers = before, [], {}
+        when: list[tuple[float, float]] = []
+        start = next_byte = time.monotonic()
+        while time.monotonic() - start < seconds:
+            if time.monotonic() >= next_byte:
+                next_byte += 3.0
+                for s in socks:
+                    if s.fileno() < 0:
+                        continue
+                    try:
+                        got = s.recv(4096)
+                    except BlockingIOError:
+                        got = None
+                    except OSError:
+                        got = b""
+                    if got is not None:  # answered or closed by the server
+                        status = got.split(b" ", 2)[1].decode() if got else "closed"
+                        answers[status] = answers.get(status, 0) + 1
+                        s.close()
+                        continue
+                    try:
+                        s.send(b"x")
+                    except OSError:
+                        pass
+            latencies.append(timed_get(blob_port, sha))
+            when.append((latencies[-1], time.monotonic() - start))
+            peak = max(peak, rss_mb(reg.pid))
+            time.sleep(0.1)
+        still_open = sum(1 for s in socks if s.fileno() >= 0)
+        for s in socks:
+            s.close()
+        time.sleep(2)
+        after = rss_mb(reg.pid)
+        latencies.sort()
+        ms = [1000 * latencies[int(q * (len(latencies) - 1))] for q in (0.5, 0.99, 1.0)]
+        print(
+            f"\n{n} slow uploads (100 MiB declared, 1 byte / 3 s) for {seconds:.0f} s, "
+            "default limits, data port:\n"
+        )
+        print("| server RSS before | peak | after close | GET p50 | p99 | max | GETs | answers |")
+        print("|---|---|---|---|---|---|---|---|")
+        told = ", ".join(f"{k}: {v}" for k, v in sorted(answers.items()))
+        print(
+            f"| {before:.0f} MB | {peak:.0f} MB (+{peak - before:.0f}) | {after:.0f} MB | "
+            f"{ms[0]:.1f} ms | {ms[1]:.1f} ms | {ms[2]:.1f} ms | {len(latencies)} | "
+            f"{told}; still open {still_open} |"
+        )
+        worst = ", ".join(f"{1000 * t:.0f} ms at {at:.1f} s" for t, at in sorted(when)[-5:])
+        print(f"\nslowest GETs: {worst}")
+        return 0
+    finally:
+        reg.terminate()
+        reg.wait(10)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -147,10 +260,18 @@ def main() -> int:
     ap.add_argument("--size", default="1G", help="blob size (default 1G)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--dir", help="work directory (default: a temporary one, removed afterwards)")
+    ap.add_argument("--slow-uploads", type=int, default=0, help="the slow-upload mode: how many")
+    ap.add_argument("--seconds", type=float, default=45, help="slow-upload mode: how long")
     args = ap.parse_args()
     size = parse_size(args.size)
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="artfs-bench-server-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.slow_uploads:
+        try:
+            return slow_uploads(work, args.slow_uploads, args.seconds)
+        finally:
+            if not args.dir:
+                shutil.rmtree(work, ignore_errors=True)
     procs: list[subprocess.Popen[str]] = []
     try:
         print(f"writing a {size / (1 << 30):.2f} GiB blob ...", file=sys.stderr)

@@ -38,7 +38,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from ..errors import Conflict, InvalidInput, Unavailable
+from ..errors import Conflict, InvalidInput, StorageFull, Unavailable
 from .sqlbase import SCHEMA_VERSION, Rows, SqlMetaStore, schema_ddl
 from .stores import redact
 
@@ -66,6 +66,16 @@ _SCHEMA = schema_ddl(
 )
 
 Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+def disk_full(where: str, e: Exception) -> StorageFull:
+    """PostgreSQL's disk is full (SQLSTATE 53100, "could not extend file"): the transaction
+    was rolled back whole; the server answers 507."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return StorageFull(
+        f"registry database {where}: its disk is full ({first}): nothing was changed; "
+        "free space on the database host and retry"
+    )
 
 
 class PostgresMetaStore(SqlMetaStore[Conn]):
@@ -152,6 +162,8 @@ class PostgresMetaStore(SqlMetaStore[Conn]):
             raise Unavailable(
                 f"registry database {self._where}: lock wait timed out: {e}"
             ) from None
+        except psycopg.errors.DiskFull as e:  # "could not extend file ...": rolled back
+            raise disk_full(self._where, e) from None
         except psycopg.OperationalError as e:
             raise Unavailable(f"registry database {self._where} failed: {e}") from None
 

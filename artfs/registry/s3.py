@@ -47,7 +47,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from cachetools import LRUCache
 
-from ..errors import IntegrityError, InvalidInput, NotFound, Unavailable
+from ..errors import IntegrityError, InvalidInput, NotFound, StorageFull, Unavailable
 from ..hashing import BlobHasher, block_count, sha256_hex
 from .blobs import check_writer_args
 from .uploads import PartUrl, UploadPlan
@@ -92,6 +92,17 @@ def _is_missing(e: botocore.exceptions.ClientError) -> bool:
     return _code(e) in ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
 
 
+_FULL_CODES = ("XMinioStorageFull", "InsufficientStorage", "StorageFull", "507")
+
+
+def _is_full(e: Exception) -> bool:
+    """An S3 answer that the store is out of space (MinIO's code, a plain 507)."""
+    if not isinstance(e, botocore.exceptions.ClientError):
+        return False
+    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return _code(e) in _FULL_CODES or status == 507
+
+
 class S3BlobStore:
     presigns = True
     presigned_upload_min = PRESIGNED_UPLOAD_MIN
@@ -132,7 +143,9 @@ class S3BlobStore:
         self._check_bucket()
 
     # --- plumbing -----------------------------------------------------------------------
-    def _unavailable(self, what: str, e: Exception) -> Unavailable:
+    def _unavailable(self, what: str, e: Exception) -> Unavailable | StorageFull:
+        if _is_full(e):  # the store's disks are full: 507 from our server too
+            return StorageFull(f"blob store {self.where} is full: {what} failed: {e}")
         return Unavailable(f"blob store {self.where}: {what} failed: {e}")
 
     def _check_bucket(self) -> None:

@@ -32,7 +32,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import Conflict, InvalidInput
+from ..errors import Conflict, InvalidInput, StorageFull
+from .reserve import RESERVE_BYTES, free_bytes, is_disk_full, keep_reserve, release_reserve
 from .sqlbase import SCHEMA_VERSION, Rows, SqlMetaStore, schema_ddl
 
 MAX_IDLE = 8  # pooled connections kept open
@@ -83,15 +84,41 @@ class SqliteMetaStore(SqlMetaStore[sqlite3.Connection]):
     _LOCK_ARTIFACT = ""
     _COLLATE = ""  # SQLite's default BINARY collation is bytewise
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 60.0) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout: float = 60.0, spend_reserve: bool = False
+    ) -> None:
+        """``spend_reserve``: give the space kept in reserve (reserve.py) back to the
+        filesystem when the disk is nearly full, so this process can write (``artfs gc``)."""
         self.path = str(path)
         self._busy_timeout = busy_timeout
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
         _make_private(self.path)
+        try:
+            self._open()
+        except sqlite3.OperationalError as e:
+            if not is_disk_full(e, self.path):
+                raise
+            if not release_reserve(self.path):
+                raise self._full(e) from None
+            self._open()  # with the reserve's room: the -shm index fits now
+        if spend_reserve and free_bytes(self.path) < RESERVE_BYTES:
+            release_reserve(self.path)
+        else:
+            keep_reserve(self.path)
+
+    def _open(self) -> None:
+        """Check the journal mode and schema; writes only when they must change (a new or
+        older registry), so an up-to-date one opens on a full disk."""
         self._set_wal()
         self._init_schema()
+
+    def _full(self, e: Exception) -> StorageFull:
+        return StorageFull(
+            f"registry database {self.path}: the disk is full ({e}): nothing was changed; "
+            "free space (artfs gc, docs/deploy.md) and retry"
+        )
 
     # --- connections and transactions -------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -125,14 +152,23 @@ class SqliteMetaStore(SqlMetaStore[sqlite3.Connection]):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._conn() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        """One write transaction; on a full disk it is rolled back whole (a COMMIT that
+        fails leaves the connection in its transaction: it is closed, not pooled, which
+        rolls back) and ``StorageFull`` raised."""
+        try:
+            with self._conn() as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            if is_disk_full(e, self.path):
+                raise self._full(e) from None
+            raise
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -149,6 +185,9 @@ class SqliteMetaStore(SqlMetaStore[sqlite3.Connection]):
     def _set_wal(self) -> None:
         # Switching a fresh file to WAL needs a moment of exclusive access; several processes
         # opening the same new registry at once may briefly see "locked".
+        with self._conn() as c:
+            if str(c.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return  # (asking writes nothing; setting it would, on a new file)
         deadline = time.monotonic() + self._busy_timeout
         while True:
             try:
@@ -165,6 +204,14 @@ class SqliteMetaStore(SqlMetaStore[sqlite3.Connection]):
             )
 
     def _init_schema(self) -> None:
+        with self._read() as c:
+            (version,) = c.execute("PRAGMA user_version").fetchone()
+            row = None
+            if version == SCHEMA_VERSION:
+                row = c.execute("SELECT value FROM registry WHERE key='id'").fetchone()
+        if row is not None:  # up to date: nothing to write
+            self._registry_id = str(row[0])
+            return
         with self._write() as c:
             (version,) = c.execute("PRAGMA user_version").fetchone()
             if version > SCHEMA_VERSION:

@@ -68,10 +68,15 @@ def describe_stores(stores: StoreOptions, data_dir: Path) -> str:
 
 
 def open_meta(
-    data_dir: str | Path, *, db: str | None = None, db_pool: int | None = None
+    data_dir: str | Path,
+    *,
+    db: str | None = None,
+    db_pool: int | None = None,
+    spend_reserve: bool = False,
 ) -> MetaStore:
     """The metadata store alone (what ``artfs token`` needs): ``db`` is None
-    (``DATA/registry.db``), a SQLite file path, or ``postgresql://...``."""
+    (``DATA/registry.db``), a SQLite file path, or ``postgresql://...``. ``spend_reserve``:
+    SQLite gives back its reserved room on a nearly full disk (``artfs gc``; reserve.py)."""
     root = Path(data_dir)
     if db is not None and db.startswith(("postgresql://", "postgres://")):
         from .postgres import POOL_MAX, PostgresMetaStore
@@ -83,7 +88,7 @@ def open_meta(
         raise InvalidInput(f"unsupported database {db!r}: a SQLite path or postgresql://...")
     path = Path(db) if db is not None else root / "registry.db"
     path.parent.mkdir(parents=True, exist_ok=True)
-    return SqliteMetaStore(path)
+    return SqliteMetaStore(path, spend_reserve=spend_reserve)
 
 
 def open_registry(
@@ -93,10 +98,11 @@ def open_registry(
     blobs: str | None = None,
     s3_endpoint: str | None = None,
     db_pool: int | None = None,
+    spend_reserve: bool = False,
 ) -> Registry:
     """``db``: None (``DATA/registry.db``), a SQLite file path, or ``postgresql://...``;
     ``blobs``: None (``DATA/blobs``), a directory, or ``s3://BUCKET[/PREFIX]``."""
-    meta = open_meta(data_dir, db=db, db_pool=db_pool)
+    meta = open_meta(data_dir, db=db, db_pool=db_pool, spend_reserve=spend_reserve)
     try:
         store: BlobStore
         if blobs is not None and blobs.startswith("s3://"):

@@ -33,14 +33,26 @@ from ..registry.stores import (
 from .api import create_app
 from .auth import DEFAULT_TTL, Authenticator
 from .blobserver import BlobDataServer
+from .limits import (
+    DEFAULT_LIMITS,
+    READ_TIMEOUT,
+    RequestCap,
+    ServerLimits,
+    add_limit_arguments,
+    limit_options,
+    return_freed_memory,
+)
 
 __all__ = [
     "AuthOptions",
     "ServerInfo",
+    "ServerLimits",
     "StoreOptions",
     "add_auth_arguments",
+    "add_limit_arguments",
     "add_store_arguments",
     "auth_options",
+    "limit_options",
     "main",
     "run_server",
     "serve",
@@ -148,6 +160,7 @@ async def serve(
     public_blob_url: str | None = None,
     stores: StoreOptions = DEFAULT_STORES,
     auth: AuthOptions = DEFAULT_AUTH,
+    limits: ServerLimits = DEFAULT_LIMITS,
     task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the registry in ``data_dir`` until cancelled.
@@ -157,6 +170,7 @@ async def serve(
     (e.g. behind a proxy); by default it is this host, as the client addressed it, on ``blob_port``.
     With a store that presigns (S3) no data port is opened: clients fetch from the store.
     ``auth``: whether every request but ``GET /v1`` needs a token (server/auth.py).
+    ``limits``: connection, upload and slow-body limits of both ports (server/limits.py).
     """
     data_dir = Path(data_dir).resolve()
     if blob_port is None:
@@ -192,6 +206,7 @@ async def serve(
                 registry.blobs.local_path,  # type: ignore[arg-type]
                 writer=registry.blob_writer,
                 authorize=authorize_blobs,
+                limits=limits,
             )
             bound_blob_port: int | None = None
             if not registry.blobs.presigns:
@@ -213,6 +228,10 @@ async def serve(
             config.errorlog = logging.getLogger("hypercorn.error")  # through our logging, once
             config.loglevel = "WARNING"
             config.keep_alive_timeout = 75
+            # A connection that sends nothing for this long while a request is open is
+            # closed; slow bodies are cut off sooner by the BodyPacer (limits.py).
+            config.read_timeout = READ_TIMEOUT
+            config.backlog = min(limits.max_connections, 4096)
 
             def data_stats() -> dict[str, int]:
                 return {
@@ -221,7 +240,10 @@ async def serve(
                     "blob_bytes_received": blobs.bytes_received,
                 }
 
-            app: Any = create_app(registry, blob_base_url, data_stats, authenticator)
+            app: Any = RequestCap(
+                create_app(registry, blob_base_url, data_stats, authenticator, limits=limits),
+                limits.max_connections,
+            )
             binds = await nursery.start(partial(hypercorn_serve, app, config, mode="asgi"))
             bound_port = int(binds[0].rsplit(":", 1)[1])
             task_status.started(
@@ -248,6 +270,7 @@ async def run_server(
     public_blob_url: str | None = None,
     stores: StoreOptions = DEFAULT_STORES,
     auth: AuthOptions = DEFAULT_AUTH,
+    limits: ServerLimits = DEFAULT_LIMITS,
 ) -> None:
     """Serve until SIGINT/SIGTERM, printing one line when ready (what ``artfs serve`` runs).
 
@@ -265,6 +288,7 @@ async def run_server(
                     public_blob_url=public_blob_url,
                     stores=stores,
                     auth=auth,
+                    limits=limits,
                 )
             )
             warning = auth_warning(host, auth)
@@ -305,12 +329,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_store_arguments(parser)
     add_auth_arguments(parser)
+    add_limit_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
 
     freeze_startup_heap()
+    return_freed_memory()
     try:
         trio.run(
             partial(
@@ -322,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                 public_blob_url=args.public_blob_url,
                 stores=store_options(args),
                 auth=auth_options(args),
+                limits=limit_options(args),
             )
         )
     except KeyboardInterrupt:

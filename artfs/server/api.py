@@ -18,8 +18,10 @@ runs (rights per route: docs/api.md, "Authentication").
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
+import logging
 import zlib
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -34,7 +36,7 @@ from starlette.routing import Route
 
 from ..auth import READ, WRITE, Principal
 from ..client.base import UNSET, Expect
-from ..errors import ArtfsError, Forbidden, InvalidInput, NotFound, Unauthorized
+from ..errors import ArtfsError, Forbidden, InvalidInput, NotFound, StorageFull, Unauthorized
 from ..hashing import BLOCK_SIZE, sha256_hex
 from ..lineage import parse_inputs
 from ..manifest import Manifest
@@ -42,8 +44,10 @@ from ..names import parse_version, version_label
 from ..registry import Registry
 from ..registry.uploads import parse_etags
 from .auth import Authenticator
+from .limits import DEFAULT_LIMITS, ServerLimits, UploadSlots, paced_receive
 
 T = TypeVar("T")
+log = logging.getLogger("artfs.server")
 
 MAX_JSON_BODY = 512 << 20  # a 2,000,000-file manifest is ~250 MB of JSON
 UPLOAD_FLUSH = 4 << 20
@@ -94,6 +98,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _client_gone(request: Request, exc: Exception) -> Response:
     # Nobody will read this; answering (rather than raising) keeps the log quiet.
     return error_response(InvalidInput("the client disconnected before sending the whole request"))
+
+
+async def _os_error(request: Request, exc: Exception) -> Response:
+    """An ``OSError`` no layer translated: a full disk is 507, anything else 500."""
+    assert isinstance(exc, OSError)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return error_response(StorageFull(f"the server's disk is full: {exc}"))
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(ArtfsError(f"internal server error: {type(exc).__name__}: {exc}"))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -261,10 +274,14 @@ def create_app(
     blob_base_url: BlobBaseUrl,
     extra_stats: Callable[[], dict[str, int]] = dict,
     authenticator: Authenticator | None = None,
+    *,
+    limits: ServerLimits = DEFAULT_LIMITS,
 ) -> _CountRequests:
     """The ASGI app. ``extra_stats`` adds counters of other parts (the data server) to
-    ``GET /v1/stats``. ``authenticator``: who may do what (None: everyone everything)."""
+    ``GET /v1/stats``. ``authenticator``: who may do what (None: everyone everything).
+    ``limits``: concurrent uploads and the slowest accepted upload body (limits.py)."""
     r = registry
+    upload_slots = UploadSlots(limits.max_uploads, limits.upload_wait)
     uploaded = 0
     auth = authenticator or Authenticator(lambda key: None, enabled=False)
 
@@ -473,10 +490,18 @@ def create_app(
         return JSONResponse({"missing": sorted(missing)})
 
     async def put_blob(request: Request) -> Response:
-        nonlocal uploaded
         sha = sha256_hex(request.path_params["sha"])
         declared = request.headers.get("content-length")
         size = int(declared) if declared is not None and declared.isdigit() else None
+        slot = object()
+        await upload_slots.acquire(slot)  # Unavailable (503) after limits.upload_wait
+        try:
+            return await receive_blob(request, sha, size)
+        finally:
+            upload_slots.release(slot)
+
+    async def receive_blob(request: Request, sha: str, size: int | None) -> Response:
+        nonlocal uploaded
         writer = await run(r.blob_writer, sha, size)
         try:
             # Receive the next chunks while a worker thread hashes and writes the previous ones.
@@ -492,7 +517,7 @@ def create_app(
                     nursery.start_soon(consume)
                     async with send:
                         buf = bytearray()
-                        async for chunk in request.stream():
+                        async for chunk in paced_receive(request.receive, limits.pacer()):
                             uploaded += len(chunk)
                             buf += chunk
                             if len(buf) >= UPLOAD_FLUSH:
@@ -601,6 +626,7 @@ def create_app(
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         ArtfsError: _artfs_error,
+        OSError: _os_error,
         HTTPException: _http_error,
         ClientDisconnect: _client_gone,
         Exception: _unexpected,

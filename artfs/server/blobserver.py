@@ -16,11 +16,15 @@ the same trio loop as the API server.
 
 Uploads (``PUT`` with ``Content-Length``, when given a ``writer``) skip ASGI too:
 Hypercorn's h11 path delivers 64 KiB messages and tops out near 0.3 GB/s here. The
-body is read with ``recv_into`` into a few large buffers that a worker thread hashes
-and writes (``BlobWriter``: verified, fsynced and renamed into place only when the
+body is read with ``recv_into`` into buffers that a worker thread hashes and writes
+(``upload_body.py``; ``BlobWriter``: verified, fsynced and renamed into place only when the
 sha256 matches, exactly like ``PUT /v1/blobs/{sha}``) while the next one fills. Bytes that
 follow the body and can't start a next request (or follow a request that said it was the
 last) mean the body was longer than its ``Content-Length``: 400, nothing stored.
+
+Limits (``limits.py``): over ``max_connections`` open connections a new one is answered
+503 at once; over ``max_uploads`` an upload waits for a slot, then gets 503; a body slower
+than the ``BodyPacer`` allows gets 408 and the connection is closed.
 
 Tokens (``authorize``, given by the server when ``--auth on``): GET/HEAD need a read right
 on some project, PUT a write right; refusals are 401/403 with the API's JSON error body.
@@ -44,6 +48,8 @@ import trio
 from ..auth import READ, WRITE
 from ..errors import ArtfsError, Forbidden, InvalidInput, Unauthorized
 from ..registry.blobs import BlobWriter
+from .limits import DEFAULT_LIMITS, ServerLimits, UploadSlots, busy_body
+from .upload_body import receive_body
 
 log = logging.getLogger("artfs.server.blobs")
 
@@ -55,8 +61,7 @@ _REQUEST_LINE_START = re.compile(rb"%s*(?: [\x21-\x7e]*(?: [HTP/0-9.]{0,8})?)?" 
 IDLE_TIMEOUT = 60.0
 SEND_TIMEOUT = 60.0
 YIELD_EVERY = 8 << 20  # let other tasks run at least this often on a fast socket
-UPLOAD_BUFFER = 4 << 20  # one worker-thread write (hash + write) per this many bytes
-UPLOAD_BUFFERS = 3  # filling one while the thread works on another, one spare
+BUSY_SECONDS = 1.0  # how long a connection over the cap gets to read its 503
 REFUSED_DRAIN_MAX = 8 << 20  # a refused upload's body is read and dropped up to this size
 PENDING_MAX = 64 << 10  # bytes past an upload's body looked at before it is stored
 OVERLONG_DRAIN_SECONDS = 1.0  # how long the rest of a too-long upload body is read and dropped
@@ -171,15 +176,20 @@ class BlobDataServer:
         authorize: Authorize = _allow_all,
         idle_timeout: float = IDLE_TIMEOUT,
         send_timeout: float = SEND_TIMEOUT,
+        limits: ServerLimits = DEFAULT_LIMITS,
     ) -> None:
         self.resolve = resolve
         self.writer = writer
         self.authorize = authorize
         self.idle_timeout = idle_timeout
         self.send_timeout = send_timeout
+        self.limits = limits
+        self.uploads = UploadSlots(limits.max_uploads, limits.upload_wait)
         self.bytes_sent = 0
         self.bytes_received = 0
         self.requests = 0
+        self.connections = 0  # open now
+        self.refused_busy = 0  # connections answered 503 for being over the cap
 
     async def serve(
         self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
@@ -188,7 +198,38 @@ class BlobDataServer:
         bound = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
             task_status.started(bound)
-            await trio.serve_listeners(self.handle, listeners, handler_nursery=nursery)
+            await trio.serve_listeners(self._capped, listeners, handler_nursery=nursery)
+
+    async def _capped(self, stream: trio.SocketStream) -> None:
+        """``handle``, or a 503 when ``max_connections`` are open already."""
+        if self.connections >= self.limits.max_connections:
+            self.refused_busy += 1
+            await self._busy(stream)
+            return
+        self.connections += 1
+        try:
+            await self.handle(stream)
+        finally:
+            self.connections -= 1
+
+    async def _busy(self, stream: trio.SocketStream) -> None:
+        """Answer 503 without reading the request, let the client finish sending a little
+        so it reads the answer rather than a reset, and close: all within ``BUSY_SECONDS``."""
+        body = busy_body(f"the data server has {self.limits.max_connections} connections open")
+        head = (
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        with trio.move_on_after(BUSY_SECONDS):
+            try:
+                await stream.send_all(head + body)
+                await stream.send_eof()
+                while await stream.receive_some(65536):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
 
     async def handle(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
@@ -390,6 +431,26 @@ class BlobDataServer:
         except (Unauthorized, Forbidden) as e:
             await self._refuse_upload(conn, stream, e, length)
             return None
+        slot = object()
+        try:
+            await self.uploads.acquire(slot)
+        except ArtfsError as e:  # over max_uploads for upload_wait seconds: 503
+            await self._refuse_upload(conn, stream, e, length)
+            return None
+        try:
+            return await self._upload_in_slot(conn, stream, req, sha, length)
+        finally:
+            self.uploads.release(slot)
+
+    async def _upload_in_slot(
+        self,
+        conn: h11.Connection,
+        stream: trio.SocketStream,
+        req: h11.Request,
+        sha: str,
+        length: int,
+    ) -> bytes | None:
+        assert self.writer is not None
         try:
             writer = await trio.to_thread.run_sync(self.writer, sha, length)
         except ArtfsError as e:  # e.g. the blob is being garbage-collected: 409
@@ -402,7 +463,9 @@ class BlobDataServer:
         overlong = False
         try:
             try:
-                await self._receive_body(stream, writer, first, length)
+                await receive_body(
+                    stream.socket, writer, first, length, self.limits.pacer(), self._count
+                )
             except BaseExceptionGroup as group:
                 raise _single(group) from None
             # Bytes past Content-Length are the next request, unless no request may follow
@@ -455,46 +518,8 @@ class BlobDataServer:
                     return
                 remaining -= len(data)
 
-    async def _receive_body(
-        self, stream: trio.SocketStream, writer: BlobWriter, first: bytes, length: int
-    ) -> None:
-        """Receive ``length`` body bytes (``first`` already here) while a worker thread hashes
-        and writes the previous buffer."""
-        full_send, full_recv = trio.open_memory_channel[tuple[bytearray, int]](UPLOAD_BUFFERS)
-        free_send, free_recv = trio.open_memory_channel[bytearray](UPLOAD_BUFFERS)
-        for _ in range(UPLOAD_BUFFERS):
-            free_send.send_nowait(bytearray(min(UPLOAD_BUFFER, max(length, 1))))
-
-        async def store() -> None:
-            async with full_recv:
-                async for buf, n in full_recv:
-                    await trio.to_thread.run_sync(writer.write, memoryview(buf)[:n])
-                    free_send.send_nowait(buf)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(store)
-            async with full_send:
-                if first:
-                    await trio.to_thread.run_sync(writer.write, first)
-                    self.bytes_received += len(first)
-                remaining = length - len(first)
-                sock = stream.socket
-                while remaining:
-                    buf = await free_recv.receive()
-                    view = memoryview(buf)
-                    want = min(len(buf), remaining)
-                    filled = 0
-                    while filled < want:
-                        with trio.move_on_after(self.idle_timeout) as scope:
-                            n = await sock.recv_into(view[filled:want], want - filled)
-                        if scope.cancelled_caught:
-                            raise trio.TooSlowError
-                        if n == 0:
-                            raise trio.BrokenResourceError("client closed mid-upload")
-                        filled += n
-                    remaining -= filled
-                    self.bytes_received += filled
-                    await full_send.send((buf, filled))
+    def _count(self, n: int) -> None:
+        self.bytes_received += n
 
     async def _json(
         self,
