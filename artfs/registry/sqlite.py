@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Conflict, InvalidInput
+from .blobrefs import BLOB_REFS_SCHEMA
 from .sqlbase import SCHEMA_VERSION, Rows, SqlMetaStore, schema_ddl
 
 MAX_IDLE = 8  # pooled connections kept open
@@ -175,6 +176,8 @@ class SqliteMetaStore(SqlMetaStore[sqlite3.Connection]):
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     c.execute(stmt)
+            if version < BLOB_REFS_SCHEMA:
+                self._backfill_refs(c)
             c.execute(
                 "INSERT OR IGNORE INTO registry (key, value) VALUES ('id', ?)", (str(uuid.uuid4()),)
             )
