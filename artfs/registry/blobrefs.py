@@ -105,6 +105,40 @@ class BlobRefsSql(Generic[C]):
         if not digests:
             return found
         listed = sorted(set(digests))
+        with self._read() as c:
+            ids: list[int] | None = None
+            if projects is not None:  # names -> ids once: the lookups below use the primary key
+                ids = []
+                for i in range(0, len(projects), REF_IN_CHUNK):
+                    names = list(projects[i : i + REF_IN_CHUNK])
+                    marks = ",".join("?" * len(names))
+                    sql = f"SELECT id FROM projects WHERE name IN ({marks})"
+                    ids.extend(int(r[0]) for r in self._q(c, sql, *names))
+            chunk_size = REF_IN_CHUNK - len(ids or ())
+            for i in range(0, len(listed), max(chunk_size, 1)):
+                chunk = listed[i : i + max(chunk_size, 1)]
+                marks = ",".join("?" * len(chunk))
+                if ids is None:
+                    sql = f"SELECT DISTINCT sha256 FROM project_blobs WHERE sha256 IN ({marks})"
+                    found.update(str(r[0]) for r in self._q(c, sql, *chunk))
+                elif ids:
+                    pmarks = ",".join("?" * len(ids))
+                    sql = (
+                        "SELECT DISTINCT sha256 FROM project_blobs "
+                        f"WHERE sha256 IN ({marks}) AND project_id IN ({pmarks})"
+                    )
+                    found.update(str(r[0]) for r in self._q(c, sql, *chunk, *ids))
+                if token is not None:
+                    rest = [sha for sha in chunk if sha not in found]
+                    if rest:
+                        rmarks = ",".join("?" * len(rest))
+                        sql = (
+                            "SELECT sha256 FROM blob_uploads WHERE token=? AND uploaded >= ? "
+                            f"AND sha256 IN ({rmarks})"
+                        )
+                        found.update(str(r[0]) for r in self._q(c, sql, token, since, *rest))
+        return found
+        listed = sorted(set(digests))
         names = list(projects) if projects is not None else None
         with self._read() as c:
             for i in range(0, len(listed), REF_IN_CHUNK):
