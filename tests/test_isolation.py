@@ -22,10 +22,12 @@ import httpx
 import pytest
 import trio
 
+from artfs.auth import Principal
 from artfs.client.http import HttpRegistryClient
 from artfs.errors import Forbidden, NotFound
 from artfs.manifest import Manifest
 from artfs.models import HIDDEN_INPUT, HIDDEN_REF
+from artfs.server.signing import UrlSigner
 
 from .backends import SQLITE, RegistrySpec, backend_params, make_spec, release
 from .conftest_server import RunningServer, start_spec_server, stop_server
@@ -363,3 +365,59 @@ def test_auth_off_keeps_the_url_template(tmp_path: Path) -> None:
     finally:
         stop_server(server.proc)
         release(spec)
+
+
+# --------------------------------------------------------------------------- pure and store
+
+
+def test_url_signer_checks_blob_expiry_and_signature() -> None:
+    now = [1_000_000.0]
+    signer = UrlSigner(b"k" * 32, 60, clock=lambda: now[0])
+    a, b = sha(b"a"), sha(b"b")
+    query, expires = signer.sign(a)
+    assert now[0] + 60 <= expires <= now[0] + 61
+    signer.check(a, query)
+    with pytest.raises(Forbidden, match="bad signature"):
+        signer.check(b, query)  # another blob
+    with pytest.raises(Forbidden, match="bad signature"):
+        UrlSigner(b"x" * 32, 60, clock=lambda: now[0]).check(a, query)  # another secret
+    with pytest.raises(Forbidden, match="unsigned request"):
+        signer.check(a, "")
+    with pytest.raises(Forbidden, match="malformed expiry"):
+        signer.check(a, "expires=soon&sig=00")
+    now[0] = expires
+    with pytest.raises(Forbidden, match="expired at"):
+        signer.check(a, query)
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_upgrade_to_schema_6_records_which_project_holds_which_blob(
+    backend: str, tmp_path: Path
+) -> None:
+    """A registry made before project isolation: its versions' blobs stay visible to their
+    projects' readers (filled from the stored manifests at the upgrade), and only to them."""
+    spec = make_spec(backend, tmp_path / "reg")
+    data = os.urandom(3000)
+    registry = spec.open()
+    try:
+        writer = registry.blob_writer(sha(data), len(data))
+        writer.write(data)
+        writer.finish()
+        for project in ("alpha", "beta"):
+            registry.create_project(project)
+        registry.create_artifact("alpha", "data", type="dataset")
+        registry.commit("alpha", "data", Manifest.build([("f", len(data), sha(data))]))
+        with registry.meta._write() as c:  # type: ignore[attr-defined]
+            registry.meta._q(c, "DROP TABLE project_blobs")  # type: ignore[attr-defined]
+            if backend == SQLITE:
+                registry.meta._q(c, "PRAGMA user_version=5")  # type: ignore[attr-defined]
+            else:
+                registry.meta._q(c, "UPDATE registry SET value='5' WHERE key='schema'")  # type: ignore[attr-defined]
+    finally:
+        registry.close()
+    registry = spec.open()
+    try:
+        assert registry.visible_blobs(Principal("a", {"alpha": "read"}), [sha(data)]) == {sha(data)}
+        assert registry.visible_blobs(Principal("b", {"beta": "read"}), [sha(data)]) == set()
+    finally:
+        registry.close()
