@@ -43,7 +43,7 @@ from ..names import parse_version, version_label
 from ..registry import Registry
 from ..registry.uploads import parse_etags
 from .auth import Authenticator
-from .signing import UrlSigner
+from .signing import DEFAULT_LIFETIME, UrlSigner
 
 T = TypeVar("T")
 
@@ -51,7 +51,6 @@ MAX_JSON_BODY = 512 << 20  # a 2,000,000-file manifest is ~250 MB of JSON
 UPLOAD_FLUSH = 4 << 20
 UPLOAD_QUEUE = 4
 LOCATE_MAX = 10_000
-PRESIGNED_URL_SECONDS = 900  # lifetime of presigned blob URLs handed out by locate
 REFUSED_DRAIN_MAX = 8 << 20  # a refused request's body is read (and dropped) up to this size
 BlobBaseUrl = Callable[[Request], str]
 """Where the data server is, as seen by the client that sent this request."""
@@ -264,7 +263,7 @@ def create_app(
     extra_stats: Callable[[], dict[str, int]] = dict,
     authenticator: Authenticator | None = None,
     signer: UrlSigner | None = None,
-    url_lifetime: float = PRESIGNED_URL_SECONDS,
+    url_lifetime: float = DEFAULT_LIFETIME,
 ) -> _CountRequests:
     """The ASGI app. ``extra_stats`` adds counters of other parts (the data server) to
     ``GET /v1/stats``. ``authenticator``: who may do what (None: everyone everything).
