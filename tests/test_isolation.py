@@ -290,6 +290,7 @@ async def test_signed_urls_expire_and_cannot_be_edited(iso: Isolated) -> None:
         f"{base}?expires={int(params['expires']) + 3600}&sig={params['sig']}",  # a longer life
         f"{base}?expires={params['expires']}&sig={'0' * 64}",
         f"{base}?expires={params['expires']}",
+        f"{base}?expires={params['expires']}&sig=%FF%C3%A9",
         base,
     ]
     for bad in tampered:
@@ -385,6 +386,9 @@ def test_url_signer_checks_blob_expiry_and_signature() -> None:
         signer.check(a, "")
     with pytest.raises(Forbidden, match="malformed expiry"):
         signer.check(a, "expires=soon&sig=00")
+    for sig in ("%C3%A9", "%FF", "\udcff", "é" * 64):  # non-ASCII: refused, never a crash
+        with pytest.raises(Forbidden, match="bad signature"):
+            signer.check(a, f"expires={int(expires)}&sig={sig}")
     now[0] = expires
     with pytest.raises(Forbidden, match="expired at"):
         signer.check(a, query)

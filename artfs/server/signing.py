@@ -71,7 +71,8 @@ class UrlSigner:
             expires = int(expires_text)
         except ValueError:
             raise Forbidden(f"malformed expiry {expires_text[:32]!r} in a blob URL") from None
-        if not hmac.compare_digest(sig, self._mac(sha256, expires)):
+        given = sig.encode("utf-8", "surrogateescape")  # (compare_digest refuses non-ASCII str)
+        if not hmac.compare_digest(given, self._mac(sha256, expires).encode()):
             raise Forbidden(
                 f"bad signature on the URL of blob {sha256}: URLs can't be edited or reused "
                 "for another blob; locate the blob again"
