@@ -221,6 +221,13 @@ class Principal:
     def readable(self, projects: Iterable[str]) -> list[str]:
         return [p for p in projects if self.can(READ, p)]
 
+    def read_scope(self) -> list[str] | None:
+        """The projects this principal may read, for blob visibility (docs/api.md,
+        "Isolation model"); None: every project (``*`` or unrestricted)."""
+        if self.unrestricted or ANY_PROJECT in self.grants:
+            return None
+        return sorted(self.grants)
+
 
 EVERYONE = Principal(None, unrestricted=True)
 """Every right on every project: the principal of every request when auth is off."""

@@ -10,9 +10,12 @@ bytes were used after the input version is deleted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from .errors import InvalidInput
+from .models import HIDDEN_INPUT, VersionInfo
 from .names import Ref, parse_ref
 
 MAX_INPUTS = 1000  # inputs of one version
@@ -32,6 +35,16 @@ def parse_inputs(value: Any) -> list[Ref]:
             raise InvalidInput(f"invalid lineage input {item!r}: expected a reference string")
         refs.append(parse_ref(item))
     return refs
+
+
+def visible_lineage(info: VersionInfo, can_read: Callable[[str], bool]) -> VersionInfo:
+    """``info`` as a reader who may read only the projects ``can_read`` accepts sees it:
+    inputs in other projects become ``HIDDEN_INPUT`` (no project, artifact, number or
+    digest: those would tell what another project holds; docs/api.md, "Isolation model")."""
+    if all(i.hidden or can_read(i.project) for i in info.inputs):
+        return info
+    shown = tuple(i if i.hidden or can_read(i.project) else HIDDEN_INPUT for i in info.inputs)
+    return dataclasses.replace(info, inputs=shown)
 
 
 def add_input_option(parser: argparse.ArgumentParser) -> None:

@@ -102,18 +102,27 @@ class ArtifactInfo:
 
 @dataclass(frozen=True, slots=True)
 class VersionInput:
-    """A version another version was made from (its lineage), as resolved at commit time."""
+    """A version another version was made from (its lineage), as resolved at commit time.
+
+    ``hidden``: the input is in a project the reader may not read; its names, number and
+    digest are withheld (``HIDDEN_INPUT``, on the wire ``{"hidden": true}``), its place in
+    the list kept, so a reader sees that the lineage goes on without seeing where."""
 
     project: str
     artifact: str
     number: int
     digest: str  # of that version's manifest: the exact bytes used, even if it is deleted
+    hidden: bool = False
 
     @property
     def ref(self) -> str:
+        if self.hidden:
+            return HIDDEN_REF
         return f"{self.project}/{self.artifact}:v{self.number}"
 
     def to_json(self) -> dict[str, Any]:
+        if self.hidden:
+            return {"hidden": True}
         return {
             "project": self.project,
             "artifact": self.artifact,
@@ -124,9 +133,16 @@ class VersionInput:
     @classmethod
     def from_json(cls, d: Any) -> VersionInput:
         try:
+            if d.get("hidden") is True:
+                return HIDDEN_INPUT
             return cls(str(d["project"]), str(d["artifact"]), int(d["number"]), str(d["digest"]))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ProtocolError(f"malformed lineage input: {e}") from None
+
+
+HIDDEN_REF = "(hidden)"
+"""How a hidden lineage input is shown (CLI, ``user.artfs.inputs``): never a valid ref."""
+HIDDEN_INPUT = VersionInput("", "", -1, "", hidden=True)
 
 
 @dataclass(frozen=True, slots=True)

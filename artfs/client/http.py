@@ -504,7 +504,12 @@ class HttpRegistryClient(BlobLocations):
                 await transfer(self._source(url), offset + before, length - before)
                 return
             except Refused as e:
-                self._raise_status(e.status, url.split("?", 1)[0], e.body)
+                # A signed data-server URL that ran out (or a secret rotated) answers 403:
+                # locate it once more before taking the refusal as final.
+                if e.status != 403 or refresh or not self._expires(sha256):
+                    self._raise_status(e.status, url.split("?", 1)[0], e.body)
+                refresh = True
+                continue
             except Gone as e:
                 what = f"blob {sha256} not found at {url.split('?', 1)[0]} (HTTP {e.status})"
                 refresh = True

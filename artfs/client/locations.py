@@ -21,7 +21,7 @@ from ..hashing import sha256_hex
 
 LOCATE_BATCH = 10_000
 LOCATIONS_KEPT = 100_000
-LOCATE_SLACK = 30.0  # refresh a presigned URL this long before it expires
+LOCATE_SLACK = 30.0  # refresh an expiring URL this long before it expires (at most)
 HINTS_PER_LOCATE = 1_000  # hinted digests added to one locate request
 HINTS_KEPT = 20_000  # hinted digests remembered until a locate request takes them
 
@@ -132,8 +132,8 @@ class BlobLocations:
     def _fresh_location(self, sha256: str) -> str | None:
         cached = self._locations.get(sha256)
         if cached is not None:
-            url, expires = cached
-            if expires is None or expires - LOCATE_SLACK > time.time():
+            url, renew_at = cached
+            if renew_at is None or renew_at > time.time():
                 return url
         return None
 
@@ -150,7 +150,7 @@ class BlobLocations:
                     continue
                 expires = entry.get("expires")
                 url = str(entry["url"])
-                self._locations[sha] = (url, None if expires is None else float(expires))
+                self._locations[sha] = (url, None if expires is None else _renew_at(expires))
                 found[sha] = url
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ProtocolError(f"malformed blob location: {e}") from None
@@ -168,6 +168,14 @@ class BlobLocations:
     def _expires(self, sha256: str) -> bool:
         """Whether this blob's cached location is one that expires (a presigned URL)."""
         return self._locations.get(sha256, ("", None))[1] is not None
+
+
+def _renew_at(expires: Any) -> float:
+    """When to locate a blob again whose URL expires at ``expires``: ``LOCATE_SLACK`` before,
+    or a quarter of the URL's remaining life before when that is shorter (short-lived URLs
+    are still used for most of their life)."""
+    left = float(expires) - time.time()
+    return float(expires) - min(LOCATE_SLACK, max(left, 0.0) / 4)
 
 
 class _LocateFlight:

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..auth import TokenInfo
+from ..auth import Principal, TokenInfo
 from ..client.base import UNSET, Expect
-from ..errors import BeingCollected, InvalidInput, NotPermitted
+from ..errors import BeingCollected, Forbidden, InvalidInput, NotPermitted
 from ..hashing import sha256_hex
 from ..lineage import parse_inputs
 from ..manifest import FileEntry, Manifest
@@ -30,6 +30,7 @@ from ..names import (
     parse_version,
     project_name,
 )
+from .blobrefs import UPLOAD_PROOF_SECONDS
 from .blobs import BlobStore, BlobWriter, LocalBlobStore
 from .meta import MetaStore, NewVersion
 from .sqlite import SqliteMetaStore
@@ -349,6 +350,51 @@ class Registry:
     def blob_writer(self, sha256: str, size: int | None = None) -> BlobWriter:
         self._refuse_doomed(sha256_hex(sha256))
         return self.blobs.writer(sha256, size)
+
+    # --- project isolation (blobrefs.py; docs/api.md, "Isolation model") --------------------
+    def visible_blobs(self, who: Principal, digests: Iterable[str]) -> set[str]:
+        """The digests ``who`` may learn anything about (existence, size, bytes): those a
+        project it can read references, and those it uploaded itself recently. Says nothing
+        about whether the store holds them."""
+        wanted = {sha256_hex(d) for d in digests}
+        if who.unrestricted or not wanted:
+            return wanted
+        since = self.clock() - UPLOAD_PROOF_SECONDS
+        return self.meta.visible_blobs(wanted, who.read_scope(), who.name, since)
+
+    def record_upload(self, who: Principal, sha256: str, created: bool) -> bool:
+        """``who`` sent the bytes of ``sha256`` and they were verified: its proof of
+        possession (lets it commit the blob, and read it back, for UPLOAD_PROOF_SECONDS).
+
+        Returns the ``created`` to answer: a blob the store already held but that ``who``
+        could not see is reported as created, so an upload of guessed bytes can't confirm
+        what other projects hold (the store still keeps one copy)."""
+        if who.unrestricted or who.name is None:
+            return created
+        sha = sha256_hex(sha256)
+        now = self.clock()
+        since = now - UPLOAD_PROOF_SECONDS
+        known = created or bool(self.meta.visible_blobs({sha}, who.read_scope(), who.name, since))
+        self.meta.record_upload(who.name, sha, now, since)
+        return not known or created
+
+    def require_possession(self, who: Principal, digests: Iterable[str]) -> None:
+        """Forbidden unless every blob is visible to ``who``: committing a blob that only
+        other projects reference needs its bytes (an upload). Checked before the store is
+        asked whether it holds them, so the answer says nothing about other projects."""
+        wanted = {sha256_hex(d) for d in digests}
+        unproven = sorted(wanted - self.visible_blobs(who, wanted))
+        if unproven:
+            more = f" and {len(unproven) - 1} more" if len(unproven) > 1 else ""
+            raise Forbidden(
+                f"blob {unproven[0]}{more} of the manifest is neither in a project token "
+                f"{who.name!r} can read nor uploaded with it: upload the bytes first "
+                "(the upload proves you have them)"
+            )
+
+    def url_secret(self) -> bytes:
+        """The key that signs data-server URLs (shared by every server on this store)."""
+        return bytes.fromhex(self.meta.url_secret())
 
     # --- presigned uploads (stores that have them: uploads.PresignedUploads) --------------
     def presigned_upload_min(self) -> int | None:

@@ -19,7 +19,7 @@ epoch*, which tells servers that blob sizes they cached may be stale.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Container, Iterable
+from collections.abc import Callable, Collection, Container, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -148,6 +148,26 @@ class MetaStore(Protocol):
 
     def find_token(self, secret_sha256: str) -> TokenInfo | None:
         """The token whose secret hashes to ``secret_sha256`` (revoked or not), or None."""
+        ...
+
+    # Project isolation (schema 6; blobrefs.py).
+    def visible_blobs(
+        self,
+        digests: Collection[str],
+        projects: Sequence[str] | None,
+        token: str | None,
+        since: float,
+    ) -> set[str]:
+        """Those of ``digests`` referenced by a version of one of ``projects`` (None: any
+        project), or uploaded by ``token`` at ``since`` or later."""
+        ...
+
+    def record_upload(self, token: str, sha256: str, now: float, expired_before: float) -> None:
+        """``token`` uploaded (and the server verified) ``sha256`` at ``now``."""
+        ...
+
+    def url_secret(self) -> str:
+        """The secret signing data-server URLs, made once and shared by every server."""
         ...
 
     # Garbage collection (schema 3; gc.py).

@@ -39,6 +39,7 @@ import psycopg
 import psycopg_pool
 
 from ..errors import Conflict, InvalidInput, StorageFull, Unavailable
+from .blobrefs import BLOB_REFS_SCHEMA
 from .sqlbase import SCHEMA_VERSION, Rows, SqlMetaStore, schema_ddl
 from .stores import redact
 
@@ -192,6 +193,8 @@ class PostgresMetaStore(SqlMetaStore[Conn]):
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     c.execute(stmt)
+            if row is None or int(row[0]) < BLOB_REFS_SCHEMA:
+                self._backfill_refs(c)
             c.execute(
                 "INSERT INTO registry (key, value) VALUES ('id', %s), ('schema', %s) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value "

@@ -39,6 +39,7 @@ from ..errors import (
 from ..lineage import unique_in_order
 from ..models import ArtifactInfo, ProjectInfo, VersionInfo, VersionInput, VersionSummary
 from ..names import LATEST, Ref
+from .blobrefs import BLOB_REFS_SCHEMA_TEMPLATE, BlobRefsSql
 from .meta import BlobsOf, NewVersion, VersionKey
 
 # Tables shared by both databases; the column types that differ are filled in per database.
@@ -148,9 +149,9 @@ CREATE TABLE IF NOT EXISTS token_expiry (
 ){without_rowid};
 """
 
-SCHEMA_VERSION = (
-    5  # 1: registry; 2: + tokens; 3: + doomed_blobs; 4: + version_inputs; 5: + token_expiry
-)
+# 1: registry; 2: + tokens; 3: + doomed_blobs; 4: + version_inputs; 5: + token_expiry;
+# 6: + project_blobs, blob_uploads (blobrefs.py: project isolation; filled on upgrade)
+SCHEMA_VERSION = 6
 
 
 def schema_ddl(**types: str) -> str:
@@ -162,6 +163,7 @@ def schema_ddl(**types: str) -> str:
         GC_SCHEMA_TEMPLATE,
         LINEAGE_SCHEMA_TEMPLATE,
         TOKEN_EXPIRY_SCHEMA_TEMPLATE,
+        BLOB_REFS_SCHEMA_TEMPLATE,
     )
     return "".join(templates).format(**types)
 
@@ -192,7 +194,7 @@ class Rows(Protocol):
 C = TypeVar("C")
 
 
-class SqlMetaStore(ABC, Generic[C]):
+class SqlMetaStore(BlobRefsSql[C], ABC, Generic[C]):
     """A ``MetaStore`` over a SQL connection of type ``C``: each public method is one
     transaction; writes to an existing artifact first look its row up with
     ``_LOCK_ARTIFACT``, so they are serialised per artifact."""
@@ -604,6 +606,7 @@ class SqlMetaStore(ABC, Generic[C]):
                         input_digest,
                     )
                 self._q(c, "UPDATE artifacts SET next_number=? WHERE id=?", number + 1, aid)
+                self._record_refs(c, self._project_id(c, project), new.blobs)
             for alias in sorted({LATEST, *aliases}):
                 self._upsert_alias(c, aid, alias, number)
             return self._version(c, project, artifact, number), created

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Conflict, InvalidInput, StorageFull
+from .blobrefs import BLOB_REFS_SCHEMA
 from .reserve import RESERVE_BYTES, free_bytes, is_disk_full, keep_reserve, release_reserve
 from .sqlbase import SCHEMA_VERSION, Rows, SqlMetaStore, schema_ddl
 
@@ -222,6 +223,8 @@ class SqliteMetaStore(SqlMetaStore[sqlite3.Connection]):
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     c.execute(stmt)
+            if version < BLOB_REFS_SCHEMA:
+                self._backfill_refs(c)
             c.execute(
                 "INSERT OR IGNORE INTO registry (key, value) VALUES ('id', ?)", (str(uuid.uuid4()),)
             )

@@ -42,6 +42,7 @@ from .limits import (
     limit_options,
     return_freed_memory,
 )
+from .signing import DEFAULT_LIFETIME, UrlSigner, read_gate
 
 __all__ = [
     "AuthOptions",
@@ -80,10 +81,12 @@ class ServerInfo:
 @dataclass(frozen=True, slots=True)
 class AuthOptions:
     """``--auth {on,off}`` (None: on unless the host is a loopback address) and
-    ``--auth-ttl`` (seconds a server trusts what it looked up about a token)."""
+    ``--auth-ttl`` (seconds a server trusts what it looked up about a token),
+    ``--blob-url-lifetime`` (seconds a blob URL handed out by locate works: signing.py)."""
 
     mode: str | None = None
     ttl: float = DEFAULT_TTL
+    url_lifetime: float = DEFAULT_LIFETIME
 
     def enabled(self, host: str) -> bool:
         if self.mode is None:
@@ -117,12 +120,21 @@ def add_auth_arguments(parser: Any) -> None:
         help="seconds a server trusts a token it looked up; a revoke takes effect within "
         "this time (default %(default)s)",
     )
+    parser.add_argument(
+        "--blob-url-lifetime",
+        type=float,
+        default=DEFAULT_LIFETIME,
+        help="seconds a signed blob URL handed out by the API stays valid; clients locate "
+        "again when it runs out (default %(default)s)",
+    )
 
 
 def auth_options(args: Any) -> AuthOptions:
     if args.auth_ttl < 0:
         raise InvalidInput("--auth-ttl must be 0 or more seconds")
-    return AuthOptions(args.auth, args.auth_ttl)
+    if not 1 <= args.blob_url_lifetime <= 7 * 86400:
+        raise InvalidInput("--blob-url-lifetime must be between 1 second and 7 days")
+    return AuthOptions(args.auth, args.auth_ttl, args.blob_url_lifetime)
 
 
 def auth_warning(host: str, auth: AuthOptions) -> str | None:
@@ -191,7 +203,16 @@ async def serve(
         who = await authenticator.principal(authorization)
         who.require_any(right, "reading blobs" if right == "read" else "uploading blobs")
 
+    async def record_upload(authorization: str | None, sha256: str, created: bool) -> bool:
+        who = await authenticator.principal(authorization)
+        return await trio.to_thread.run_sync(registry.record_upload, who, sha256, created)
+
     try:
+        # Tokens required: reads on the data port need URLs signed by the API (signing.py).
+        signer: UrlSigner | None = None
+        if authenticator.enabled:
+            secret = await trio.to_thread.run_sync(registry.url_secret)
+            signer = UrlSigner(secret, auth.url_lifetime)
         if authenticator.enabled:
             tokens = await trio.to_thread.run_sync(registry.tokens.list)
             if not any(t.active for t in tokens):
@@ -207,6 +228,8 @@ async def serve(
                 writer=registry.blob_writer,
                 authorize=authorize_blobs,
                 limits=limits,
+                read_gate=read_gate(signer) if signer is not None else None,
+                stored=record_upload,
             )
             bound_blob_port: int | None = None
             if not registry.blobs.presigns:
@@ -241,7 +264,15 @@ async def serve(
                 }
 
             app: Any = RequestCap(
-                create_app(registry, blob_base_url, data_stats, authenticator, limits=limits),
+                create_app(
+                    registry,
+                    blob_base_url,
+                    data_stats,
+                    authenticator,
+                    signer,
+                    auth.url_lifetime,
+                    limits=limits,
+                ),
                 limits.max_connections,
             )
             binds = await nursery.start(partial(hypercorn_serve, app, config, mode="asgi"))

@@ -38,13 +38,15 @@ from ..auth import READ, WRITE, Principal
 from ..client.base import UNSET, Expect
 from ..errors import ArtfsError, Forbidden, InvalidInput, NotFound, StorageFull, Unauthorized
 from ..hashing import BLOCK_SIZE, sha256_hex
-from ..lineage import parse_inputs
+from ..lineage import parse_inputs, visible_lineage
 from ..manifest import Manifest
+from ..models import CommitResult
 from ..names import parse_version, version_label
 from ..registry import Registry
 from ..registry.uploads import parse_etags
 from .auth import Authenticator
 from .limits import DEFAULT_LIMITS, ServerLimits, UploadSlots, paced_receive
+from .signing import DEFAULT_LIFETIME, UrlSigner
 
 T = TypeVar("T")
 log = logging.getLogger("artfs.server")
@@ -53,7 +55,6 @@ MAX_JSON_BODY = 512 << 20  # a 2,000,000-file manifest is ~250 MB of JSON
 UPLOAD_FLUSH = 4 << 20
 UPLOAD_QUEUE = 4
 LOCATE_MAX = 10_000
-PRESIGNED_URL_SECONDS = 900  # lifetime of presigned blob URLs handed out by locate
 REFUSED_DRAIN_MAX = 8 << 20  # a refused request's body is read (and dropped) up to this size
 BlobBaseUrl = Callable[[Request], str]
 """Where the data server is, as seen by the client that sent this request."""
@@ -274,12 +275,17 @@ def create_app(
     blob_base_url: BlobBaseUrl,
     extra_stats: Callable[[], dict[str, int]] = dict,
     authenticator: Authenticator | None = None,
+    signer: UrlSigner | None = None,
+    url_lifetime: float = DEFAULT_LIFETIME,
     *,
     limits: ServerLimits = DEFAULT_LIMITS,
 ) -> _CountRequests:
     """The ASGI app. ``extra_stats`` adds counters of other parts (the data server) to
     ``GET /v1/stats``. ``authenticator``: who may do what (None: everyone everything).
-    ``limits``: concurrent uploads and the slowest accepted upload body (limits.py)."""
+    ``signer``: data-server URLs handed out by locate are signed (tokens required; then
+    ``GET /v1`` has no ``blob_url`` template); ``url_lifetime``: seconds those URLs, and
+    presigned store URLs, stay valid. ``limits``: concurrent uploads and the slowest
+    accepted upload body (limits.py)."""
     r = registry
     upload_slots = UploadSlots(limits.max_uploads, limits.upload_wait)
     uploaded = 0
@@ -309,7 +315,9 @@ def create_app(
     async def root(request: Request) -> Response:
         # When the data server serves every blob, clients build blob URLs from this template
         # and need no locate request per blob (presigned stores answer null: ask locate).
-        template = None if r.blobs.presigns else f"{blob_base_url(request)}/blobs/{{sha256}}"
+        data_url = None if r.blobs.presigns else f"{blob_base_url(request)}/blobs/{{sha256}}"
+        # With tokens, reads need signed URLs from locate: no template (docs/api.md).
+        template = data_url if signer is None else None
         # How to upload: PUT to the data server when it serves every blob ("put_url", the
         # fast path), presigned uploads from this size on ("presigned_min"), else (null)
         # PUT /v1/blobs/{sha}.
@@ -317,8 +325,8 @@ def create_app(
         upload: dict[str, Any] | None = None
         if presigned_min is not None:
             upload = {"presigned_min": presigned_min}
-        elif template is not None:
-            upload = {"put_url": template}
+        elif data_url is not None:
+            upload = {"put_url": data_url}
         return JSONResponse(
             {
                 "registry_id": r.registry_id(),
@@ -388,13 +396,16 @@ def create_app(
         aliases = body.get("aliases", [])
         if not isinstance(aliases, list):
             raise InvalidInput("'aliases' must be a list of names")
+        who = principal(request)
         refs = parse_inputs(body.get("inputs"))
         for ref in refs:  # naming a version as an input reveals it: needs read on its project
-            principal(request).require(READ, ref.project)
+            who.require(READ, ref.project)
         inputs = [str(ref) for ref in refs]
 
         def work() -> Any:
             manifest = Manifest.from_json(body["manifest"])
+            # A blob only other projects reference needs its bytes first (an upload).
+            r.require_possession(who, manifest.blobs())
             return r.commit(
                 p["project"],
                 p["artifact"],
@@ -408,12 +419,14 @@ def create_app(
             )
 
         result = await run(work)
-        return JSONResponse(result.to_json(), status_code=201 if result.created else 200)
+        shown = CommitResult(visible_lineage(result.version, readable(who)), result.created)
+        return JSONResponse(shown.to_json(), status_code=201 if result.created else 200)
 
     async def get_version(request: Request) -> Response:
         p = request.path_params
         selector = _selector_param(p["selector"])
         info = await run(r.get_version, p["project"], p["artifact"], selector)
+        info = visible_lineage(info, readable(principal(request)))
         immutable = parse_version(selector) is not None
         # Aliases of a version move; its other fields never change.
         return JSONResponse(
@@ -486,7 +499,15 @@ def create_app(
         digests = _object(await _json_body(request)).get("digests")
         if not isinstance(digests, list):
             raise InvalidInput("'digests' must be a list of sha256")
-        missing = await run(r.missing_blobs, digests)
+        who = principal(request)
+
+        def work() -> set[str]:
+            # A blob the token can't see is "missing" whether the store holds it or not: the
+            # client uploads it, which proves it has the bytes (the store keeps one copy).
+            wanted = {sha256_hex(d) for d in digests}
+            return r.missing_blobs(wanted) | (wanted - r.visible_blobs(who, wanted))
+
+        missing = await run(work)
         return JSONResponse({"missing": sorted(missing)})
 
     async def put_blob(request: Request) -> Response:
@@ -531,6 +552,7 @@ def create_app(
         except BaseException:
             writer.abort()
             raise
+        created = await run(r.record_upload, principal(request), sha, created)
         size = await run(r.blob_size, sha)
         return JSONResponse(
             {"sha256": sha, "size": size, "created": created}, status_code=201 if created else 200
@@ -552,6 +574,7 @@ def create_app(
             body.get("multipart_id"),
             parse_etags(body.get("parts")),
         )
+        created = await run(r.record_upload, principal(request), sha, created)
         size = await run(r.blob_size, sha)
         return JSONResponse(
             {"sha256": sha, "size": size, "created": created}, status_code=201 if created else 200
@@ -559,22 +582,40 @@ def create_app(
 
     async def blob_blocks(request: Request) -> Response:
         sha = sha256_hex(request.path_params["sha"])
-        raw = await run(r.blob_blocks, sha)
+        raw = await run(_visible_blocks, principal(request), sha)
         return Response(
             raw,
             media_type="application/octet-stream",
             headers={"Cache-Control": "public, max-age=31536000, immutable"},
         )
 
-    def _locations(request: Request, digests: list[str]) -> tuple[dict[str, Any], list[str]]:
+    def _visible_blocks(who: Principal, sha: str) -> bytes:
+        if sha not in r.visible_blobs(who, [sha]):
+            raise NotFound(f"blob {sha} not found")  # as if absent: says nothing of others
+        return r.blob_blocks(sha)
+
+    def _locations(
+        request: Request, digests: list[str], who: Principal
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Where each blob ``who`` may see is (blobs it may not see are "missing", as if the
+        store did not hold them): signed data-server URLs, presigned store URLs, or (auth
+        off) plain data-server URLs."""
         base = blob_base_url(request)
         found: dict[str, Any] = {}
-        for sha, size in r.blobs.sizes(digests).items():
-            signed = r.blobs.presign(sha, PRESIGNED_URL_SECONDS)
-            if signed is None:
-                found[sha] = {"url": f"{base}/blobs/{sha}", "size": size, "expires": None}
+        visible = r.visible_blobs(who, digests)
+        for sha, size in r.blobs.sizes([d for d in digests if d in visible]).items():
+            presigned = r.blobs.presign(sha, int(url_lifetime))
+            if presigned is not None:
+                found[sha] = {"url": presigned[0], "size": size, "expires": presigned[1]}
+            elif signer is not None:
+                query, expires = signer.sign(sha)
+                found[sha] = {
+                    "url": f"{base}/blobs/{sha}?{query}",
+                    "size": size,
+                    "expires": expires,
+                }
             else:
-                found[sha] = {"url": signed[0], "size": size, "expires": signed[1]}
+                found[sha] = {"url": f"{base}/blobs/{sha}", "size": size, "expires": None}
         return found, sorted(set(digests) - set(found))
 
     async def locate_blobs(request: Request) -> Response:
@@ -582,15 +623,18 @@ def create_app(
         if not isinstance(digests, list) or len(digests) > LOCATE_MAX:
             raise InvalidInput(f"'digests' must be a list of at most {LOCATE_MAX} sha256")
         wanted = [sha256_hex(d) for d in digests]
-        found, missing = await run(_locations, request, wanted)
+        found, missing = await run(_locations, request, wanted, principal(request))
         return JSONResponse({"blobs": found, "missing": missing})
 
     async def get_blob(request: Request) -> Response:
         sha = sha256_hex(request.path_params["sha"])
-        found, _ = await run(_locations, request, [sha])
+        found, _ = await run(_locations, request, [sha], principal(request))
         if sha not in found:
             raise NotFound(f"blob {sha} not found")
         return RedirectResponse(found[sha]["url"], status_code=307)
+
+    def readable(who: Principal) -> Callable[[str], bool]:
+        return lambda project: who.can(READ, project)
 
     art = "/v1/projects/{project}/artifacts/{artifact}"
     read, write = on_project(READ), on_project(WRITE)

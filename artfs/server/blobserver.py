@@ -26,8 +26,10 @@ Limits (``limits.py``): over ``max_connections`` open connections a new one is a
 503 at once; over ``max_uploads`` an upload waits for a slot, then gets 503; a body slower
 than the ``BodyPacer`` allows gets 408 and the connection is closed.
 
-Tokens (``authorize``, given by the server when ``--auth on``): GET/HEAD need a read right
-on some project, PUT a write right; refusals are 401/403 with the API's JSON error body.
+Access (given by the server when ``--auth on``): GET/HEAD need a URL signed by the API
+(``read_gate``, signing.py; without one, a read right on some project), PUT a write right
+(``authorize``), and a stored upload is reported (``stored``: the token's proof of
+possession); refusals are 401/403 with the API's JSON error body.
 """
 
 from __future__ import annotations
@@ -49,11 +51,12 @@ from ..auth import READ, WRITE
 from ..errors import ArtfsError, Forbidden, InvalidInput, Unauthorized
 from ..registry.blobs import BlobWriter
 from .limits import DEFAULT_LIMITS, ServerLimits, UploadSlots, busy_body
+from .signing import ReadGate
 from .upload_body import receive_body
 
 log = logging.getLogger("artfs.server.blobs")
 
-_PATH_RE = re.compile(rb"/blobs/([0-9a-f]{64})(?:\?.*)?")
+_PATH_RE = re.compile(rb"/blobs/([0-9a-f]{64})(?:\?(.*))?")
 _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]"  # RFC 9110 tchar: a method
 _REQUEST_LINE = re.compile(rb"%s+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]\r?" % _TOKEN)
@@ -72,10 +75,17 @@ WriterFactory = Callable[[str, int], BlobWriter]
 """(sha256, size) -> a writer that verifies and stores an upload (``BlobStore.writer``)."""
 Authorize = Callable[[str | None, str], Awaitable[None]]
 """(Authorization header or None, "read"/"write") -> None, or raise Unauthorized/Forbidden."""
+Stored = Callable[[str | None, str, bool], Awaitable[bool]]
+"""(Authorization header, sha256, created) after an upload was verified and stored (its
+proof of possession: ``Registry.record_upload``) -> the ``created`` to answer."""
 
 
 async def _allow_all(authorization: str | None, right: str) -> None:
     return None
+
+
+async def _nothing(authorization: str | None, sha256: str, created: bool) -> bool:
+    return created
 
 
 def _auth_headers(e: ArtfsError) -> list[tuple[str, str]]:
@@ -174,6 +184,8 @@ class BlobDataServer:
         *,
         writer: WriterFactory | None = None,
         authorize: Authorize = _allow_all,
+        read_gate: ReadGate | None = None,
+        stored: Stored = _nothing,
         idle_timeout: float = IDLE_TIMEOUT,
         send_timeout: float = SEND_TIMEOUT,
         limits: ServerLimits = DEFAULT_LIMITS,
@@ -181,6 +193,8 @@ class BlobDataServer:
         self.resolve = resolve
         self.writer = writer
         self.authorize = authorize
+        self.read_gate = read_gate  # GET/HEAD: a signed URL (signing.py) instead of a token
+        self.stored = stored
         self.idle_timeout = idle_timeout
         self.send_timeout = send_timeout
         self.limits = limits
@@ -324,7 +338,10 @@ class BlobDataServer:
             return
         sha = m.group(1).decode()
         try:
-            await self.authorize(_authorization(req), READ)
+            if self.read_gate is not None:
+                await self.read_gate(sha, (m.group(2) or b"").decode("latin-1"))
+            else:
+                await self.authorize(_authorization(req), READ)
         except (Unauthorized, Forbidden) as e:
             await self._json(
                 conn, stream, e.http_status, _error_body(e), _auth_headers(e), head=head
@@ -481,6 +498,7 @@ class BlobDataServer:
                     f"({length} bytes): nothing stored"
                 )
             created = await trio.to_thread.run_sync(writer.finish)
+            created = await self.stored(_authorization(req), sha, created)
         except ArtfsError as e:
             writer.abort()
             await self._json(conn, stream, e.http_status, _error_body(e))
