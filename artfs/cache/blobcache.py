@@ -37,7 +37,7 @@ from ..hashing import BLOCK_SIZE, BlobHasher, hash_file, sha256_hex
 from . import eviction, locks, trust
 from .blobstate import BlobState, StateEnv
 from .blockmap import BLOCK_SHIFT, held_bytes, normalize, span
-from .fetcher import BadBlock, fetch_blocks
+from .fetcher import BadBlock, fetch_blocks, report_damage
 from .fetchpool import FetchPool, ThreadedFetchClient
 from .layout import CacheLayout, storage_error
 from .protocol import CacheStats
@@ -365,10 +365,12 @@ class BlobCache:
                 return got[0]
             except BadBlock:
                 if attempt == 2:
-                    raise IntegrityError(
+                    message = (
                         f"blob {sha[:12]} from the registry does not match its sha256 "
                         "(after a retry)"
-                    ) from None
+                    )
+                    await report_damage(self.client, sha, message)
+                    raise IntegrityError(message) from None
                 log.warning("blob %s: bad copy from the registry; retrying", sha[:12])
         raise AssertionError("unreachable")
 

@@ -39,7 +39,7 @@ from .blockmap import (
     normalize,
     runs_of,
 )
-from .fetcher import BadBlock, DigestSlot, fetch_blocks
+from .fetcher import BadBlock, DigestSlot, fetch_blocks, report_damage
 from .fetchpool import FetchPool, ThreadedRun
 from .filehash import hash_file_range
 from .layout import CacheLayout, storage_error
@@ -562,10 +562,12 @@ class BlobState:
             except BadBlock as bad:
                 failures[bad.index] = failures.get(bad.index, 0) + 1
                 if failures[bad.index] >= 2:
-                    raise IntegrityError(
+                    message = (
                         f"blob {self.sha[:12]}: block {bad.index} from the registry does not "
                         "match its published digest (after a retry)"
-                    ) from None
+                    )
+                    await report_damage(self.env.client, self.sha, message)
+                    raise IntegrityError(message) from None
                 log.warning(
                     "blob %s: bad block %d from the registry; retrying", self.sha[:12], bad.index
                 )
@@ -812,10 +814,12 @@ class BlobState:
         whole = [(0, self.nblocks)]
         bad = await trio.to_thread.run_sync(verify_runs, fd, self.size, digests, whole)
         if not bad:
-            raise IntegrityError(
+            message = (
                 f"blob {self.sha[:12]}: every block matches the registry's block digests but the "
                 "whole sha256 does not; the registry's digests are wrong"
             )
+            await report_damage(self.env.client, self.sha, message)
+            raise IntegrityError(message)
         log.warning(
             "blob %s: %d damaged block(s) found at completion; refetching", self.sha[:12], len(bad)
         )

@@ -19,7 +19,7 @@ epoch*, which tells servers that blob sizes they cached may be stale.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Container, Iterable
+from collections.abc import Callable, Collection, Container, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -45,6 +45,18 @@ class NewVersion:
     manifest_gz: bytes  # gzip of the manifest's compact JSON wire form (see core.encode_manifest)
     blobs: frozenset[str]  # the sha256 of every file: checked against doomed blobs at commit
     inputs: tuple[Ref, ...] = ()  # lineage, resolved to versions inside the commit
+
+
+@dataclass(frozen=True, slots=True)
+class DamagedBlob:
+    """A blob the registry knows is damaged or missing (schema 6, ``integrity.py``), and the
+    live versions that use it."""
+
+    sha256: str
+    state: str  # "damaged" (quarantined) or "missing"
+    found: float
+    detail: str
+    versions: tuple[str, ...]  # "project/artifact:vN"
 
 
 VersionKey = tuple[int, int]
@@ -190,6 +202,24 @@ class MetaStore(Protocol):
 
     def gc_run_lock(self) -> AbstractContextManager[None]:
         """Held for a whole collection: Conflict at once if another one holds it."""
+        ...
+
+    # Blob integrity (schema 6; integrity.py, damagedb.py).
+    def record_damage(
+        self, sha256: str, state: str, found: float, detail: str, versions: Sequence[VersionKey]
+    ) -> None:
+        """Record a damaged / missing blob and the live versions using it; bumps the gc epoch
+        (servers drop cached blob sizes)."""
+        ...
+
+    def clear_damage(self, digests: Collection[str]) -> list[str]:
+        """Forget these blobs' damage (healed); those that had a record."""
+        ...
+
+    def damage_records(self) -> list[DamagedBlob]: ...
+
+    def version_labels(self, keys: Collection[VersionKey]) -> dict[VersionKey, str]:
+        """ "project/artifact:vN" of each version key (for reports)."""
         ...
 
     def close(self) -> None: ...

@@ -33,14 +33,23 @@ from ..registry.stores import (
 from .api import create_app
 from .auth import DEFAULT_TTL, Authenticator
 from .blobserver import BlobDataServer
+from .integrity import (
+    IntegrityOptions,
+    IntegrityService,
+    add_integrity_arguments,
+    integrity_options,
+)
 
 __all__ = [
     "AuthOptions",
+    "IntegrityOptions",
     "ServerInfo",
     "StoreOptions",
     "add_auth_arguments",
+    "add_integrity_arguments",
     "add_store_arguments",
     "auth_options",
+    "integrity_options",
     "main",
     "run_server",
     "serve",
@@ -126,6 +135,7 @@ def auth_warning(host: str, auth: AuthOptions) -> str | None:
 
 DEFAULT_STORES = StoreOptions()
 DEFAULT_AUTH = AuthOptions()
+DEFAULT_INTEGRITY = IntegrityOptions()
 
 
 def _url_host(host: str) -> str:
@@ -148,6 +158,7 @@ async def serve(
     public_blob_url: str | None = None,
     stores: StoreOptions = DEFAULT_STORES,
     auth: AuthOptions = DEFAULT_AUTH,
+    integrity: IntegrityOptions = DEFAULT_INTEGRITY,
     task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the registry in ``data_dir`` until cancelled.
@@ -157,6 +168,7 @@ async def serve(
     (e.g. behind a proxy); by default it is this host, as the client addressed it, on ``blob_port``.
     With a store that presigns (S3) no data port is opened: clients fetch from the store.
     ``auth``: whether every request but ``GET /v1`` needs a token (server/auth.py).
+    ``integrity``: the background scrub's rate (server/integrity.py).
     """
     data_dir = Path(data_dir).resolve()
     if blob_port is None:
@@ -188,6 +200,8 @@ async def serve(
                     flush=True,
                 )
         async with trio.open_nursery() as nursery:
+            checks = IntegrityService(registry, integrity)
+            await nursery.start(checks.run)
             blobs = BlobDataServer(
                 registry.blobs.local_path,  # type: ignore[arg-type]
                 writer=registry.blob_writer,
@@ -219,9 +233,13 @@ async def serve(
                     "blob_requests": blobs.requests,
                     "blob_bytes_sent": blobs.bytes_sent,
                     "blob_bytes_received": blobs.bytes_received,
+                    **checks.stats(),
                 }
 
-            app: Any = create_app(registry, blob_base_url, data_stats, authenticator)
+            def report_damage(sha: str, detail: str) -> str:
+                return checks.report(sha, detail).value
+
+            app: Any = create_app(registry, blob_base_url, data_stats, authenticator, report_damage)
             binds = await nursery.start(partial(hypercorn_serve, app, config, mode="asgi"))
             bound_port = int(binds[0].rsplit(":", 1)[1])
             task_status.started(
@@ -248,6 +266,7 @@ async def run_server(
     public_blob_url: str | None = None,
     stores: StoreOptions = DEFAULT_STORES,
     auth: AuthOptions = DEFAULT_AUTH,
+    integrity: IntegrityOptions = DEFAULT_INTEGRITY,
 ) -> None:
     """Serve until SIGINT/SIGTERM, printing one line when ready (what ``artfs serve`` runs).
 
@@ -265,6 +284,7 @@ async def run_server(
                     public_blob_url=public_blob_url,
                     stores=stores,
                     auth=auth,
+                    integrity=integrity,
                 )
             )
             warning = auth_warning(host, auth)
@@ -305,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_store_arguments(parser)
     add_auth_arguments(parser)
+    add_integrity_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -322,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                 public_blob_url=args.public_blob_url,
                 stores=store_options(args),
                 auth=auth_options(args),
+                integrity=integrity_options(args),
             )
         )
     except KeyboardInterrupt:

@@ -261,9 +261,12 @@ def create_app(
     blob_base_url: BlobBaseUrl,
     extra_stats: Callable[[], dict[str, int]] = dict,
     authenticator: Authenticator | None = None,
+    report_damage: Callable[[str, str], str] | None = None,
 ) -> _CountRequests:
     """The ASGI app. ``extra_stats`` adds counters of other parts (the data server) to
-    ``GET /v1/stats``. ``authenticator``: who may do what (None: everyone everything)."""
+    ``GET /v1/stats``. ``authenticator``: who may do what (None: everyone everything).
+    ``report_damage(sha, detail)``: start a re-check of a blob a client found damaged
+    (``server/integrity.py``), answering what happened; None: reports are only counted."""
     r = registry
     uploaded = 0
     auth = authenticator or Authenticator(lambda key: None, enabled=False)
@@ -541,6 +544,16 @@ def create_app(
             headers={"Cache-Control": "public, max-age=31536000, immutable"},
         )
 
+    async def damage(request: Request) -> Response:
+        sha = sha256_hex(request.path_params["sha"])
+        body = _object(await _json_body(request)) if await request.body() else {}
+        detail = body.get("detail", "")
+        if not isinstance(detail, str):
+            raise InvalidInput("'detail' must be a string")
+        detail = "".join(ch for ch in detail[:500] if ch.isprintable())
+        answer = report_damage(sha, detail) if report_damage is not None else "limited"
+        return JSONResponse({"sha256": sha, "check": answer}, status_code=202)
+
     def _locations(request: Request, digests: list[str]) -> tuple[dict[str, Any], list[str]]:
         base = blob_base_url(request)
         found: dict[str, Any] = {}
@@ -598,6 +611,7 @@ def create_app(
         Route("/v1/blobs/{sha}", guarded(put_blob, blob_write), methods=["PUT"]),
         Route("/v1/blobs/{sha}", guarded(get_blob, blob_read), methods=["GET"]),
         Route("/v1/blobs/{sha}/blocks", guarded(blob_blocks, blob_read), methods=["GET"]),
+        Route("/v1/blobs/{sha}/damage", guarded(damage, blob_read), methods=["POST"]),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         ArtfsError: _artfs_error,
