@@ -255,8 +255,10 @@ def cmd_put(args: argparse.Namespace) -> int:
         v = result.version
         print(v.ref)
         if not result.created:
+            # Bytes uploaded for an unchanged version repaired blobs the registry had lost.
+            healed = f"; uploaded {human_bytes(uploaded)} it lacked" if uploaded else ""
             print(
-                f"unchanged: content identical to {target}:latest, no new version made",
+                f"unchanged: content identical to {target}:latest, no new version made{healed}",
                 file=sys.stderr,
             )
         else:

@@ -49,17 +49,20 @@ def test_gate_one_check_per_blob_and_bounded_overall() -> None:
     assert gate.admit(a, 0.0) is Admission.STARTED
     assert gate.admit(a, 0.1) is Admission.RUNNING  # one at a time per blob
     gate.done(a, Verdict.OK, 1.0)
-    assert gate.admit(a, 2.0) is Admission.RECENT  # found intact a moment ago
+    assert gate.admit(a, 2.0) is Admission.RECENT  # judged intact a moment ago
     assert gate.admit(a, 62.0) is Admission.STARTED  # the window passed
     gate.done(a, Verdict.DAMAGED, 62.0)
-    assert gate.admit(a, 62.5) is Admission.STARTED  # damage is not "intact": re-check allowed
-    gate.done(a, None, 63.0)
+    assert gate.admit(a, 62.5) is Admission.RECENT  # quarantined: nothing more to find
+    assert gate.admit(a, 130.0) is Admission.STARTED
+    gate.done(a, None, 130.0)  # the check failed (store down): the next report may retry
+    assert gate.admit(a, 130.5) is Admission.STARTED
+    gate.done(a, None, 131.0)
     # A flood of distinct blobs: the burst, then one per second.
     flood = [f"{i:064x}" for i in range(100)]
-    started = [gate.admit(s, 100.0) for s in flood].count(Admission.STARTED)
+    started = [gate.admit(s, 200.0) for s in flood].count(Admission.STARTED)
     assert started == 3
-    assert gate.admit(b, 100.0) is Admission.LIMITED
-    assert gate.admit(b, 101.0) is Admission.STARTED
+    assert gate.admit(b, 200.0) is Admission.LIMITED
+    assert gate.admit(b, 201.0) is Admission.STARTED
 
 
 def test_verdicts() -> None:

@@ -42,7 +42,7 @@ __all__ = ["DamagedBlob", "Verdict", "check_blob", "judge"]
 
 log = logging.getLogger("artfs.registry")
 
-RECHECK_AFTER = 300.0  # seconds: a blob found intact is not re-checked on reports before this
+RECHECK_AFTER = 300.0  # seconds: a blob judged is not re-checked on reports before this
 CHECKS_PER_SECOND = 0.2  # sustained report-triggered checks (a hostile client can't do more)
 CHECK_BURST = 5  # report-triggered checks that may start back to back
 REMEMBERED = 10_000  # recently checked blobs remembered by the gate
@@ -97,13 +97,13 @@ def paced(rate: float, clock: Callable[[], float] = time.monotonic) -> Callable[
 class Admission(enum.Enum):
     STARTED = "started"  # a check starts now
     RUNNING = "running"  # one is already running for this blob
-    RECENT = "recent"  # it was found intact moments ago
+    RECENT = "recent"  # it was judged moments ago
     LIMITED = "limited"  # too many checks lately: the scrub or fsck will get to it
 
 
 class CheckGate:
-    """Which damage reports start a re-check: one at a time per blob, none for a blob found
-    intact within ``recheck_after``, and at most ``burst`` then ``per_second`` overall, so a
+    """Which damage reports start a re-check: one at a time per blob, none for a blob judged
+    within ``recheck_after``, and at most ``burst`` then ``per_second`` overall, so a
     client reporting every blob makes the server re-hash at a bounded rate."""
 
     def __init__(
@@ -117,14 +117,14 @@ class CheckGate:
         self.per_second = per_second
         self.burst = burst
         self.running: set[str] = set()
-        self._intact: OrderedDict[str, float] = OrderedDict()  # sha -> when found intact
+        self._recent: OrderedDict[str, float] = OrderedDict()  # sha -> when found intact
         self._tokens = float(burst)
         self._at: float | None = None
 
     def admit(self, sha256: str, now: float) -> Admission:
         if sha256 in self.running:
             return Admission.RUNNING
-        seen = self._intact.get(sha256)
+        seen = self._recent.get(sha256)
         if seen is not None and now - seen < self.recheck_after:
             return Admission.RECENT
         if self._at is not None:
@@ -139,13 +139,14 @@ class CheckGate:
     def done(self, sha256: str, verdict: Verdict | None, now: float) -> None:
         """A started check ended (``verdict`` None: it failed, e.g. the store was down)."""
         self.running.discard(sha256)
-        if verdict in (Verdict.OK, Verdict.SIDECAR):
-            self._intact[sha256] = now
-            self._intact.move_to_end(sha256)
-            while len(self._intact) > REMEMBERED:
-                self._intact.popitem(last=False)
-        else:
-            self._intact.pop(sha256, None)
+        if verdict is None:
+            return  # not judged: a later report may try again
+        # Judged, whatever the verdict: intact stays intact, a damaged blob is quarantined
+        # (nothing left to find), a missing one is recorded. Reports about it wait.
+        self._recent[sha256] = now
+        self._recent.move_to_end(sha256)
+        while len(self._recent) > REMEMBERED:
+            self._recent.popitem(last=False)
 
 
 def referencing(registry: Registry, digests: Iterable[str]) -> dict[str, list[VersionKey]]:
@@ -185,6 +186,11 @@ def check_blob(
     if verdict in (Verdict.OK, Verdict.SIDECAR):
         registry.meta.clear_damage([sha256])
         return verdict
+    if verdict is Verdict.MISSING and any(
+        d.sha256 == sha256 and d.state == Verdict.DAMAGED.value
+        for d in registry.meta.damage_records()
+    ):
+        return verdict  # quarantined earlier: its record stays "damaged"
     if verdict is Verdict.DAMAGED:
         assert hasher is not None
         what = f"stored bytes hash to {hasher.hexdigest()[:16]}... ({hasher.size} bytes)"

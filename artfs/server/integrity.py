@@ -81,7 +81,7 @@ class IntegrityService:
         self._stop = threading.Event()
         self._checks = trio.CapacityLimiter(REPORT_CHECKS)
         self.checks = 0  # re-checks done (reports)
-        self.found = 0  # blobs found damaged or missing (reports and scrub)
+        self.found = 0  # blobs found damaged and quarantined (reports and scrub)
         self.scrubbed_blobs = 0
         self.scrubbed_bytes = 0
         self.scrub_passes = 0
@@ -140,8 +140,8 @@ class IntegrityService:
         except ArtfsError as e:
             log.error("checking blob %s failed: %s", sha256, e)
             return None
-        if verdict in (Verdict.DAMAGED, Verdict.MISSING):
-            self.found += 1
+        if verdict is Verdict.DAMAGED:
+            self.found += 1  # quarantined now
         return verdict
 
     async def _check(self, sha256: str, detail: str) -> None:
