@@ -264,3 +264,41 @@ def test_schema_6_upgrades_an_older_sqlite_registry(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "registry.db")
     assert db.execute("PRAGMA user_version").fetchone()[0] == 6
     db.close()
+
+
+# --- the cache's reports, against the in-memory twin ---------------------------------------
+@pytest.mark.parametrize("size", [5000, 3 * 128 * 1024 + 9])  # one block, several blocks
+async def test_cache_reports_damage_and_an_upload_heals(tmp_path: Path, size: int) -> None:
+    """The mount's and ``artfs get``'s cache: a blob whose stored bytes rotted fails with
+    IntegrityError (never wrong bytes) and is reported once; the registry then lists it
+    missing (so ``artfs put`` uploads it) and the version damaged; the upload heals it."""
+    from artfs.cache import BlobCache
+    from artfs.client.memory import MemoryRegistryClient
+    from artfs.errors import IntegrityError
+    from artfs.publish import upload_missing
+
+    client = MemoryRegistryClient()
+    good = os.urandom(size)
+    info = client.publish("p", "a", {"f.bin": good})
+    sha = next(iter(client.versions[("p", "a", info.number)][1].blobs()))
+    client.corrupt_blob(sha, good[:-1] + bytes([good[-1] ^ 1]))
+
+    async with BlobCache(tmp_path / "cache", client) as cache:
+        with pytest.raises(IntegrityError):
+            async with await cache.open(sha, size) as reader:
+                await reader.read(0, size)
+    assert client.reports == [sha]
+    assert await client.missing_blobs([sha]) == {sha}
+    assert (await client.get_version("p", "a", "v0")).damaged == 1
+    assert [v.damaged for v in (await client.get_artifact("p", "a")).versions] == [1]
+
+    src = tmp_path / "f.bin"
+    src.write_bytes(good)
+    manifest = client.versions[("p", "a", info.number)][1]
+    assert await upload_missing(client, manifest, {sha: src}) == size
+    assert (await client.get_version("p", "a", "v0")).damaged == 0
+    async with (
+        BlobCache(tmp_path / "cache2", client) as cache,
+        await cache.open(sha, size) as reader,
+    ):
+        assert await reader.read(0, size) == good

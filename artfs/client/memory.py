@@ -197,11 +197,24 @@ class MemoryRegistryClient:
         self.requests += 1
         if project not in self.projects:
             raise NotFound(f"project {project} not found")
-        return [a for (p, _), a in sorted(self.artifacts.items()) if p == project]
+        return [self._marked(a) for (p, _), a in sorted(self.artifacts.items()) if p == project]
 
     async def get_artifact(self, project: str, artifact: str) -> ArtifactInfo:
         self.requests += 1
-        return self._art(project, artifact)
+        return self._marked(self._art(project, artifact))
+
+    def _marked(self, art: ArtifactInfo) -> ArtifactInfo:
+        """The artifact with each version's count of damaged blobs, as a server lists it."""
+        if not self.damaged:
+            return art
+        versions = tuple(
+            dataclasses.replace(
+                v,
+                damaged=self._damaged_count(self.versions[(art.project, art.name, v.number)][1]),
+            )
+            for v in art.versions
+        )
+        return dataclasses.replace(art, versions=versions)
 
     async def create_artifact(
         self,

@@ -546,7 +546,7 @@ def create_app(
 
     async def damage(request: Request) -> Response:
         sha = sha256_hex(request.path_params["sha"])
-        body = _object(await _json_body(request)) if await request.body() else {}
+        body = _object(await _json_body(request))  # an empty body is {}
         detail = body.get("detail", "")
         if not isinstance(detail, str):
             raise InvalidInput("'detail' must be a string")
