@@ -302,3 +302,24 @@ async def test_cache_reports_damage_and_an_upload_heals(tmp_path: Path, size: in
         await cache.open(sha, size) as reader,
     ):
         assert await reader.read(0, size) == good
+
+
+async def test_in_process_client_checks_a_reported_blob_at_once(tmp_path: Path) -> None:
+    """``--registry DIR`` (no server): a report re-checks the blob in process."""
+    from artfs.client.local import LocalRegistryClient
+
+    reg = Registry.open(tmp_path / "reg")
+    try:
+        _, shas = publish(reg, {"f": os.urandom(200_000)})
+        sha = shas["f"]
+        assert isinstance(reg.blobs, LocalBlobStore)
+        path = reg.blobs.path(sha)
+    finally:
+        reg.close()
+    os.chmod(path, 0o600)
+    path.write_bytes(os.urandom(200_000))
+    async with LocalRegistryClient(tmp_path / "reg") as client:
+        assert await client.missing_blobs([sha]) == set()
+        assert await client.report_damage(sha, "bad block") == "started"
+        assert await client.missing_blobs([sha]) == {sha}
+        assert (await client.get_version("p", "a", "v0")).damaged == 1
