@@ -75,7 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .heap import freeze_startup_heap
     from .registry.stores import store_options
-    from .server import auth_options, limit_options, run_server
+    from .server import auth_options, integrity_options, limit_options, run_server
     from .server.limits import return_freed_memory
 
     data = Path(args.data).expanduser().absolute()
@@ -92,6 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 stores=store_options(args),
                 auth=auth_options(args),
                 limits=limit_options(args),
+                integrity=integrity_options(args),
             )
         )
     except OSError as e:
@@ -106,6 +107,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    """``artfs fsck``: re-hash the store on the server's host (registry/fsck.py); exit 1 when
+    a blob is damaged or missing."""
+    from .registry.fsck import Fsck, format_report
+    from .registry.stores import open_registry
+
+    def progress(message: str) -> None:
+        print(f"artfs fsck: {message}", file=sys.stderr, flush=True)
+
+    rate = config.parse_size(args.rate)
+    registry = open_registry(
+        Path(args.data).expanduser().absolute(),
+        db=args.db,
+        blobs=args.blobs,
+        s3_endpoint=args.s3_endpoint,
+        db_pool=args.db_pool,
+    )
+    try:
+        report = Fsck(registry, rate=rate, progress=progress).run(dry_run=args.dry_run)
+    finally:
+        registry.close()
+    print("\n".join(format_report(report)))
+    return 0 if report.clean else 1
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -233,8 +259,10 @@ def cmd_put(args: argparse.Namespace) -> int:
         v = result.version
         print(v.ref)
         if not result.created:
+            # Bytes uploaded for an unchanged version repaired blobs the registry had lost.
+            healed = f"; uploaded {human_bytes(uploaded)} it lacked" if uploaded else ""
             print(
-                f"unchanged: content identical to {target}:latest, no new version made",
+                f"unchanged: content identical to {target}:latest, no new version made{healed}",
                 file=sys.stderr,
             )
         else:
@@ -266,7 +294,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 by_number.setdefault(n, []).append(alias)
             for v in art.versions:
                 names = ",".join(sorted(by_number.get(v.number, [])))
-                print(f"v{v.number}\t{v.file_count} files\t{human_bytes(v.total_size)}\t{names}")
+                bad = f"\tDAMAGED: {v.damaged} blob(s) (artfs fsck)" if v.damaged else ""
+                print(
+                    f"v{v.number}\t{v.file_count} files\t{human_bytes(v.total_size)}\t{names}{bad}"
+                )
             return 0
         number = await _resolve_number(client, ref.project, ref.artifact, ref.selector)
         manifest = await client.get_manifest(ref.project, ref.artifact, number)
@@ -342,6 +373,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             ],
             "files": info.file_count,
             "size": info.total_size,
+            "damaged": info.damaged,  # blobs the server found damaged or missing
         }
         if sub_path:
             manifest = await client.get_manifest(ref.project, ref.artifact, info.number)
@@ -513,10 +545,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--blob-port", type=int, default=None, help="port of the blob data server (default: PORT+1)"
     )
     add_store_arguments(s)
-    from .server import add_auth_arguments, add_limit_arguments
+    from .server import add_auth_arguments, add_integrity_arguments, add_limit_arguments
 
     add_auth_arguments(s)
     add_limit_arguments(s)
+    add_integrity_arguments(s)
     s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser(
@@ -589,6 +622,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="list what would be freed; change nothing"
     )
     s.set_defaults(fn=cmd_gc)
+
+    s = sub.add_parser(
+        "fsck",
+        help="re-hash every stored blob, quarantine damaged ones and report missing ones (on "
+        "the server's host, with the options given to artfs serve)",
+    )
+    s.add_argument(
+        "--data",
+        default="./artfs-data",
+        help="the registry's data directory, as given to artfs serve (default %(default)s)",
+    )
+    add_store_arguments(s)
+    s.add_argument(
+        "--rate",
+        default="0",
+        metavar="BYTES/S",
+        help="re-hash at most this fast, e.g. 200M (default: no limit)",
+    )
+    s.add_argument("--dry-run", action="store_true", help="report only; change nothing")
+    s.set_defaults(fn=cmd_fsck)
 
     s = with_cache(with_registry(sub.add_parser("mount", help="mount the registry")))
     s.add_argument("mountpoint")

@@ -37,6 +37,7 @@ class VersionSummary:
     created: float
     file_count: int
     total_size: int
+    damaged: int = 0  # blobs of it the server found damaged or missing (registry/integrity.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -45,6 +46,7 @@ class VersionSummary:
             "created": self.created,
             "file_count": self.file_count,
             "total_size": self.total_size,
+            "damaged": self.damaged,
         }
 
     @classmethod
@@ -56,6 +58,7 @@ class VersionSummary:
                 float(d["created"]),
                 int(d["file_count"]),
                 int(d["total_size"]),
+                int(d.get("damaged", 0)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ProtocolError(f"malformed version summary: {e}") from None
@@ -163,6 +166,7 @@ class VersionInfo:
     aliases: tuple[str, ...] = ()
     artifact_type: str = ""
     inputs: tuple[VersionInput, ...] = ()  # lineage: the versions it was made from
+    damaged: int = 0  # blobs of it the server found damaged or missing: reads of them fail
 
     @property
     def ref(self) -> str:
@@ -184,6 +188,7 @@ class VersionInfo:
             "aliases": list(self.aliases),
             "artifact_type": self.artifact_type,
             "inputs": [i.to_json() for i in self.inputs],
+            "damaged": self.damaged,
         }
 
     @classmethod
@@ -205,6 +210,7 @@ class VersionInfo:
                 tuple(str(a) for a in d.get("aliases", [])),
                 str(d.get("artifact_type", "")),
                 tuple(VersionInput.from_json(i) for i in d.get("inputs", [])),
+                int(d.get("damaged", 0)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ProtocolError(f"malformed version record: {e}") from None

@@ -102,7 +102,10 @@ async def test_corrupt_source_raises_and_caches_nothing(tmp_path: Path) -> None:
         async with await cache.open(sha, len(data)) as reader:
             with pytest.raises(IntegrityError):
                 await reader.read(0, 2000)
-        assert inner.requests == 2  # the bad copy was fetched once more before giving up
+        # The bad copy was fetched once more before giving up, then reported (the registry
+        # re-checked its stored blob, found it intact here: the damage was in transit).
+        assert inner.requests == 3 and inner.reports == [sha]
+        assert await inner.missing_blobs([sha]) == set()
         assert not cache.layout.complete(sha).exists()
         assert files_under(cache.layout.partial_dir) == []
         assert files_under(cache.layout.tmp_dir) == []

@@ -32,12 +32,12 @@ import trio
 from cachetools import LRUCache
 
 from ..client.base import RegistryClient
-from ..errors import ArtfsError, IntegrityError, InvalidInput, Unavailable
+from ..errors import ArtfsError, IntegrityError, InvalidInput, NotFound, Unavailable
 from ..hashing import BLOCK_SIZE, BlobHasher, hash_file, sha256_hex
 from . import eviction, locks, trust
 from .blobstate import BlobState, StateEnv
 from .blockmap import BLOCK_SHIFT, held_bytes, normalize, span
-from .fetcher import BadBlock, fetch_blocks
+from .fetcher import BadBlock, fetch_blocks, missing_blob, report_damage
 from .fetchpool import FetchPool, ThreadedFetchClient
 from .layout import CacheLayout, storage_error
 from .protocol import CacheStats
@@ -363,12 +363,16 @@ class BlobCache:
             try:
                 await fetch_blocks(self.client, sha, size, 0, 1, digests, keep, self.tuning.timeout)
                 return got[0]
+            except NotFound as e:
+                raise await missing_blob(self.client, sha, e) from None
             except BadBlock:
                 if attempt == 2:
-                    raise IntegrityError(
+                    message = (
                         f"blob {sha[:12]} from the registry does not match its sha256 "
                         "(after a retry)"
-                    ) from None
+                    )
+                    await report_damage(self.client, sha, message)
+                    raise IntegrityError(message) from None
                 log.warning("blob %s: bad copy from the registry; retrying", sha[:12])
         raise AssertionError("unreachable")
 

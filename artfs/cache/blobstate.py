@@ -26,7 +26,14 @@ from dataclasses import dataclass
 import trio
 
 from ..client.base import RegistryClient
-from ..errors import ArtfsError, IntegrityError, InvalidInput, ProtocolError, Unavailable
+from ..errors import (
+    ArtfsError,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    ProtocolError,
+    Unavailable,
+)
 from ..hashing import BLOCK_SIZE, DIGEST_LEN, block_count, split_block_digests
 from . import locks, trust
 from .blockmap import (
@@ -39,7 +46,7 @@ from .blockmap import (
     normalize,
     runs_of,
 )
-from .fetcher import BadBlock, DigestSlot, fetch_blocks
+from .fetcher import BadBlock, DigestSlot, fetch_blocks, missing_blob, report_damage
 from .fetchpool import FetchPool, ThreadedRun
 from .filehash import hash_file_range
 from .layout import CacheLayout, storage_error
@@ -284,7 +291,10 @@ class BlobState:
             if self.digests is None:
                 timeout = self.env.tuning.timeout
                 with trio.move_on_after(timeout) as scope:
-                    digests = await self.env.client.blob_blocks(self.sha, self.size)
+                    try:
+                        digests = await self.env.client.blob_blocks(self.sha, self.size)
+                    except NotFound as e:
+                        raise await missing_blob(self.env.client, self.sha, e) from None
                 if scope.cancelled_caught:
                     raise Unavailable(
                         f"blob {self.sha[:12]}: no block digests from the registry in {timeout:g}s"
@@ -559,13 +569,17 @@ class BlobState:
             try:
                 await self._fetch_once(start, stop, skip, digests)
                 return
+            except NotFound as e:
+                raise await missing_blob(self.env.client, self.sha, e) from None
             except BadBlock as bad:
                 failures[bad.index] = failures.get(bad.index, 0) + 1
                 if failures[bad.index] >= 2:
-                    raise IntegrityError(
+                    message = (
                         f"blob {self.sha[:12]}: block {bad.index} from the registry does not "
                         "match its published digest (after a retry)"
-                    ) from None
+                    )
+                    await report_damage(self.env.client, self.sha, message)
+                    raise IntegrityError(message) from None
                 log.warning(
                     "blob %s: bad block %d from the registry; retrying", self.sha[:12], bad.index
                 )
@@ -812,10 +826,12 @@ class BlobState:
         whole = [(0, self.nblocks)]
         bad = await trio.to_thread.run_sync(verify_runs, fd, self.size, digests, whole)
         if not bad:
-            raise IntegrityError(
+            message = (
                 f"blob {self.sha[:12]}: every block matches the registry's block digests but the "
                 "whole sha256 does not; the registry's digests are wrong"
             )
+            await report_damage(self.env.client, self.sha, message)
+            raise IntegrityError(message)
         log.warning(
             "blob %s: %d damaged block(s) found at completion; refetching", self.sha[:12], len(bad)
         )

@@ -14,19 +14,42 @@ worker threads for clients that can hand a thread the blob's URL.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections.abc import Callable, Container, Sequence
 
 import trio
 
 from ..client.base import RegistryClient
-from ..errors import ProtocolError, Unavailable
+from ..errors import ArtfsError, IntegrityError, NotFound, ProtocolError, Unavailable
 from ..hashing import BLOCK_SIZE
 from .blockmap import block_bounds
 
 StoreBlock = Callable[[int, memoryview], None]
 
 _THREAD_POLL = 0.01  # seconds between a worker thread's looks at its abort flag while it waits
+REPORT_TIMEOUT = 5.0  # seconds a damage report may delay the reader's error, at most
+log = logging.getLogger("artfs.cache")
+
+
+async def missing_blob(client: RegistryClient, sha256: str, e: NotFound) -> IntegrityError:
+    """A blob a version references is gone from the registry (quarantined as damaged, or
+    lost): for the reader an I/O error, not "no such file" (the file is listed); the
+    registry is told, so it records the loss against the version."""
+    await report_damage(client, sha256, f"not found: {e.message}")
+    return IntegrityError(f"blob {sha256[:12]} is missing on the registry: {e.message}")
+
+
+async def report_damage(client: RegistryClient, sha256: str, detail: str) -> None:
+    """Tell the registry that it served bytes not matching a blob's digests (it re-checks and
+    quarantines the stored blob: registry/integrity.py). Best effort and bounded: the reader
+    gets its integrity error either way, a few seconds later at most."""
+    with trio.move_on_after(REPORT_TIMEOUT):
+        try:
+            answer = await client.report_damage(sha256, detail)
+            log.warning("blob %s: damage reported to the registry (%s)", sha256[:12], answer)
+        except ArtfsError as e:
+            log.warning("blob %s: the damage report failed: %s", sha256[:12], e)
 
 
 class DigestSlot:

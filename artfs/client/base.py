@@ -116,6 +116,15 @@ class RegistryClient(Protocol):
         """The 32-byte block digests of a blob (see ``artfs.hashing``)."""
         ...
 
+    async def report_damage(self, sha256: str, detail: str = "") -> str:
+        """Tell the registry that bytes it served for this blob did not match its digests.
+
+        The registry re-checks the stored blob (at once, if its rate limits allow) and
+        quarantines it if damaged, so the next upload of the right bytes heals it. Returns
+        what the registry did ("started", "running", "recent", "limited"); never needed for
+        correctness: callers bound it with a short deadline and ignore failures."""
+        ...
+
     def hint_blobs(self, digests: Sequence[str]) -> None:
         """These blobs are likely to be read soon (the files of a directory being listed).
 

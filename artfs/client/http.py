@@ -443,6 +443,12 @@ class HttpRegistryClient(BlobLocations):
             params={"force": "true" if force else "false"},
         )
 
+    async def report_damage(self, sha256: str, detail: str = "") -> str:
+        data = await self._json(
+            "POST", f"/v1/blobs/{sha256_hex(sha256)}/damage", json_body={"detail": detail[:500]}
+        )
+        return str(data.get("check", "")) if isinstance(data, dict) else ""
+
     async def blob_blocks(self, sha256: str, size: int) -> list[bytes]:
         resp = await self._request("GET", f"/v1/blobs/{sha256_hex(sha256)}/blocks")
         try:

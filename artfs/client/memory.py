@@ -7,6 +7,7 @@ Neither is used in production; both implement ``RegistryClient`` exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -44,6 +45,9 @@ class MemoryRegistryClient:
         self.artifacts: dict[tuple[str, str], ArtifactInfo] = {}
         self.versions: dict[tuple[str, str, int], tuple[VersionInfo, Manifest]] = {}
         self.blobs: dict[str, bytes] = {}
+        self.digests: dict[str, bytes] = {}  # block digests published when each blob was added
+        self.damaged: set[str] = set()  # blobs found damaged (dropped: "quarantined") or lost
+        self.reports: list[str] = []  # damage reports received, in order
         self.next_numbers: dict[tuple[str, str], int] = {}  # numbers are never reused
         self.bytes_served = 0
         self.requests = 0
@@ -52,8 +56,18 @@ class MemoryRegistryClient:
     def add_blob(self, data: bytes) -> str:
         h = BlobHasher()
         h.update(data)
-        self.blobs[h.hexdigest()] = data
-        return h.hexdigest()
+        sha = h.hexdigest()
+        self.blobs[sha] = data
+        self.digests[sha] = h.block_digests()
+        self.damaged.discard(sha)  # healed by the right bytes
+        return sha
+
+    def corrupt_blob(self, sha256: str, data: bytes) -> None:
+        """Damage a stored blob in place (its published block digests stay): a rotten disk."""
+        self.blobs[sha256] = data
+
+    def _damaged_count(self, manifest: Manifest) -> int:
+        return len(self.damaged & set(manifest.blobs()))
 
     def publish(
         self, project: str, artifact: str, files: dict[str, bytes], **kw: Any
@@ -183,11 +197,24 @@ class MemoryRegistryClient:
         self.requests += 1
         if project not in self.projects:
             raise NotFound(f"project {project} not found")
-        return [a for (p, _), a in sorted(self.artifacts.items()) if p == project]
+        return [self._marked(a) for (p, _), a in sorted(self.artifacts.items()) if p == project]
 
     async def get_artifact(self, project: str, artifact: str) -> ArtifactInfo:
         self.requests += 1
-        return self._art(project, artifact)
+        return self._marked(self._art(project, artifact))
+
+    def _marked(self, art: ArtifactInfo) -> ArtifactInfo:
+        """The artifact with each version's count of damaged blobs, as a server lists it."""
+        if not self.damaged:
+            return art
+        versions = tuple(
+            dataclasses.replace(
+                v,
+                damaged=self._damaged_count(self.versions[(art.project, art.name, v.number)][1]),
+            )
+            for v in art.versions
+        )
+        return dataclasses.replace(art, versions=versions)
 
     async def create_artifact(
         self,
@@ -220,9 +247,10 @@ class MemoryRegistryClient:
                 raise NotFound(f"alias {project}/{artifact}:{selector} not found")
             number = art.aliases[selector]
         try:
-            return self._with_aliases(self.versions[(project, artifact, number)][0])
+            info, manifest = self.versions[(project, artifact, number)]
         except KeyError:
             raise NotFound(f"version {project}/{artifact}:v{number} not found") from None
+        return dataclasses.replace(self._with_aliases(info), damaged=self._damaged_count(manifest))
 
     async def get_manifest(self, project: str, artifact: str, number: int) -> Manifest:
         self.requests += 1
@@ -321,9 +349,21 @@ class MemoryRegistryClient:
         from ..hashing import split_block_digests
 
         self.requests += 1
+        self._blob(sha256)
+        return split_block_digests(self.digests[sha256], size)
+
+    async def report_damage(self, sha256: str, detail: str = "") -> str:
+        """Re-check at once, like a server: a blob whose bytes don't hash to its name is
+        dropped (quarantined) and listed damaged until uploaded again."""
+        self.requests += 1
+        self.reports.append(sha256)
+        data = self.blobs.get(sha256)
         h = BlobHasher()
-        h.update(self._blob(sha256))
-        return split_block_digests(h.block_digests(), size)
+        h.update(data or b"")
+        if data is None or h.hexdigest() != sha256:
+            self.blobs.pop(sha256, None)
+            self.damaged.add(sha256)
+        return "started"
 
     def _blob(self, sha256: str) -> bytes:
         try:

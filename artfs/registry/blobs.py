@@ -6,6 +6,7 @@ keeps blobs in a directory::
     blobs/ab/<sha256>          the bytes
     blobs/ab/<sha256>.blocks   the concatenated block digests (only when > 1 block)
     blobs/.tmp/                uploads in progress
+    blobs/.quarantine/         damaged blobs moved aside (``integrity.py``), never served
 
 The directory is mode 0700 and its files 0400 (0600 while written): the server's user's
 alone.
@@ -33,7 +34,7 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -108,6 +109,28 @@ class BlobStore(Protocol):
         vanished client) and that nothing has written since ``idle_since`` (a time); a running
         upload's data is never removed. (count, bytes) removed, or that would be with
         ``dry_run``. For the garbage collector."""
+        ...
+
+    # Integrity (integrity.py): re-hash, and move damaged blobs aside.
+    def rehash(
+        self, sha256: str, pace: Callable[[int], None] | None = None
+    ) -> tuple[BlobHasher | None, object]:
+        """Hash the stored bytes (``pace(n)`` after each chunk read: a rate limit); (None, None)
+        if not stored. The second value identifies the stored object for ``quarantine``."""
+        ...
+
+    def read_sidecar(self, sha256: str) -> bytes | None:
+        """The stored block digests as they are (None if absent); never recomputed."""
+        ...
+
+    def write_sidecar(self, sha256: str, raw: bytes) -> None:
+        """Replace the block digests of a blob whose bytes were just verified."""
+        ...
+
+    def quarantine(self, sha256: str, token: object) -> bool:
+        """Move a damaged blob (the object ``rehash`` returned ``token`` for) and its sidecar
+        out of the store: no longer held, never served, kept for inspection. False if the
+        blob was replaced meanwhile (a verified upload healed it)."""
         ...
 
 
@@ -232,6 +255,63 @@ class LocalBlobStore:
                 os.close(fd)
         return removed, removed_bytes
 
+    # --- integrity (integrity.py) ---------------------------------------------------------
+    def rehash(
+        self, sha256: str, pace: Callable[[int], None] | None = None
+    ) -> tuple[BlobHasher | None, object]:
+        try:
+            f = open(self.path(sha256), "rb", buffering=0)  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return None, None
+        with f:
+            hasher = BlobHasher()
+            buf = bytearray(COPY_CHUNK)
+            view = memoryview(buf)
+            while n := f.readinto(buf):
+                hasher.update(view[:n])
+                if pace is not None:
+                    pace(n)
+            st = os.fstat(f.fileno())
+        return hasher, (st.st_dev, st.st_ino)
+
+    def read_sidecar(self, sha256: str) -> bytes | None:
+        try:
+            return self._sidecar(sha256).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write_sidecar(self, sha256: str, raw: bytes) -> None:
+        self._write_sidecar(sha256, raw)
+
+    def quarantine(self, sha256: str, token: object) -> bool:
+        path = self.path(sha256)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return True  # gone already: nothing left to serve
+        if (st.st_dev, st.st_ino) != token:
+            return False
+        aside = self.root / ".quarantine"
+        aside.mkdir(mode=0o700, exist_ok=True)
+        name = f"{sha256}.{int(time.time())}"
+        try:
+            os.replace(path, aside / name)
+            sidecar = self._sidecar(sha256)
+            if sidecar.exists():
+                os.replace(sidecar, aside / f"{name}.blocks")
+            _fsync_dir(path.parent)
+        except OSError as e:
+            raise _storage_error(e, f"quarantining blob {sha256}") from e
+        return True
+
+    def quarantined(self, sha256: str) -> bool:
+        """Whether a damaged copy of this blob was moved aside (for clearer errors)."""
+        aside = self.root / ".quarantine"
+        try:
+            return any(e.name.startswith(sha256) for e in os.scandir(aside))
+        except FileNotFoundError:
+            return False
+
     def path(self, sha256: str) -> Path:
         sha256_hex(sha256)
         return self.root / sha256[:2] / sha256
@@ -257,6 +337,11 @@ class LocalBlobStore:
     def local_path(self, sha256: str) -> Path:
         path = self.path(sha256)
         if not path.exists():
+            if self.quarantined(sha256):
+                raise NotFound(
+                    f"blob {sha256} is damaged on the server and quarantined; "
+                    "re-upload it (artfs put of a version holding it) to heal"
+                )
             raise NotFound(f"blob {sha256} not found")
         return path
 

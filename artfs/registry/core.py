@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,14 +33,16 @@ from ..names import (
     project_name,
 )
 from .blobrefs import UPLOAD_PROOF_SECONDS
-from .blobs import BlobStore, BlobWriter, LocalBlobStore
-from .meta import MetaStore, NewVersion
+from .blobs import BlobStore, BlobWriter, LocalBlobStore, store_file
+from .meta import DamagedBlob, MetaStore, NewVersion
 from .sqlite import SqliteMetaStore
 from .tokens import Tokens
 from .uploads import PresignedUploads, UploadPlan
 
 if TYPE_CHECKING:
     from .gc import GcReport
+
+log = logging.getLogger("artfs.registry")
 
 MAX_TYPE_LEN = 128
 MAX_DESCRIPTION = 64 * 1024
@@ -123,6 +127,26 @@ def _size(size: Any) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise InvalidInput(f"invalid blob size {size!r}")
     return size
+
+
+class _HealingWriter:
+    """A store's writer that tells the registry when it stored a new blob (healing)."""
+
+    def __init__(self, inner: BlobWriter, stored: Callable[[], None]) -> None:
+        self.inner = inner
+        self.stored = stored
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.inner.write(data)
+
+    def finish(self) -> bool:
+        created = self.inner.finish()
+        if created:
+            self.stored()
+        return created
+
+    def abort(self) -> None:
+        self.inner.abort()
 
 
 class Registry:
@@ -349,7 +373,35 @@ class Registry:
 
     def blob_writer(self, sha256: str, size: int | None = None) -> BlobWriter:
         self._refuse_doomed(sha256_hex(sha256))
-        return self.blobs.writer(sha256, size)
+        return _HealingWriter(self.blobs.writer(sha256, size), partial(self._stored, sha256))
+
+    def put_file(self, sha256: str, source: str | Path) -> bool:
+        """Store a local file's bytes, verified (the in-process client's upload); True if new."""
+        self._refuse_doomed(sha256_hex(sha256))
+        created = store_file(self.blobs, sha256, source)
+        if created:
+            self._stored(sha256)
+        return created
+
+    def _stored(self, sha256: str) -> None:
+        """A verified upload stored a new blob: if it was known damaged or missing (and so
+        quarantined or absent), it is healed."""
+        if self.meta.clear_damage([sha256]):
+            log.warning("blob %s healed: the right bytes were uploaded again", sha256)
+
+    # --- integrity (integrity.py) -------------------------------------------------------------
+    def check_blob(
+        self, sha256: str, *, detail: str = "", pace: Callable[[int], None] | None = None
+    ) -> str:
+        """Re-hash a stored blob now; quarantine and record it if damaged. The verdict:
+        "ok", "damaged", "missing" or "sidecar" (its block digests were rewritten)."""
+        from .integrity import check_blob
+
+        return check_blob(self, sha256_hex(sha256), detail=detail, pace=pace).value
+
+    def damaged_blobs(self) -> list[DamagedBlob]:
+        """Every blob known damaged or missing, with the live versions it breaks."""
+        return self.meta.damage_records()
 
     # --- project isolation (blobrefs.py; docs/api.md, "Isolation model") --------------------
     def visible_blobs(self, who: Principal, digests: Iterable[str]) -> set[str]:
@@ -428,7 +480,10 @@ class Registry:
             raise InvalidInput("'key' must be a string and 'multipart_id' a string or null")
         uploads = self._uploads()
         self._refuse_doomed(sha256_hex(sha256))
-        return uploads.complete_upload(sha256, _size(size), key, multipart_id, etags)
+        created = uploads.complete_upload(sha256, _size(size), key, multipart_id, etags)
+        if created:
+            self._stored(sha256)
+        return created
 
     # --- garbage collection (gc.py) ---------------------------------------------------------
     def gc(

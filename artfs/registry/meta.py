@@ -47,6 +47,18 @@ class NewVersion:
     inputs: tuple[Ref, ...] = ()  # lineage, resolved to versions inside the commit
 
 
+@dataclass(frozen=True, slots=True)
+class DamagedBlob:
+    """A blob the registry knows is damaged or missing (schema 6, ``integrity.py``), and the
+    live versions that use it."""
+
+    sha256: str
+    state: str  # "damaged" (quarantined) or "missing"
+    found: float
+    detail: str
+    versions: tuple[str, ...]  # "project/artifact:vN"
+
+
 VersionKey = tuple[int, int]
 """A version's identity inside one store (artifact row id, number); never reused."""
 
@@ -210,6 +222,24 @@ class MetaStore(Protocol):
 
     def gc_run_lock(self) -> AbstractContextManager[None]:
         """Held for a whole collection: Conflict at once if another one holds it."""
+        ...
+
+    # Blob integrity (schema 6; integrity.py, damagedb.py).
+    def record_damage(
+        self, sha256: str, state: str, found: float, detail: str, versions: Sequence[VersionKey]
+    ) -> None:
+        """Record a damaged / missing blob and the live versions using it; bumps the gc epoch
+        (servers drop cached blob sizes)."""
+        ...
+
+    def clear_damage(self, digests: Collection[str]) -> list[str]:
+        """Forget these blobs' damage (healed); those that had a record."""
+        ...
+
+    def damage_records(self) -> list[DamagedBlob]: ...
+
+    def version_labels(self, keys: Collection[VersionKey]) -> dict[VersionKey, str]:
+        """ "project/artifact:vN" of each version key (for reports)."""
         ...
 
     def close(self) -> None: ...

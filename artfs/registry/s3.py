@@ -5,6 +5,7 @@ Layout under ``s3://BUCKET/PREFIX``::
     PREFIX/blobs/ab/<sha256>          the bytes; written only by a server, after verification
     PREFIX/blobs/ab/<sha256>.blocks   concatenated block digests (only when > 1 block)
     PREFIX/uploads/<sha256>.<random>  uploads in progress (clients' presigned PUTs land here)
+    PREFIX/quarantine/<sha256>.<time> damaged blobs moved aside (``integrity.py``)
 
 Reads: ``presign`` hands out short-lived GET URLs; clients fetch ranges straight
 from the store, so servers stay out of the data path. Presigned URLs are cached per
@@ -36,7 +37,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -335,6 +336,72 @@ class S3BlobStore:
         with self._lock:
             self._sizes.pop(sha256, None)
             self._urls.pop(sha256, None)
+
+    # --- integrity (integrity.py) ---------------------------------------------------------
+    def rehash(
+        self, sha256: str, pace: Callable[[int], None] | None = None
+    ) -> tuple[BlobHasher | None, object]:
+        key = self.key(sha256)
+        hasher = BlobHasher()
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=key)
+            for chunk in resp["Body"].iter_chunks(READ_CHUNK):
+                hasher.update(chunk)
+                if pace is not None:
+                    pace(len(chunk))
+        except botocore.exceptions.ClientError as e:
+            if _is_missing(e):
+                with self._lock:
+                    self._sizes.pop(sha256, None)
+                return None, None
+            raise self._unavailable(f"reading {key}", e) from None
+        except botocore.exceptions.BotoCoreError as e:
+            raise self._unavailable(f"reading {key}", e) from None
+        return hasher, resp.get("ETag")
+
+    def read_sidecar(self, sha256: str) -> bytes | None:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._sidecar_key(sha256))
+            return bytes(body["Body"].read())
+        except botocore.exceptions.ClientError as e:
+            if _is_missing(e):
+                return None
+            raise self._unavailable(f"reading block digests of {sha256}", e) from None
+        except botocore.exceptions.BotoCoreError as e:
+            raise self._unavailable(f"reading block digests of {sha256}", e) from None
+
+    def write_sidecar(self, sha256: str, raw: bytes) -> None:
+        self._put(self._sidecar_key(sha256), raw)
+
+    def quarantine(self, sha256: str, token: object) -> bool:
+        """Copy the object under ``quarantine/`` (only if it is still the one hashed: its
+        ETag), then delete it and its sidecar."""
+        key = self.key(sha256)
+        aside = f"{self.prefix}quarantine/{sha256}.{int(time.time())}"
+        try:
+            extra: dict[str, Any] = {} if token is None else {"CopySourceIfMatch": token}
+            self.client.copy_object(
+                Bucket=self.bucket, Key=aside, CopySource=f"{self.bucket}/{key}", **extra
+            )
+        except botocore.exceptions.ClientError as e:
+            if _is_missing(e):
+                return True  # gone already
+            if _code(e) in ("PreconditionFailed", "412"):
+                return False  # replaced by a verified upload meanwhile
+            raise self._unavailable(f"quarantining {key}", e) from None
+        except botocore.exceptions.BotoCoreError as e:
+            raise self._unavailable(f"quarantining {key}", e) from None
+        self.delete(sha256)
+        return True
+
+    def quarantined(self, sha256: str) -> bool:
+        try:
+            resp = self.client.list_objects_v2(
+                Bucket=self.bucket, Prefix=f"{self.prefix}quarantine/{sha256}", MaxKeys=1
+            )
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError):
+            return False
+        return bool(resp.get("KeyCount"))
 
     def writer(self, sha256: str, size: int | None = None) -> _S3Writer:
         check_writer_args(sha256, size)

@@ -40,6 +40,7 @@ from ..lineage import unique_in_order
 from ..models import ArtifactInfo, ProjectInfo, VersionInfo, VersionInput, VersionSummary
 from ..names import LATEST, Ref
 from .blobrefs import BLOB_REFS_SCHEMA_TEMPLATE, BlobRefsSql
+from .damagedb import DAMAGE_SCHEMA_TEMPLATE, DamageQueries
 from .meta import BlobsOf, NewVersion, VersionKey
 
 # Tables shared by both databases; the column types that differ are filled in per database.
@@ -150,8 +151,9 @@ CREATE TABLE IF NOT EXISTS token_expiry (
 """
 
 # 1: registry; 2: + tokens; 3: + doomed_blobs; 4: + version_inputs; 5: + token_expiry;
-# 6: + project_blobs, blob_uploads (blobrefs.py: project isolation; filled on upgrade)
-SCHEMA_VERSION = 6
+# 6: + project_blobs, blob_uploads (blobrefs.py: project isolation; filled on upgrade);
+# 7: + damaged_blobs, damaged_versions (damagedb.py: blob integrity)
+SCHEMA_VERSION = 7
 
 
 def schema_ddl(**types: str) -> str:
@@ -164,6 +166,7 @@ def schema_ddl(**types: str) -> str:
         LINEAGE_SCHEMA_TEMPLATE,
         TOKEN_EXPIRY_SCHEMA_TEMPLATE,
         BLOB_REFS_SCHEMA_TEMPLATE,
+        DAMAGE_SCHEMA_TEMPLATE,
     )
     return "".join(templates).format(**types)
 
@@ -194,7 +197,7 @@ class Rows(Protocol):
 C = TypeVar("C")
 
 
-class SqlMetaStore(BlobRefsSql[C], ABC, Generic[C]):
+class SqlMetaStore(BlobRefsSql[C], DamageQueries[C], ABC, Generic[C]):
     """A ``MetaStore`` over a SQL connection of type ``C``: each public method is one
     transaction; writes to an existing artifact first look its row up with
     ``_LOCK_ARTIFACT``, so they are serialised per artifact."""
@@ -314,6 +317,7 @@ class SqlMetaStore(BlobRefsSql[C], ABC, Generic[C]):
             aliases,
             atype,
             inputs,
+            self._damaged_count(c, aid, number),
         )
 
     def _resolve_input(self, c: C, ref: Ref) -> tuple[int, int, str]:
@@ -371,6 +375,7 @@ class SqlMetaStore(BlobRefsSql[C], ABC, Generic[C]):
         versions: dict[int, list[VersionSummary]] = {i: [] for i in ids}
         aliases: dict[int, dict[str, int]] = {i: {} for i in ids}
         where, wid = ("a.id=?", arts[0][0]) if name is not None else ("a.project_id=?", pid)
+        damaged = self._damaged_counts(c, where, wid)
         for aid, number, digest, created, count, size in self._q(
             c,
             "SELECT v.artifact_id, v.number, v.digest, v.created, v.file_count, v.total_size "
@@ -379,7 +384,14 @@ class SqlMetaStore(BlobRefsSql[C], ABC, Generic[C]):
             wid,
         ):
             versions[aid].append(
-                VersionSummary(int(number), digest, float(created), int(count), int(size))
+                VersionSummary(
+                    int(number),
+                    digest,
+                    float(created),
+                    int(count),
+                    int(size),
+                    damaged.get((aid, int(number)), 0),
+                )
             )
         for aid, alias, number in self._q(
             c,

@@ -33,6 +33,12 @@ from ..registry.stores import (
 from .api import create_app
 from .auth import DEFAULT_TTL, Authenticator
 from .blobserver import BlobDataServer
+from .integrity import (
+    IntegrityOptions,
+    IntegrityService,
+    add_integrity_arguments,
+    integrity_options,
+)
 from .limits import (
     DEFAULT_LIMITS,
     READ_TIMEOUT,
@@ -46,13 +52,16 @@ from .signing import DEFAULT_LIFETIME, UrlSigner, read_gate
 
 __all__ = [
     "AuthOptions",
+    "IntegrityOptions",
     "ServerInfo",
     "ServerLimits",
     "StoreOptions",
     "add_auth_arguments",
+    "add_integrity_arguments",
     "add_limit_arguments",
     "add_store_arguments",
     "auth_options",
+    "integrity_options",
     "limit_options",
     "main",
     "run_server",
@@ -150,6 +159,7 @@ def auth_warning(host: str, auth: AuthOptions) -> str | None:
 
 DEFAULT_STORES = StoreOptions()
 DEFAULT_AUTH = AuthOptions()
+DEFAULT_INTEGRITY = IntegrityOptions()
 
 
 def _url_host(host: str) -> str:
@@ -173,6 +183,7 @@ async def serve(
     stores: StoreOptions = DEFAULT_STORES,
     auth: AuthOptions = DEFAULT_AUTH,
     limits: ServerLimits = DEFAULT_LIMITS,
+    integrity: IntegrityOptions = DEFAULT_INTEGRITY,
     task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the registry in ``data_dir`` until cancelled.
@@ -183,6 +194,7 @@ async def serve(
     With a store that presigns (S3) no data port is opened: clients fetch from the store.
     ``auth``: whether every request but ``GET /v1`` needs a token (server/auth.py).
     ``limits``: connection, upload and slow-body limits of both ports (server/limits.py).
+    ``integrity``: the background scrub's rate (server/integrity.py).
     """
     data_dir = Path(data_dir).resolve()
     if blob_port is None:
@@ -223,6 +235,8 @@ async def serve(
                     flush=True,
                 )
         async with trio.open_nursery() as nursery:
+            checks = IntegrityService(registry, integrity)
+            await nursery.start(checks.run)
             blobs = BlobDataServer(
                 registry.blobs.local_path,  # type: ignore[arg-type]
                 writer=registry.blob_writer,
@@ -261,7 +275,11 @@ async def serve(
                     "blob_requests": blobs.requests,
                     "blob_bytes_sent": blobs.bytes_sent,
                     "blob_bytes_received": blobs.bytes_received,
+                    **checks.stats(),
                 }
+
+            def report_damage(sha: str, detail: str) -> str:
+                return checks.report(sha, detail).value
 
             app: Any = RequestCap(
                 create_app(
@@ -272,6 +290,7 @@ async def serve(
                     signer,
                     auth.url_lifetime,
                     limits=limits,
+                    report_damage=report_damage,
                 ),
                 limits.max_connections,
             )
@@ -302,6 +321,7 @@ async def run_server(
     stores: StoreOptions = DEFAULT_STORES,
     auth: AuthOptions = DEFAULT_AUTH,
     limits: ServerLimits = DEFAULT_LIMITS,
+    integrity: IntegrityOptions = DEFAULT_INTEGRITY,
 ) -> None:
     """Serve until SIGINT/SIGTERM, printing one line when ready (what ``artfs serve`` runs).
 
@@ -320,6 +340,7 @@ async def run_server(
                     stores=stores,
                     auth=auth,
                     limits=limits,
+                    integrity=integrity,
                 )
             )
             warning = auth_warning(host, auth)
@@ -361,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     add_store_arguments(parser)
     add_auth_arguments(parser)
     add_limit_arguments(parser)
+    add_integrity_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -380,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                 stores=store_options(args),
                 auth=auth_options(args),
                 limits=limit_options(args),
+                integrity=integrity_options(args),
             )
         )
     except KeyboardInterrupt:

@@ -279,13 +279,16 @@ def create_app(
     url_lifetime: float = DEFAULT_LIFETIME,
     *,
     limits: ServerLimits = DEFAULT_LIMITS,
+    report_damage: Callable[[str, str], str] | None = None,
 ) -> _CountRequests:
     """The ASGI app. ``extra_stats`` adds counters of other parts (the data server) to
     ``GET /v1/stats``. ``authenticator``: who may do what (None: everyone everything).
     ``signer``: data-server URLs handed out by locate are signed (tokens required; then
     ``GET /v1`` has no ``blob_url`` template); ``url_lifetime``: seconds those URLs, and
     presigned store URLs, stay valid. ``limits``: concurrent uploads and the slowest
-    accepted upload body (limits.py)."""
+    accepted upload body (limits.py). ``report_damage(sha, detail)``: start a re-check of a
+    blob a client found damaged (``server/integrity.py``), answering what happened; None:
+    reports are only counted."""
     r = registry
     upload_slots = UploadSlots(limits.max_uploads, limits.upload_wait)
     uploaded = 0
@@ -594,6 +597,20 @@ def create_app(
             raise NotFound(f"blob {sha} not found")  # as if absent: says nothing of others
         return r.blob_blocks(sha)
 
+    async def damage(request: Request) -> Response:
+        sha = sha256_hex(request.path_params["sha"])
+        body = _object(await _json_body(request))  # an empty body is {}
+        detail = body.get("detail", "")
+        if not isinstance(detail, str):
+            raise InvalidInput("'detail' must be a string")
+        detail = "".join(ch for ch in detail[:500] if ch.isprintable())
+        if sha not in await run(r.visible_blobs, principal(request), [sha]):
+            # a blob no readable project references: no check (a token must not make the
+            # server re-hash others' blobs) and an answer that says nothing of it
+            return JSONResponse({"sha256": sha, "check": "limited"}, status_code=202)
+        answer = report_damage(sha, detail) if report_damage is not None else "limited"
+        return JSONResponse({"sha256": sha, "check": answer}, status_code=202)
+
     def _locations(
         request: Request, digests: list[str], who: Principal
     ) -> tuple[dict[str, Any], list[str]]:
@@ -667,6 +684,7 @@ def create_app(
         Route("/v1/blobs/{sha}", guarded(put_blob, blob_write), methods=["PUT"]),
         Route("/v1/blobs/{sha}", guarded(get_blob, blob_read), methods=["GET"]),
         Route("/v1/blobs/{sha}/blocks", guarded(blob_blocks, blob_read), methods=["GET"]),
+        Route("/v1/blobs/{sha}/damage", guarded(damage, blob_read), methods=["POST"]),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         ArtfsError: _artfs_error,

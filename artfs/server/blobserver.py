@@ -48,7 +48,7 @@ import h11
 import trio
 
 from ..auth import READ, WRITE
-from ..errors import ArtfsError, Forbidden, InvalidInput, Unauthorized
+from ..errors import ArtfsError, Forbidden, InvalidInput, NotFound, Unauthorized
 from ..registry.blobs import BlobWriter
 from .limits import DEFAULT_LIMITS, ServerLimits, UploadSlots, busy_body
 from .signing import ReadGate
@@ -350,8 +350,9 @@ class BlobDataServer:
         try:
             path = self.resolve(sha)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except Exception:
-            await self._simple(conn, stream, 404, f"blob {sha} not found\n", head=head)
+        except Exception as e:  # a quarantined blob says so (registry/integrity.py)
+            text = e.message if isinstance(e, NotFound) else f"blob {sha} not found"
+            await self._simple(conn, stream, 404, f"{text}\n", head=head)
             return
         try:
             size = os.fstat(fd).st_size

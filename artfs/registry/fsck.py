@@ -1,0 +1,206 @@
+"""``artfs fsck``: re-hash every stored blob, find the missing ones, quarantine and report.
+
+Run on the server's host with the options given to ``artfs serve`` (like ``artfs gc``), with
+servers running or not:
+
+1. list every blob in the store and re-hash it (``--rate`` bytes/s at most): a blob whose
+   bytes don't hash to its name is quarantined (moved aside, ``integrity.py``); a wrong or
+   absent block-digest sidecar of intact bytes is rewritten;
+2. read every live version's manifest: a blob it references that the store does not hold
+   is *missing* (a lost disk, a hand-deleted file, an S3 lifecycle rule gone wrong);
+3. record both in the metadata store with the versions they break (``damaged_blobs``), so
+   ``artfs info``/``ls`` show those versions as damaged and uploads know to heal them; clear
+   the records of blobs now intact (healed by an upload meanwhile, or by hand).
+
+The listed blobs go to a ``ReferenceSet`` on disk, so memory stays flat however large the
+store. ``--dry-run`` changes nothing and reports what it would do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..errors import InvalidInput
+from ..progress import human_bytes
+from .core import manifest_blobs
+from .integrity import Verdict, judge, paced
+from .meta import VersionKey
+from .refset import ReferenceSet
+
+if TYPE_CHECKING:
+    from .core import Registry
+
+MANIFEST_PAGE = 16
+PROGRESS_EVERY = 10.0  # seconds between progress lines
+
+
+@dataclass
+class FsckReport:
+    dry_run: bool
+    scanned: int = 0  # blobs listed and re-hashed
+    scanned_bytes: int = 0
+    versions: int = 0  # live versions whose manifests were read
+    damaged: dict[str, str] = field(default_factory=dict)  # sha -> what the bytes hash to
+    missing: list[str] = field(default_factory=list)  # referenced, not stored
+    sidecars: int = 0  # block digests rewritten (or that would be)
+    cleared: list[str] = field(default_factory=list)  # records of blobs now intact
+    quarantined: set[str] = field(default_factory=set)  # missing ones quarantined earlier
+    users: dict[str, list[str]] = field(default_factory=dict)  # sha -> "p/a:vN" using it
+    seconds: float = 0.0
+
+    @property
+    def clean(self) -> bool:
+        return not self.damaged and not self.missing
+
+
+class Fsck:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        rate: float = 0.0,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or rate < 0:
+            raise InvalidInput(f"invalid rate {rate!r}: bytes per second >= 0 (0: no limit)")
+        self.registry = registry
+        self.meta = registry.meta
+        self.store = registry.blobs
+        self.rate = rate
+        self.progress = progress or (lambda _msg: None)
+
+    def run(self, *, dry_run: bool = False) -> FsckReport:
+        started = time.monotonic()
+        report = FsckReport(dry_run=dry_run)
+        records = {d.sha256: d for d in self.meta.damage_records()}
+        with ReferenceSet() as listed:
+            intact, vanished = self.rehash_all(report, listed, set(records), dry_run=dry_run)
+            users = self.references(report, listed, vanished)
+        labels = self.meta.version_labels({k for keys in users.values() for k in keys})
+        report.users = {sha: sorted(labels[k] for k in keys) for sha, keys in users.items()}
+        if not dry_run:
+            now = self.registry.clock()
+            for sha, detail in report.damaged.items():
+                self.meta.record_damage(sha, "damaged", now, detail, users.get(sha, []))
+            for sha in report.missing:
+                earlier = records.get(sha)
+                if earlier is not None and earlier.state == "damaged":
+                    state, detail = "damaged", earlier.detail  # still quarantined
+                else:
+                    state, detail = "missing", "not in the store"
+                self.meta.record_damage(sha, state, now, detail, users[sha])
+        report.quarantined = {
+            sha for sha in report.missing if sha in records and records[sha].state == "damaged"
+        }
+        # Records of blobs found intact (healed meanwhile) or no longer used by anything.
+        known = set(records)
+        stale = (known & intact) | {
+            sha for sha in known - intact if sha not in report.damaged and not users.get(sha)
+        }
+        report.cleared = sorted(stale)
+        if not dry_run and stale:
+            self.meta.clear_damage(stale)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def rehash_all(
+        self, report: FsckReport, listed: ReferenceSet, known: set[str], *, dry_run: bool
+    ) -> tuple[set[str], set[str]]:
+        """Step 1: re-hash every listed blob; quarantine the damaged (unless ``dry_run``).
+        Returns (blobs with a damage record (``known``) found intact, blobs gone while
+        listed)."""
+        pace = paced(self.rate) if self.rate > 0 else None
+        intact: set[str] = set()
+        vanished: set[str] = set()
+        last = time.monotonic()
+        for sha, size, _ in self.store.list_blobs():
+            listed.add([sha])
+            hasher, token = self.store.rehash(sha, pace)
+            report.scanned += 1
+            report.scanned_bytes += size
+            verdict = judge(sha, hasher, None if hasher is None else self.store.read_sidecar(sha))
+            if verdict is Verdict.MISSING:
+                vanished.add(sha)  # deleted meanwhile (the collector): missing if referenced
+            elif verdict is Verdict.DAMAGED:
+                assert hasher is not None
+                report.damaged[sha] = (
+                    f"stored bytes hash to {hasher.hexdigest()[:16]}... ({hasher.size} bytes)"
+                )
+                if not dry_run and not self.store.quarantine(sha, token):
+                    del report.damaged[sha]  # healed by an upload meanwhile
+            else:
+                if verdict is Verdict.SIDECAR:
+                    assert hasher is not None
+                    report.sidecars += 1
+                    if not dry_run:
+                        self.store.write_sidecar(sha, hasher.block_digests())
+                if sha in known:
+                    intact.add(sha)
+            if time.monotonic() - last > PROGRESS_EVERY:
+                last = time.monotonic()
+                self.progress(
+                    f"re-hashed {report.scanned} blob(s), {human_bytes(report.scanned_bytes)}"
+                )
+        self.progress(f"re-hashed {report.scanned} blob(s), {human_bytes(report.scanned_bytes)}")
+        return intact, vanished
+
+    def references(
+        self, report: FsckReport, listed: ReferenceSet, vanished: set[str]
+    ) -> dict[str, list[VersionKey]]:
+        """Step 2: read every live manifest; find referenced blobs the store lacks, and which
+        versions use each damaged or missing blob."""
+        bad = set(report.damaged)
+        missing: set[str] = set()
+        users: dict[str, list[VersionKey]] = {}
+        after: VersionKey | None = None
+        while page := self.meta.manifests_after(after, MANIFEST_PAGE):
+            for key, data in page:
+                report.versions += 1
+                blobs = manifest_blobs(data)
+                present = listed.referenced(sorted(blobs))
+                gone = (blobs - present) | (blobs & vanished)
+                missing |= gone
+                for sha in gone | (blobs & bad):
+                    users.setdefault(sha, []).append(key)
+            after = page[-1][0]
+        report.missing = sorted(missing)
+        self.progress(f"read {report.versions} live version(s)")
+        return users
+
+
+def format_report(report: FsckReport) -> list[str]:
+    """What ``artfs fsck`` prints: one line per damaged / missing blob, then a summary."""
+    lines: list[str] = []
+    act = "would quarantine" if report.dry_run else "quarantined"
+    for sha, detail in sorted(report.damaged.items()):
+        users = ", ".join(report.users.get(sha, [])) or "no live version"
+        lines.append(f"damaged\t{sha}\t{act}; {detail}; used by {users}")
+    for sha in report.missing:
+        users = ", ".join(report.users.get(sha, []))
+        if sha in report.quarantined:
+            lines.append(f"damaged\t{sha}\tquarantined earlier; used by {users}")
+        else:
+            lines.append(f"missing\t{sha}\tused by {users}")
+    summary = (
+        f"{report.scanned} blob(s) re-hashed ({human_bytes(report.scanned_bytes)}), "
+        f"{report.versions} live version(s) read in {report.seconds:.1f}s: "
+        f"{len(report.damaged)} damaged, {len(report.missing)} missing"
+    )
+    if report.sidecars:
+        done = "to rewrite" if report.dry_run else "rewritten"
+        summary += f", {report.sidecars} block-digest file(s) {done}"
+    if report.cleared:
+        done = "to clear" if report.dry_run else "cleared"
+        summary += f", {len(report.cleared)} earlier record(s) {done}"
+    if not report.clean:
+        summary += (
+            "; heal by uploading the right bytes: artfs put of any version holding them "
+            "(the registry asks for exactly these blobs)"
+        )
+    if report.dry_run:
+        summary += "; dry run, nothing changed"
+    lines.append(summary)
+    return lines
