@@ -36,6 +36,7 @@ import trio
 
 from ..errors import ProtocolError, Unavailable
 from .base import DataSink
+from .resend import PeerClosed, may_resend
 
 RECV_BUFFER = 1 << 20
 MAX_IDLE_PER_HOST = 8
@@ -185,8 +186,10 @@ class RawRangeFetcher:
                 EarlyClose,
             ) as e:
                 await stream.aclose()
-                if reused and not delivered and attempt == 0:
-                    continue  # a pooled connection the server had closed: retry on a fresh one
+                # A pooled connection the server had closed: once more on a fresh one. (A
+                # ranged GET is idempotent; no body byte delivered means the sink saw nothing.)
+                if may_resend(e, "GET", reused=reused, answered=delivered, attempt=attempt):
+                    continue
                 if delivered:
                     raise Cut(f"download from {url} cut: {type(e).__name__}: {e}") from None
                 raise self._unavailable(url, f"{type(e).__name__}: {e}") from None
@@ -304,8 +307,8 @@ class RawRangeFetcher:
         return body
 
 
-class EarlyClose(Exception):
-    pass
+class EarlyClose(PeerClosed):
+    """The connection ended before the whole answer arrived."""
 
 
 # --- blocking, for worker threads -----------------------------------------------------------
@@ -426,12 +429,12 @@ class RangeConnections:
                 abort.detach()
                 _close(sock)
                 abort.check()
+                if may_resend(e, "GET", reused=reused, answered=False, attempt=attempt):
+                    continue  # a pooled connection the server had closed: once more, fresh
                 if isinstance(e, TimeoutError):
                     raise Unavailable(
                         f"blob download from {url} failed: no answer for {source.timeout:g}s"
                     ) from None
-                if reused and attempt == 0:
-                    continue
                 raise Unavailable(
                     f"blob download from {url} failed: {type(e).__name__}: {e}"
                 ) from None
