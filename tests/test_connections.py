@@ -241,6 +241,22 @@ async def test_ranged_reads_are_resent_on_every_path(stub: ClosingStub) -> None:
     assert len(answered) == 6 and len(stub.requests) == 9  # each path met one closed connection
 
 
+async def test_a_resend_never_takes_another_pooled_connection(stub: ClosingStub) -> None:
+    """After a server restart every pooled connection is closed: the resend goes fresh."""
+    url = stub.url + "/blob"
+    raw = RawRangeFetcher(5)
+    try:
+        async with trio.open_nursery() as nursery:  # two connections end up in the pool
+            for offset in (0, 10):
+                nursery.start_soon(raw.fetch, url, offset, 100, len(BLOB), lambda _: None)
+        got: list[bytes] = []
+        await raw.fetch(url, 500, 1000, len(BLOB), got.append)
+        assert b"".join(got) == BLOB[500:1500]
+    finally:
+        await raw.aclose()
+    assert stub.connections == 3
+
+
 # --- the real data server, with a short idle timeout -------------------------------------------
 IDLE = 0.4
 

@@ -166,7 +166,7 @@ class RawRangeFetcher:
         host, port = parts.hostname, parts.port or 80
         target, request_head = range_request(parts, offset, length, (headers or {}).items())
         for attempt in range(2):
-            stream, reused = await self._connect(url, host, port)
+            stream, reused = await self._connect(url, host, port, pooled=attempt == 0)
             delivered = False
 
             def deliver(data: bytes) -> None:
@@ -205,9 +205,14 @@ class RawRangeFetcher:
             await stream.aclose()
             return
 
-    async def _connect(self, url: str, host: str, port: int) -> tuple[trio.SocketStream, bool]:
+    async def _connect(
+        self, url: str, host: str, port: int, *, pooled: bool = True
+    ) -> tuple[trio.SocketStream, bool]:
+        """A pooled connection (and True) if there is one and ``pooled``, else a new one: a
+        resend must not meet another connection the server closed (all of them, after a
+        restart)."""
         pool = self._idle.get((host, port))
-        if pool:
+        if pool and pooled:
             return pool.pop(), True
         try:
             with trio.fail_after(self.timeout):
