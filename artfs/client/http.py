@@ -16,6 +16,10 @@ either way the read resumes at the first byte not yet delivered. ``fetch_range``
 the same around a transfer its caller supplies: the blob cache's fetch threads, which
 receive, verify and store the bytes off the trio thread (``cache/fetchpool.py``).
 
+A request that meets a pooled keep-alive connection the peer had closed (an idle timeout
+firing as it is sent) is sent again once, on a new connection, if it is idempotent; a
+commit or an upload is not (``resend.py``, the one rule for every path).
+
 Modules: this one keeps the metadata calls and the resume loop; ``locations.py`` where
 blobs live (locate requests, their cache, directory hints); ``ranges.py`` the ranged GETs
 themselves (on trio sockets, and blocking for worker threads); ``uploads.py`` uploads.

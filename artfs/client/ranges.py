@@ -17,7 +17,8 @@ Every wait has a deadline (``timeout``: connecting, sending, each wait for bytes
 stall raises ``Unavailable``. Statuses: 403/404/410 from a store URL raise ``Gone`` (the
 caller locates the blob again), a 401/403 from the registry's own origins ``Refused``
 (the caller rebuilds the registry's error), a connection cut after some body bytes
-``Cut`` (the caller resumes after the bytes delivered).
+``Cut`` (the caller resumes after the bytes delivered). A pooled connection the server
+closed before answering is replaced by a new one, once (``resend.may_resend``).
 """
 
 from __future__ import annotations
