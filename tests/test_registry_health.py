@@ -121,7 +121,7 @@ async def test_a_hung_registry_is_waited_for_once_then_known_data_is_served_at_o
         for _ in range(3):
             env.clock.now += TTL * 2
             took = await timed(cat(fs, (await walk(fs, "p/a/latest/f")).ino))
-            assert took < 0.1
+            assert took < STALE_AFTER * 0.8  # no wait on the registry
             assert set(await listdir(fs, (await walk(fs, "p/a")).ino)) == {"v0", "latest"}
             assert await fs.readlink((await walk(fs, "p/a/latest")).ino) == "v0"
         # metadata never fetched fails at once, cleanly
