@@ -16,6 +16,10 @@ either way the read resumes at the first byte not yet delivered. ``fetch_range``
 the same around a transfer its caller supplies: the blob cache's fetch threads, which
 receive, verify and store the bytes off the trio thread (``cache/fetchpool.py``).
 
+A request that meets a pooled keep-alive connection the peer had closed (an idle timeout
+firing as it is sent) is sent again once, on a new connection, if it is idempotent; a
+commit or an upload is not (``resend.py``, the one rule for every path).
+
 Modules: this one keeps the metadata calls and the resume loop; ``locations.py`` where
 blobs live (locate requests, their cache, directory hints); ``ranges.py`` the ranged GETs
 themselves (on trio sockets, and blocking for worker threads); ``uploads.py`` uploads.
@@ -77,6 +81,7 @@ from .ranges import (
     check_range_status,
     refused,
 )
+from .resend import RESENDS, ConnectionTrace
 from .uploads import UPLOAD_MIN_RATE, put_file, upload_presigned
 
 HTTPX_CHUNK = 1 << 20  # measured: larger aiter_raw chunks are slower (joins)
@@ -113,6 +118,7 @@ class HttpRegistryClient(BlobLocations):
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             follow_redirects=False,
         )
+        self._fresh: httpx.AsyncClient | None = None  # no pool: for resends (resend.py)
         self._raw = RawRangeFetcher(timeout)
         self._info: dict[str, Any] | None = None
         self._init_locations()
@@ -151,6 +157,19 @@ class HttpRegistryClient(BlobLocations):
             message = f"the registry at {self.base_url} refused the request: {message}"
         raise from_code(code, message)
 
+    def _client_for(self, attempt: int) -> httpx.AsyncClient:
+        """The shared pool for a first attempt; a resend goes on a new connection (a client
+        that keeps none), so that it cannot meet another connection the peer closed."""
+        if attempt == 0:
+            return self._http
+        if self._fresh is None:
+            self._fresh = httpx.AsyncClient(
+                timeout=self._http.timeout,
+                limits=httpx.Limits(max_keepalive_connections=0),
+                follow_redirects=False,
+            )
+        return self._fresh
+
     def _headers_for(self, url: str) -> dict[str, str]:
         """The token, for URLs on the registry's own API or data server only."""
         return dict(self._auth) if self._auth and _origin(url) in self._own else {}
@@ -164,7 +183,10 @@ class HttpRegistryClient(BlobLocations):
         params: dict[str, str] | None = None,
         ok: tuple[int, ...] = (200, 201, 204),
         timeout: httpx.Timeout | None = None,
+        idempotent: bool | None = None,
     ) -> httpx.Response:
+        """``idempotent``: declares a POST read-only (resent after a closed pooled
+        connection like a GET, ``resend.py``)."""
         url = self.base_url + path
         headers = dict(self._auth)
         content: bytes | None = None
@@ -174,17 +196,22 @@ class HttpRegistryClient(BlobLocations):
             if len(content) > COMPRESS_OVER:
                 content = await trio.to_thread.run_sync(gzip.compress, content, 1)
                 headers["Content-Encoding"] = "gzip"
-        try:
-            resp = await self._http.request(
-                method,
-                url,
-                content=content,
-                params=params,
-                headers=headers,
-                timeout=timeout if timeout is not None else self._http.timeout,
-            )
-        except httpx.TransportError as e:
-            raise self._unavailable(url, e) from None
+        for attempt in range(RESENDS + 1):
+            seen = ConnectionTrace(attempt)
+            try:
+                resp = await self._client_for(attempt).request(
+                    method,
+                    url,
+                    content=content,
+                    params=params,
+                    headers=headers,
+                    timeout=timeout if timeout is not None else self._http.timeout,
+                    extensions={"trace": seen},
+                )
+                break
+            except httpx.TransportError as e:
+                if not seen.resend(e, method, idempotent):
+                    raise self._unavailable(url, e) from None
         if resp.status_code not in ok:
             self._raise_for(resp, resp.content)
         return resp
@@ -308,7 +335,9 @@ class HttpRegistryClient(BlobLocations):
         wanted = sorted({sha256_hex(d) for d in digests})
         if not wanted:
             return set()
-        data = await self._json("POST", "/v1/blobs/missing", json_body={"digests": wanted})
+        data = await self._json(
+            "POST", "/v1/blobs/missing", json_body={"digests": wanted}, idempotent=True
+        )
         try:
             missing = {sha256_hex(d) for d in data["missing"]}
         except (KeyError, TypeError, InvalidInput) as e:
@@ -539,11 +568,36 @@ class HttpRegistryClient(BlobLocations):
         headers: dict[str, str] | None = None,
         own: bool = False,
     ) -> None:
+        for attempt in range(RESENDS + 1):
+            try:
+                await self._stream_httpx(
+                    url, offset, length, size, sink, headers, own, ConnectionTrace(attempt)
+                )
+                return
+            except _Resend:
+                continue
+
+    async def _stream_httpx(
+        self,
+        url: str,
+        offset: int,
+        length: int,
+        size: int,
+        sink: DataSink,
+        headers: dict[str, str] | None,
+        own: bool,
+        seen: ConnectionTrace,
+    ) -> None:
+        """One ranged GET through httpx; ``_Resend`` when it met a closed pooled connection
+        (``resend.py``) and ``_fetch_httpx`` should send it again."""
         end = offset + length - 1
         got = 0
         try:
-            async with self._http.stream(
-                "GET", url, headers={**(headers or {}), "Range": f"bytes={offset}-{end}"}
+            async with self._client_for(seen.attempt).stream(
+                "GET",
+                url,
+                headers={**(headers or {}), "Range": f"bytes={offset}-{end}"},
+                extensions={"trace": seen},
             ) as resp:
                 if refused(resp.status_code, own):
                     body = b""
@@ -567,10 +621,14 @@ class HttpRegistryClient(BlobLocations):
         except httpx.TransportError as e:
             if got:
                 raise Cut(f"download from {url} cut after {got} of {length} bytes: {e}") from None
+            if seen.resend(e, "GET"):
+                raise _Resend from None
             raise self._unavailable(url, e) from None
 
     async def aclose(self) -> None:
         await self._raw.aclose()
+        if self._fresh is not None:
+            await self._fresh.aclose()
         await self._http.aclose()
 
     async def __aenter__(self) -> HttpRegistryClient:
@@ -578,6 +636,10 @@ class HttpRegistryClient(BlobLocations):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+class _Resend(Exception):
+    """A request met a pooled connection the peer had closed: send it again, fresh."""
 
 
 class _SinkTransfer:

@@ -140,7 +140,10 @@ class BlobLocations:
     async def _locate_batch(self, batch: list[str]) -> tuple[dict[str, str], set[str]]:
         """One ``/v1/blobs/locate`` request; caches and returns the URLs found and the
         digests the registry doesn't hold."""
-        data = await self._json("POST", "/v1/blobs/locate", json_body={"digests": batch})
+        # read-only: resent like a GET after a closed pooled connection (client/resend.py)
+        data = await self._json(
+            "POST", "/v1/blobs/locate", json_body={"digests": batch}, idempotent=True
+        )
         found: dict[str, str] = {}
         try:
             blobs = data["blobs"]

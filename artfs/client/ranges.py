@@ -17,7 +17,8 @@ Every wait has a deadline (``timeout``: connecting, sending, each wait for bytes
 stall raises ``Unavailable``. Statuses: 403/404/410 from a store URL raise ``Gone`` (the
 caller locates the blob again), a 401/403 from the registry's own origins ``Refused``
 (the caller rebuilds the registry's error), a connection cut after some body bytes
-``Cut`` (the caller resumes after the bytes delivered).
+``Cut`` (the caller resumes after the bytes delivered). A pooled connection the server
+closed before answering is replaced by a new one, once (``resend.may_resend``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import trio
 
 from ..errors import ProtocolError, Unavailable
 from .base import DataSink
+from .resend import PeerClosed, may_resend
 
 RECV_BUFFER = 1 << 20
 MAX_IDLE_PER_HOST = 8
@@ -165,7 +167,7 @@ class RawRangeFetcher:
         host, port = parts.hostname, parts.port or 80
         target, request_head = range_request(parts, offset, length, (headers or {}).items())
         for attempt in range(2):
-            stream, reused = await self._connect(url, host, port)
+            stream, reused = await self._connect(url, host, port, pooled=attempt == 0)
             delivered = False
 
             def deliver(data: bytes) -> None:
@@ -185,8 +187,10 @@ class RawRangeFetcher:
                 EarlyClose,
             ) as e:
                 await stream.aclose()
-                if reused and not delivered and attempt == 0:
-                    continue  # a pooled connection the server had closed: retry on a fresh one
+                # A pooled connection the server had closed: once more on a fresh one. (A
+                # ranged GET is idempotent; no body byte delivered means the sink saw nothing.)
+                if may_resend(e, "GET", reused=reused, answered=delivered, attempt=attempt):
+                    continue
                 if delivered:
                     raise Cut(f"download from {url} cut: {type(e).__name__}: {e}") from None
                 raise self._unavailable(url, f"{type(e).__name__}: {e}") from None
@@ -202,9 +206,14 @@ class RawRangeFetcher:
             await stream.aclose()
             return
 
-    async def _connect(self, url: str, host: str, port: int) -> tuple[trio.SocketStream, bool]:
+    async def _connect(
+        self, url: str, host: str, port: int, *, pooled: bool = True
+    ) -> tuple[trio.SocketStream, bool]:
+        """A pooled connection (and True) if there is one and ``pooled``, else a new one: a
+        resend must not meet another connection the server closed (all of them, after a
+        restart)."""
         pool = self._idle.get((host, port))
-        if pool:
+        if pool and pooled:
             return pool.pop(), True
         try:
             with trio.fail_after(self.timeout):
@@ -304,8 +313,8 @@ class RawRangeFetcher:
         return body
 
 
-class EarlyClose(Exception):
-    pass
+class EarlyClose(PeerClosed):
+    """The connection ended before the whole answer arrived."""
 
 
 # --- blocking, for worker threads -----------------------------------------------------------
@@ -426,12 +435,12 @@ class RangeConnections:
                 abort.detach()
                 _close(sock)
                 abort.check()
+                if may_resend(e, "GET", reused=reused, answered=False, attempt=attempt):
+                    continue  # a pooled connection the server had closed: once more, fresh
                 if isinstance(e, TimeoutError):
                     raise Unavailable(
                         f"blob download from {url} failed: no answer for {source.timeout:g}s"
                     ) from None
-                if reused and attempt == 0:
-                    continue
                 raise Unavailable(
                     f"blob download from {url} failed: {type(e).__name__}: {e}"
                 ) from None

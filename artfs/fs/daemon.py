@@ -147,7 +147,7 @@ async def run_mount(
             raise ArtfsError(f"could not mount at {point}: {e} (is /dev/fuse usable?)") from None
         try:
             log.info("mounted at %s", point)
-            async with trio.open_nursery() as nursery:
+            async with fs.running(), trio.open_nursery() as nursery:
                 if threading.current_thread() is threading.main_thread():
                     await nursery.start(_terminate_on_signals)
                 nursery.start_soon(_tune_when_ready, point, fs, ready)

@@ -44,6 +44,9 @@ class MountOptions:
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
     meta_timeout: float = 15.0  # deadline of one metadata call to the registry
+    # how long a caller holding a known listing waits for its refresh before the registry is
+    # taken as down and the listing served as it is (fs/listings.py)
+    stale_after: float = 1.0
     read_timeout: float = 120.0  # deadline of one read() served from the cache
     meta_root: Path | None = None  # default: <cache.root>/v1/meta
     source: str = ""  # the registry URL or directory; remembers the registry id offline
@@ -62,5 +65,5 @@ class MountOptions:
             )
         if self.immutable_timeout < 0:
             raise InvalidInput("immutable_timeout must not be negative")
-        if self.meta_timeout <= 0 or self.read_timeout <= 0:
+        if self.meta_timeout <= 0 or self.read_timeout <= 0 or self.stale_after <= 0:
             raise InvalidInput("timeouts must be positive")

@@ -13,10 +13,11 @@ Consistency rules (SPEC §2, notes/fuse-performance.md):
   first lookup or listing *inside* it, once; one manifest request serves a whole
   ``ls -lR``.
 * Root, project and artifact listings and alias links are refreshed from the
-  registry when older than ``listing_ttl`` (also their kernel timeouts). With
-  the registry unreachable the last known listing (in memory, else on disk) is
-  served and the next attempt waits one TTL, so an offline mount answers
-  ``ls`` at once instead of paying a timeout per call.
+  registry when older than ``listing_ttl`` (also their kernel timeouts), waiting
+  ``stale_after`` (1 s) at most for the answer. A registry that does not answer
+  is backed off (``health.py``): the last known listing (in memory, else on disk)
+  is served at once, refreshes and probes run in the background (``listings.py``),
+  and metadata never fetched fails at once with ``Unavailable`` (EIO).
 * Every registry call has a deadline (``meta_timeout``), every read one
   (``read_timeout``); passing it raises ``Unavailable`` (EIO) and the mount stays up.
 """
@@ -26,8 +27,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
@@ -60,11 +61,10 @@ from .inodes import (
     InodeTable,
     ListedDir,
     Node,
-    ProjectNode,
-    RootNode,
     TreeDirNode,
     VersionNode,
 )
+from .listings import Listings
 from .metastore import MetaStore, recall_registry_id, registry_dir_name, remember_registry_id
 from .openfiles import VersionFiles
 from .options import MountOptions
@@ -77,31 +77,6 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _HINT_FILES = 10_000  # files of one directory hinted to the client (see _hint_files)
 _HINT_EVERY = 60.0  # seconds before a directory is hinted again (locations expire)
 _HINTED_DIRS_KEPT = 10_000
-
-
-class _KeyedLocks:
-    """One lock per key, created on demand and dropped when nobody holds or waits for it.
-
-    Used so that concurrent lookups that all find a listing stale, or a version
-    unbuilt, make one registry request between them.
-    """
-
-    def __init__(self) -> None:
-        self._locks: dict[Hashable, tuple[trio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: Hashable) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (trio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
 
 
 def _version_of(node: Node) -> VersionNode | None:
@@ -138,7 +113,7 @@ class ArtfsFS:
         self.meta_root: Path = self.options.meta_root or cache.root / "v1" / "meta"
         self.table = InodeTable(time.time())
         self._clock = clock
-        self._locks = _KeyedLocks()
+        self.listings = Listings(self)
         self._store: MetaStore | None = None
         self._dirs: dict[int, tuple[tuple[str, Node], ...]] = {}
         self._hinted: dict[int, float] = {}  # directory inode -> when its files were hinted
@@ -153,22 +128,27 @@ class ArtfsFS:
 
     # --- plumbing -------------------------------------------------------------------
     async def _call(self, what: str, fn: Callable[..., Awaitable[T]], *args: object) -> T:
-        """A registry call under the metadata deadline."""
-        with trio.move_on_after(self.options.meta_timeout):
-            return await fn(*args)
-        raise Unavailable(
-            f"the registry did not answer ({what}) within {self.options.meta_timeout:g} s"
-        )
+        """A registry call the user asked for (a mutation of the write side): under the
+        metadata deadline, tried even while the registry is backed off (``listings.py``)."""
+        return await self.listings.call(what, fn, *args, force=True)
+
+    async def _fresh(self, node: ListedDir) -> None:
+        await self.listings.fresh(node)
+
+    def running(self) -> AbstractAsyncContextManager[None]:
+        """The service's background work (listing refreshes, registry probes) runs inside
+        this block; without it every refresh runs in its caller."""
+        return self.listings.running()
 
     async def meta_store(self) -> MetaStore:
         """The on-disk metadata of this registry; its id is remembered for offline starts."""
         if self._store is not None:
             return self._store
-        async with self._locks.hold("registry-id"):
+        async with self.listings.locks.hold("registry-id"):
             if self._store is None:
                 source = self.options.source
                 try:
-                    registry_id = await self._call("registry id", self.client.registry_id)
+                    registry_id = await self.listings.call("registry id", self.client.registry_id)
                 except Unavailable:
                     recalled = recall_registry_id(self.meta_root, source)
                     if recalled is None:
@@ -187,87 +167,11 @@ class ArtfsFS:
         self._next_fh += 1
         return fh
 
-    # --- listings with a TTL ---------------------------------------------------------------
-    def _stale(self, node: ListedDir) -> bool:
-        return node.listed_at is None or self._clock() - node.listed_at >= self.options.listing_ttl
-
-    async def _fresh(self, node: ListedDir) -> None:
-        """Make ``node``'s children at most one TTL old, or the best we know if offline."""
-        if not self._stale(node):
-            return
-        async with self._locks.hold(("listing", node.ino)):
-            if not self._stale(node):
-                return
-            started = self._clock()
-            try:
-                await self._refresh(node, started)
-            except NotFound:
-                self.table.detach(node)
-                raise
-            except Unavailable as e:
-                if node.listed_at is None and not await self._restore(node, started):
-                    raise
-                log.warning("registry unreachable, serving the last known listing: %s", e)
-            node.listed_at = started
-
-    async def _refresh(self, node: ListedDir, now: float) -> None:
-        if isinstance(node, RootNode):
-            projects = await self._call("list projects", self.client.list_projects)
-            self.table.sync_projects(projects)
-            (await self.meta_store()).save_projects(projects)
-        elif isinstance(node, ProjectNode):
-            arts = await self._call(
-                f"list {node.project}", self.client.list_artifacts, node.project
-            )
-            self.table.sync_artifacts(node, arts, now)
-            (await self.meta_store()).save_artifacts(node.project, arts)
-        elif isinstance(node, ArtifactNode):
-            try:
-                info = await self._call(
-                    f"get {node.project}/{node.artifact}",
-                    self.client.get_artifact,
-                    node.project,
-                    node.artifact,
-                )
-            except NotFound:
-                local = self.drafts.local_artifact_info(node) if self.drafts else None
-                if local is None:
-                    raise
-                self.table.sync_artifact(node, local)  # made here, not committed yet
-                return
-            self.table.sync_artifact(node, info)
-            (await self.meta_store()).save_artifact(info)
-
-    async def _restore(self, node: ListedDir, now: float) -> bool:
-        """Apply the listing saved on disk by an earlier mount; False if there is none."""
-        try:
-            store = await self.meta_store()
-        except Unavailable:
-            return False
-        if isinstance(node, RootNode):
-            projects = store.load_projects()
-            if projects is None:
-                return False
-            self.table.sync_projects(projects)
-        elif isinstance(node, ProjectNode):
-            arts = store.load_artifacts(node.project)
-            if arts is None:
-                return False
-            # an artifact's own record may be newer than the project listing
-            arts = [store.load_artifact(node.project, a.name) or a for a in arts]
-            self.table.sync_artifacts(node, arts, now)
-        elif isinstance(node, ArtifactNode):
-            info = store.load_artifact(node.project, node.artifact)
-            if info is None:
-                return False
-            self.table.sync_artifact(node, info)
-        return True
-
     # --- versions (immutable) --------------------------------------------------------------
     async def _built(self, version: VersionNode) -> None:
         if version.built:
             return
-        async with self._locks.hold(("build", version.ino)):
+        async with self.listings.locks.hold(("build", version.ino)):
             if not version.built:
                 manifest = await self._manifest(version)
                 self.table.build_version(version, manifest)
@@ -278,7 +182,7 @@ class ArtfsFS:
         manifest = await trio.to_thread.run_sync(store.load_manifest, key, digest)
         if manifest is not None:
             return manifest
-        manifest = await self._call(
+        manifest = await self.listings.call(
             f"manifest of {key.ref}",
             self.client.get_manifest,
             key.project,
@@ -299,7 +203,7 @@ class ArtfsFS:
         store = await self.meta_store()
         info = store.load_version_info(key, digest)
         if info is None:
-            info = await self._call(
+            info = await self.listings.call(
                 f"get {key.ref}", self.client.get_version, key.project, key.artifact, version.name
             )
             if info.digest != digest:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from ..registry.stores import (
 )
 from .api import create_app
 from .auth import DEFAULT_TTL, Authenticator
-from .blobserver import BlobDataServer
+from .blobserver import IDLE_TIMEOUT, BlobDataServer
 from .integrity import (
     IntegrityOptions,
     IntegrityService,
@@ -166,6 +167,19 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+def blob_idle_timeout() -> float:
+    """Seconds the data server keeps an idle keep-alive connection (``ARTFS_BLOB_IDLE_TIMEOUT``,
+    default ``blobserver.IDLE_TIMEOUT``); tests shorten it to meet closed pooled connections."""
+    raw = os.environ.get("ARTFS_BLOB_IDLE_TIMEOUT")
+    try:
+        value = float(raw) if raw else IDLE_TIMEOUT
+    except ValueError:
+        raise InvalidInput(f"ARTFS_BLOB_IDLE_TIMEOUT={raw!r} is not a number of seconds") from None
+    if not value > 0:
+        raise InvalidInput(f"ARTFS_BLOB_IDLE_TIMEOUT={raw!r} must be positive")
+    return value
+
+
 def _is_wildcard(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.strip("[]")).is_unspecified
@@ -244,6 +258,7 @@ async def serve(
                 limits=limits,
                 read_gate=read_gate(signer) if signer is not None else None,
                 stored=record_upload,
+                idle_timeout=blob_idle_timeout(),
             )
             bound_blob_port: int | None = None
             if not registry.blobs.presigns:
