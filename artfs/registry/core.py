@@ -20,7 +20,7 @@ from ..client.base import UNSET, Expect
 from ..errors import BeingCollected, InvalidInput, NotPermitted
 from ..hashing import sha256_hex
 from ..lineage import parse_inputs
-from ..manifest import FileEntry, Manifest
+from ..manifest import FileEntry, Manifest, check_paths
 from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
 from ..names import (
     LATEST,
@@ -205,6 +205,8 @@ class Registry:
         input_refs = tuple(parse_inputs(list(inputs)))
         if not isinstance(manifest, Manifest):
             raise InvalidInput("commit needs a Manifest")
+        if not manifest.within_limits:  # e.g. one read back from a version stored earlier
+            check_paths(manifest)
         alias_list = sorted({alias_name(a) for a in aliases if a != LATEST})
         if len(alias_list) > MAX_ALIASES_PER_COMMIT:
             raise InvalidInput(f"too many aliases in one commit (max {MAX_ALIASES_PER_COMMIT})")
