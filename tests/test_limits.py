@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from artfs.client.base import RegistryClient
@@ -105,8 +106,41 @@ def _mkdirs(directory: Path) -> None:
         d.mkdir()
 
 
-def test_put_refuses_a_deep_tree_before_uploading(server: Server, tmp_path: Path) -> None:
+def _rm_deep(root: Path) -> None:
+    """Remove a tree of any depth. pytest removes old temporary directories with
+    ``shutil.rmtree``, which recurses per level in Python 3.11: a 1000-deep tree left behind
+    would make a later pytest session fail at start."""
+    stack = [root]
+    while stack:
+        try:
+            entries = list(os.scandir(stack[-1]))
+        except FileNotFoundError:
+            stack.pop()
+            continue
+        subdirs = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+        for e in entries:
+            if not e.is_dir(follow_symlinks=False):
+                os.unlink(e.path)
+        if subdirs:
+            stack.extend(subdirs)
+        else:
+            os.rmdir(stack.pop())
+
+
+@pytest.fixture
+def deep_dirs() -> Iterator[list[Path]]:
+    """Directories a test made 1000 levels deep, removed at its end (``_rm_deep``)."""
+    made: list[Path] = []
+    yield made
+    for root in made:
+        _rm_deep(root)
+
+
+def test_put_refuses_a_deep_tree_before_uploading(
+    server: Server, tmp_path: Path, deep_dirs: list[Path]
+) -> None:
     tree = tmp_path / "tree"
+    deep_dirs.append(tree)
     _nested(tree, 1000, "f.txt", b"deep")
     (tree / "big.bin").write_bytes(os.urandom(1 << 20))
     proc = run_cli("put", "--registry", server.url, str(tree), "lim/deep", check=False)
@@ -117,6 +151,25 @@ def test_put_refuses_a_deep_tree_before_uploading(server: Server, tmp_path: Path
     assert server.stats()["blob_bytes_received"] == 0  # refused before any upload
     ok = run_cli("put", "--registry", server.url, str(tree / "big.bin"), "lim/ok", check=False)
     assert ok.returncode == 0, ok.stderr  # the server itself is fine
+
+
+def test_deeply_nested_json_is_a_400_not_a_500(server: Server) -> None:
+    """The server's JSON parser recurses per nesting level: 100,000 levels are refused as
+    invalid input, and the server goes on answering."""
+    url = f"{server.url}/v1/projects/nest/artifacts/a/versions"
+    for body in (b"[" * 100_000, b'{"metadata":' * 100_000):
+        resp = httpx.post(url, content=body, headers={"content-type": "application/json"})
+        assert resp.status_code == 400, resp.text
+        assert "nested too deeply" in resp.text
+    assert httpx.get(f"{server.url}/v1", timeout=5).status_code == 200
+
+
+def test_deeply_nested_metadata_is_refused_in_process() -> None:
+    nested: dict[str, object] = {}
+    for _ in range(100_000):
+        nested = {"m": nested}
+    with pytest.raises(InvalidInput, match="nested too deeply"):
+        metadata_json(nested)
 
 
 # --------------------------------------------------------------------------- old versions
@@ -151,7 +204,7 @@ def _store_below_validation(data: Path, project: str, artifact: str, files: list
 
 @pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 def test_a_stored_1000_deep_version_reads_through_get_ls_and_the_mount(
-    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deep_dirs: list[Path]
 ) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     (tmp_path / "run").mkdir()
@@ -165,6 +218,7 @@ def test_a_stored_1000_deep_version_reads_through_get_ls_and_the_mount(
     assert f"4\t{DEEP}" in listed.stdout.splitlines()
 
     dest = tmp_path / "dest"
+    deep_dirs.append(dest)
     got = run_cli(
         "get", "--registry", server.url, "--cache-dir", str(tmp_path / "c"), ref, str(dest)
     )

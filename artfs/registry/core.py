@@ -90,6 +90,8 @@ def metadata_json(metadata: Any) -> str:
         text = json.dumps(metadata, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError) as e:
         raise InvalidInput(f"metadata is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidInput("metadata is nested too deeply") from None
     if len(text.encode("utf-8", "surrogatepass")) > MAX_METADATA_BYTES:
         raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
     return text
