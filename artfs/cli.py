@@ -516,7 +516,9 @@ def first_error(exc: BaseException) -> BaseException:
 def error_line(exc: BaseException) -> str:
     """One line for any failure: artfs errors and OS errors say it themselves; anything
     else is a bug, named as such, with where to find more."""
-    if isinstance(exc, ArtfsError | OSError):
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        text = f"{exc.filename}: {exc.strerror}"  # not "[Errno 17] File exists: '...'"
+    elif isinstance(exc, ArtfsError | OSError):
         text = str(exc)
     else:
         text = f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
