@@ -242,3 +242,27 @@ def test_a_recommit_of_a_stored_deep_manifest_is_refused(tmp_path: Path) -> None
             registry.commit("p", "a", stored)
     finally:
         registry.close()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
+def test_a_draft_too_deep_is_refused_at_commit_before_uploading(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``artfs commit`` of a draft made in a mount: one line, nothing uploaded, no version;
+    the draft stays, and commits once the deep part is gone."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    state = str(tmp_path / "state")
+    with mounted(server.url, tmp_path / "mnt", tmp_path / "mc", "--state-dir", state) as mnt:
+        draft = mnt / "lim" / "drafted" / "wip"
+        _mkdirs(draft)
+        (draft / "big.bin").write_bytes(os.urandom(1 << 20))
+        _nested(draft / "deep", MAX_DEPTH + 5, "f.txt", b"deep")
+        proc = run_cli("commit", str(draft), check=False)
+        assert proc.returncode == 1
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("artfs commit: "), proc.stderr
+        assert f"{MAX_DEPTH + 6} levels deep, over the limit of {MAX_DEPTH}" in lines[0]
+        assert server.stats()["blob_bytes_received"] == 0
+        assert sorted(os.listdir(draft.parent)) == ["wip"]  # no version, the draft is kept
+        run_cli("ls", "--registry", server.url)  # the registry is fine
