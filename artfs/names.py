@@ -125,6 +125,11 @@ def parse_artifact_id(text: str) -> ArtifactId:
     return ref.artifact_id
 
 
+def _shown(path: str) -> str:
+    """A path as error messages quote it: at most 80 characters (paths may be 10 KB)."""
+    return repr(path) if len(path) <= 80 else f"{path[:80]!r}..."
+
+
 def manifest_path(path: str, *, limits: bool = True) -> tuple[str, ...]:
     """Validate a path inside a version and return its components.
 
@@ -136,33 +141,34 @@ def manifest_path(path: str, *, limits: bool = True) -> tuple[str, ...]:
     """
     if not isinstance(path, str) or not path:
         raise InvalidInput("invalid path '': paths inside a version must not be empty")
-    shown = repr(path) if len(path) <= 80 else f"{path[:80]!r}..."
     try:
         encoded = path.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidInput(f"invalid path {shown}: not valid UTF-8") from None
+        raise InvalidInput(f"invalid path {_shown(path)}: not valid UTF-8") from None
     if limits and len(encoded) > MAX_PATH_BYTES:
         raise InvalidInput(
-            f"invalid path {shown}: {len(encoded)} bytes, over the limit of {MAX_PATH_BYTES}"
+            f"invalid path {_shown(path)}: {len(encoded)} bytes, over the limit of {MAX_PATH_BYTES}"
         )
     if "\x00" in path:
-        raise InvalidInput(f"invalid path {shown}: contains NUL")
+        raise InvalidInput(f"invalid path {_shown(path)}: contains NUL")
     if path.startswith("/"):
-        raise InvalidInput(f"invalid path {shown}: must be relative, not absolute")
+        raise InvalidInput(f"invalid path {_shown(path)}: must be relative, not absolute")
     if limits and path.count("/") >= MAX_DEPTH:
         raise InvalidInput(
-            f"invalid path {shown}: {path.count('/') + 1} levels deep, over the limit of "
+            f"invalid path {_shown(path)}: {path.count('/') + 1} levels deep, over the limit of "
             f"{MAX_DEPTH}"
         )
     parts = tuple(path.split("/"))
     for part in parts:
         if part == "":
-            raise InvalidInput(f"invalid path {shown}: empty component (leading, trailing or '//')")
+            raise InvalidInput(
+                f"invalid path {_shown(path)}: empty component (leading, trailing or '//')"
+            )
         if part in (".", ".."):
-            raise InvalidInput(f"invalid path {shown}: '.' and '..' are not allowed")
+            raise InvalidInput(f"invalid path {_shown(path)}: '.' and '..' are not allowed")
         size = len(part.encode("utf-8"))
         if size > MAX_COMPONENT_BYTES:
             raise InvalidInput(
-                f"invalid path {shown}: a component is {size} bytes, over {MAX_COMPONENT_BYTES}"
+                f"invalid path {_shown(path)}: a component is {size} bytes, over {MAX_COMPONENT_BYTES}"
             )
     return parts
