@@ -266,3 +266,24 @@ def test_a_draft_too_deep_is_refused_at_commit_before_uploading(
         assert server.stats()["blob_bytes_received"] == 0
         assert sorted(os.listdir(draft.parent)) == ["wip"]  # no version, the draft is kept
         run_cli("ls", "--registry", server.url)  # the registry is fine
+
+
+def test_a_draft_from_a_stored_deep_version_is_made_and_walked(tmp_path: Path) -> None:
+    """``artfs draft p/a:vN`` of a version stored before the limits: its rows are made and its
+    snapshot walked without recursion; committing it is then refused by the limits."""
+    from artfs.drafts.model import DraftKey
+    from artfs.drafts.store import DraftStore
+    from artfs.manifest import check_paths
+
+    sha = hashlib.sha256(b"deep").hexdigest()
+    base = Manifest.build([(DEEP, 4, sha), ("top.txt", 4, sha)], limits=False)
+    store = DraftStore(tmp_path / "state")
+    try:
+        draft = store.create_draft(DraftKey("reg", "p", "a", "wip"), base=3, manifest=base)
+        files = store.snapshot(draft.id)
+        assert [f.path for f in files] == [DEEP, "top.txt"]
+        assert store.path_of(store.resolve(draft.id, DEEP)) == DEEP
+        with pytest.raises(InvalidInput, match="1000 levels deep"):
+            check_paths(f.path for f in files)  # what _publish runs before hashing
+    finally:
+        store.close()
