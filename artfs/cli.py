@@ -7,11 +7,10 @@ every failure becomes one line on stderr and a non-zero exit (``main``).
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import sys
-import time
+import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import trio
 
 from . import config
 from .cache.settings import CacheTuning
+from .cli_admin import add_admin_parsers
 from .client import open_client
 from .client.base import UNSET, Expect, RegistryClient
 from .errors import ArtfsError, InvalidInput, NotFound
@@ -27,7 +27,6 @@ from .fs.siblings import SiblingTuning
 from .lineage import add_input_option, parse_inputs
 from .names import alias_name, parse_artifact_id, parse_ref, parse_version
 from .progress import human_bytes
-from .registry.stores import add_store_arguments
 
 # --------------------------------------------------------------------------- helpers
 
@@ -68,173 +67,6 @@ async def _resolve_number(
 
 
 # --------------------------------------------------------------------------- commands
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    import functools
-
-    from .heap import freeze_startup_heap
-    from .registry.stores import store_options
-    from .server import auth_options, integrity_options, limit_options, run_server
-    from .server.limits import return_freed_memory
-
-    data = Path(args.data).expanduser().absolute()
-    freeze_startup_heap()
-    return_freed_memory()
-    try:
-        trio.run(
-            functools.partial(
-                run_server,
-                data,
-                args.host,
-                args.port,
-                args.blob_port,
-                stores=store_options(args),
-                auth=auth_options(args),
-                limits=limit_options(args),
-                integrity=integrity_options(args),
-            )
-        )
-    except OSError as e:
-        if e.errno == errno.EADDRINUSE:
-            raise InvalidInput(
-                f"cannot listen on {args.host}:{args.port} or its blob port: address in use "
-                "(another artfs serve running? choose --port/--blob-port)"
-            ) from None
-        raise
-    return 0
-
-
-def _when(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-
-
-def cmd_fsck(args: argparse.Namespace) -> int:
-    """``artfs fsck``: re-hash the store on the server's host (registry/fsck.py); exit 1 when
-    a blob is damaged or missing."""
-    from .registry.fsck import Fsck, format_report
-    from .registry.stores import open_registry
-
-    def progress(message: str) -> None:
-        print(f"artfs fsck: {message}", file=sys.stderr, flush=True)
-
-    rate = config.parse_size(args.rate)
-    registry = open_registry(
-        Path(args.data).expanduser().absolute(),
-        db=args.db,
-        blobs=args.blobs,
-        s3_endpoint=args.s3_endpoint,
-        db_pool=args.db_pool,
-    )
-    try:
-        report = Fsck(registry, rate=rate, progress=progress).run(dry_run=args.dry_run)
-    finally:
-        registry.close()
-    print("\n".join(format_report(report)))
-    return 0 if report.clean else 1
-
-
-def cmd_token(args: argparse.Namespace) -> int:
-    """``artfs token create|list|revoke``: on the server's host, straight on its metadata store."""
-    from .auth import make_grants
-    from .registry.stores import open_meta
-    from .registry.tokens import Tokens
-
-    meta = open_meta(Path(args.data).expanduser().absolute(), db=args.db)
-    try:
-        tokens = Tokens(meta)
-        if args.token_cmd == "create":
-            lifetime = config.parse_duration(args.expires) if args.expires else None
-            grants = make_grants(args.read, args.write)
-            info, secret = tokens.create(args.name, grants, lifetime=lifetime)
-            print(secret)
-            until = "" if info.expires is None else f", expires {_when(info.expires)}"
-            print(
-                f"created token {info.name!r} ({info.describe_grants()}{until}); this is the "
-                "only time its secret is shown: give it to its user as ARTFS_TOKEN",
-                file=sys.stderr,
-            )
-        elif args.token_cmd == "list":
-            if args.json:
-                print(json.dumps([t.to_json() for t in tokens.list()], indent=2))
-            else:
-                now = time.time()
-                for t in tokens.list():
-                    if t.revoked is not None:
-                        state = f"revoked {_when(t.revoked)}"
-                    elif t.expires is not None:
-                        verb = "expired" if t.expired(now) else "active, expires"
-                        state = f"{verb} {_when(t.expires)}"
-                    else:
-                        state = "active"
-                    print(f"{t.name}\t{_when(t.created)}\t{state}\t{t.describe_grants()}")
-        else:
-            info = tokens.revoke(args.name)
-            print(
-                f"revoked token {info.name!r}; running servers refuse it within their "
-                "--auth-ttl (default 5 s)",
-                file=sys.stderr,
-            )
-    finally:
-        meta.close()
-    return 0
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
-
-def cmd_gc(args: argparse.Namespace) -> int:
-    """``artfs gc``: on the server's host, straight on its stores (like ``artfs token``)."""
-    from .registry.stores import open_registry
-
-    grace = config.parse_duration(args.grace)
-
-    def progress(message: str) -> None:
-        print(f"artfs gc: {message}", file=sys.stderr, flush=True)
-
-    registry = open_registry(
-        Path(args.data).expanduser().absolute(),
-        db=args.db,
-        blobs=args.blobs,
-        s3_endpoint=args.s3_endpoint,
-        db_pool=args.db_pool,
-        spend_reserve=not args.dry_run,  # marking blobs doomed must fit on a full disk
-    )
-    try:
-        report = registry.gc(grace, dry_run=args.dry_run, progress=progress)
-    finally:
-        registry.close()
-    kept = (
-        f"{report.scanned} blob(s) scanned, {report.referenced} referenced by "
-        f"{report.versions} live version(s), {report.young} younger than the grace "
-        f"({_duration(grace)})"
-    )
-    uploads = (
-        f"; {'would remove' if report.dry_run else 'removed'} {report.uploads} abandoned "
-        f"upload(s), {human_bytes(report.uploads_bytes)}"
-        if report.uploads
-        else ""
-    )
-    if report.dry_run:
-        for sha, size in report.doomed:
-            print(f"{sha}\t{size}")
-        print(
-            f"dry run: would free {len(report.doomed)} blob(s), "
-            f"{human_bytes(report.doomed_bytes)}; {kept}{uploads}; nothing changed"
-        )
-    else:
-        resumed = (
-            f"; finished {report.resumed} left by an interrupted run" if report.resumed else ""
-        )
-        print(
-            f"freed {report.freed} blob(s), {human_bytes(report.freed_bytes)} in "
-            f"{report.seconds:.1f} s; {kept}{resumed}{uploads}"
-        )
-    return 0
 
 
 def cmd_put(args: argparse.Namespace) -> int:
@@ -533,115 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return sp
 
-    s = sub.add_parser("serve", help="run the registry server")
-    s.add_argument(
-        "--data",
-        default="./artfs-data",
-        help="data directory (SQLite + blobs), default %(default)s",
-    )
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8765)
-    s.add_argument(
-        "--blob-port", type=int, default=None, help="port of the blob data server (default: PORT+1)"
-    )
-    add_store_arguments(s)
-    from .server import add_auth_arguments, add_integrity_arguments, add_limit_arguments
-
-    add_auth_arguments(s)
-    add_limit_arguments(s)
-    add_integrity_arguments(s)
-    s.set_defaults(fn=cmd_serve)
-
-    s = sub.add_parser(
-        "token", help="manage access tokens (on the server's host, with its --data/--db)"
-    )
-    tsub = s.add_subparsers(dest="token_cmd", required=True)
-
-    def with_store(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument(
-            "--data",
-            default="./artfs-data",
-            help="the registry's data directory, as given to artfs serve (default %(default)s)",
-        )
-        sp.add_argument(
-            "--db", default=None, help="the registry's database, as given to artfs serve --db"
-        )
-        return sp
-
-    t = with_store(tsub.add_parser("create", help="create a token and print its secret once"))
-    t.add_argument("name")
-    t.add_argument(
-        "--read",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="PROJECT",
-        help="projects it may read ('*': every project)",
-    )
-    t.add_argument(
-        "--write",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="PROJECT",
-        help="projects it may read and write ('*': every project)",
-    )
-    t.add_argument(
-        "--expires",
-        metavar="DURATION",
-        help="refuse the token this long from now, e.g. 90d, 12h (default: never)",
-    )
-    t.set_defaults(fn=cmd_token)
-    t = with_store(tsub.add_parser("list", help="list tokens (never their secrets)"))
-    t.add_argument("--json", action="store_true", help="print JSON records")
-    t.set_defaults(fn=cmd_token)
-    t = with_store(tsub.add_parser("revoke", help="revoke a token"))
-    t.add_argument("name")
-    t.set_defaults(fn=cmd_token)
-
-    s = sub.add_parser(
-        "gc",
-        help="delete blobs no live version references (on the server's host, with the "
-        "options given to artfs serve)",
-    )
-    s.add_argument(
-        "--data",
-        default="./artfs-data",
-        help="the registry's data directory, as given to artfs serve (default %(default)s)",
-    )
-    add_store_arguments(s)
-    s.add_argument(
-        "--grace",
-        default="1h",
-        metavar="DURATION",
-        help="keep unreferenced blobs younger than this (e.g. 90m, 2h, 1d; plain numbers are "
-        "seconds); must exceed the longest upload-to-commit time; unfinished uploads idle this "
-        "long are removed too (default %(default)s)",
-    )
-    s.add_argument(
-        "--dry-run", action="store_true", help="list what would be freed; change nothing"
-    )
-    s.set_defaults(fn=cmd_gc)
-
-    s = sub.add_parser(
-        "fsck",
-        help="re-hash every stored blob, quarantine damaged ones and report missing ones (on "
-        "the server's host, with the options given to artfs serve)",
-    )
-    s.add_argument(
-        "--data",
-        default="./artfs-data",
-        help="the registry's data directory, as given to artfs serve (default %(default)s)",
-    )
-    add_store_arguments(s)
-    s.add_argument(
-        "--rate",
-        default="0",
-        metavar="BYTES/S",
-        help="re-hash at most this fast, e.g. 200M (default: no limit)",
-    )
-    s.add_argument("--dry-run", action="store_true", help="report only; change nothing")
-    s.set_defaults(fn=cmd_fsck)
+    add_admin_parsers(sub)
 
     s = with_cache(with_registry(sub.add_parser("mount", help="mount the registry")))
     s.add_argument("mountpoint")
@@ -761,17 +485,69 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_debug_options(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` on every command that lacks one (``mount --debug`` also logs requests):
+    the traceback of a failure, besides its one line. Walks the parser so a new command
+    gets it without asking."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                add_debug_options(child)
+            return
+    if "--debug" not in parser._option_string_actions:
+        parser.add_argument(
+            "--debug", action="store_true", help="print the traceback of a failure too"
+        )
+
+
+def first_error(exc: BaseException) -> BaseException:
+    """The one failure to report from what a command raised: an exception group (trio
+    nurseries, parallel downloads) is searched, without recursion, for an interrupt, then
+    an artfs error, then an OS error; a group of unrelated failures reports its first."""
+    leaves: list[BaseException] = []
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, BaseExceptionGroup):
+            stack.extend(reversed(current.exceptions))
+        else:
+            leaves.append(current)
+    for kind in (KeyboardInterrupt, ArtfsError, OSError):
+        for leaf in leaves:
+            if isinstance(leaf, kind):
+                return leaf
+    return leaves[0] if leaves else exc
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for any failure: artfs errors and OS errors say it themselves; anything
+    else is a bug, named as such, with where to find more."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        text = f"{exc.filename}: {exc.strerror}"  # not "[Errno 17] File exists: '...'"
+    elif isinstance(exc, ArtfsError | OSError):
+        text = str(exc)
+    else:
+        text = f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+    return " ".join(text.split()) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command. The one place where a failure becomes a line on stderr (plus the
+    traceback with ``--debug`` or ``ARTFS_DEBUG=1``) and exit status 1; ^C is 130."""
+    parser = build_parser()
+    add_debug_options(parser)
+    args = parser.parse_args(argv)
     try:
         return int(args.fn(args))
-    except ArtfsError as e:
-        print(f"artfs {args.command}: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except OSError as e:
-        print(f"artfs {args.command}: {e}", file=sys.stderr)
+    except BaseException as exc:
+        leaf = first_error(exc)
+        if isinstance(leaf, KeyboardInterrupt):
+            return 130
+        if isinstance(leaf, SystemExit) and leaf is exc:
+            raise
+        if getattr(args, "debug", False) or os.environ.get("ARTFS_DEBUG") == "1":
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"artfs {args.command}: {error_line(leaf)}", file=sys.stderr, flush=True)
         return 1
 
 

@@ -8,6 +8,7 @@ only fills the cache ahead of a job.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -81,7 +82,9 @@ async def download_version(
     dest.mkdir(parents=True, exist_ok=True)
 
     async def copy_out(path: str, source: Path) -> None:
-        await trio.to_thread.run_sync(_copy, source, dest.joinpath(*manifest_path(path)))
+        await trio.to_thread.run_sync(
+            _copy, source, dest.joinpath(*manifest_path(path, limits=False))
+        )
 
     async with BlobCache(cache_dir, client, max_bytes=cache_size) as cache:
         await fill_cache(cache, list(manifest.items()), "downloading", copy_out)
@@ -98,8 +101,20 @@ async def prefetch(
     return len(files), sum(e.size for _, e in files)
 
 
+def _make_dirs(directory: Path) -> None:
+    """``mkdir -p`` without recursion (``Path.mkdir(parents=True)`` recurses once per missing
+    level): a version stored before ``names.MAX_DEPTH`` may be 1000 levels deep."""
+    missing: list[Path] = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for made in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by a parallel copy
+            made.mkdir()
+
+
 def _copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_dirs(target.parent)
     tmp = target.with_name(f".artfs-tmp-{os.getpid()}-{secrets.token_hex(4)}")
     shutil.copyfile(source, tmp)
     os.chmod(tmp, 0o644)

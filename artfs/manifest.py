@@ -15,7 +15,21 @@ from .errors import InvalidInput
 from .hashing import sha256_hex
 from .names import manifest_path
 
+# Files in one version. 1,000,000-file manifests are measured to commit, list and mount
+# (docs/decisions.md); twice that leaves room without letting one request hold the server.
 MAX_FILES = 2_000_000
+
+
+def check_paths(paths: Iterable[str]) -> int:
+    """Refuse, before any byte is hashed or uploaded, a file list that no commit would
+    accept (a path's rules and limits, the file count); returns the count."""
+    count = 0
+    for path in paths:
+        manifest_path(path)
+        count += 1
+        if count > MAX_FILES:
+            raise InvalidInput(f"too many files: more than the limit of {MAX_FILES} per version")
+    return count
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,14 +41,20 @@ class FileEntry:
 class Manifest(Mapping[str, FileEntry]):
     """An immutable, validated mapping of relative path -> FileEntry, sorted by path."""
 
-    __slots__ = ("_digest", "_files")
+    __slots__ = ("_digest", "_files", "within_limits")
 
-    def __init__(self, files: dict[str, FileEntry], digest: str) -> None:
+    def __init__(
+        self, files: dict[str, FileEntry], digest: str, *, within_limits: bool = False
+    ) -> None:
         self._files = files
         self._digest = digest
+        # True when built with the commit limits checked; a commit re-checks one that isn't
+        self.within_limits = within_limits
 
     @classmethod
-    def build(cls, entries: Iterable[tuple[str, int, str]]) -> Manifest:
+    def build(cls, entries: Iterable[tuple[str, int, str]], *, limits: bool = True) -> Manifest:
+        """Validate and sort. ``limits``: also the path length, depth and file count limits
+        (every commit); readers of stored versions pass False (``names.manifest_path``)."""
         files: dict[str, FileEntry] = {}
         for item in entries:
             try:
@@ -43,7 +63,7 @@ class Manifest(Mapping[str, FileEntry]):
                 raise InvalidInput(
                     f"invalid manifest entry {item!r}: expected [path, size, sha256]"
                 ) from None
-            manifest_path(path)
+            manifest_path(path, limits=limits)
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
                 raise InvalidInput(
                     f"invalid size {size!r} for {path!r}: must be a non-negative integer"
@@ -52,24 +72,29 @@ class Manifest(Mapping[str, FileEntry]):
             if path in files:
                 raise InvalidInput(f"duplicate path {path!r} in manifest")
             files[path] = FileEntry(size, sha)
-            if len(files) > MAX_FILES:
-                raise InvalidInput(f"manifest has more than {MAX_FILES} files")
+            if limits and len(files) > MAX_FILES:
+                raise InvalidInput(
+                    f"too many files: more than the limit of {MAX_FILES} per version"
+                )
         ordered = dict(sorted(files.items()))
         _check_file_dir_conflicts(ordered)
-        return cls(ordered, _digest(ordered))
+        return cls(ordered, _digest(ordered), within_limits=limits)
 
     @classmethod
-    def from_json(cls, data: Any) -> Manifest:
-        """Accept ``{"files": [[path, size, sha], ...]}`` or ``{path: {"size", "sha256"}}``."""
+    def from_json(cls, data: Any, *, limits: bool = True) -> Manifest:
+        """Accept ``{"files": [[path, size, sha], ...]}`` or ``{path: {"size", "sha256"}}``.
+        ``limits``: as in ``build`` (False for a manifest the registry already stored)."""
         if isinstance(data, dict) and "files" in data:
             data = data["files"]
         if isinstance(data, dict):
             try:
-                return cls.build((p, e["size"], e["sha256"]) for p, e in data.items())
+                return cls.build(
+                    ((p, e["size"], e["sha256"]) for p, e in data.items()), limits=limits
+                )
             except (TypeError, KeyError):
                 raise InvalidInput("invalid manifest: entries need 'size' and 'sha256'") from None
         if isinstance(data, list):
-            return cls.build(tuple(e) if isinstance(e, list) else e for e in data)
+            return cls.build((tuple(e) if isinstance(e, list) else e for e in data), limits=limits)
         raise InvalidInput("invalid manifest: expected a list of [path, size, sha256]")
 
     def to_json(self) -> dict[str, Any]:
@@ -112,11 +137,19 @@ def _digest(files: dict[str, FileEntry]) -> str:
 
 
 def _check_file_dir_conflicts(files: dict[str, FileEntry]) -> None:
+    """No path may be both a file and a directory. Each path's parents are walked only up
+    to the first one already seen, so the cost is the total length of distinct directory
+    paths, not depth x length per file."""
+    dirs: set[str] = set()
     for path in files:
-        parts = path.split("/")
-        for i in range(1, len(parts)):
-            prefix = "/".join(parts[:i])
-            if prefix in files:
-                raise InvalidInput(
-                    f"path conflict: {prefix!r} is a file and also a directory of {path!r}"
-                )
+        parent = path.rpartition("/")[0]
+        while parent and parent not in dirs:
+            dirs.add(parent)
+            parent = parent.rpartition("/")[0]
+    clash = dirs & files.keys()
+    if clash:
+        prefix = min(clash)
+        inside = next(p for p in files if p.startswith(prefix + "/"))
+        raise InvalidInput(
+            f"path conflict: {prefix!r} is a file and also a directory of {inside!r}"
+        )

@@ -18,7 +18,15 @@ _VERSIONISH_RE = re.compile(r"v[0-9]+")
 _NUMBER_RE = re.compile(r"[0-9]+")
 LATEST = "latest"
 MAX_ALIAS_LEN = 128
-MAX_COMPONENT_BYTES = 255
+MAX_COMPONENT_BYTES = 255  # NAME_MAX: a longer component cannot be a file name on Linux
+# A path inside a version is read under a prefix: MOUNT/project/artifact/vN/ in a mount,
+# DEST/ for ``artfs get``. PATH_MAX (4096 with its NUL) bounds what open() takes whole;
+# 512 bytes are left for the prefix (project 64 + artifact 128 + 'v' and 20 digits + 4
+# slashes = 217, and up to 295 for the mountpoint or destination). docs/decisions.md.
+MAX_PATH_BYTES = 4096 - 512
+# Components of a path (directories + the file). Python's recursive tools die deeper:
+# shutil.copytree at ~450 levels, shutil.rmtree (3.11) at ~990. docs/decisions.md.
+MAX_DEPTH = 255
 
 
 def project_name(name: str) -> str:
@@ -117,32 +125,50 @@ def parse_artifact_id(text: str) -> ArtifactId:
     return ref.artifact_id
 
 
-def manifest_path(path: str) -> tuple[str, ...]:
+def _shown(path: str) -> str:
+    """A path as error messages quote it: at most 80 characters (paths may be 10 KB)."""
+    return repr(path) if len(path) <= 80 else f"{path[:80]!r}..."
+
+
+def manifest_path(path: str, *, limits: bool = True) -> tuple[str, ...]:
     """Validate a path inside a version and return its components.
 
     Relative POSIX path of UTF-8 components, each 1-255 bytes, never ``.``/``..``,
-    never NUL; no leading or trailing ``/`` and no empty components.
+    never NUL; no leading or trailing ``/`` and no empty components. ``limits``: also at
+    most ``MAX_PATH_BYTES`` bytes and ``MAX_DEPTH`` components, what every new commit must
+    meet; readers of stored versions pass False (versions committed before these limits
+    stay readable) and still get every rule that keeps a path inside its version.
     """
     if not isinstance(path, str) or not path:
         raise InvalidInput("invalid path '': paths inside a version must not be empty")
+    try:
+        encoded = path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"invalid path {_shown(path)}: not valid UTF-8") from None
+    if limits and len(encoded) > MAX_PATH_BYTES:
+        raise InvalidInput(
+            f"invalid path {_shown(path)}: {len(encoded)} bytes, over the limit of {MAX_PATH_BYTES}"
+        )
     if "\x00" in path:
-        raise InvalidInput(f"invalid path {path!r}: contains NUL")
+        raise InvalidInput(f"invalid path {_shown(path)}: contains NUL")
     if path.startswith("/"):
-        raise InvalidInput(f"invalid path {path!r}: must be relative, not absolute")
+        raise InvalidInput(f"invalid path {_shown(path)}: must be relative, not absolute")
+    if limits and path.count("/") >= MAX_DEPTH:
+        raise InvalidInput(
+            f"invalid path {_shown(path)}: {path.count('/') + 1} levels deep, over the limit of "
+            f"{MAX_DEPTH}"
+        )
     parts = tuple(path.split("/"))
     for part in parts:
         if part == "":
             raise InvalidInput(
-                f"invalid path {path!r}: empty component (leading, trailing or '//')"
+                f"invalid path {_shown(path)}: empty component (leading, trailing or '//')"
             )
         if part in (".", ".."):
-            raise InvalidInput(f"invalid path {path!r}: '.' and '..' are not allowed")
-        try:
-            encoded = part.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidInput(f"invalid path {path!r}: not valid UTF-8") from None
-        if len(encoded) > MAX_COMPONENT_BYTES:
+            raise InvalidInput(f"invalid path {_shown(path)}: '.' and '..' are not allowed")
+        size = len(part.encode("utf-8"))
+        if size > MAX_COMPONENT_BYTES:
             raise InvalidInput(
-                f"invalid path {path[:80]!r}...: a component is {len(encoded)} bytes, over {MAX_COMPONENT_BYTES}"
+                f"invalid path {_shown(path)}: a component is {size} bytes, over {MAX_COMPONENT_BYTES}"
             )
     return parts

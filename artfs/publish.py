@@ -22,8 +22,9 @@ import trio
 from .client.base import RegistryClient
 from .errors import AlreadyExists, ArtfsError, BeingCollected, InvalidInput, NotFound
 from .hashing import hash_file
-from .manifest import Manifest
+from .manifest import MAX_FILES, Manifest, check_paths
 from .models import CommitResult
+from .names import MAX_DEPTH, manifest_path
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -42,34 +43,54 @@ class LocalFile:
 
 
 def scan_tree(root: Path) -> list[LocalFile]:
-    """Regular files under ``root`` (or ``root`` itself if it is a file). Anything else is refused."""
+    """Regular files under ``root`` (or ``root`` itself if it is a file). Anything else is
+    refused, and so is a tree no commit would accept (names.MAX_PATH_BYTES, MAX_DEPTH,
+    manifest.MAX_FILES): the error comes before any byte is hashed or uploaded. The walk
+    keeps its own stack (``os.walk`` recurses per level in Python 3.11) and goes no deeper
+    than a version may."""
     try:
         st = root.stat()
     except FileNotFoundError:
         raise NotFound(f"{root}: no such file or directory") from None
     if stat.S_ISREG(st.st_mode):
-        return [LocalFile(root.name, root, st.st_size)]
+        files = [LocalFile(root.name, root, st.st_size)]
+        check_paths(f.path for f in files)
+        return files
     if not stat.S_ISDIR(st.st_mode):
         raise InvalidInput(f"{root}: not a regular file or directory")
-    files: list[LocalFile] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in [
-            *sorted(filenames),
-            *[d for d in dirnames if os.path.islink(os.path.join(dirpath, d))],
-        ]:
-            full = Path(dirpath) / name
-            lst = full.lstat()
-            rel = full.relative_to(root).as_posix()
-            if stat.S_ISLNK(lst.st_mode):
+    files = []
+    stack: list[tuple[Path, str, int]] = [(root, "", 0)]  # directory, its path, its depth
+    while stack:
+        directory, prefix, depth = stack.pop()
+        with os.scandir(directory) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            full = Path(entry.path)
+            rel = prefix + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if depth + 1 >= MAX_DEPTH:
+                    raise InvalidInput(
+                        f"{full}: directories nest deeper than a version's limit of "
+                        f"{MAX_DEPTH} levels"
+                    )
+                stack.append((full, rel + "/", depth + 1))
+                continue
+            if entry.is_symlink():
                 raise InvalidInput(
                     f"{full}: is a symbolic link; a version holds only regular files"
                 )
+            lst = entry.stat(follow_symlinks=False)
             if not stat.S_ISREG(lst.st_mode):
                 raise InvalidInput(
                     f"{full}: not a regular file; a version holds only regular files"
                 )
+            manifest_path(rel)
             files.append(LocalFile(rel, full, lst.st_size))
+            if len(files) > MAX_FILES:
+                raise InvalidInput(
+                    f"{root}: too many files: more than the limit of {MAX_FILES} per version"
+                )
+    files.sort(key=lambda f: f.path)
     return files
 
 
@@ -158,15 +179,13 @@ def _one_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """What parallel uploads that failed together report: an interrupt if there was one,
     else the first artfs error (one clear line in the CLI), else the group itself."""
     leaves: list[BaseException] = []
-
-    def walk(e: BaseException) -> None:
+    stack: list[BaseException] = [group]
+    while stack:
+        e = stack.pop()
         if isinstance(e, BaseExceptionGroup):
-            for inner in e.exceptions:
-                walk(inner)
+            stack.extend(reversed(e.exceptions))
         else:
             leaves.append(e)
-
-    walk(group)
     for kind in (KeyboardInterrupt, ArtfsError):
         for leaf in leaves:
             if isinstance(leaf, kind):

@@ -317,7 +317,7 @@ class HttpRegistryClient(BlobLocations):
             except ValueError as e:
                 raise ProtocolError(f"invalid manifest JSON from {resp.request.url}: {e}") from None
             try:
-                manifest = Manifest.from_json(data)
+                manifest = Manifest.from_json(data, limits=False)
             except InvalidInput as e:
                 raise ProtocolError(
                     f"registry sent an invalid manifest for {project}/{artifact}:v{number}: {e}"

@@ -37,7 +37,7 @@ from ..cache.blobcache import StagedBlob
 from ..client.base import RegistryClient
 from ..errors import ArtfsError, Conflict, IntegrityError, InvalidInput, NotFound
 from ..hashing import hash_file
-from ..manifest import Manifest
+from ..manifest import Manifest, check_paths
 from ..models import CommitResult
 from ..names import alias_name, version_label
 from ..progress import Progress
@@ -199,6 +199,7 @@ async def _publish(
     staged: list[StagedBlob],
 ) -> CommitOutcome:
     files = store.snapshot(draft.id)
+    check_paths(f.path for f in files)  # refused before hashing or uploading a byte
     digests = await _hash_unknown(store, files, wanted.progress)
     manifest = Manifest.build((f.path, f.size, digests[f.path]) for f in files)
     try:

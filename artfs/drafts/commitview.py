@@ -89,17 +89,25 @@ class CommitView:
             root = self._nodes[self.get_draft(draft_id).root]
             return sorted(self._walk(root, ""), key=lambda f: f.path)
 
-    def _walk(self, node: StoreNode, prefix: str) -> Iterator[SnapshotFile]:
-        for name, child in node.children.items():
-            path = f"{prefix}{name}"
-            if child.is_dir:
-                yield from self._walk(child, path + "/")
-            elif not child.local:
-                yield SnapshotFile(path, child.id, child.size, child.sha256, None)
-            else:
-                yield SnapshotFile(
-                    path, child.id, child.size, self._known_sha(child), self.data_path(child)
-                )
+    def _walk(self, root: StoreNode, root_prefix: str) -> Iterator[SnapshotFile]:
+        """Every file under ``root``; a stack, not recursion (a draft made from a version
+        stored before ``MAX_DEPTH`` may be deeper than the interpreter's stack)."""
+        stack = [(root, root_prefix)]
+        while stack:
+            node, prefix = stack.pop()
+            for name, child in node.children.items():
+                path = f"{prefix}{name}"
+                if child.is_dir:
+                    stack.append((child, path + "/"))
+                else:
+                    yield self._snapshot_file(child, path)
+
+    def _snapshot_file(self, child: StoreNode, path: str) -> SnapshotFile:
+        if not child.local:
+            return SnapshotFile(path, child.id, child.size, child.sha256, None)
+        return SnapshotFile(
+            path, child.id, child.size, self._known_sha(child), self.data_path(child)
+        )
 
     def _known_sha(self, node: StoreNode) -> str | None:
         if node.writers == 0 and node.hasher is not None and node.hashed == node.size:

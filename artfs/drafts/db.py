@@ -172,17 +172,23 @@ def tree_rows(
     dirs: dict[str, int] = {"": root}
 
     def dir_id(path: str) -> int:
+        """The directory's node id, its missing parents made first; iterative, since a base
+        version stored before ``MAX_DEPTH`` may be deeper than the interpreter's stack."""
         nonlocal next_id
-        found = dirs.get(path)
-        if found is not None:
-            return found
-        parent_path, _, name = path.rpartition("/")
-        parent = dir_id(parent_path)
-        nid = next_id
-        next_id += 1
-        rows.append((nid, draft_id, parent, name, 1, DEFAULT_DIR_MODE, now_ns, 0, None, None, 0))
-        dirs[path] = nid
-        return nid
+        missing: list[str] = []
+        while path not in dirs:
+            missing.append(path)
+            path = path.rpartition("/")[0]
+        parent = dirs[path]
+        for made in reversed(missing):
+            nid = next_id
+            next_id += 1
+            name = made.rpartition("/")[2]
+            rows.append(
+                (nid, draft_id, parent, name, 1, DEFAULT_DIR_MODE, now_ns, 0, None, None, 0)
+            )
+            dirs[made] = parent = nid
+        return parent
 
     for path in manifest or ():
         entry = manifest[path] if manifest is not None else None

@@ -394,15 +394,21 @@ class InodeTable:
             parent.children[name] = file
 
     def _make_dirs(self, dirs: dict[str, DirNode], dir_path: str, version: VersionNode) -> DirNode:
-        parent_path, _, name = dir_path.rpartition("/")
-        parent = dirs.get(parent_path)
-        if parent is None:
-            parent = self._make_dirs(dirs, parent_path, version)
-        node = TreeDirNode(self._ino(), parent.ino, name, version)
-        self._nodes[node.ino] = node
-        parent.children[name] = node
-        dirs[dir_path] = node
-        return node
+        """Create ``dir_path`` and its missing parents, without recursion: a stored version
+        may be deeper than the interpreter's stack (committed before ``MAX_DEPTH``)."""
+        missing: list[str] = []
+        parent_path = dir_path
+        while parent_path not in dirs:
+            missing.append(parent_path)
+            parent_path = parent_path.rpartition("/")[0]
+        parent = dirs[parent_path]
+        for path in reversed(missing):  # outermost first, the order inode numbers had
+            node = TreeDirNode(self._ino(), parent.ino, path.rpartition("/")[2], version)
+            self._nodes[node.ino] = node
+            parent.children[node.name] = node
+            dirs[path] = node
+            parent = node
+        return parent
 
     def path_in_version(self, node: FileNode | TreeDirNode) -> str:
         """The node's path relative to its version directory."""

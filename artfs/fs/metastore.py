@@ -26,6 +26,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -167,7 +168,7 @@ class MetaStore:
 
     def load_manifest(self, key: VersionKey, digest: str) -> Manifest | None:
         path = self._version_file(key, digest, "manifest")
-        manifest = self._parse(path, Manifest.from_json)
+        manifest = self._parse(path, partial(Manifest.from_json, limits=False))
         if manifest is not None and manifest.digest != digest:
             log.warning("cached manifest %s does not match its digest; refetching", path)
             return None

@@ -22,7 +22,7 @@ from ..client.base import UNSET, Expect
 from ..errors import BeingCollected, Forbidden, InvalidInput, NotPermitted
 from ..hashing import sha256_hex
 from ..lineage import parse_inputs
-from ..manifest import FileEntry, Manifest
+from ..manifest import FileEntry, Manifest, check_paths
 from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
 from ..names import (
     LATEST,
@@ -95,6 +95,8 @@ def metadata_json(metadata: Any) -> str:
         text = json.dumps(metadata, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError) as e:
         raise InvalidInput(f"metadata is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidInput("metadata is nested too deeply") from None
     if len(text.encode("utf-8", "surrogatepass")) > MAX_METADATA_BYTES:
         raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
     return text
@@ -230,6 +232,8 @@ class Registry:
         input_refs = tuple(parse_inputs(list(inputs)))
         if not isinstance(manifest, Manifest):
             raise InvalidInput("commit needs a Manifest")
+        if not manifest.within_limits:  # e.g. one read back from a version stored earlier
+            check_paths(manifest)
         alias_list = sorted({alias_name(a) for a in aliases if a != LATEST})
         if len(alias_list) > MAX_ALIASES_PER_COMMIT:
             raise InvalidInput(f"too many aliases in one commit (max {MAX_ALIASES_PER_COMMIT})")

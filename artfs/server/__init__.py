@@ -1,12 +1,14 @@
 """The registry server: the JSON API (Hypercorn + Starlette) and the blob data server,
 both in one trio loop.
 
-``serve`` is what ``artfs serve`` and ``python -m artfs.server`` run; tests start
+``serve_command`` is what ``artfs serve`` and ``python -m artfs.server`` run (one parser:
+``add_serve_arguments``); tests start
 it with port 0 and learn the bound ports from ``task_status`` (a ``ServerInfo``).
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import os
@@ -22,7 +24,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from starlette.requests import Request
 
-from ..errors import ArtfsError, InvalidInput
+from ..errors import InvalidInput
 from ..heap import freeze_startup_heap
 from ..registry.stores import (
     StoreOptions,
@@ -60,6 +62,7 @@ __all__ = [
     "add_auth_arguments",
     "add_integrity_arguments",
     "add_limit_arguments",
+    "add_serve_arguments",
     "add_store_arguments",
     "auth_options",
     "integrity_options",
@@ -67,6 +70,7 @@ __all__ = [
     "main",
     "run_server",
     "serve",
+    "serve_command",
     "store_options",
 ]
 
@@ -375,54 +379,68 @@ async def run_server(
         raise leaf from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m artfs.server [--data DIR] [--host H] [--port P] [--blob-port P]``."""
-    import argparse
-    import os
-
-    parser = argparse.ArgumentParser(
-        prog="python -m artfs.server", description="Run the artfs registry server."
-    )
+def add_serve_arguments(parser: Any) -> None:
+    """Every option of ``artfs serve`` (also what ``python -m artfs.server`` takes: it runs
+    the same command). Add a server option here, once."""
     parser.add_argument(
-        "--data", default=os.environ.get("ARTFS_DATA", "artfs-data"), help="registry directory"
+        "--data",
+        default=os.environ.get("ARTFS_DATA", "./artfs-data"),
+        help="data directory (SQLite + blobs; default $ARTFS_DATA or %(default)s)",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument(
-        "--blob-port", type=int, default=None, help="data port (default: port+1; 0: any)"
+        "--blob-port",
+        type=int,
+        default=None,
+        help="port of the blob data server (default: PORT+1; 0: any free port)",
     )
     parser.add_argument(
-        "--public-blob-url", default=None, help="base URL clients use for blob bytes"
+        "--public-blob-url",
+        default=None,
+        help="base URL clients use for blob bytes (default: this host on --blob-port)",
     )
     add_store_arguments(parser)
     add_auth_arguments(parser)
     add_limit_arguments(parser)
     add_integrity_arguments(parser)
-    args = parser.parse_args(argv)
+
+
+def serve_command(args: Any) -> int:
+    """``artfs serve``: run until SIGINT/SIGTERM. Errors are raised for ``cli.main`` to print."""
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
-
+    stores, auth = store_options(args), auth_options(args)
     freeze_startup_heap()
     return_freed_memory()
     try:
         trio.run(
             partial(
                 run_server,
-                args.data,
+                Path(args.data).expanduser().absolute(),
                 args.host,
                 args.port,
                 args.blob_port,
                 public_blob_url=args.public_blob_url,
-                stores=store_options(args),
-                auth=auth_options(args),
+                stores=stores,
+                auth=auth,
                 limits=limit_options(args),
                 integrity=integrity_options(args),
             )
         )
-    except KeyboardInterrupt:
-        return 0
-    except (OSError, ArtfsError) as e:
-        print(f"artfs serve: {e}", file=sys.stderr)
-        return 1
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise InvalidInput(
+                f"cannot listen on {args.host}:{args.port} or its blob port: address in use "
+                "(another artfs serve running? choose --port/--blob-port)"
+            ) from None
+        raise
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m artfs.server ARGS`` is ``artfs serve ARGS``: one parser, one error line."""
+    from ..cli import main as cli_main
+
+    return cli_main(["serve", *(sys.argv[1:] if argv is None else argv)])

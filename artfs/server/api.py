@@ -156,6 +156,8 @@ async def _json_body(request: Request) -> Any:
             return json.loads(data)
         except (ValueError, UnicodeDecodeError) as e:
             raise InvalidInput(f"request body is not valid JSON: {e}") from None
+        except RecursionError:  # the parser recurses per nesting level: refuse, never a 500
+            raise InvalidInput("request body is JSON nested too deeply") from None
 
     return parse() if len(raw) < (1 << 16) else await run(parse)
 
