@@ -24,7 +24,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
+from artfs.client.http import HttpRegistryClient
 from artfs.hashing import BlobHasher
 
 from .backends import S3_ENDPOINT, SQLITE, RegistrySpec, backend_params, make_spec, release
@@ -240,6 +242,15 @@ def test_damage_reports_are_rate_limited(
     assert 1 <= checks <= 1 + 5 + 2, checks
     assert server.stats()["integrity_found"] == 0
     assert info(server, "p/a:v0")["damaged"] == 0  # an intact blob reported is left alone
+
+    async def report() -> str:  # what the mount and `artfs get` send, answered 202
+        client = HttpRegistryClient(server.url)
+        try:
+            return await client.report_damage(sha, "bad block")
+        finally:
+            await client.aclose()
+
+    assert trio.run(report) in {"started", "running", "recent"}
 
 
 def test_scrub_finds_damage_nobody_read(spec: RegistrySpec, tmp_path: Path) -> None:

@@ -47,7 +47,8 @@ async def report_damage(client: RegistryClient, sha256: str, detail: str) -> Non
     with trio.move_on_after(REPORT_TIMEOUT):
         try:
             answer = await client.report_damage(sha256, detail)
-            log.warning("blob %s: damage reported to the registry (%s)", sha256[:12], answer)
+            # INFO: the mount's log keeps it; a command's one error line says the rest
+            log.info("blob %s: damage reported to the registry (%s)", sha256[:12], answer)
         except ArtfsError as e:
             log.warning("blob %s: the damage report failed: %s", sha256[:12], e)
 

@@ -474,7 +474,11 @@ class HttpRegistryClient(BlobLocations):
 
     async def report_damage(self, sha256: str, detail: str = "") -> str:
         data = await self._json(
-            "POST", f"/v1/blobs/{sha256_hex(sha256)}/damage", json_body={"detail": detail[:500]}
+            "POST",
+            f"/v1/blobs/{sha256_hex(sha256)}/damage",
+            json_body={"detail": detail[:500]},
+            ok=(202,),  # accepted: the check runs on the server after the answer
+            idempotent=True,  # a repeated report is one check (the server's gate)
         )
         return str(data.get("check", "")) if isinstance(data, dict) else ""
 
