@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -152,6 +153,23 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     return 0 if report.clean else 1
 
 
+def _with_data(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--data``, with the default ``artfs serve`` has ($ARTFS_DATA or ./artfs-data)."""
+    sp.add_argument(
+        "--data",
+        default=os.environ.get("ARTFS_DATA", "./artfs-data"),
+        help="the registry's data directory, as given to artfs serve (default %(default)s)",
+    )
+    return sp
+
+
+def _store_command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
+    """A command that opens the registry's stores like ``artfs serve`` does."""
+    sp = _with_data(sub.add_parser(name, help=help))
+    add_store_arguments(sp)
+    return sp
+
+
 def add_admin_parsers(sub: Any) -> None:
     """Register ``serve``, ``token``, ``gc`` and ``fsck`` on ``artfs``'s subparsers."""
     s = sub.add_parser("serve", help="run the registry server")
@@ -164,12 +182,7 @@ def add_admin_parsers(sub: Any) -> None:
     tsub = s.add_subparsers(dest="token_cmd", required=True)
 
     def with_store(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument(
-            "--data",
-            default="./artfs-data",
-            help="the registry's data directory, as given to artfs serve (default %(default)s)",
-        )
-        sp.add_argument(
+        _with_data(sp).add_argument(
             "--db", default=None, help="the registry's database, as given to artfs serve --db"
         )
         return sp
@@ -205,17 +218,12 @@ def add_admin_parsers(sub: Any) -> None:
     t.add_argument("name")
     t.set_defaults(fn=cmd_token)
 
-    s = sub.add_parser(
+    s = _store_command(
+        sub,
         "gc",
-        help="delete blobs no live version references (on the server's host, with the "
-        "options given to artfs serve)",
+        "delete blobs no live version references (on the server's host, with the options "
+        "given to artfs serve)",
     )
-    s.add_argument(
-        "--data",
-        default="./artfs-data",
-        help="the registry's data directory, as given to artfs serve (default %(default)s)",
-    )
-    add_store_arguments(s)
     s.add_argument(
         "--grace",
         default="1h",
@@ -229,17 +237,12 @@ def add_admin_parsers(sub: Any) -> None:
     )
     s.set_defaults(fn=cmd_gc)
 
-    s = sub.add_parser(
+    s = _store_command(
+        sub,
         "fsck",
-        help="re-hash every stored blob, quarantine damaged ones and report missing ones (on "
-        "the server's host, with the options given to artfs serve)",
+        "re-hash every stored blob, quarantine damaged ones and report missing ones (on the "
+        "server's host, with the options given to artfs serve)",
     )
-    s.add_argument(
-        "--data",
-        default="./artfs-data",
-        help="the registry's data directory, as given to artfs serve (default %(default)s)",
-    )
-    add_store_arguments(s)
     s.add_argument(
         "--rate",
         default="0",

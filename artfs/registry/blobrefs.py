@@ -138,33 +138,6 @@ class BlobRefsSql(Generic[C]):
                         )
                         found.update(str(r[0]) for r in self._q(c, sql, token, since, *rest))
         return found
-        listed = sorted(set(digests))
-        names = list(projects) if projects is not None else None
-        with self._read() as c:
-            for i in range(0, len(listed), REF_IN_CHUNK):
-                chunk = listed[i : i + REF_IN_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                if names is None:
-                    sql = f"SELECT DISTINCT sha256 FROM project_blobs WHERE sha256 IN ({marks})"
-                    found.update(str(r[0]) for r in self._q(c, sql, *chunk))
-                elif names:
-                    pmarks = ",".join("?" * len(names))
-                    sql = (
-                        "SELECT DISTINCT b.sha256 FROM project_blobs b "
-                        "JOIN projects p ON p.id = b.project_id "
-                        f"WHERE b.sha256 IN ({marks}) AND p.name IN ({pmarks})"
-                    )
-                    found.update(str(r[0]) for r in self._q(c, sql, *chunk, *names))
-                if token is not None:
-                    rest = [sha for sha in chunk if sha not in found]
-                    if rest:
-                        rmarks = ",".join("?" * len(rest))
-                        sql = (
-                            "SELECT sha256 FROM blob_uploads WHERE token=? AND uploaded >= ? "
-                            f"AND sha256 IN ({rmarks})"
-                        )
-                        found.update(str(r[0]) for r in self._q(c, sql, token, since, *rest))
-        return found
 
     def record_upload(self, token: str, sha256: str, now: float, expired_before: float) -> None:
         """Remember that ``token`` uploaded ``sha256`` (its proof of possession); drops the
