@@ -127,6 +127,24 @@ def check_range_status(
         raise ProtocolError(f"unexpected HTTP {status} from {url}")
 
 
+def range_head(
+    event: h11.Response, trailing: bytes, url: str, offset: int, length: int, size: int
+) -> tuple[bytes, bool]:
+    """The checks of a ranged answer's head, shared by the trio and the thread fetch paths:
+    the status and ``Content-Range`` (``check_range_status``), a ``Content-Length`` of
+    exactly ``length``, no more body already read than that. Returns the body bytes that
+    came with the head and whether the connection may be reused. Pure."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+    check_range_status(event.status_code, headers.get("content-range"), url, offset, length, size)
+    declared = headers.get("content-length")
+    if declared is None or not declared.isdigit() or int(declared) != length:
+        raise ProtocolError(f"{url} answered Content-Length {declared!r}, expected {length}")
+    if len(trailing) > length:
+        raise ProtocolError(f"{url} sent more than the {length} bytes asked for")
+    keep = event.http_version == b"1.1" and "close" not in headers.get("connection", "").lower()
+    return bytes(trailing), keep
+
+
 class RawRangeFetcher:
     """Ranged GETs over plain HTTP on pooled trio sockets, the body read with ``recv_into``.
 
@@ -269,19 +287,10 @@ class RawRangeFetcher:
             if isinstance(event, h11.Response):
                 break
             raise EarlyClose("connection closed before a response")
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
         if refused(event.status_code, own):
             raise Refused(event.status_code, await self._small_body(stream, url, conn))
         # Error statuses raise here (small bodies: the connection is simply closed).
-        check_range_status(
-            event.status_code, headers.get("content-range"), url, offset, length, size
-        )
-        declared = headers.get("content-length")
-        if declared is None or not declared.isdigit() or int(declared) != length:
-            raise ProtocolError(f"{url} answered Content-Length {declared!r}, expected {length}")
-        body, _ = conn.trailing_data
-        if len(body) > length:
-            raise ProtocolError(f"{url} sent more than the {length} bytes asked for")
+        body, keep = range_head(event, conn.trailing_data[0], url, offset, length, size)
         if body:
             sink(bytes(body))
         remaining = length - len(body)
@@ -294,7 +303,7 @@ class RawRangeFetcher:
                 raise EarlyClose(f"connection closed with {remaining} of {length} bytes to go")
             remaining -= n
             sink(bytes(buf[:n]))
-        return event.http_version == b"1.1" and "close" not in headers.get("connection", "").lower()
+        return keep
 
     async def _small_body(self, stream: trio.SocketStream, url: str, conn: h11.Connection) -> bytes:
         """The body of an error answer (up to ``REFUSAL_BODY_MAX``; the connection is then
@@ -473,20 +482,10 @@ class RangeConnections:
                 break
             raise EarlyClose("connection closed before a response")
         url = source.url
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
         if refused(event.status_code, source.own):
             raise Refused(event.status_code, _small_body(sock, conn))
-        check_range_status(
-            event.status_code, headers.get("content-range"), url, offset, length, size
-        )
-        declared = headers.get("content-length")
-        if declared is None or not declared.isdigit() or int(declared) != length:
-            raise ProtocolError(f"{url} answered Content-Length {declared!r}, expected {length}")
-        first, _ = conn.trailing_data
-        if len(first) > length:
-            raise ProtocolError(f"{url} sent more than the {length} bytes asked for")
-        keep = event.http_version == b"1.1" and "close" not in headers.get("connection", "")
-        return RangeBody(self, key, sock, bytes(first), length, keep, url, source.timeout, abort)
+        first, keep = range_head(event, conn.trailing_data[0], url, offset, length, size)
+        return RangeBody(self, key, sock, first, length, keep, url, source.timeout, abort)
 
 
 def _connect(source: BlobSource, host: str, port: int, https: bool, abort: Abort) -> socket.socket:
