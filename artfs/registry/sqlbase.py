@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Container, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, TypeVar
 
-from ..auth import TokenInfo
 from ..client.base import UNSET, Expect
 from ..errors import (
     AlreadyExists,
@@ -41,7 +40,9 @@ from ..models import ArtifactInfo, ProjectInfo, VersionInfo, VersionInput, Versi
 from ..names import LATEST, Ref
 from .blobrefs import BLOB_REFS_SCHEMA_TEMPLATE, BlobRefsSql
 from .damagedb import DAMAGE_SCHEMA_TEMPLATE, DamageQueries
-from .meta import BlobsOf, NewVersion, VersionKey
+from .gcdb import GcQueries
+from .meta import NewVersion
+from .tokendb import TokenQueries
 
 # Tables shared by both databases; the column types that differ are filled in per database.
 SCHEMA_TEMPLATE = """
@@ -171,9 +172,6 @@ def schema_ddl(**types: str) -> str:
     return "".join(templates).format(**types)
 
 
-DOOM_ROWS = 400  # rows per multi-row INSERT (SQLite allows 999 variables on old builds)
-IN_CHUNK = 500  # digests per IN (...) lookup
-
 MAX_USED_BY = 10_000  # consumers listed by used_by, at most
 
 _VERSION_COLS = (
@@ -197,7 +195,9 @@ class Rows(Protocol):
 C = TypeVar("C")
 
 
-class SqlMetaStore(BlobRefsSql[C], DamageQueries[C], ABC, Generic[C]):
+class SqlMetaStore(
+    GcQueries[C], TokenQueries[C], BlobRefsSql[C], DamageQueries[C], ABC, Generic[C]
+):
     """A ``MetaStore`` over a SQL connection of type ``C``: each public method is one
     transaction; writes to an existing artifact first look its row up with
     ``_LOCK_ARTIFACT``, so they are serialised per artifact."""
@@ -679,216 +679,3 @@ class SqlMetaStore(BlobRefsSql[C], DamageQueries[C], ABC, Generic[C]):
                 ).fetchone()
                 if row is not None and row[0] is not None:
                     self._upsert_alias(c, aid, LATEST, int(row[0]))
-
-    # --- garbage collection (schema 3) -------------------------------------------------------
-    def _gc_epoch(self, c: C) -> int:
-        row = self._q(c, "SELECT value FROM registry WHERE key='gc_epoch'").fetchone()
-        return 0 if row is None else int(row[0])
-
-    def _doomed_among(self, c: C, digests: Collection[str]) -> set[str]:
-        if not digests:
-            return set()
-        (count,) = self._q(c, "SELECT count(*) FROM doomed_blobs").fetchone()
-        if not count:
-            return set()  # the usual case: no collection in progress
-        if int(count) <= max(len(digests), 1000):
-            wanted = set(digests)
-            return {str(r[0]) for r in self._q(c, "SELECT sha256 FROM doomed_blobs")} & wanted
-        found: set[str] = set()
-        listed = sorted(digests)
-        for i in range(0, len(listed), IN_CHUNK):
-            chunk = listed[i : i + IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            found.update(
-                str(r[0])
-                for r in self._q(
-                    c, f"SELECT sha256 FROM doomed_blobs WHERE sha256 IN ({marks})", *chunk
-                )
-            )
-        return found
-
-    def gc_epoch(self) -> int:
-        with self._read() as c:
-            return self._gc_epoch(c)
-
-    def doomed_among(self, digests: Collection[str]) -> tuple[set[str], int]:
-        with self._read() as c:
-            doomed = self._doomed_among(c, digests)
-            return doomed, self._gc_epoch(c)
-
-    def doomed_blobs(self) -> list[str]:
-        with self._read() as c:
-            return sorted(
-                str(r[0]) for r in self._q(c, "SELECT sha256 FROM doomed_blobs ORDER BY sha256")
-            )
-
-    def manifests_after(
-        self, after: VersionKey | None, limit: int
-    ) -> list[tuple[VersionKey, bytes]]:
-        # Keyset pagination over the manifests table, which holds exactly the live versions.
-        where, args = (
-            ("", ()) if after is None else (" WHERE (artifact_id, number) > (?, ?)", after)
-        )
-        with self._read() as c:
-            rows = self._q(
-                c,
-                f"SELECT artifact_id, number, data FROM manifests{where} "
-                "ORDER BY artifact_id, number LIMIT ?",
-                *args,
-                limit,
-            ).fetchall()
-        return [((int(a), int(n)), bytes(data)) for a, n, data in rows]
-
-    def mark_doomed(
-        self,
-        candidates: Collection[str],
-        seen: Container[VersionKey],
-        blobs_of: BlobsOf,
-        marked: float,
-        *,
-        dry_run: bool,
-    ) -> list[str]:
-        with self._read() if dry_run else self._write() as c:
-            if not dry_run:
-                self._lock_gc(c, exclusive=True)
-            remaining = set(candidates)
-            keys = [
-                (int(a), int(n))
-                for a, n in self._q(
-                    c, "SELECT artifact_id, number FROM versions WHERE NOT deleted"
-                ).fetchall()
-            ]
-            for key in keys:
-                if key in seen or not remaining:
-                    continue
-                row = self._q(
-                    c, "SELECT data FROM manifests WHERE artifact_id=? AND number=?", *key
-                ).fetchone()
-                if row is not None:
-                    remaining.difference_update(blobs_of(bytes(row[0])))
-            doomed = sorted(remaining)
-            if not dry_run:
-                for i in range(0, len(doomed), DOOM_ROWS):
-                    chunk = doomed[i : i + DOOM_ROWS]
-                    self._q(
-                        c,
-                        "INSERT INTO doomed_blobs (sha256, marked) VALUES "
-                        + ",".join("(?, ?)" for _ in chunk)
-                        + " ON CONFLICT (sha256) DO NOTHING",
-                        *(v for sha in chunk for v in (sha, marked)),
-                    )
-        return doomed
-
-    def undoom(self, digests: Collection[str]) -> None:
-        listed = sorted(digests)
-        with self._write() as c:
-            self._lock_gc(c, exclusive=True)
-            for i in range(0, len(listed), IN_CHUNK):
-                chunk = listed[i : i + IN_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                self._q(c, f"DELETE FROM doomed_blobs WHERE sha256 IN ({marks})", *chunk)
-            self._q(
-                c,
-                "INSERT INTO registry (key, value) VALUES ('gc_epoch', '1') "
-                "ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(registry.value AS BIGINT) + 1 "
-                "AS TEXT)",
-            )
-
-    # --- access tokens (schema 2) -----------------------------------------------------------
-    def _token_grants(self, c: C, ids: list[int]) -> dict[int, dict[str, str]]:
-        grants: dict[int, dict[str, str]] = {i: {} for i in ids}
-        if ids:
-            marks = ",".join("?" * len(ids))
-            for tid, project, right in self._q(
-                c,
-                f"SELECT token_id, project, rights FROM token_grants WHERE token_id IN ({marks})",
-                *ids,
-            ):
-                grants[int(tid)][str(project)] = str(right)
-        return grants
-
-    _TOKEN_COLS = (
-        "t.id, t.name, t.created, t.revoked, e.expires "
-        "FROM tokens t LEFT JOIN token_expiry e ON e.token_id = t.id"
-    )
-
-    def _token_infos(self, c: C, rows: Sequence[Any]) -> list[TokenInfo]:
-        """TokenInfos from rows of ``_TOKEN_COLS``."""
-        grants = self._token_grants(c, [int(r[0]) for r in rows])
-        return [
-            TokenInfo(
-                str(name),
-                float(created),
-                None if revoked is None else float(revoked),
-                dict(grants[int(tid)]),
-                None if expires is None else float(expires),
-            )
-            for tid, name, created, revoked, expires in rows
-        ]
-
-    def create_token(
-        self,
-        name: str,
-        secret_sha256: str,
-        created: float,
-        grants: dict[str, str],
-        expires: float | None = None,
-    ) -> TokenInfo:
-        with self._write() as c:
-            live = self._q(
-                c, "SELECT 1 FROM tokens WHERE name=? AND revoked IS NULL", name
-            ).fetchone()
-            if live is not None:
-                raise AlreadyExists(
-                    f"token {name} already exists: revoke it first ('artfs token revoke {name}') "
-                    "or choose another name"
-                )
-            row = self._q(
-                c,
-                "INSERT INTO tokens (name, secret_sha256, created) VALUES (?, ?, ?) RETURNING id",
-                name,
-                secret_sha256,
-                created,
-            ).fetchone()
-            tid = int(row[0])
-            for project, right in sorted(grants.items()):
-                self._q(
-                    c,
-                    "INSERT INTO token_grants (token_id, project, rights) VALUES (?, ?, ?)",
-                    tid,
-                    project,
-                    right,
-                )
-            if expires is not None:
-                self._q(
-                    c, "INSERT INTO token_expiry (token_id, expires) VALUES (?, ?)", tid, expires
-                )
-        return TokenInfo(name, created, None, dict(grants), expires)
-
-    def list_tokens(self) -> list[TokenInfo]:
-        with self._read() as c:
-            rows = self._q(
-                c, f"SELECT {self._TOKEN_COLS} ORDER BY t.name{self._COLLATE}, t.id"
-            ).fetchall()
-            return self._token_infos(c, rows)
-
-    def revoke_token(self, name: str, revoked: float) -> TokenInfo:
-        with self._write() as c:
-            row = self._q(
-                c,
-                "UPDATE tokens SET revoked=? WHERE name=? AND revoked IS NULL RETURNING id",
-                revoked,
-                name,
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"no active token named {name} (see 'artfs token list')")
-            rows = self._q(c, f"SELECT {self._TOKEN_COLS} WHERE t.id=?", int(row[0])).fetchall()
-            return self._token_infos(c, rows)[0]
-
-    def find_token(self, secret_sha256: str) -> TokenInfo | None:
-        with self._read() as c:
-            rows = self._q(
-                c, f"SELECT {self._TOKEN_COLS} WHERE t.secret_sha256=?", secret_sha256
-            ).fetchall()
-            infos = self._token_infos(c, rows)
-        return infos[0] if infos else None
