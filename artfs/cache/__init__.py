@@ -1,7 +1,8 @@
 """The host-wide, content-addressed blob cache shared by every mount and ``artfs get``."""
 
-from .blobcache import BlobCache, CachedBlobReader
+from .blobcache import BlobCache
 from .protocol import BlobCacheAPI, BlobReader, CacheStats
+from .reader import CachedBlobReader
 from .settings import CacheTuning
 
 __all__ = [

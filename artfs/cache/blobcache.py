@@ -18,13 +18,11 @@ apart); any number of processes may share a root.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import logging
 import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -33,15 +31,16 @@ from cachetools import LRUCache
 
 from ..client.base import RegistryClient
 from ..errors import ArtfsError, IntegrityError, InvalidInput, NotFound, Unavailable
-from ..hashing import BLOCK_SIZE, BlobHasher, hash_file, sha256_hex
-from . import eviction, locks, trust
+from ..hashing import BLOCK_SIZE, sha256_hex
+from . import eviction, locks
 from .blobstate import BlobState, StateEnv
 from .blockmap import BLOCK_SHIFT, held_bytes, normalize, span
 from .fetcher import BadBlock, fetch_blocks, missing_blob, report_damage
 from .fetchpool import FetchPool, ThreadedFetchClient
+from .ingest import LocalIngest
 from .layout import CacheLayout, storage_error
 from .protocol import CacheStats
-from .readahead import ReadAhead
+from .reader import CachedBlobReader
 from .settings import CacheTuning
 
 log = logging.getLogger("artfs.cache")
@@ -50,129 +49,7 @@ _OPEN_ROOTS: set[str] = set()
 _RESCAN_INTERVAL = 2.0  # seconds between disk scans for the size limit
 
 
-class CachedBlobReader:
-    """An open blob (``BlobReader``). While open, no process evicts the blob.
-
-    ``state`` None: a blob of one block not cached when opened; the first read fetches it
-    (``BlobCache._small_blob``) and pins it from then on, so opening costs no request and
-    errors surface on read, as for larger blobs.
-    """
-
-    def __init__(self, cache: BlobCache, sha: str, size: int, state: BlobState | None) -> None:
-        self.sha256 = sha
-        self.size = size
-        self._cache = cache
-        self._state: BlobState | None = state
-        self._closed = False
-        self._first: trio.Lock | None = None if state is not None else trio.Lock()
-        tuning = cache.tuning
-        self._readahead = ReadAhead(size, tuning.readahead_initial, tuning.readahead_max)
-        self._background: set[trio.CancelScope] = set()
-        self._queue: deque[tuple[int, int]] = deque()  # read-ahead pieces not yet started
-        self._idle = trio.Event()  # set whenever no read-ahead task of this reader is pending
-        self._idle.set()
-
-    async def _first_state(self) -> BlobState:
-        """The blob's state for a reader opened before the blob was cached."""
-        if self._first is None or self._closed:
-            raise InvalidInput("read from a closed blob reader")
-        async with self._first:
-            if self._state is None and not self._closed:
-                state = await self._cache._acquire(self.sha256, self.size)
-                if self._closed:  # closed while we fetched: drop the pin at once
-                    self._cache._release(state)
-                else:
-                    self._state = state
-            if self._state is None:
-                raise InvalidInput("read from a closed blob reader")
-            return self._state
-
-    async def read(self, offset: int, length: int) -> bytes:
-        if self._closed:
-            raise InvalidInput("read from a closed blob reader")
-        if offset < 0 or length < 0:
-            raise InvalidInput(f"invalid read range offset={offset} length={length}")
-        end = min(offset + length, self.size)
-        if offset >= end:
-            return b""
-        state = self._state
-        if state is None:
-            state = await self._first_state()
-        ahead = self._readahead.on_read(offset, end)
-        if ahead is not None and not state.complete:
-            self._cache._start_readahead(self, state, ahead)
-        first, stop = span(offset, end)
-        if state.verified.find(0, first, stop) >= 0:
-            if not self._readahead.sequential and self._cache.tuning.random_fill_after:
-                self._cache._random_miss(state)
-            data = state.read_verified_once(first, stop)
-            if data is not None:
-                base = first << BLOCK_SHIFT
-                if offset == base and end - offset == len(data):
-                    return data  # (aligned reads: no copy)
-                return data[offset - base : end - base]
-            state.refs += 1  # an aclose() racing with this read must not close the fds
-            try:
-                if await state.ensure(first, stop):
-                    self._cache._check_complete_soon(state)
-                return os.pread(state.data_fd, end - offset, offset)
-            finally:
-                self._cache._release(state)
-        # Hot path: verified blocks are read inline, no thread hop (see fuse-performance.md).
-        return os.pread(state.data_fd, end - offset, offset)
-
-    def cached_bytes(self) -> int:
-        if self._state is None:
-            return self._cache.cached_bytes(self.sha256, self.size)
-        return self._state.held()
-
-    async def complete_fd(self, fetch_max: int = 0) -> int | None:
-        state = self._state
-        if state is None:  # one block, not cached when opened
-            if self.size > fetch_max:
-                return None
-            state = await self._first_state()
-        if not state.complete:
-            if self.size > fetch_max:
-                return None
-            state.refs += 1
-            try:
-                await self._cache._make_complete(state, None)
-            finally:
-                self._cache._release(state)
-        if not await state.verify_all(self._cache.tuning.passthrough_verify_max):
-            return None
-        return state.data_fd
-
-    async def aclose(self) -> None:
-        self._closed = True
-        state, self._state = self._state, None
-        if state is None:
-            return
-        for scope in list(self._background):
-            scope.cancel()
-        # Wait for them so that once aclose returns the blob is really unpinned.
-        await self._idle.wait()
-        self._cache._release(state)
-
-    async def __aenter__(self) -> CachedBlobReader:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-@dataclass(frozen=True, slots=True)
-class StagedBlob:
-    """A verified local file waiting in the cache's temp dir (``BlobCache.stage_file``)."""
-
-    sha256: str
-    size: int
-    tmp: Path
-    digests: bytes  # block digests, as the cache keeps them
-
-
-class BlobCache:
+class BlobCache(LocalIngest):
     """Implements ``BlobCacheAPI`` (see ``protocol.py``) over the layout in ``layout.py``.
 
     ``max_bytes=None`` means unbounded. The limit is enforced when new data is about to be
@@ -663,114 +540,6 @@ class BlobCache:
             if trio.current_time() >= deadline:
                 raise Unavailable(f"blob {state.sha[:12]}: completion by another process stalled")
             await trio.sleep(self.tuning.poll_max)
-
-    async def insert_file(self, sha256: str, src: Path) -> Path:
-        """Copy a local file (e.g. a committed draft's) into the cache as a complete blob.
-
-        The copy is hashed on the way; bytes that do not match ``sha256`` raise
-        ``IntegrityError`` and leave nothing behind.
-        """
-        sha256_hex(sha256)
-        size = src.stat().st_size
-        await self._reserve(size)
-        tmp = self.layout.tmp_path(sha256)
-
-        def copy() -> bytes:
-            hasher = BlobHasher()
-            with open(src, "rb") as fin, open(tmp, "wb") as fout:
-                while chunk := fin.read(8 << 20):
-                    hasher.update(chunk)
-                    fout.write(chunk)
-            if hasher.hexdigest() != sha256:
-                raise IntegrityError(f"{src} does not have sha256 {sha256}")
-            return hasher.block_digests()
-
-        try:
-            digests = await trio.to_thread.run_sync(copy)
-            async with locks.exclusive_file_lock(self.layout.state_lock, self.tuning.timeout):
-                target = self.layout.complete(sha256)
-                if not target.exists():
-                    if size > (1 << BLOCK_SHIFT):
-                        self.layout.write_file(self.layout.digests(sha256), digests, replace=True)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.chmod(tmp, 0o444)
-                    os.rename(tmp, target)
-                    if size > BLOCK_SIZE:
-                        trust.stamp_path(self.layout, sha256, target)
-            return target
-        except OSError as e:
-            raise storage_error(e, f"adding {src} to the cache") from None
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    async def stage_file(self, sha256: str, src: Path) -> StagedBlob:
-        """First half of adding a local file as a complete blob, done while it is uploaded.
-
-        Hard-links ``src`` into the cache's temp directory (or copies it when on another
-        filesystem) and hashes it in a worker thread: whole sha256 and block digests in one
-        pass; bytes that do not match raise ``IntegrityError`` and leave nothing behind.
-        Nothing is visible until ``publish_staged``; ``discard_staged`` drops it. With a
-        link, the caller must not change ``src`` in between (a committing draft is frozen)
-        and should drop its own name for the file before publishing.
-        """
-        sha256_hex(sha256)
-        size = src.stat().st_size
-        await self._reserve(size)
-        tmp = self.layout.tmp_path(sha256)
-
-        def link_or_copy() -> BlobHasher:
-            try:
-                os.link(src, tmp)
-            except OSError as e:
-                if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                    raise
-            else:
-                return hash_file(tmp)
-            hasher = BlobHasher()
-            with open(src, "rb", buffering=0) as fin, open(tmp, "wb") as fout:
-                buf = bytearray(1 << 20)
-                view = memoryview(buf)
-                while n := fin.readinto(buf):
-                    hasher.update(view[:n])
-                    fout.write(view[:n])
-            return hasher
-
-        try:
-            hasher = await trio.to_thread.run_sync(link_or_copy)
-            if hasher.hexdigest() != sha256 or hasher.size != size:
-                raise IntegrityError(f"{src} does not have sha256 {sha256}")
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise storage_error(e, f"adding {src} to the cache") from None
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return StagedBlob(sha256, size, tmp, hasher.block_digests())
-
-    async def publish_staged(self, staged: StagedBlob) -> Path:
-        """Make a staged blob complete (unless another process already did); returns its path."""
-        try:
-            async with locks.exclusive_file_lock(self.layout.state_lock, self.tuning.timeout):
-                target = self.layout.complete(staged.sha256)
-                if not target.exists():
-                    if staged.size > (1 << BLOCK_SHIFT):
-                        self.layout.write_file(
-                            self.layout.digests(staged.sha256), staged.digests, replace=True
-                        )
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.chmod(staged.tmp, 0o444)
-                    os.rename(staged.tmp, target)
-                    if staged.size > BLOCK_SIZE:
-                        trust.stamp_path(self.layout, staged.sha256, target)
-            return target
-        except OSError as e:
-            raise storage_error(e, f"adding blob {staged.sha256[:12]} to the cache") from None
-        finally:
-            staged.tmp.unlink(missing_ok=True)
-
-    @staticmethod
-    def discard_staged(staged: StagedBlob) -> None:
-        staged.tmp.unlink(missing_ok=True)
 
     # --- accounting ------------------------------------------------------------------------
     def cached_bytes(self, sha256: str, size: int) -> int:

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import trio
 
-from ..cache.blobcache import StagedBlob
+from ..cache.ingest import StagedBlob
 from ..client.base import RegistryClient
 from ..errors import ArtfsError, Conflict, IntegrityError, InvalidInput, NotFound
 from ..hashing import hash_file
