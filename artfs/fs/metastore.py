@@ -5,7 +5,8 @@ Layout under ``<meta_root>/<registry_id>/``::
     projects.json                              last root listing
     p/<project>/artifacts.json                 last listing of the project
     p/<project>/a/<artifact>/artifact.json     last answer about the artifact
-    p/<project>/a/<artifact>/v/<N>-<digest>.manifest.json   kept for good
+    p/<project>/a/<artifact>/v/<N>-<digest>.manifest         kept for good (canonical form)
+    p/<project>/a/<artifact>/v/<N>-<digest>.manifest.json    (older mounts; still read)
     p/<project>/a/<artifact>/v/<N>-<digest>.info.json       kept for good
 
 Versions are immutable, so their files never need refreshing; the digest in
@@ -25,14 +26,16 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
-from ..errors import ArtfsError
+from ..errors import ArtfsError, IntegrityError
 from ..manifest import Manifest
+from ..manifest_stream import CHUNK
 from ..models import ArtifactInfo, ProjectInfo, VersionInfo
 from .inodes import VersionKey
+from .packed import PackedTree, pack, pack_canonical
 
 log = logging.getLogger(__name__)
 
@@ -156,22 +159,47 @@ class MetaStore:
         return self._parse(path, ArtifactInfo.from_json)
 
     # --- versions (immutable, kept for good) ----------------------------------------------
-    def save_manifest(self, key: VersionKey, manifest: Manifest) -> None:
-        path = self._version_file(key, manifest.digest, "manifest")
-        if path.exists():
-            return
-        try:
-            _write_atomic(path, json.dumps(manifest.to_json(), separators=(",", ":")).encode())
-        except OSError as e:
-            log.warning("could not persist the manifest of %s: %s", key.ref, e)
-
     def load_manifest(self, key: VersionKey, digest: str) -> Manifest | None:
+        """A manifest an older mount kept as JSON (mounts now keep the canonical form)."""
         path = self._version_file(key, digest, "manifest")
         manifest = self._parse(path, Manifest.from_json)
         if manifest is not None and manifest.digest != digest:
             log.warning("cached manifest %s does not match its digest; refetching", path)
             return None
         return manifest
+
+    def _canonical_file(self, key: VersionKey, digest: str) -> Path:
+        art = self._artifact_dir(key.project, key.artifact)
+        return art / "v" / f"{key.number}-{digest}.manifest"
+
+    def manifest_writer(self, key: VersionKey, digest: str) -> ManifestWriter:
+        """Where a fetched manifest (canonical form) streams to; ``OSError`` if the disk
+        refuses (the caller then builds from memory)."""
+        return ManifestWriter(self._canonical_file(key, digest), digest, key.ref)
+
+    def load_tree(self, key: VersionKey, digest: str) -> PackedTree | None:
+        """The packed tree of a version from its manifest on disk, or None if there is none
+        (or it is damaged: it is removed and fetched again)."""
+        path = self._canonical_file(key, digest)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed below, whatever happens
+        except FileNotFoundError:
+            manifest = self.load_manifest(key, digest)  # a file an older mount wrote
+            return (
+                None
+                if manifest is None
+                else pack((p, e.size, e.sha256) for p, e in manifest.items())
+            )
+        except OSError as e:
+            log.warning("ignoring unreadable manifest %s: %s", path, e)
+            return None
+        try:
+            with f:
+                return pack_canonical(_chunks(f), digest, key.ref)
+        except (ArtfsError, OSError) as e:
+            log.warning("ignoring damaged manifest %s: %s", path, e)
+            path.unlink(missing_ok=True)
+            return None
 
     def save_version_info(self, info: VersionInfo) -> None:
         key = VersionKey(info.project, info.artifact, info.number)
@@ -187,3 +215,49 @@ class MetaStore:
         if info is not None and info.digest != digest:
             return None
         return info
+
+
+def _chunks(f: IO[bytes]) -> Iterator[bytes]:
+    while chunk := f.read(CHUNK):
+        yield chunk
+
+
+class ManifestWriter:
+    """A manifest streaming to disk: a temp file, hashed as written, renamed into place
+    by ``commit`` only if the bytes hash to the version's digest."""
+
+    def __init__(self, path: Path, digest: str, what: str) -> None:
+        self.path = path
+        self._digest = digest
+        self._what = what
+        self._hash = hashlib.sha256()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        self._file: IO[bytes] | None = open(self._tmp, "wb")  # noqa: SIM115 - see close
+
+    def write(self, chunk: bytes) -> None:
+        assert self._file is not None, "write after commit or close"
+        self._hash.update(chunk)
+        self._file.write(chunk)
+
+    def commit(self) -> None:
+        """Into place; ``IntegrityError`` (and nothing kept) if the digest differs."""
+        assert self._file is not None, "commit after commit or close"
+        f, self._file = self._file, None
+        try:
+            f.close()
+            if self._hash.hexdigest() != self._digest:
+                raise IntegrityError(
+                    f"the manifest of {self._what} does not match its digest {self._digest[:12]}…"
+                )
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
+
+    def close(self) -> None:
+        """Drop what was written unless committed (safe to call after ``commit``)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._tmp.unlink(missing_ok=True)

@@ -28,6 +28,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
@@ -46,7 +47,6 @@ from ..errors import (
     Unavailable,
     Unsupported,
 )
-from ..manifest import Manifest
 from ..models import VersionInfo
 from ..names import LATEST
 from . import xattrs
@@ -68,6 +68,7 @@ from .inodes import (
 from .metastore import MetaStore, recall_registry_id, registry_dir_name, remember_registry_id
 from .openfiles import VersionFiles
 from .options import MountOptions
+from .packed import ROOT, PackedTree, pack_canonical
 from .passthrough import Backing, IoModes, PassthroughState
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ class ArtfsFS:
         self._clock = clock
         self._locks = _KeyedLocks()
         self._store: MetaStore | None = None
-        self._dirs: dict[int, tuple[tuple[str, Node], ...]] = {}
+        self._dirs: dict[int, Sequence[tuple[str, Node]]] = {}
         self._hinted: dict[int, float] = {}  # directory inode -> when its files were hinted
         self.files = VersionFiles(self)
         self.table.on_unbuild = self.files.drop_walks
@@ -269,28 +270,34 @@ class ArtfsFS:
             return
         async with self._locks.hold(("build", version.ino)):
             if not version.built:
-                manifest = await self._manifest(version)
-                self.table.build_version(version, manifest)
+                self.table.build_version(version, await self._packed(version))
 
-    async def _manifest(self, version: VersionNode) -> Manifest:
+    async def _packed(self, version: VersionNode) -> PackedTree:
+        """The version's packed tree, from the manifest on disk, else fetched there first
+        (streamed in canonical form and digest-checked: ``manifest_stream.py``)."""
         key, digest = version.key, version.summary.digest
         store = await self.meta_store()
-        manifest = await trio.to_thread.run_sync(store.load_manifest, key, digest)
-        if manifest is not None:
-            return manifest
-        manifest = await self._call(
-            f"manifest of {key.ref}",
-            self.client.get_manifest,
-            key.project,
-            key.artifact,
-            key.number,
-        )
-        if manifest.digest != digest:
-            raise IntegrityError(
-                f"the manifest of {key.ref} does not match its digest {digest[:12]}…"
-            )
-        await trio.to_thread.run_sync(store.save_manifest, key, manifest)
-        return manifest
+        tree = await trio.to_thread.run_sync(store.load_tree, key, digest)
+        if tree is not None:
+            return tree
+        fetch = partial(self.client.fetch_manifest, key.project, key.artifact, key.number)
+        what = f"manifest of {key.ref}"
+        try:
+            writer = store.manifest_writer(key, digest)
+        except OSError as e:  # a full or read-only disk: build from memory this once
+            log.warning("could not keep the manifest of %s on disk: %s", key.ref, e)
+            held: list[bytes] = []
+            await self._call(what, fetch, held.append)
+            return await trio.to_thread.run_sync(pack_canonical, held, digest, key.ref)
+        try:
+            await self._call(what, fetch, writer.write)
+            await trio.to_thread.run_sync(writer.commit)
+        finally:
+            writer.close()
+        tree = await trio.to_thread.run_sync(store.load_tree, key, digest)
+        if tree is None:
+            raise IntegrityError(f"the manifest of {key.ref} kept on disk cannot be read back")
+        return tree
 
     async def version_info(self, version: VersionNode) -> VersionInfo:
         if version.info is not None:
@@ -349,7 +356,8 @@ class ArtfsFS:
             return self.options.listing_ttl
         return self.options.immutable_timeout
 
-    async def _children(self, node: DirNode) -> dict[str, Node]:
+    async def _ready(self, node: DirNode) -> None:
+        """Make ``node``'s entries current: a listing refreshed, a version's tree built."""
         if isinstance(node, ListedDir):
             await self._fresh(node)
             if self.drafts is not None:
@@ -359,6 +367,10 @@ class ArtfsFS:
             self._hint_files(node)
         elif isinstance(node, TreeDirNode):
             self._hint_files(node)
+
+    async def _children(self, node: ListedDir) -> dict[str, Node]:
+        """A listed directory's children, refreshed (the write side's view of them)."""
+        await self._ready(node)
         return node.children
 
     def _hint_files(self, node: DirNode) -> None:
@@ -375,12 +387,12 @@ class ArtfsFS:
         if len(self._hinted) >= _HINTED_DIRS_KEPT:
             self._hinted.clear()
         self._hinted[node.ino] = now
-        digests: list[str] = []
-        for child in node.children.values():
-            if isinstance(child, FileNode) and child.size:
-                digests.append(child.sha256)
-                if len(digests) >= _HINT_FILES:
-                    break
+        version = _version_of(node)
+        tree = version.tree if version is not None else None
+        if tree is None:
+            return
+        index = node.index if isinstance(node, TreeDirNode) else ROOT
+        digests = tree.file_digests(index, _HINT_FILES)
         if digests:
             self.client.hint_blobs(digests)
 
@@ -398,7 +410,8 @@ class ArtfsFS:
         elif name == "..":
             child = self.table.get(parent.parent)
         else:
-            child = (await self._children(parent)).get(name)
+            await self._ready(parent)
+            child = self.table.child(parent, name)
         if child is None:
             return Attr.negative(self._negative_timeout(parent))
         self.table.remember(child)  # the kernel holds it until it sends FORGET
@@ -406,9 +419,7 @@ class ArtfsFS:
 
     def entry_sent(self, ino: int) -> None:
         """A readdirplus entry for ``ino`` reached the kernel (it counts as a lookup)."""
-        node = self.table.find(ino)
-        if node is not None:
-            self.table.remember(node)
+        self.table.remember_ino(ino)
 
     def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         """The kernel dropped references (FUSE FORGET): unused version trees are freed."""
@@ -443,9 +454,9 @@ class ArtfsFS:
             return fh
         if not isinstance(node, DirNode):
             raise InvalidInput(f"inode {ino} is not a directory")
-        await self._children(node)
+        await self._ready(node)
         fh = self._fh()
-        self._dirs[fh] = node.entries()
+        self._dirs[fh] = self.table.entries(node)
         version = _version_of(node)
         if version is not None:
             self.table.hold(version)  # its entries must outlive a FORGET of the tree

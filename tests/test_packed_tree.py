@@ -1,0 +1,189 @@
+"""The packed version tree (``fs/packed.py``) and the canonical manifest stream it is built
+from (``manifest_stream.py``): pure, checked against a naive tree of dicts."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from artfs.errors import IntegrityError, InvalidInput
+from artfs.fs.inodes import FileNode, InodeTable, TreeDirNode, VersionKey, VersionNode
+from artfs.fs.packed import ROOT, PackedTree, pack, pack_canonical, walk
+from artfs.manifest import Manifest
+from artfs.manifest_stream import CanonicalParser, canonical_chunks
+from artfs.models import VersionSummary
+
+
+def sha(i: int) -> str:
+    return hashlib.sha256(str(i).encode()).hexdigest()
+
+
+def packed(paths: list[str]) -> tuple[Manifest, PackedTree]:
+    manifest = Manifest.build((p, i, sha(i)) for i, p in enumerate(paths))
+    return manifest, pack((p, e.size, e.sha256) for p, e in manifest.items())
+
+
+def names(tree: PackedTree, index: int) -> list[str]:
+    return [tree.name(c) for c in tree.children(index)]
+
+
+def test_lookup_readdir_and_parents() -> None:
+    _, tree = packed(["b/c", "a", "b.txt/x", "b/d/e", "b0", "é/ü"])
+    assert names(tree, ROOT) == ["a", "b", "b.txt", "b0", "é"]  # by name, not path order
+    b = tree.lookup(ROOT, "b")
+    assert b is not None and tree.is_dir(b)
+    assert names(tree, b) == ["c", "d"]
+    e = tree.lookup(tree.lookup(b, "d") or 0, "e")
+    assert e is not None and tree.path(e) == "b/d/e"
+    assert tree.size(e) == 3 and tree.sha256(e) == sha(3)
+    assert tree.parent(tree.parent(e)) == b and tree.parent(b) == ROOT
+    assert tree.lookup(ROOT, "missing") is None
+    assert tree.lookup(e, "x") is None  # a file has no children
+    assert tree.lookup(ROOT, "\udcff") is None  # a name the kernel gave that is not UTF-8
+    assert tree.children(e) == ()
+    assert [tree.path(i) for i in tree.files_of(b)] == ["b/c"]
+    assert len(tree) == 10 and tree.files == 6
+
+
+def test_rejects_what_a_manifest_may_not_hold() -> None:
+    with pytest.raises(InvalidInput, match="out of order"):
+        pack([("b", 1, sha(1)), ("a", 1, sha(1))])
+    with pytest.raises(InvalidInput, match="out of order"):
+        pack([("a", 1, sha(1)), ("a", 1, sha(1))])
+    with pytest.raises(InvalidInput, match="is a file and a directory"):
+        pack([("a", 1, sha(1)), ("a.txt", 1, sha(1)), ("a/b", 1, sha(1))])
+    with pytest.raises(InvalidInput, match="sha256"):
+        pack([("a", 1, "AB" * 32)])
+    with pytest.raises(InvalidInput):
+        pack([("a/../b", 1, sha(1))])
+
+
+def test_deep_paths_need_no_recursion() -> None:
+    depth = sys.getrecursionlimit() * 3
+    path = "/".join(["d"] * depth) + "/f"
+    tree = pack([(path, 7, sha(7))])
+    index = ROOT
+    for _ in range(depth):
+        index = tree.lookup(index, "d") or -1
+    leaf = tree.lookup(index, "f")
+    assert leaf is not None and tree.path(leaf) == path
+    assert len(list(walk(tree))) == depth + 1
+
+
+def version_node(ino: int = 10) -> VersionNode:
+    summary = VersionSummary(0, "0" * 64, 1.0, 0, 0)
+    return VersionNode(ino, 2, VersionKey("p", "a", 0), summary)
+
+
+def test_inode_numbers_are_stable_across_rebuilds() -> None:
+    _, tree = packed([f"d{i % 7}/f{i}" for i in range(50)])
+    table = InodeTable(0.0)
+    version = table.new_local(lambda ino: version_node(ino))
+    table.build_version(version, tree)
+    first = {tree.path(i): version.ino_of(i) for i in walk(tree)}
+    assert len(set(first.values())) == len(first) == len(tree)
+    node = table.get(first["d3/f10"])
+    assert isinstance(node, FileNode) and node.sha256 == sha(10) and node.size == 10
+    assert table.path_in_version(node) == "d3/f10"
+    parent = table.get(node.parent)
+    assert isinstance(parent, TreeDirNode) and parent.name == "d3"
+    assert table.get(parent.parent) is version
+    # the kernel looks up one file and forgets it: the tree goes, its numbers stay reserved
+    table.remember(node)
+    other = table.new_local(lambda ino: version_node(ino))
+    table.forget(node.ino, 1)
+    assert not version.built and table.find(node.ino) is None
+    _, again = packed([f"d{i % 7}/f{i}" for i in range(50)])
+    table.build_version(version, again)
+    assert {again.path(i): version.ino_of(i) for i in walk(again)} == first
+    assert other.ino not in first.values()
+    assert table.find(first["d3/f10"]) is not None
+
+
+def test_canonical_stream_in_any_chunks() -> None:
+    manifest = Manifest.build(
+        [("a\nb", 5, sha(1)), ("a/x y", 0, sha(2)), ("ü/z", 123456789012, sha(3))]
+    )
+    raw = b"".join(canonical_chunks(manifest))
+    assert hashlib.sha256(raw).hexdigest() == manifest.digest
+    for size in (1, 2, 7, 64, 1000):
+        parser = CanonicalParser()
+        got = []
+        for k in range(0, len(raw), size):
+            got += parser.feed(raw[k : k + size])
+        assert parser.finish() == manifest.digest
+        assert got == [(p, e.size, e.sha256) for p, e in manifest.items()]
+    tree = pack_canonical([raw[:10], raw[10:]], manifest.digest, "p/a:v0")
+    assert tree.path(tree.lookup(ROOT, "a\nb") or 0) == "a\nb"
+    with pytest.raises(IntegrityError):
+        pack_canonical([raw], "0" * 64, "p/a:v0")
+    with pytest.raises(InvalidInput, match="ends inside"):
+        pack_canonical([raw[:-1]], manifest.digest, "p/a:v0")
+    with pytest.raises(InvalidInput, match="size"):
+        CanonicalParser().feed(b"a\x0007\x00" + sha(1).encode() + b"\n")
+    with pytest.raises(InvalidInput, match="LF"):
+        CanonicalParser().feed(b"a\x007\x00" + sha(1).encode() + b"X")
+    with pytest.raises(InvalidInput, match="over"):
+        CanonicalParser().feed(b"x" * (1 << 17))
+
+
+# --- property: the packed tree answers like a naive tree of dicts --------------------------
+
+component = st.text(alphabet=st.sampled_from(list("ab.-_/ é\n")), min_size=1, max_size=4).filter(
+    lambda s: "/" not in s and s not in (".", "..")
+)
+paths = st.lists(st.lists(component, min_size=1, max_size=4).map("/".join), min_size=0, max_size=40)
+
+
+def naive(manifest: Manifest) -> dict[str, object]:
+    root: dict[str, object] = {}
+    for path, entry in manifest.items():
+        *dirs, name = path.split("/")
+        node = root
+        for d in dirs:
+            child = node.setdefault(d, {})
+            assert isinstance(child, dict)
+            node = child
+        node[name] = entry
+    return root
+
+
+@settings(max_examples=300, deadline=None)
+@given(paths)
+def test_packed_tree_agrees_with_a_dict_tree(candidates: list[str]) -> None:
+    try:
+        manifest = Manifest.build((p, i, sha(i)) for i, p in enumerate(dict.fromkeys(candidates)))
+    except InvalidInput:
+        return  # a file and a directory of the same name: the manifest refuses it too
+    raw = b"".join(canonical_chunks(manifest, chunk=16))
+    tree = pack_canonical([raw[k : k + 5] for k in range(0, len(raw), 5)], manifest.digest, "x")
+    stack: list[tuple[int, dict[str, object], str]] = [(ROOT, naive(manifest), "")]
+    seen = 0
+    while stack:
+        index, expected, prefix = stack.pop()
+        assert names(tree, index) == sorted(expected, key=lambda n: n.encode())
+        for name, value in expected.items():
+            child = tree.lookup(index, name)
+            assert child is not None and tree.parent(child) == index
+            path = prefix + name
+            assert tree.path(child) == path
+            seen += 1
+            if isinstance(value, dict):
+                assert tree.is_dir(child)
+                stack.append((child, value, path + "/"))
+            else:
+                assert not tree.is_dir(child)
+                assert (tree.size(child), tree.sha256(child)) == (
+                    manifest[path].size,
+                    manifest[path].sha256,
+                )
+        assert tree.lookup(index, "zz-none") is None
+    assert seen == len(tree) and tree.files == len(manifest)
+    again = pack((p, e.size, e.sha256) for p, e in manifest.items())
+    assert [again.path(i) for i in range(1, len(again) + 1)] == [
+        tree.path(i) for i in range(1, len(tree) + 1)
+    ]
