@@ -11,8 +11,11 @@ bytes plus 52 (docs/decisions.md, "Packed version trees"):
 * ``parent``: the index of each entry's directory (0: the version root);
 * ``size`` and ``digests``: each entry's size and raw 32-byte sha256 (zeros for directories);
 * ``dirs``: the indices of the directories, ascending; per directory (in that order)
-  ``first``/``count`` locate its children in ``children``, sorted by name: lookup is a
-  binary search, readdir a slice.
+  ``first``/``count`` locate its children in ``children``, sorted by name: readdir is a
+  slice;
+* ``slots``: an open-addressing hash table of every entry by (parent, name), at most half
+  full: lookup is one hash and a probe or two (a binary search over a directory's sorted
+  names, in Python, cost 3-4 times as much per lookup; docs/decisions.md).
 
 Entry ``i`` (1-based; 0 is the version root itself) has inode number ``base + i - 1``,
 where the inode table reserves ``base`` when the version is first built. Entries are
@@ -49,6 +52,7 @@ class PackedTree:
         "_names",
         "_parent",
         "_size",
+        "_slots",
     )
 
     def __init__(
@@ -62,6 +66,7 @@ class PackedTree:
         first: array[int],
         count: array[int],
         children: array[int],
+        slots: array[int],
     ) -> None:
         self._names = names
         self._name_off = name_off
@@ -72,6 +77,7 @@ class PackedTree:
         self._first = first
         self._count = count
         self._children = children
+        self._slots = slots
 
     def __len__(self) -> int:
         """Entries below the root (files and directories): the inode numbers it needs."""
@@ -87,6 +93,7 @@ class PackedTree:
         total = sum(a.itemsize * len(a) for a in arrays)
         total += self._count.itemsize * len(self._count)
         total += self._children.itemsize * len(self._children)
+        total += self._slots.itemsize * len(self._slots)
         return total + len(self._names) + len(self._digests)
 
     # --- one entry ---------------------------------------------------------------------
@@ -134,26 +141,19 @@ class PackedTree:
         return memoryview(self._children)[start : start + self._count[d]]
 
     def lookup(self, index: int, name: str) -> int | None:
-        """The child of directory ``index`` called ``name``: a binary search by name."""
-        d = self._dir_number(index)
-        if d < 0:
-            return None
+        """The child of directory ``index`` called ``name`` (None if absent, or if ``index``
+        is a file: no entry has a file for its parent)."""
         try:
             key = name.encode("utf-8")
         except UnicodeEncodeError:  # a name the kernel passed that is not UTF-8
             return None
-        lo, hi = self._first[d], self._first[d] + self._count[d]
-        kids, off, names = self._children, self._name_off, self._names
-        while lo < hi:
-            mid = (lo + hi) // 2
-            child = kids[mid]
-            found = names[off[child] : off[child + 1]]
-            if found < key:
-                lo = mid + 1
-            elif found > key:
-                hi = mid
-            else:
+        slots, parent, off, names = self._slots, self._parent, self._name_off, self._names
+        mask = len(slots) - 1
+        slot = hash((index, key)) & mask
+        while child := slots[slot]:
+            if parent[child] == index and names[off[child] : off[child + 1]] == key:
                 return child
+            slot = (slot + 1) & mask
         return None
 
     def file_digests(self, index: int, limit: int) -> list[str]:
@@ -320,7 +320,21 @@ class PackedBuilder:
             self._first,
             self._count,
             self._children,
+            self._hash_index(),
         )
+
+    def _hash_index(self) -> array[int]:
+        """Every entry (never the root: 0 marks a free slot) by hash of (parent, name)."""
+        count = len(self._parent)
+        slots = array("I", [0]) * (1 << max(3, (2 * count - 1).bit_length()))
+        mask = len(slots) - 1
+        parent, off, names = self._parent, self._name_off, self._names
+        for index in range(1, count):
+            slot = hash((parent[index], bytes(names[off[index] : off[index + 1]]))) & mask
+            while slots[slot]:
+                slot = (slot + 1) & mask
+            slots[slot] = index
+        return slots
 
 
 def pack(entries: Iterable[tuple[str, int, str]], *, validate: bool = True) -> PackedTree:
