@@ -3,8 +3,11 @@ from (``manifest_stream.py``): pure, checked against a naive tree of dicts."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -12,6 +15,7 @@ from hypothesis import strategies as st
 
 from artfs.errors import IntegrityError, InvalidInput
 from artfs.fs.inodes import FileNode, InodeTable, TreeDirNode, VersionKey, VersionNode
+from artfs.fs.metastore import MetaStore
 from artfs.fs.packed import ROOT, PackedTree, pack, pack_canonical, walk
 from artfs.manifest import Manifest
 from artfs.manifest_stream import CanonicalParser, canonical_chunks
@@ -187,3 +191,75 @@ def test_packed_tree_agrees_with_a_dict_tree(candidates: list[str]) -> None:
     assert [again.path(i) for i in range(1, len(again) + 1)] == [
         tree.path(i) for i in range(1, len(tree) + 1)
     ]
+
+
+# --- the manifest on its way to disk ---------------------------------------------------------
+
+
+class _FullDisk:
+    """A file that takes ``room`` bytes (the last write partly) and then fails like a full
+    disk."""
+
+    def __init__(self, inner: Any, room: int) -> None:
+        self.inner, self.room = inner, room
+
+    def write(self, data: memoryview) -> int:
+        if not self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        n = int(self.inner.write(data[: self.room]))
+        self.room -= n
+        return n
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_manifest_writer_keeps_the_file_only_when_the_digest_matches(tmp_path: Path) -> None:
+    manifest = Manifest.build((f"d/f{i}", i, sha(i)) for i in range(100))
+    raw = b"".join(canonical_chunks(manifest))
+    store = MetaStore(tmp_path)
+    key = VersionKey("p", "a", 0)
+
+    writer = store.manifest_writer(key, "0" * 64)
+    writer.write(raw)
+    with pytest.raises(IntegrityError):
+        writer.finish()
+    writer.close()
+    assert store.load_tree(key, "0" * 64) is None
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no temp file left behind
+
+    writer = store.manifest_writer(key, manifest.digest)
+    for k in range(0, len(raw), 1000):
+        writer.write(raw[k : k + 1000])
+    tree = writer.finish()
+    writer.close()
+    assert tree.files == 100 and tree.path(tree.lookup(tree.lookup(ROOT, "d") or 0, "f7") or 0)
+    again = store.load_tree(key, manifest.digest)  # from disk, no registry
+    assert again is not None and [again.path(i) for i in walk(again)] == [
+        tree.path(i) for i in walk(tree)
+    ]
+    # damage on disk is noticed, and the file is dropped so that it is fetched again
+    (disk,) = [p for p in tmp_path.rglob("*.manifest")]
+    disk.write_bytes(raw.replace(b"d/f7\x00", b"d/f8\x00"))
+    assert store.load_tree(key, manifest.digest) is None and not disk.exists()
+
+
+def test_a_full_disk_costs_memory_not_the_build(tmp_path: Path) -> None:
+    manifest = Manifest.build((f"f{i}", i, sha(i)) for i in range(300))
+    raw = b"".join(canonical_chunks(manifest))
+    key = VersionKey("p", "a", 0)
+    writer = MetaStore(tmp_path).manifest_writer(key, manifest.digest)
+    assert writer._file is not None
+    writer._file = _FullDisk(writer._file, 5000)  # type: ignore[assignment]
+    for k in range(0, len(raw), 3000):
+        writer.write(raw[k : k + 3000])
+    tree = writer.finish()
+    writer.close()
+    assert tree.files == 300 and tree.sha256(tree.lookup(ROOT, "f299") or 0) == sha(299)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+    # a metadata directory that cannot even be made
+    (tmp_path / "blocked").write_text("a file where a directory should be")
+    writer = MetaStore(tmp_path / "blocked").manifest_writer(key, manifest.digest)
+    writer.write(raw)
+    assert writer.finish().files == 300
+    writer.close()

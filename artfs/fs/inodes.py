@@ -9,7 +9,7 @@ that stays in a listing keeps its node (and number) across refreshes; a version
 whose digest changed under the same ``vN`` (an artifact deleted and re-created)
 gets a fresh subtree, so cached pages can never show the old bytes.
 
-A version's tree is packed (``packed.py``: flat arrays, ~52 bytes per file plus its name)
+A version's tree is packed (``packed.py``: flat arrays, ~60 bytes per file plus its name)
 and its nodes are views made on demand (``find``), not kept: the table holds one object
 per project, artifact, version and alias, none per file. The tree is dropped from memory
 once the kernel has forgotten every entry it was given from it and nothing in it is open

@@ -21,6 +21,7 @@ before they reach here, so they are safe path components.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -173,8 +174,7 @@ class MetaStore:
         return art / "v" / f"{key.number}-{digest}.manifest"
 
     def manifest_writer(self, key: VersionKey, digest: str) -> ManifestWriter:
-        """Where a fetched manifest (canonical form) streams to; ``OSError`` if the disk
-        refuses (the caller then builds from memory)."""
+        """Where a fetched manifest (canonical form) streams to, on its way to a tree."""
         return ManifestWriter(self._canonical_file(key, digest), digest, key.ref)
 
     def load_tree(self, key: VersionKey, digest: str) -> PackedTree | None:
@@ -223,41 +223,76 @@ def _chunks(f: IO[bytes]) -> Iterator[bytes]:
 
 
 class ManifestWriter:
-    """A manifest streaming to disk: a temp file, hashed as written, renamed into place
-    by ``commit`` only if the bytes hash to the version's digest."""
+    """A fetched manifest (canonical form) on its way to disk: a temp file, hashed as
+    written; ``finish`` renames it into place only if the bytes hash to the version's
+    digest, and builds the tree from the file. A disk that refuses (full, read-only) is
+    logged and the rest is held in memory for this one build: it costs memory, never the
+    open that asked."""
 
     def __init__(self, path: Path, digest: str, what: str) -> None:
         self.path = path
         self._digest = digest
         self._what = what
         self._hash = hashlib.sha256()
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-        self._file: IO[bytes] | None = open(self._tmp, "wb")  # noqa: SIM115 - see close
-
-    def write(self, chunk: bytes) -> None:
-        assert self._file is not None, "write after commit or close"
-        self._hash.update(chunk)
-        self._file.write(chunk)
-
-    def commit(self) -> None:
-        """Into place; ``IntegrityError`` (and nothing kept) if the digest differs."""
-        assert self._file is not None, "commit after commit or close"
-        f, self._file = self._file, None
+        self._file: IO[bytes] | None = None
+        self._held: list[bytes] | None = None  # the bytes, once the disk refused them
         try:
-            f.close()
-            if self._hash.hexdigest() != self._digest:
-                raise IntegrityError(
-                    f"the manifest of {self._what} does not match its digest {self._digest[:12]}…"
-                )
-            os.replace(self._tmp, self.path)
-        except BaseException:
-            self._tmp.unlink(missing_ok=True)
-            raise
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self._tmp, "wb", buffering=0)  # noqa: SIM115 - see close
+        except OSError as e:
+            self._to_memory(e)
 
-    def close(self) -> None:
-        """Drop what was written unless committed (safe to call after ``commit``)."""
+    def _to_memory(self, error: OSError) -> None:
+        log.warning("could not keep the manifest of %s on disk: %s", self._what, error)
+        held: list[bytes] = []
         if self._file is not None:
             self._file.close()
             self._file = None
+            with contextlib.suppress(OSError), open(self._tmp, "rb") as f:
+                held.extend(_chunks(f))  # what reached the file so far
+        with contextlib.suppress(OSError):
+            self._tmp.unlink(missing_ok=True)
+        self._held = held
+
+    def write(self, chunk: bytes) -> None:
+        self._hash.update(chunk)
+        rest = memoryview(chunk)
+        if self._file is not None:
+            try:
+                while rest:  # unbuffered: a full disk fails here, not later at close
+                    rest = rest[self._file.write(rest) :]
+                return
+            except OSError as e:
+                self._to_memory(e)  # reads back what reached the file, partial write included
+        assert self._held is not None
+        self._held.append(bytes(rest))
+
+    def finish(self) -> PackedTree:
+        """The version's tree; ``IntegrityError`` (and nothing kept) if the digest differs."""
+        if self._hash.hexdigest() != self._digest:
+            self.close()
+            raise IntegrityError(
+                f"the manifest of {self._what} does not match its digest {self._digest[:12]}…"
+            )
+        if self._file is not None:
+            try:
+                self._file.close()
+                self._file = None
+                os.replace(self._tmp, self.path)
+            except OSError as e:
+                self._to_memory(e)
+            else:
+                with open(self.path, "rb") as f:
+                    return pack_canonical(_chunks(f), self._digest, self._what)
+        held, self._held = self._held or [], None
+        return pack_canonical(held, self._digest, self._what)
+
+    def close(self) -> None:
+        """Drop what was written unless finished (safe to call after ``finish``)."""
+        self._held = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        with contextlib.suppress(OSError):  # (no directory to hold it: nothing to remove)
             self._tmp.unlink(missing_ok=True)

@@ -5,7 +5,7 @@ manifest's entries, sorted by path) and never changed. One Python object per fil
 (the previous design: a node with six slots, a dict entry in the inode table, one in
 its parent's children, one for its kernel lookup count) cost ~550 bytes per file and
 made a walk of 1,000,000 files take the daemon past 600 MB. Here a file costs its name's
-bytes plus 52 (docs/decisions.md, "Packed version trees"):
+bytes plus 60 (docs/decisions.md, "Packed version trees"):
 
 * ``names`` + ``name_off``: every entry's name (UTF-8), concatenated, and where each starts;
 * ``parent``: the index of each entry's directory (0: the version root);

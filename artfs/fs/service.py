@@ -68,7 +68,7 @@ from .inodes import (
 from .metastore import MetaStore, recall_registry_id, registry_dir_name, remember_registry_id
 from .openfiles import VersionFiles
 from .options import MountOptions
-from .packed import ROOT, PackedTree, pack_canonical
+from .packed import ROOT, PackedTree
 from .passthrough import Backing, IoModes, PassthroughState
 
 log = logging.getLogger(__name__)
@@ -281,23 +281,12 @@ class ArtfsFS:
         if tree is not None:
             return tree
         fetch = partial(self.client.fetch_manifest, key.project, key.artifact, key.number)
-        what = f"manifest of {key.ref}"
+        writer = store.manifest_writer(key, digest)
         try:
-            writer = store.manifest_writer(key, digest)
-        except OSError as e:  # a full or read-only disk: build from memory this once
-            log.warning("could not keep the manifest of %s on disk: %s", key.ref, e)
-            held: list[bytes] = []
-            await self._call(what, fetch, held.append)
-            return await trio.to_thread.run_sync(pack_canonical, held, digest, key.ref)
-        try:
-            await self._call(what, fetch, writer.write)
-            await trio.to_thread.run_sync(writer.commit)
+            await self._call(f"manifest of {key.ref}", fetch, writer.write)
+            return await trio.to_thread.run_sync(writer.finish)
         finally:
             writer.close()
-        tree = await trio.to_thread.run_sync(store.load_tree, key, digest)
-        if tree is None:
-            raise IntegrityError(f"the manifest of {key.ref} kept on disk cannot be read back")
-        return tree
 
     async def version_info(self, version: VersionNode) -> VersionInfo:
         if version.info is not None:
