@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -263,3 +264,16 @@ def test_a_full_disk_costs_memory_not_the_build(tmp_path: Path) -> None:
     writer.write(raw)
     assert writer.finish().files == 300
     writer.close()
+
+
+def test_a_manifest_an_older_mount_kept_as_json_is_still_read(tmp_path: Path) -> None:
+    manifest = Manifest.build((f"d{i % 3}/f{i}", i, sha(i)) for i in range(30))
+    store = MetaStore(tmp_path)
+    key = VersionKey("p", "a", 4)
+    old = store._version_file(key, manifest.digest, "manifest")  # <N>-<digest>.manifest.json
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps(manifest.to_json()))
+    tree = store.load_tree(key, manifest.digest)
+    assert tree is not None and tree.files == 30
+    assert {tree.path(i) for i in walk(tree) if not tree.is_dir(i)} == set(manifest)
+    assert store.load_tree(key, "f" * 64) is None  # another digest: not this file
