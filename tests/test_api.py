@@ -39,6 +39,7 @@ from artfs.errors import (
 )
 from artfs.hashing import BLOCK_SIZE, BlobHasher
 from artfs.manifest import Manifest
+from artfs.manifest_stream import MEDIA_TYPE, CanonicalParser
 
 from .conftest_server import RunningServer
 
@@ -430,6 +431,55 @@ def test_manifest_served_gzip_or_plain(registry_server: RunningServer) -> None:
     assert (
         httpx.get(f"{base}/projects/gz/artifacts/a/versions/{number}/manifest").status_code == 200
     )
+
+
+async def test_manifest_in_canonical_form(registry_server: RunningServer) -> None:
+    """``?format=canonical``: the bytes the digest is over, parsed as they stream; a server
+    that predates it answers JSON, which the client converts."""
+    base = registry_server.url + "/v1"
+    blob = b"c"
+    digest = sha(blob)
+    files = [["a\nb", 1, digest], ["données/x y", 1, digest], ["z", 0, sha(b"")]]
+    async with httpx.AsyncClient() as c:
+        await c.post(base + "/projects", json={"name": "cf", "exist_ok": True})
+        await c.post(base + "/projects/cf/artifacts", json={"name": "a", "type": "t"})
+        await c.put(f"{base}/blobs/{digest}", content=blob)
+        await c.put(f"{base}/blobs/{sha(b'')}", content=b"")
+        r = await c.post(
+            base + "/projects/cf/artifacts/a/versions", json={"manifest": {"files": files}}
+        )
+        version = r.json()["version"]
+        url = f"{base}/projects/cf/artifacts/a/versions/{version['number']}/manifest"
+        answers = [
+            await c.get(url, params={"format": "canonical"}, headers={"Accept-Encoding": enc})
+            for enc in ("gzip", "identity")
+        ]
+        bad = await c.get(url, params={"format": "xml"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid"
+    zipped, plain = answers
+    assert zipped.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    assert plain.headers["content-type"] == MEDIA_TYPE
+    assert zipped.content == plain.content
+    assert hashlib.sha256(plain.content).hexdigest() == version["digest"]
+    parser = CanonicalParser()
+    assert parser.feed(plain.content) == [tuple(f) for f in sorted(files)]
+    assert parser.finish() == version["digest"]
+
+    got = bytearray()
+    async with HttpRegistryClient(registry_server.url) as client:
+        await client.fetch_manifest("cf", "a", version["number"], got.extend)
+        assert bytes(got) == plain.content
+        # an older server: no format parameter, JSON only
+        old = httpx.MockTransport(
+            lambda req: httpx.Response(
+                200, json={"files": files}, headers={"X-Artfs-Digest": version["digest"]}
+            )
+        )
+        await client._http.aclose()
+        client._http = httpx.AsyncClient(transport=old)
+        got.clear()
+        await client.fetch_manifest("cf", "a", version["number"], got.extend)
+        assert bytes(got) == plain.content
 
 
 def test_blob_locate_and_redirect(registry_server: RunningServer) -> None:

@@ -28,7 +28,7 @@ from artfs.errors import (
     Unsupported,
 )
 from artfs.fs.attrs import Attr
-from artfs.fs.inodes import ROOT_INODE
+from artfs.fs.inodes import ROOT_INODE, Node
 from artfs.fs.options import MountOptions
 from artfs.fs.service import ArtfsFS
 from artfs.fs.testing import MemoryBlobCache
@@ -500,9 +500,27 @@ async def test_version_recreated_under_the_same_number_gets_new_inodes(env: Env)
 # --- freeing version trees the kernel no longer holds ----------------------------------------
 
 
-def kernel_refs(fs: ArtfsFS) -> list[tuple[int, int]]:
-    """Every reference the 'kernel' holds inside versions (what FORGETs would return)."""
-    return list(fs.table._refs.items())
+def kernel_refs(fs: ArtfsFS) -> dict[int, int]:
+    """Count the lookups the 'kernel' is given from now on, per inode: what its FORGETs
+    return (the table itself keeps one count per version, no record per inode)."""
+    refs: dict[int, int] = {}
+    remember = fs.table.remember
+
+    def counting(node: Node) -> None:
+        refs[node.ino] = refs.get(node.ino, 0) + 1
+        remember(node)
+
+    fs.table.remember = counting  # type: ignore[method-assign]
+    return refs
+
+
+def forget_all(fs: ArtfsFS, refs: dict[int, int], keep: int = 0) -> None:
+    """FORGET what the kernel holds, but for ``keep`` inodes."""
+    held = list(refs.items())
+    gone = held[: len(held) - keep]
+    fs.forget(gone)
+    for ino, _ in gone:
+        del refs[ino]
 
 
 async def test_a_forgotten_version_tree_is_freed_and_rebuilt_with_the_same_numbers(
@@ -510,15 +528,16 @@ async def test_a_forgotten_version_tree_is_freed_and_rebuilt_with_the_same_numbe
 ) -> None:
     env.registry.publish("p", "a", FILES)
     fs = env.fs
+    refs = kernel_refs(fs)
     await walk(fs, "p/a/v0")
     before = len(fs.table)
     inos = {rel: (await walk(fs, "p/a/v0/" + rel)).ino for rel in FILES}
     assert await cat(fs, inos["big.bin"]) == FILES["big.bin"]
     assert len(fs.table) > before + len(FILES)
-    fs.forget(kernel_refs(fs)[:-1])  # all but one: the tree stays
+    forget_all(fs, refs, keep=1)  # all but one: the tree stays
     assert len(fs.table) > before + len(FILES)
     assert fs.files._walks  # the directory read-ahead's state holds file nodes...
-    fs.forget(kernel_refs(fs))
+    forget_all(fs, refs)
     assert len(fs.table) == before  # only the version directory is left
     assert not fs.files._walks  # ...and goes with the tree
     requests = env.registry.requests
@@ -533,11 +552,12 @@ async def test_a_forgotten_version_tree_is_freed_and_rebuilt_with_the_same_numbe
 async def test_open_files_and_directories_keep_their_tree(env: Env) -> None:
     env.registry.publish("p", "a", FILES)
     fs = env.fs
+    refs = kernel_refs(fs)
     big = await walk(fs, "p/a/v0/big.bin")
     opened = await fs.open(big.ino, os.O_RDONLY)
     deep = await walk(fs, "p/a/v0/deep/a")
     dir_fh = await fs.opendir(deep.ino)
-    fs.forget(kernel_refs(fs))
+    forget_all(fs, refs)
     assert await fs.read(opened.fh, 0, 10) == FILES["big.bin"][:10]
     entries = [name for name, _, _ in fs.readdir(dir_fh, 0)]
     assert entries == ["b"]

@@ -66,6 +66,14 @@ class RegistryClient(Protocol):
 
     async def get_manifest(self, project: str, artifact: str, number: int) -> Manifest: ...
 
+    async def fetch_manifest(
+        self, project: str, artifact: str, number: int, sink: DataSink
+    ) -> None:
+        """Stream a version's manifest in canonical form (``manifest_stream.py``) to ``sink``,
+        chunk by chunk: the mount's way to a million-file manifest without holding it.
+        The caller checks the digest of what arrived."""
+        ...
+
     async def missing_blobs(self, digests: Iterable[str]) -> set[str]:
         """Which of these sha256 the registry does not hold (one request for the lot)."""
         ...

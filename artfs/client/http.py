@@ -66,6 +66,7 @@ from ..errors import (
 from ..hashing import sha256_hex, split_block_digests
 from ..lineage import parse_inputs
 from ..manifest import Manifest
+from ..manifest_stream import FORMAT, MEDIA_TYPE, canonical_chunks
 from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
 from ..names import alias_name, artifact_name, parse_version, project_name
 from .base import UNSET, DataSink, Expect
@@ -330,6 +331,30 @@ class HttpRegistryClient(BlobLocations):
             return manifest
 
         return parse() if len(raw) < (1 << 16) else await trio.to_thread.run_sync(parse)
+
+    async def fetch_manifest(
+        self, project: str, artifact: str, number: int, sink: DataSink
+    ) -> None:
+        """The canonical form, streamed (``?format=canonical``); a registry that predates it
+        answers JSON, which is parsed whole and handed on in canonical form."""
+        path = f"{self._art_path(project, artifact)}/versions/{int(number)}/manifest"
+        url = self.base_url + path
+        try:
+            async with self._http.stream(
+                "GET", url, params={"format": FORMAT}, headers=dict(self._auth)
+            ) as resp:
+                if resp.status_code != 200:
+                    self._raise_for(resp, await resp.aread())
+                if resp.headers.get("content-type", "").split(";")[0].strip() != MEDIA_TYPE:
+                    await resp.aread()
+                    manifest = await self.get_manifest(project, artifact, number)
+                    for chunk in canonical_chunks(manifest):
+                        sink(chunk)
+                    return
+                async for chunk in resp.aiter_bytes(HTTPX_CHUNK):
+                    sink(chunk)
+        except httpx.TransportError as e:
+            raise self._unavailable(url, e) from None
 
     async def missing_blobs(self, digests: Iterable[str]) -> set[str]:
         wanted = sorted({sha256_hex(d) for d in digests})

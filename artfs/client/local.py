@@ -18,6 +18,7 @@ import trio
 from ..errors import InvalidInput, NotFound
 from ..hashing import sha256_hex, split_block_digests
 from ..manifest import Manifest
+from ..manifest_stream import canonical_chunks
 from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
 from ..registry import Registry
 from .base import UNSET, DataSink, Expect
@@ -80,6 +81,12 @@ class LocalRegistryClient:
 
     async def get_manifest(self, project: str, artifact: str, number: int) -> Manifest:
         return await self._run((await self._reg()).get_manifest, project, artifact, number)
+
+    async def fetch_manifest(
+        self, project: str, artifact: str, number: int, sink: DataSink
+    ) -> None:
+        for chunk in canonical_chunks(await self.get_manifest(project, artifact, number)):
+            sink(chunk)
 
     async def missing_blobs(self, digests: Iterable[str]) -> set[str]:
         return await self._run((await self._reg()).missing_blobs, list(digests))

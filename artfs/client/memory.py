@@ -27,6 +27,7 @@ from ..errors import (
 from ..hashing import BlobHasher
 from ..lineage import parse_inputs, unique_in_order
 from ..manifest import Manifest
+from ..manifest_stream import canonical_chunks
 from ..models import (
     ArtifactInfo,
     CommitResult,
@@ -258,6 +259,12 @@ class MemoryRegistryClient:
             return self.versions[(project, artifact, number)][1]
         except KeyError:
             raise NotFound(f"version {project}/{artifact}:v{number} not found") from None
+
+    async def fetch_manifest(
+        self, project: str, artifact: str, number: int, sink: DataSink
+    ) -> None:
+        for chunk in canonical_chunks(await self.get_manifest(project, artifact, number)):
+            sink(chunk)
 
     async def missing_blobs(self, digests: Iterable[str]) -> set[str]:
         self.requests += 1

@@ -9,24 +9,27 @@ that stays in a listing keeps its node (and number) across refreshes; a version
 whose digest changed under the same ``vN`` (an artifact deleted and re-created)
 gets a fresh subtree, so cached pages can never show the old bytes.
 
-A version's tree is dropped from memory once the kernel has forgotten every node in
-it and nothing in it is open (``remember``/``forget``/``hold``): a mount that walks
-many large versions over days would otherwise keep ~300 bytes per file it ever saw.
-Rebuilding it (from the manifest kept on disk) hands out the very same numbers: the
-first build reserves a range, and the build is deterministic.
+A version's tree is packed (``packed.py``: flat arrays, ~60 bytes per file plus its name)
+and its nodes are views made on demand (``find``), not kept: the table holds one object
+per project, artifact, version and alias, none per file. The tree is dropped from memory
+once the kernel has forgotten every entry it was given from it and nothing in it is open
+(``remember``/``forget``/``hold``): a mount that walks many large versions over days
+keeps only the versions in use. Rebuilding it (from the manifest kept on disk) hands out
+the very same numbers: the first build reserves a range, and the build is deterministic.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, overload
 
-from ..errors import NotFound
-from ..manifest import Manifest
+from ..errors import IntegrityError, NotFound
 from ..models import ArtifactInfo, ProjectInfo, VersionInfo, VersionSummary
 from ..names import version_label
+from .packed import ROOT, PackedTree
 
 ROOT_INODE = 1
 L = TypeVar("L", bound="Node")
@@ -132,40 +135,102 @@ class ArtifactNode(ListedDir):
 
 
 class VersionNode(DirNode):
-    __slots__ = ("built", "holds", "info", "ino_base", "key", "live", "summary")
+    """A version directory; its entries live in ``tree`` (``children`` stays empty)."""
+
+    __slots__ = ("holds", "info", "ino_base", "key", "live", "span", "summary", "tree")
     kind = Kind.VERSION
 
     def __init__(self, ino: int, parent: int, key: VersionKey, summary: VersionSummary) -> None:
         super().__init__(ino, parent, version_label(key.number), summary.created)
         self.key = key
         self.summary = summary
-        self.built = False  # children filled from the manifest (dropped again when unused)
+        self.tree: PackedTree | None = None  # built from the manifest, dropped when unused
         self.info: VersionInfo | None = None  # fetched on demand (xattrs), immutable
         self.ino_base = 0  # first inode number of its tree, fixed by the first build
-        self.live = 0  # nodes of its tree the kernel holds (lookup count > 0)
+        self.span = 0  # inode numbers reserved for its tree (its entry count)
+        self.live = 0  # entries of its tree given to the kernel and not yet forgotten
         self.holds = 0  # open files and directory handles in it
+
+    @property
+    def built(self) -> bool:
+        return self.tree is not None
+
+    def ino_of(self, index: int) -> int:
+        """The inode number of entry ``index`` of its tree (the root is the version)."""
+        return self.ino if index == ROOT else self.ino_base + index - 1
 
 
 class TreeDirNode(DirNode):
-    __slots__ = ("version",)
+    """A view of a directory inside a version, made on demand (``InodeTable.find``)."""
+
+    __slots__ = ("index", "tree", "version")
     kind = Kind.DIR
 
-    def __init__(self, ino: int, parent: int, name: str, version: VersionNode) -> None:
-        super().__init__(ino, parent, name, version.mtime)
+    def __init__(
+        self, ino: int, parent: int, name: str, version: VersionNode, tree: PackedTree, index: int
+    ) -> None:
+        Node.__init__(self, ino, parent, name)  # no children dict: the tree has them
+        self.mtime = version.mtime
         self.version = version
+        self.tree = tree
+        self.index = index
 
 
 class FileNode(Node):
-    __slots__ = ("sha256", "size", "version")
+    """A view of a file inside a version, made on demand (``InodeTable.find``)."""
+
+    __slots__ = ("index", "size", "tree", "version")
     kind = Kind.FILE
 
     def __init__(
-        self, ino: int, parent: int, name: str, size: int, sha256: str, version: VersionNode
+        self, ino: int, parent: int, name: str, version: VersionNode, tree: PackedTree, index: int
     ) -> None:
         super().__init__(ino, parent, name)
-        self.size = size
-        self.sha256 = sha256
+        self.size = tree.size(index)
         self.version = version
+        self.tree = tree
+        self.index = index
+
+    @property
+    def sha256(self) -> str:
+        return self.tree.sha256(self.index)  # made when asked: readdir never needs it
+
+
+def tree_node(version: VersionNode, tree: PackedTree, index: int) -> Node:
+    """The node (a view) of entry ``index`` of ``version``'s tree."""
+    if index == ROOT:
+        return version
+    base = version.ino_base - 1
+    parent = tree.parent(index)
+    parent_ino = version.ino if parent == ROOT else base + parent
+    if tree.is_dir(index):
+        return TreeDirNode(base + index, parent_ino, tree.name(index), version, tree, index)
+    return FileNode(base + index, parent_ino, tree.name(index), version, tree, index)
+
+
+class TreeEntries(Sequence[tuple[str, Node]]):
+    """A directory's entries inside a version, as readdir wants them, made one at a time
+    (a directory of a million files must not become a million objects for an ``ls``)."""
+
+    __slots__ = ("_kids", "_tree", "_version")
+
+    def __init__(self, version: VersionNode, tree: PackedTree, index: int) -> None:
+        self._version = version
+        self._tree = tree
+        self._kids = tree.children(index)
+
+    def __len__(self) -> int:
+        return len(self._kids)
+
+    @overload
+    def __getitem__(self, k: int) -> tuple[str, Node]: ...
+    @overload
+    def __getitem__(self, k: slice) -> Sequence[tuple[str, Node]]: ...
+    def __getitem__(self, k: int | slice) -> tuple[str, Node] | Sequence[tuple[str, Node]]:
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        node = tree_node(self._version, self._tree, self._kids[k])
+        return node.name, node
 
 
 class AliasNode(Node):
@@ -189,21 +254,59 @@ class InodeTable:
         self._next = ROOT_INODE + 1
         self.root = RootNode(ROOT_INODE, ROOT_INODE, "", mount_time)
         self._nodes: dict[int, Node] = {ROOT_INODE: self.root}
-        self._refs: dict[int, int] = {}  # kernel lookup counts of nodes inside versions
+        # the versions whose trees have inode ranges, by first number (ascending)
+        self._bases: list[int] = []
+        self._ranged: list[VersionNode] = []
+        self._tree_entries = 0  # entries of the trees built now (for ``len``)
         # told when a version's tree is dropped, so caches holding its nodes drop them too
         self.on_unbuild: Callable[[VersionNode], None] | None = None
 
     def __len__(self) -> int:
-        return len(self._nodes)
+        """Nodes known now: listed ones and the entries of the version trees in memory."""
+        return len(self._nodes) + self._tree_entries
 
     def find(self, ino: int) -> Node | None:
-        return self._nodes.get(ino)
+        node = self._nodes.get(ino)
+        if node is not None:
+            return node
+        version = self._version_owning(ino)
+        if version is None or version.tree is None:
+            return None
+        return tree_node(version, version.tree, ino - version.ino_base + 1)
+
+    def _version_owning(self, ino: int) -> VersionNode | None:
+        """The version whose tree's range holds ``ino`` (built now or not)."""
+        k = bisect_right(self._bases, ino) - 1
+        if k < 0:
+            return None
+        version = self._ranged[k]
+        return version if ino < version.ino_base + version.span else None
 
     def get(self, ino: int) -> Node:
-        try:
-            return self._nodes[ino]
-        except KeyError:
-            raise NotFound(f"inode {ino} is gone (its object was deleted)") from None
+        node = self.find(ino)
+        if node is None:
+            raise NotFound(f"inode {ino} is gone (its object was deleted)")
+        return node
+
+    # --- children, whichever kind of directory -----------------------------------------------
+    def child(self, parent: DirNode, name: str) -> Node | None:
+        """``parent``'s entry ``name`` (a version's tree must be built: ``build_version``)."""
+        if isinstance(parent, VersionNode | TreeDirNode):
+            version = parent.version if isinstance(parent, TreeDirNode) else parent
+            tree = version.tree
+            if tree is None:
+                return None
+            index = tree.lookup(parent.index if isinstance(parent, TreeDirNode) else ROOT, name)
+            return None if index is None else tree_node(version, tree, index)
+        return parent.children.get(name)
+
+    def entries(self, parent: DirNode) -> Sequence[tuple[str, Node]]:
+        """A snapshot of ``parent``'s entries for one readdir cycle (stable offsets)."""
+        if isinstance(parent, TreeDirNode):
+            return TreeEntries(parent.version, parent.tree, parent.index)
+        if isinstance(parent, VersionNode):
+            return () if parent.tree is None else TreeEntries(parent, parent.tree, ROOT)
+        return parent.entries()
 
     def _ino(self) -> int:
         ino = self._next
@@ -300,32 +403,45 @@ class InodeTable:
         while stack:
             current = stack.pop()
             self._nodes.pop(current.ino, None)
-            self._refs.pop(current.ino, None)
+            if isinstance(current, VersionNode):
+                self._drop_range(current)
             if isinstance(current, DirNode):
                 stack.extend(current.children.values())
 
+    def _drop_range(self, version: VersionNode) -> None:
+        """A version left its listing: its numbers resolve no more (open handles keep
+        their nodes, which hold the tree)."""
+        if version.ino_base:
+            k = bisect_right(self._bases, version.ino_base) - 1
+            if k >= 0 and self._ranged[k] is version:
+                del self._bases[k], self._ranged[k]
+        self._unbuild(version)
+
     # --- kernel references to nodes inside versions ----------------------------------
     def remember(self, node: Node) -> None:
-        """The kernel got an entry for ``node`` (a lookup reply or a readdirplus entry)."""
+        """The kernel got an entry for ``node`` (a lookup reply or a readdirplus entry).
+
+        Counted per version, not per inode: the kernel returns every lookup it was given
+        in FORGETs, so the version's count reaches 0 exactly when it holds none of its
+        entries, and no record per file is needed."""
         if isinstance(node, FileNode | TreeDirNode):
-            count = self._refs.get(node.ino, 0)
-            if count == 0:
-                node.version.live += 1
-            self._refs[node.ino] = count + 1
+            node.version.live += 1
+
+    def remember_ino(self, ino: int) -> None:
+        """``remember`` by number, with no node made (readdirplus: one call per entry)."""
+        if ino in self._nodes:
+            return  # not inside a version: nothing counted
+        version = self._version_owning(ino)
+        if version is not None and version.tree is not None:
+            version.live += 1
 
     def forget(self, ino: int, nlookup: int) -> None:
         """The kernel dropped ``nlookup`` references to ``ino`` (FUSE FORGET)."""
-        count = self._refs.get(ino)
-        if count is None:
+        version = self._version_owning(ino)
+        if version is None or version.tree is None:
             return
-        if count > nlookup:
-            self._refs[ino] = count - nlookup
-            return
-        del self._refs[ino]
-        node = self._nodes.get(ino)
-        if isinstance(node, FileNode | TreeDirNode):
-            node.version.live -= 1
-            self._maybe_unbuild(node.version)
+        version.live = max(0, version.live - nlookup)
+        self._maybe_unbuild(version)
 
     def hold(self, version: VersionNode) -> None:
         """Something in ``version`` is open: keep its tree."""
@@ -336,85 +452,39 @@ class InodeTable:
         self._maybe_unbuild(version)
 
     def _maybe_unbuild(self, version: VersionNode) -> None:
-        if (
-            version.built
-            and version.live <= 0
-            and version.holds <= 0
-            and self._nodes.get(version.ino) is version
-        ):
-            for child in version.children.values():
-                self._forget_subtree(child)
-            version.children = {}
-            version.built = False
-            version.live = 0
-            version._changed()
-            if self.on_unbuild is not None:
-                self.on_unbuild(version)
+        if version.live <= 0 and version.holds <= 0 and self._nodes.get(version.ino) is version:
+            self._unbuild(version)
+
+    def _unbuild(self, version: VersionNode) -> None:
+        if version.tree is None:
+            return
+        self._tree_entries -= len(version.tree)
+        version.tree = None
+        version.live = 0
+        if self.on_unbuild is not None:
+            self.on_unbuild(version)
 
     # --- inside a version ----------------------------------------------------------
-    def build_version(self, version: VersionNode, manifest: Manifest) -> None:
-        """Create the directories and files of a version from its manifest, once.
+    def build_version(self, version: VersionNode, tree: PackedTree) -> None:
+        """Install a version's tree (packed from its manifest, ``packed.py``), once.
 
-        One pass over the sorted paths; a dict of directory paths avoids walking
-        from the version root for every file, so 100,000 files take well under a second.
-        """
-        if version.built:
+        The first build reserves ``len(tree)`` inode numbers; a rebuild of the same
+        (immutable, digest-checked) manifest gets the same ones."""
+        if version.tree is not None:
             return
-        resume = self._next
-        if version.ino_base:  # a rebuild: the same numbers as the first time
-            self._next = version.ino_base
-        else:
-            version.ino_base = self._next
-        try:
-            self._build(version, manifest)
-        except BaseException:  # never half a tree, never a range that could overlap others
-            for child in version.children.values():
-                self._forget_subtree(child)
-            version.children = {}
-            if resume == version.ino_base:
-                version.ino_base = 0
-            self._next = resume
-            raise
-        if resume > version.ino_base:
-            self._next = resume
-        version.built = True
-        version._changed()
-
-    def _build(self, version: VersionNode, manifest: Manifest) -> None:
-        dirs: dict[str, DirNode] = {"": version}
-        nodes = self._nodes
-        for path in manifest:
-            entry = manifest[path]
-            dir_path, _, name = path.rpartition("/")
-            parent = dirs.get(dir_path)
-            if parent is None:
-                parent = self._make_dirs(dirs, dir_path, version)
-            file = FileNode(self._ino(), parent.ino, name, entry.size, entry.sha256, version)
-            nodes[file.ino] = file
-            parent.children[name] = file
-
-    def _make_dirs(self, dirs: dict[str, DirNode], dir_path: str, version: VersionNode) -> DirNode:
-        """Create ``dir_path`` and its missing parents, without recursion: a stored version
-        may be deeper than the interpreter's stack (committed before ``MAX_DEPTH``)."""
-        missing: list[str] = []
-        parent_path = dir_path
-        while parent_path not in dirs:
-            missing.append(parent_path)
-            parent_path = parent_path.rpartition("/")[0]
-        parent = dirs[parent_path]
-        for path in reversed(missing):  # outermost first, the order inode numbers had
-            node = TreeDirNode(self._ino(), parent.ino, path.rpartition("/")[2], version)
-            self._nodes[node.ino] = node
-            parent.children[node.name] = node
-            dirs[path] = node
-            parent = node
-        return parent
+        listed = self._nodes.get(version.ino) is version  # (not if dropped while fetching)
+        if not version.ino_base:
+            version.ino_base, version.span = self._next, len(tree)
+            self._next += len(tree)
+            if listed:
+                self._bases.append(version.ino_base)  # numbers only grow: stays sorted
+                self._ranged.append(version)
+        elif len(tree) != version.span:
+            raise IntegrityError(f"the tree of {version.key.ref} changed size between builds")
+        version.tree = tree
+        if listed:
+            self._tree_entries += len(tree)
 
     def path_in_version(self, node: FileNode | TreeDirNode) -> str:
         """The node's path relative to its version directory."""
-        parts: list[str] = []
-        current: Node = node
-        while not isinstance(current, VersionNode):
-            parts.append(current.name)
-            current = self.get(current.parent)
-        return "/".join(reversed(parts))
+        return node.tree.path(node.index)

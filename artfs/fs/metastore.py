@@ -5,7 +5,8 @@ Layout under ``<meta_root>/<registry_id>/``::
     projects.json                              last root listing
     p/<project>/artifacts.json                 last listing of the project
     p/<project>/a/<artifact>/artifact.json     last answer about the artifact
-    p/<project>/a/<artifact>/v/<N>-<digest>.manifest.json   kept for good
+    p/<project>/a/<artifact>/v/<N>-<digest>.manifest         kept for good (canonical form)
+    p/<project>/a/<artifact>/v/<N>-<digest>.manifest.json    (older mounts; still read)
     p/<project>/a/<artifact>/v/<N>-<digest>.info.json       kept for good
 
 Versions are immutable, so their files never need refreshing; the digest in
@@ -20,20 +21,23 @@ before they reach here, so they are safe path components.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
-from ..errors import ArtfsError
+from ..errors import ArtfsError, IntegrityError
 from ..manifest import Manifest
+from ..manifest_stream import CHUNK
 from ..models import ArtifactInfo, ProjectInfo, VersionInfo
 from .inodes import VersionKey
+from .packed import PackedTree, pack, pack_canonical
 
 log = logging.getLogger(__name__)
 
@@ -157,22 +161,46 @@ class MetaStore:
         return self._parse(path, ArtifactInfo.from_json)
 
     # --- versions (immutable, kept for good) ----------------------------------------------
-    def save_manifest(self, key: VersionKey, manifest: Manifest) -> None:
-        path = self._version_file(key, manifest.digest, "manifest")
-        if path.exists():
-            return
-        try:
-            _write_atomic(path, json.dumps(manifest.to_json(), separators=(",", ":")).encode())
-        except OSError as e:
-            log.warning("could not persist the manifest of %s: %s", key.ref, e)
-
     def load_manifest(self, key: VersionKey, digest: str) -> Manifest | None:
+        """A manifest an older mount kept as JSON (mounts now keep the canonical form)."""
         path = self._version_file(key, digest, "manifest")
         manifest = self._parse(path, partial(Manifest.from_json, limits=False))
         if manifest is not None and manifest.digest != digest:
             log.warning("cached manifest %s does not match its digest; refetching", path)
             return None
         return manifest
+
+    def _canonical_file(self, key: VersionKey, digest: str) -> Path:
+        art = self._artifact_dir(key.project, key.artifact)
+        return art / "v" / f"{key.number}-{digest}.manifest"
+
+    def manifest_writer(self, key: VersionKey, digest: str) -> ManifestWriter:
+        """Where a fetched manifest (canonical form) streams to, on its way to a tree."""
+        return ManifestWriter(self._canonical_file(key, digest), digest, key.ref)
+
+    def load_tree(self, key: VersionKey, digest: str) -> PackedTree | None:
+        """The packed tree of a version from its manifest on disk, or None if there is none
+        (or it is damaged: it is removed and fetched again)."""
+        path = self._canonical_file(key, digest)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed below, whatever happens
+        except FileNotFoundError:
+            manifest = self.load_manifest(key, digest)  # a file an older mount wrote
+            return (
+                None
+                if manifest is None
+                else pack((p, e.size, e.sha256) for p, e in manifest.items())
+            )
+        except OSError as e:
+            log.warning("ignoring unreadable manifest %s: %s", path, e)
+            return None
+        try:
+            with f:
+                return pack_canonical(_chunks(f), digest, key.ref)
+        except (ArtfsError, OSError) as e:
+            log.warning("ignoring damaged manifest %s: %s", path, e)
+            path.unlink(missing_ok=True)
+            return None
 
     def save_version_info(self, info: VersionInfo) -> None:
         key = VersionKey(info.project, info.artifact, info.number)
@@ -188,3 +216,84 @@ class MetaStore:
         if info is not None and info.digest != digest:
             return None
         return info
+
+
+def _chunks(f: IO[bytes]) -> Iterator[bytes]:
+    while chunk := f.read(CHUNK):
+        yield chunk
+
+
+class ManifestWriter:
+    """A fetched manifest (canonical form) on its way to disk: a temp file, hashed as
+    written; ``finish`` renames it into place only if the bytes hash to the version's
+    digest, and builds the tree from the file. A disk that refuses (full, read-only) is
+    logged and the rest is held in memory for this one build: it costs memory, never the
+    open that asked."""
+
+    def __init__(self, path: Path, digest: str, what: str) -> None:
+        self.path = path
+        self._digest = digest
+        self._what = what
+        self._hash = hashlib.sha256()
+        self._tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        self._file: IO[bytes] | None = None
+        self._held: list[bytes] | None = None  # the bytes, once the disk refused them
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self._tmp, "wb", buffering=0)  # noqa: SIM115 - see close
+        except OSError as e:
+            self._to_memory(e)
+
+    def _to_memory(self, error: OSError) -> None:
+        log.warning("could not keep the manifest of %s on disk: %s", self._what, error)
+        held: list[bytes] = []
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            with contextlib.suppress(OSError), open(self._tmp, "rb") as f:
+                held.extend(_chunks(f))  # what reached the file so far
+        with contextlib.suppress(OSError):
+            self._tmp.unlink(missing_ok=True)
+        self._held = held
+
+    def write(self, chunk: bytes) -> None:
+        self._hash.update(chunk)
+        rest = memoryview(chunk)
+        if self._file is not None:
+            try:
+                while rest:  # unbuffered: a full disk fails here, not later at close
+                    rest = rest[self._file.write(rest) :]
+                return
+            except OSError as e:
+                self._to_memory(e)  # reads back what reached the file, partial write included
+        assert self._held is not None
+        self._held.append(bytes(rest))
+
+    def finish(self) -> PackedTree:
+        """The version's tree; ``IntegrityError`` (and nothing kept) if the digest differs."""
+        if self._hash.hexdigest() != self._digest:
+            self.close()
+            raise IntegrityError(
+                f"the manifest of {self._what} does not match its digest {self._digest[:12]}…"
+            )
+        if self._file is not None:
+            try:
+                self._file.close()
+                self._file = None
+                os.replace(self._tmp, self.path)
+            except OSError as e:
+                self._to_memory(e)
+            else:
+                with open(self.path, "rb") as f:
+                    return pack_canonical(_chunks(f), self._digest, self._what)
+        held, self._held = self._held or [], None
+        return pack_canonical(held, self._digest, self._what)
+
+    def close(self) -> None:
+        """Drop what was written unless finished (safe to call after ``finish``)."""
+        self._held = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        with contextlib.suppress(OSError):  # (no directory to hold it: nothing to remove)
+            self._tmp.unlink(missing_ok=True)

@@ -18,6 +18,8 @@ Opening files of one directory in name order also prefetches the next ones
 from __future__ import annotations
 
 import logging
+from array import array
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,7 +28,8 @@ import trio
 from ..cache.protocol import BlobReader
 from ..errors import InvalidInput, Unavailable
 from .attrs import Opened
-from .inodes import DirNode, FileNode, VersionNode
+from .inodes import FileNode, VersionNode
+from .packed import PackedTree
 from .siblings import SiblingReadAhead
 
 if TYPE_CHECKING:
@@ -39,11 +42,15 @@ _WALKS_KEPT = 1_000  # directories whose walk state is kept (dropped all at once
 
 @dataclass(frozen=True, slots=True)
 class _Walk:
-    """A directory's files in name order and the read-ahead state across them."""
+    """A directory's files in name order and the read-ahead state across them.
 
-    index: dict[str, int]
-    files: list[FileNode]
+    ``files`` are entries of ``tree``: in name order, they are also in ascending index
+    order (a directory's files are numbered as its sorted paths come), so an open finds
+    its place by bisection, with no per-file object or dict."""
+
+    files: array[int]
     state: SiblingReadAhead
+    tree: PackedTree
     version: VersionNode
 
 
@@ -168,29 +175,25 @@ class VersionFiles:
         """Directory read-ahead (``siblings.py``): an open that continues a walk through
         a directory's files in name order prefetches the next files in the background."""
         fs = self.fs
+        tree = node.tree
         walk = self._walks.get(node.parent)
-        if walk is not None and walk.files[walk.index.get(node.name, 0)] is not node:
+        if walk is not None and walk.tree is not tree:
             walk = None  # the version's tree was dropped and rebuilt since
         if walk is None:
-            parent = fs.table.get(node.parent)
-            if not isinstance(parent, DirNode):
-                return
-            files = sorted(
-                (name, child)
-                for name, child in parent.children.items()
-                if isinstance(child, FileNode)
-            )
+            files = tree.files_of(tree.parent(node.index))
             if len(self._walks) >= _WALKS_KEPT:
                 self._walks.clear()
             walk = self._walks[node.parent] = _Walk(
-                {name: k for k, (name, _) in enumerate(files)},
-                [child for _, child in files],
-                SiblingReadAhead([child.size for _, child in files], fs.options.siblings),
+                files,
+                SiblingReadAhead(array("Q", map(tree.size, files)), fs.options.siblings),
+                tree,
                 node.version,
             )
-        index = walk.index.get(node.name)
-        if index is None:
+        index = bisect_left(walk.files, node.index)
+        if index >= len(walk.files) or walk.files[index] != node.index:
             return
         picked = walk.state.on_open(index)
         if picked:
-            fs.cache.prefetch_soon([(walk.files[k].sha256, walk.files[k].size) for k in picked])
+            fs.cache.prefetch_soon(
+                [(tree.sha256(walk.files[k]), tree.size(walk.files[k])) for k in picked]
+            )

@@ -29,6 +29,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
@@ -47,7 +48,6 @@ from ..errors import (
     Unavailable,
     Unsupported,
 )
-from ..manifest import Manifest
 from ..models import VersionInfo
 from ..names import LATEST
 from . import xattrs
@@ -68,6 +68,7 @@ from .listings import Listings
 from .metastore import MetaStore, recall_registry_id, registry_dir_name, remember_registry_id
 from .openfiles import VersionFiles
 from .options import MountOptions
+from .packed import ROOT, PackedTree
 from .passthrough import Backing, IoModes, PassthroughState
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class ArtfsFS:
         self._clock = clock
         self.listings = Listings(self)
         self._store: MetaStore | None = None
-        self._dirs: dict[int, tuple[tuple[str, Node], ...]] = {}
+        self._dirs: dict[int, Sequence[tuple[str, Node]]] = {}
         self._hinted: dict[int, float] = {}  # directory inode -> when its files were hinted
         self.files = VersionFiles(self)
         self.table.on_unbuild = self.files.drop_walks
@@ -173,28 +174,23 @@ class ArtfsFS:
             return
         async with self.listings.locks.hold(("build", version.ino)):
             if not version.built:
-                manifest = await self._manifest(version)
-                self.table.build_version(version, manifest)
+                self.table.build_version(version, await self._packed(version))
 
-    async def _manifest(self, version: VersionNode) -> Manifest:
+    async def _packed(self, version: VersionNode) -> PackedTree:
+        """The version's packed tree, from the manifest on disk, else fetched there first
+        (streamed in canonical form and digest-checked: ``manifest_stream.py``)."""
         key, digest = version.key, version.summary.digest
         store = await self.meta_store()
-        manifest = await trio.to_thread.run_sync(store.load_manifest, key, digest)
-        if manifest is not None:
-            return manifest
-        manifest = await self.listings.call(
-            f"manifest of {key.ref}",
-            self.client.get_manifest,
-            key.project,
-            key.artifact,
-            key.number,
-        )
-        if manifest.digest != digest:
-            raise IntegrityError(
-                f"the manifest of {key.ref} does not match its digest {digest[:12]}…"
-            )
-        await trio.to_thread.run_sync(store.save_manifest, key, manifest)
-        return manifest
+        tree = await trio.to_thread.run_sync(store.load_tree, key, digest)
+        if tree is not None:
+            return tree
+        fetch = partial(self.client.fetch_manifest, key.project, key.artifact, key.number)
+        writer = store.manifest_writer(key, digest)
+        try:
+            await self.listings.call(f"manifest of {key.ref}", fetch, writer.write)
+            return await trio.to_thread.run_sync(writer.finish)
+        finally:
+            writer.close()
 
     async def version_info(self, version: VersionNode) -> VersionInfo:
         if version.info is not None:
@@ -253,7 +249,8 @@ class ArtfsFS:
             return self.options.listing_ttl
         return self.options.immutable_timeout
 
-    async def _children(self, node: DirNode) -> dict[str, Node]:
+    async def _ready(self, node: DirNode) -> None:
+        """Make ``node``'s entries current: a listing refreshed, a version's tree built."""
         if isinstance(node, ListedDir):
             await self._fresh(node)
             if self.drafts is not None:
@@ -263,6 +260,10 @@ class ArtfsFS:
             self._hint_files(node)
         elif isinstance(node, TreeDirNode):
             self._hint_files(node)
+
+    async def _children(self, node: ListedDir) -> dict[str, Node]:
+        """A listed directory's children, refreshed (the write side's view of them)."""
+        await self._ready(node)
         return node.children
 
     def _hint_files(self, node: DirNode) -> None:
@@ -279,12 +280,12 @@ class ArtfsFS:
         if len(self._hinted) >= _HINTED_DIRS_KEPT:
             self._hinted.clear()
         self._hinted[node.ino] = now
-        digests: list[str] = []
-        for child in node.children.values():
-            if isinstance(child, FileNode) and child.size:
-                digests.append(child.sha256)
-                if len(digests) >= _HINT_FILES:
-                    break
+        version = _version_of(node)
+        tree = version.tree if version is not None else None
+        if tree is None:
+            return
+        index = node.index if isinstance(node, TreeDirNode) else ROOT
+        digests = tree.file_digests(index, _HINT_FILES)
         if digests:
             self.client.hint_blobs(digests)
 
@@ -302,7 +303,8 @@ class ArtfsFS:
         elif name == "..":
             child = self.table.get(parent.parent)
         else:
-            child = (await self._children(parent)).get(name)
+            await self._ready(parent)
+            child = self.table.child(parent, name)
         if child is None:
             return Attr.negative(self._negative_timeout(parent))
         self.table.remember(child)  # the kernel holds it until it sends FORGET
@@ -310,9 +312,7 @@ class ArtfsFS:
 
     def entry_sent(self, ino: int) -> None:
         """A readdirplus entry for ``ino`` reached the kernel (it counts as a lookup)."""
-        node = self.table.find(ino)
-        if node is not None:
-            self.table.remember(node)
+        self.table.remember_ino(ino)
 
     def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         """The kernel dropped references (FUSE FORGET): unused version trees are freed."""
@@ -347,9 +347,9 @@ class ArtfsFS:
             return fh
         if not isinstance(node, DirNode):
             raise InvalidInput(f"inode {ino} is not a directory")
-        await self._children(node)
+        await self._ready(node)
         fh = self._fh()
-        self._dirs[fh] = node.entries()
+        self._dirs[fh] = self.table.entries(node)
         version = _version_of(node)
         if version is not None:
             self.table.hold(version)  # its entries must outlive a FORGET of the tree

@@ -40,6 +40,7 @@ from ..errors import ArtfsError, Forbidden, InvalidInput, NotFound, StorageFull,
 from ..hashing import BLOCK_SIZE, sha256_hex
 from ..lineage import parse_inputs, visible_lineage
 from ..manifest import Manifest
+from ..manifest_stream import FORMAT, MEDIA_TYPE
 from ..models import CommitResult
 from ..names import parse_version, version_label
 from ..registry import Registry
@@ -203,6 +204,15 @@ def _selector_param(text: str) -> str:
     ``versions/0/manifest`` name the same version."""
     number = _version_number(text)
     return version_label(number) if number is not None else text
+
+
+def _canonical_manifest(data_gz: bytes, gzipped: bool) -> bytes:
+    """A stored manifest (gzip JSON, validated and sorted at commit) in canonical form: the
+    bytes its digest is over (the client checks that digest)."""
+    files = json.loads(gzip.decompress(data_gz))["files"]
+    raw = "".join(f"{path}\x00{size}\x00{sha}\n" for path, size, sha in files).encode()
+    del files
+    return gzip.compress(raw, 1) if gzipped else raw
 
 
 def _query_flag(request: Request, name: str) -> bool:
@@ -459,18 +469,25 @@ def create_app(
 
     async def get_manifest(request: Request) -> Response:
         p = request.path_params
+        fmt = request.query_params.get("format", "json")
+        if fmt not in ("json", FORMAT):
+            raise InvalidInput(f"unknown manifest format {fmt!r}: 'json' or '{FORMAT}'")
         digest, data = await run(
             r.manifest_gz, p["project"], p["artifact"], _number_param(p["number"])
         )
         headers = {
-            "ETag": f'"{digest}"',
+            "ETag": f'"{digest}"' if fmt == "json" else f'"{digest}-{fmt}"',
             "X-Artfs-Digest": digest,
             "Cache-Control": "public, max-age=31536000, immutable",
             "Vary": "Accept-Encoding",
         }
-        if "gzip" in request.headers.get("accept-encoding", "").lower():
+        gzipped = "gzip" in request.headers.get("accept-encoding", "").lower()
+        if gzipped:
             headers["Content-Encoding"] = "gzip"
-        else:
+        if fmt == FORMAT:
+            data = await run(_canonical_manifest, data, gzipped)
+            return Response(data, media_type=MEDIA_TYPE, headers=headers)
+        if not gzipped:
             data = await run(gzip.decompress, data)
         return Response(data, media_type="application/json", headers=headers)
 

@@ -1,0 +1,101 @@
+"""A manifest's canonical form as a stream: what the mount fetches, keeps on disk and parses.
+
+Pure and synchronous. The canonical form is the bytes a manifest's digest is computed
+over (``manifest._digest``): ``path NUL size NUL sha256 LF`` per file, sorted by path.
+It is unambiguous although paths may hold a LF (never a NUL): a record is read up to its
+first NUL, then the size up to the next, then exactly 64 hex digits and the LF.
+
+Serving and keeping manifests in this form lets the mount go from bytes to its packed
+tree (``fs/packed.py``) one chunk at a time, checking the digest as the bytes pass: no
+JSON document of a million entries, and no object per entry, is ever in memory (the
+JSON path peaked at ~600 MB for 1,000,000 files; docs/decisions.md, "Packed version trees").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+
+from .errors import InvalidInput
+from .manifest import Manifest
+
+MEDIA_TYPE = "application/vnd.artfs.manifest.canonical"  # the HTTP Content-Type
+FORMAT = "canonical"  # the ``format`` query parameter of GET .../manifest
+MAX_RECORD = 1 << 16  # a record is at most one path, a size and a digest: far below this
+CHUNK = 1 << 20
+
+
+def canonical_chunks(manifest: Manifest, chunk: int = CHUNK) -> Iterator[bytes]:
+    """The canonical bytes of ``manifest``, in chunks of about ``chunk`` bytes."""
+    buf: list[bytes] = []
+    held = 0
+    for path in manifest:
+        e = manifest[path]
+        line = f"{path}\x00{e.size}\x00{e.sha256}\n".encode()
+        buf.append(line)
+        held += len(line)
+        if held >= chunk:
+            yield b"".join(buf)
+            buf, held = [], 0
+    if buf:
+        yield b"".join(buf)
+
+
+class CanonicalParser:
+    """Feed chunks of canonical bytes; get back ``(path, size, sha256)`` per whole record.
+
+    The sha256 of everything fed is kept, so ``finish`` can tell whether the bytes are
+    the manifest the caller expected (its digest)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._hash = hashlib.sha256()
+        self.records = 0
+
+    def feed(self, chunk: bytes) -> list[tuple[str, int, str]]:
+        self._hash.update(chunk)
+        buf = self._buf
+        buf += chunk
+        out: list[tuple[str, int, str]] = []
+        pos = 0
+        while True:
+            a = buf.find(b"\x00", pos)
+            if a < 0:
+                break
+            b = buf.find(b"\x00", a + 1)
+            if b < 0:
+                break
+            end = b + 65
+            if len(buf) <= end:
+                break
+            if buf[end] != 0x0A:
+                raise InvalidInput(f"manifest record {self.records + 1}: no LF after its digest")
+            size = bytes(buf[a + 1 : b])
+            if not size.isdigit() or (size[0] == 0x30 and len(size) > 1):
+                raise InvalidInput(f"manifest record {self.records + 1}: invalid size {size!r}")
+            try:
+                path = buf[pos:a].decode("utf-8")
+                sha = buf[b + 1 : end].decode("ascii")
+            except UnicodeDecodeError:
+                raise InvalidInput(f"manifest record {self.records + 1}: not UTF-8") from None
+            out.append((path, int(size), sha))
+            self.records += 1
+            pos = end + 1
+        del buf[:pos]
+        if len(buf) > MAX_RECORD:
+            raise InvalidInput(f"manifest record {self.records + 1} is over {MAX_RECORD} bytes")
+        return out
+
+    def finish(self) -> str:
+        """The digest of all that was fed; an error if it ended inside a record."""
+        if self._buf:
+            raise InvalidInput(f"manifest ends inside record {self.records + 1}")
+        return self._hash.hexdigest()
+
+
+def parse_chunks(
+    chunks: Iterable[bytes], parser: CanonicalParser
+) -> Iterator[tuple[str, int, str]]:
+    """Every record of ``chunks`` (call ``parser.finish()`` after for the digest)."""
+    for chunk in chunks:
+        yield from parser.feed(chunk)
