@@ -4,7 +4,8 @@ Routes and bodies are documented in docs/api.md. Every handler is thin: parse
 the request, run the blocking ``Registry`` call in a worker thread
 (``trio.to_thread``, so the event loop never stalls on SQLite or the disk),
 and render the result. ``ArtfsError`` becomes ``{"error": {"code", "message"}}``
-with the class's ``http_status`` in exactly one place, ``error_response``.
+with the class's ``http_status`` in exactly one place, ``requestio.error_response``
+(request parsing lives there too).
 
 Blob *bytes* are not served here: ``/v1/blobs/locate`` hands out URLs on the
 zero-copy data server (``blobserver.py``), or presigned store URLs (S3). With S3, large
@@ -18,210 +19,53 @@ runs (rights per route: docs/api.md, "Authentication").
 
 from __future__ import annotations
 
-import errno
 import gzip
-import json
 import logging
-import zlib
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any, TypeVar
 
 import trio
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ..auth import READ, WRITE, Principal
-from ..client.base import UNSET, Expect
-from ..errors import ArtfsError, Forbidden, InvalidInput, NotFound, StorageFull, Unauthorized
+from ..errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from ..hashing import BLOCK_SIZE, sha256_hex
 from ..lineage import parse_inputs, visible_lineage
 from ..manifest import Manifest
 from ..manifest_stream import FORMAT, MEDIA_TYPE
 from ..models import CommitResult
-from ..names import parse_version, version_label
+from ..names import parse_version
 from ..registry import Registry
 from ..registry.uploads import parse_etags
 from .auth import Authenticator
 from .limits import DEFAULT_LIMITS, ServerLimits, UploadSlots, paced_receive
+from .requestio import (
+    canonical_manifest,
+    exception_handlers,
+    expect_field,
+    json_body,
+    json_flag,
+    json_object,
+    number_param,
+    query_flag,
+    run,
+    selector_param,
+    single_error,
+)
 from .signing import DEFAULT_LIFETIME, UrlSigner
 
 T = TypeVar("T")
 log = logging.getLogger("artfs.server")
 
-MAX_JSON_BODY = 512 << 20  # a 2,000,000-file manifest is ~250 MB of JSON
 UPLOAD_FLUSH = 4 << 20
 UPLOAD_QUEUE = 4
 LOCATE_MAX = 10_000
 REFUSED_DRAIN_MAX = 8 << 20  # a refused request's body is read (and dropped) up to this size
 BlobBaseUrl = Callable[[Request], str]
 """Where the data server is, as seen by the client that sent this request."""
-
-
-async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    return await trio.to_thread.run_sync(partial(fn, *args, **kwargs))
-
-
-# --- error translation (the only place) ------------------------------------------
-def auth_headers(exc: ArtfsError) -> dict[str, str]:
-    """``WWW-Authenticate`` for a refused request (RFC 6750), shared with the data server."""
-    if isinstance(exc, Unauthorized):
-        return {"WWW-Authenticate": 'Bearer realm="artfs"'}
-    if isinstance(exc, Forbidden):
-        return {"WWW-Authenticate": 'Bearer realm="artfs", error="insufficient_scope"'}
-    return {}
-
-
-def error_response(exc: ArtfsError) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": exc.code, "message": exc.message}},
-        status_code=exc.http_status,
-        headers=auth_headers(exc),
-    )
-
-
-async def _artfs_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ArtfsError)
-    return error_response(exc)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "invalid", 413: "invalid"}.get(exc.status_code, "error")
-    err = ArtfsError(f"{request.method} {request.url.path}: {exc.detail}")
-    return JSONResponse(
-        {"error": {"code": code, "message": err.message}}, status_code=exc.status_code
-    )
-
-
-async def _client_gone(request: Request, exc: Exception) -> Response:
-    # Nobody will read this; answering (rather than raising) keeps the log quiet.
-    return error_response(InvalidInput("the client disconnected before sending the whole request"))
-
-
-async def _os_error(request: Request, exc: Exception) -> Response:
-    """An ``OSError`` no layer translated: a full disk is 507, anything else 500."""
-    assert isinstance(exc, OSError)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return error_response(StorageFull(f"the server's disk is full: {exc}"))
-    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return error_response(ArtfsError(f"internal server error: {type(exc).__name__}: {exc}"))
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    # Starlette re-raises after answering; Hypercorn logs the traceback ("Error in ASGI Framework").
-    return error_response(ArtfsError(f"internal server error: {type(exc).__name__}: {exc}"))
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception inside (nested) groups, so handlers see e.g. ClientDisconnect itself."""
-    leaf: BaseException = group
-    while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
-        leaf = leaf.exceptions[0]
-    return leaf
-
-
-# --- request helpers -------------------------------------------------------------
-async def _json_body(request: Request) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BODY:
-        raise InvalidInput(f"request body over {MAX_JSON_BODY} bytes")
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > MAX_JSON_BODY:
-            raise InvalidInput(f"request body over {MAX_JSON_BODY} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").lower()
-
-    def parse() -> Any:
-        data = raw
-        if encoding == "gzip":
-            d = zlib.decompressobj(wbits=31)
-            try:
-                data = d.decompress(raw, MAX_JSON_BODY)
-            except zlib.error as e:
-                raise InvalidInput(f"request body is not valid gzip: {e}") from None
-            if d.unconsumed_tail:
-                raise InvalidInput(f"request body inflates to over {MAX_JSON_BODY} bytes")
-        elif encoding != "identity":
-            raise InvalidInput(f"unsupported Content-Encoding {encoding!r}")
-        if not data:
-            return {}
-        try:
-            return json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise InvalidInput(f"request body is not valid JSON: {e}") from None
-        except RecursionError:  # the parser recurses per nesting level: refuse, never a 500
-            raise InvalidInput("request body is JSON nested too deeply") from None
-
-    return parse() if len(raw) < (1 << 16) else await run(parse)
-
-
-def _object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise InvalidInput("request body must be a JSON object")
-    return body
-
-
-def _flag(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidInput(f"{name!r} must be true or false")
-    return value
-
-
-def _expect_field(body: dict[str, Any]) -> Expect:
-    if "expect" not in body:
-        return UNSET
-    value = body["expect"]
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput("'expect' must be a version number or null")
-    return value
-
-
-def _version_number(text: str) -> int | None:
-    """``vN`` or a bare ``N`` (docs/api.md) -> N; anything else (an alias?) -> None."""
-    return parse_version(text if text.startswith("v") else f"v{text}")
-
-
-def _number_param(text: str) -> int:
-    number = _version_number(text)
-    if number is None:
-        raise InvalidInput(f"invalid version {text!r}: expected vN or N")
-    return number
-
-
-def _selector_param(text: str) -> str:
-    """A ``versions/{selector}`` segment as the registry takes it. A bare ``N`` is version N
-    here as on every route (aliases can't be all digits), so ``versions/0`` and
-    ``versions/0/manifest`` name the same version."""
-    number = _version_number(text)
-    return version_label(number) if number is not None else text
-
-
-def _canonical_manifest(data_gz: bytes, gzipped: bool) -> bytes:
-    """A stored manifest (gzip JSON, validated and sorted at commit) in canonical form: the
-    bytes its digest is over (the client checks that digest)."""
-    files = json.loads(gzip.decompress(data_gz))["files"]
-    raw = "".join(f"{path}\x00{size}\x00{sha}\n" for path, size, sha in files).encode()
-    del files
-    return gzip.compress(raw, 1) if gzipped else raw
-
-
-def _query_flag(request: Request, name: str) -> bool:
-    value = request.query_params.get(name, "false").lower()
-    if value in ("1", "true", "yes"):
-        return True
-    if value in ("0", "false", "no", ""):
-        return False
-    raise InvalidInput(f"invalid value for {name!r}: {value!r}")
 
 
 # --- the app ------------------------------------------------------------------------
@@ -365,7 +209,7 @@ def create_app(
         return JSONResponse({"projects": [p.to_json() for p in projects]})
 
     async def create_project(request: Request) -> Response:
-        body = _object(await _json_body(request))
+        body = json_object(await json_body(request))
         name = body.get("name")
         if isinstance(name, str):  # (an invalid name is refused by the registry as such)
             principal(request).require(WRITE, name)
@@ -374,7 +218,7 @@ def create_app(
         project = await run(
             r.create_project,
             body.get("name"),
-            exist_ok=_flag(body.get("exist_ok", False), "exist_ok"),
+            exist_ok=json_flag(body.get("exist_ok", False), "exist_ok"),
         )
         return JSONResponse(project.to_json(), status_code=201)
 
@@ -387,14 +231,14 @@ def create_app(
         return JSONResponse({"artifacts": [a.to_json() for a in arts]})
 
     async def create_artifact(request: Request) -> Response:
-        body = _object(await _json_body(request))
+        body = json_object(await json_body(request))
         art = await run(
             r.create_artifact,
             request.path_params["project"],
             body.get("name"),
             type=body.get("type"),
             description=body.get("description", ""),
-            exist_ok=_flag(body.get("exist_ok", False), "exist_ok"),
+            exist_ok=json_flag(body.get("exist_ok", False), "exist_ok"),
         )
         return JSONResponse(art.to_json(), status_code=201)
 
@@ -405,7 +249,7 @@ def create_app(
 
     async def commit(request: Request) -> Response:
         p = request.path_params
-        body = _object(await _json_body(request))
+        body = json_object(await json_body(request))
         if "manifest" not in body:
             raise InvalidInput("commit body needs a 'manifest'")
         aliases = body.get("aliases", [])
@@ -439,7 +283,7 @@ def create_app(
 
     async def get_version(request: Request) -> Response:
         p = request.path_params
-        selector = _selector_param(p["selector"])
+        selector = selector_param(p["selector"])
         info = await run(r.get_version, p["project"], p["artifact"], selector)
         info = visible_lineage(info, readable(principal(request)))
         immutable = parse_version(selector) is not None
@@ -450,7 +294,7 @@ def create_app(
 
     async def used_by(request: Request) -> Response:
         p = request.path_params
-        number = _number_param(p["selector"])
+        number = number_param(p["selector"])
         who = principal(request)
         found = await run(r.used_by, p["project"], p["artifact"], number)
         visible = [v.to_json() for v in found if who.can(READ, v.project)]
@@ -462,8 +306,8 @@ def create_app(
             r.delete_version,
             p["project"],
             p["artifact"],
-            _number_param(p["selector"]),
-            force=_query_flag(request, "force"),
+            number_param(p["selector"]),
+            force=query_flag(request, "force"),
         )
         return Response(status_code=204)
 
@@ -473,7 +317,7 @@ def create_app(
         if fmt not in ("json", FORMAT):
             raise InvalidInput(f"unknown manifest format {fmt!r}: 'json' or '{FORMAT}'")
         digest, data = await run(
-            r.manifest_gz, p["project"], p["artifact"], _number_param(p["number"])
+            r.manifest_gz, p["project"], p["artifact"], number_param(p["number"])
         )
         headers = {
             "ETag": f'"{digest}"' if fmt == "json" else f'"{digest}-{fmt}"',
@@ -485,7 +329,7 @@ def create_app(
         if gzipped:
             headers["Content-Encoding"] = "gzip"
         if fmt == FORMAT:
-            data = await run(_canonical_manifest, data, gzipped)
+            data = await run(canonical_manifest, data, gzipped)
             return Response(data, media_type=MEDIA_TYPE, headers=headers)
         if not gzipped:
             data = await run(gzip.decompress, data)
@@ -493,32 +337,32 @@ def create_app(
 
     async def set_alias(request: Request) -> Response:
         p = request.path_params
-        body = _object(await _json_body(request))
+        body = json_object(await json_body(request))
         version = body.get("version")
         if isinstance(version, str):
-            version = _number_param(version)
+            version = number_param(version)
         await run(
             r.set_alias,
             p["project"],
             p["artifact"],
             p["alias"],
             version,
-            expect=_expect_field(body),
+            expect=expect_field(body),
         )
         return Response(status_code=204)
 
     async def delete_alias(request: Request) -> Response:
         p = request.path_params
-        body = _object(await _json_body(request))
-        expect = _expect_field(body)
+        body = json_object(await json_body(request))
+        expect = expect_field(body)
         if "expect" in request.query_params:
             q = request.query_params["expect"]
-            expect = None if q in ("none", "null") else _number_param(q)
+            expect = None if q in ("none", "null") else number_param(q)
         await run(r.delete_alias, p["project"], p["artifact"], p["alias"], expect=expect)
         return Response(status_code=204)
 
     async def missing_blobs(request: Request) -> Response:
-        digests = _object(await _json_body(request)).get("digests")
+        digests = json_object(await json_body(request)).get("digests")
         if not isinstance(digests, list):
             raise InvalidInput("'digests' must be a list of sha256")
         who = principal(request)
@@ -569,7 +413,7 @@ def create_app(
                         if buf:
                             await send.send(buf)
             except BaseExceptionGroup as group:
-                raise _single(group) from None
+                raise single_error(group) from None
             created = await run(writer.finish)
         except BaseException:
             writer.abort()
@@ -581,12 +425,12 @@ def create_app(
         )
 
     async def begin_upload(request: Request) -> Response:
-        body = _object(await _json_body(request))
+        body = json_object(await json_body(request))
         plan = await run(r.begin_upload, body.get("sha256"), body.get("size"))
         return JSONResponse(plan.to_json(), status_code=201)
 
     async def complete_upload(request: Request) -> Response:
-        body = _object(await _json_body(request))
+        body = json_object(await json_body(request))
         sha = sha256_hex(str(body.get("sha256", "")))
         created = await run(
             r.complete_upload,
@@ -618,7 +462,7 @@ def create_app(
 
     async def damage(request: Request) -> Response:
         sha = sha256_hex(request.path_params["sha"])
-        body = _object(await _json_body(request))  # an empty body is {}
+        body = json_object(await json_body(request))  # an empty body is {}
         detail = body.get("detail", "")
         if not isinstance(detail, str):
             raise InvalidInput("'detail' must be a string")
@@ -655,7 +499,7 @@ def create_app(
         return found, sorted(set(digests) - set(found))
 
     async def locate_blobs(request: Request) -> Response:
-        digests = _object(await _json_body(request)).get("digests")
+        digests = json_object(await json_body(request)).get("digests")
         if not isinstance(digests, list) or len(digests) > LOCATE_MAX:
             raise InvalidInput(f"'digests' must be a list of at most {LOCATE_MAX} sha256")
         wanted = [sha256_hex(d) for d in digests]
@@ -705,12 +549,5 @@ def create_app(
         Route("/v1/blobs/{sha}/blocks", guarded(blob_blocks, blob_read), methods=["GET"]),
         Route("/v1/blobs/{sha}/damage", guarded(damage, blob_read), methods=["POST"]),
     ]
-    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
-        ArtfsError: _artfs_error,
-        OSError: _os_error,
-        HTTPException: _http_error,
-        ClientDisconnect: _client_gone,
-        Exception: _unexpected,
-    }
-    counted = _CountRequests(Starlette(routes=routes, exception_handlers=handlers))
+    counted = _CountRequests(Starlette(routes=routes, exception_handlers=exception_handlers()))
     return counted
