@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import random
 import shutil
 import signal
@@ -156,6 +157,8 @@ def main() -> int:
     t_start = time.monotonic()
     try:
         svc.start()
+        # the server and the CLI reach SeaweedFS with the credentials services.sh configured
+        os.environ.update({k: v for k, v in svc.env.items() if k.startswith("AWS_")})
         (work / "registry").mkdir()
         server = Server(
             work / "registry",
