@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 from ..cache.blobcache import CachedBlobReader
 from ..errors import InvalidInput
+from .sync import PORTAL_THREAD
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -90,7 +92,11 @@ class BlobReadFunctions:
 
     def close(self) -> None:
         reader, self.reader, self.fd = self.reader, None, None
-        if reader is not None and self.portal.alive:
+        if reader is None or not self.portal.alive:
+            return
+        if threading.current_thread().name == PORTAL_THREAD:  # closed by the GC in the loop
+            self.portal.call_soon(reader.aclose)
+        else:
             self.portal.call(reader.aclose, timeout=self.timeout)
 
 

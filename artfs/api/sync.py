@@ -31,6 +31,7 @@ from ..client.base import RegistryClient
 from ..errors import InvalidInput, Unavailable
 
 T = TypeVar("T")
+PORTAL_THREAD = "artfs-portal"
 
 
 class Portal:
@@ -42,7 +43,7 @@ class Portal:
         self._stop: trio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="artfs-portal", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=PORTAL_THREAD, daemon=True)
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
@@ -97,6 +98,17 @@ class Portal:
                 except trio.RunFinishedError:
                     pass
             raise
+
+    def call_soon(self, fn: Callable[[], Awaitable[Any]]) -> None:
+        """Start ``fn()`` in the loop without waiting for it, from any thread (the loop's own
+        included: a file closed by the garbage collector there must not wait on itself)."""
+        if not self.alive:
+            return
+        assert self._token is not None
+        try:
+            self._token.run_sync_soon(trio.lowlevel.spawn_system_task, fn)
+        except trio.RunFinishedError:
+            pass
 
     def start_service(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """Start ``fn(*args, task_status=...)`` in the portal's nursery; return what it
