@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..cache.blobcache import CachedBlobReader
 from ..errors import InvalidInput
-from .sync import PORTAL_THREAD
+from .sync import PORTAL_THREAD, RUNTIME
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -84,8 +84,6 @@ class BlobReadFunctions:
     def _open(self) -> CachedBlobReader:
         if self.reader is None:
             raise ValueError("I/O operation on closed file")
-        from .sync import RUNTIME
-
         if self.session.generation != RUNTIME.generation:
             raise InvalidInput("this artfs file was opened before fork(); open it again")
         return self.reader
