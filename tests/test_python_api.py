@@ -292,3 +292,50 @@ def test_download_with_a_mount_running_returns_the_path_inside_it(
         assert (path / "sub" / "b.bin").read_bytes() == files["sub/b.bin"]
         v.verify(path)
     assert not (tmp_path / "artifacts").exists()  # nothing was copied
+
+
+async def test_async_twins_under_trio(target: Target, tmp_path: Path) -> None:
+    import trio
+
+    import artfs.aio
+
+    files = make_tree(tmp_path / "src", 9)
+    ticks = 0
+
+    async def ticker() -> None:  # the caller's loop keeps running while artfs works
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.sleep(0.001)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker)
+        async with artfs.aio.Registry(target.location, cache_dir=tmp_path / "cache") as reg:
+            v = await reg.put(tmp_path / "src", "proj/data", aliases=["best"])
+            got = await reg.version("proj/data:best")
+            assert got == v
+            assert [f.path for f in await reg.files(got)] == sorted(files)
+            assert await reg.read(got, "big.bin", 1000, 10) == files["big.bin"][1000:1010]
+            draft = await reg.draft("proj/data", base="best")
+            draft.remove("small.txt")
+            v1 = await reg.commit(draft)
+            assert v1.number == 1
+            out = await reg.download(v1, tmp_path / "out")
+            await reg.verify(v1, out)
+        nursery.cancel_scope.cancel()
+    assert ticks > 0
+
+
+def test_async_twins_under_asyncio(target: Target, tmp_path: Path) -> None:
+    import asyncio
+
+    import artfs.aio
+
+    files = make_tree(tmp_path / "src", 10)
+
+    async def main() -> bytes:
+        async with artfs.aio.Registry(target.location, cache_dir=tmp_path / "cache") as reg:
+            v = await reg.put(tmp_path / "src", "proj/data")
+            return await reg.read(await reg.version(v.ref), "sub/b.bin")
+
+    assert asyncio.run(main()) == files["sub/b.bin"]
