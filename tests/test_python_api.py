@@ -6,7 +6,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -339,3 +342,45 @@ def test_async_twins_under_asyncio(target: Target, tmp_path: Path) -> None:
             return await reg.read(await reg.version(v.ref), "sub/b.bin")
 
     assert asyncio.run(main()) == files["sub/b.bin"]
+
+
+def test_ctrl_c_cancels_the_call_in_the_loop_too(tmp_path: Path) -> None:
+    """Ctrl-C in the calling thread ends the request it was waiting for (the connection to
+    the registry closes at once), not only the wait: else a script that catches
+    KeyboardInterrupt would keep a hung request running behind its back."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        code = (
+            "import sys, time, artfs\n"
+            f"reg = artfs.Registry({url!r}, cache_dir={str(tmp_path / 'cache')!r}, timeout=60)\n"
+            "try:\n"
+            "    reg.version('proj/data:latest')\n"
+            "except KeyboardInterrupt:\n"
+            "    print('interrupted', flush=True)\n"
+            "    time.sleep(60)\n"
+        )
+        child = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=os.environ
+        )
+        try:
+            silent.settimeout(30)
+            conn, _ = silent.accept()  # the request is on its way: the call is waiting
+            with conn:
+                conn.settimeout(30)
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = conn.recv(65536)
+                    assert chunk, "the client closed before sending its request"
+                    request += chunk
+                assert request.startswith(b"GET ")
+                child.send_signal(signal.SIGINT)
+                assert child.stdout is not None
+                assert child.stdout.readline().strip() == "interrupted"
+                conn.settimeout(10)  # far below the client's 60 s timeout
+                assert conn.recv(65536) == b""  # the child closed the connection
+                assert child.poll() is None  # while it still runs
+        finally:
+            child.kill()
+            child.wait()

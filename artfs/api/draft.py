@@ -107,7 +107,7 @@ class Draft:
             "inputs": input_refs(inputs),
             "type": type,
         }
-        result, uploaded = self._registry._call(_commit, self, session, options, timeout=None)
+        result, uploaded = self._registry._call(_commit, self, session, options, whole=True)
         self.uploaded = uploaded
         return Version(self._registry, result.version)
 

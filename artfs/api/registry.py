@@ -64,9 +64,11 @@ class Registry:
             held = self._held = RUNTIME.acquire(self._key)
         return held
 
-    def _call(self, fn: Any, *args: Any, timeout: float | None = -1.0) -> Any:
+    def _call(self, fn: Any, *args: Any, whole: bool = False) -> Any:
+        """``await fn(*args)`` in the loop thread, bounded by ``read_timeout`` unless
+        ``whole`` (uploads, downloads: each request inside is bounded instead)."""
         portal, _ = self._session()
-        return portal.call(fn, *args, timeout=self.read_timeout if timeout == -1.0 else timeout)
+        return portal.call(fn, *args, timeout=None if whole else self.read_timeout)
 
     def close(self) -> None:
         """Release the client and cache (shared with other ``Registry`` objects of the same
@@ -166,7 +168,7 @@ class Registry:
                 show_progress=False,
                 inputs=input_refs(inputs),
             ),
-            timeout=None,
+            whole=True,
         )
         return Version(self, result.version)
 

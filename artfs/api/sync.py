@@ -192,11 +192,12 @@ class _Runtime:
                 self.sessions.clear()
             session = self.sessions.get(key)
             if session is None:
-                for other in self.sessions.values():
-                    if other.cache_dir == key.cache_dir and other.registry != key.registry:
+                for other_key in self.sessions:
+                    if other_key.cache_dir == key.cache_dir:
                         raise InvalidInput(
                             f"cache {key.cache_dir} is already used in this process for "
-                            f"{other.registry}; pass cache_dir= to use another registry"
+                            f"{other_key.registry} with other options (registry, token, "
+                            "cache size or timeout); pass another cache_dir="
                         )
                 session = self.portal.start_service(_serve, key, self.generation)
                 self.sessions[key] = session
