@@ -141,6 +141,12 @@ def test_writing_through_fsspec_makes_a_version_on_commit(
         f.write(b"hello ")
         f.write(b"world")
     assert fs.ls("proj/out", detail=False) == ["proj/out/notes", "proj/out/x.parquet"]
+    assert fs.info("proj/out/notes/readme.txt") == {
+        "name": "proj/out/notes/readme.txt",
+        "type": "file",
+        "size": len(b"hello world"),
+    }
+    assert fs.info("proj/out/notes")["type"] == "directory"
     with artfs.Registry(fs.registry.url, cache_dir=fs.registry.cache_dir) as reg:
         with pytest.raises(artfs.NotFound):
             reg.version("proj/out")  # nothing is published before the commit
@@ -226,3 +232,26 @@ def test_the_entry_point_registers_the_protocol(target: Target, tmp_path: Path) 
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "via the entry point ArtfsFileSystem"
+
+
+def test_a_pickled_filesystem_reads_in_another_process(
+    fs: ArtfsFileSystem, options: dict[str, str], tmp_path: Path
+) -> None:
+    """Dask and multiprocessing ship the filesystem by pickling it: the copy reopens the same
+    registry and cache from its options."""
+    import pickle
+
+    files = make_tree(tmp_path / "src", 14)
+    with artfs.Registry(options["registry"], cache_dir=options["cache_dir"]) as reg:
+        reg.put(tmp_path / "src", "proj/data")
+    blob = pickle.dumps(fs)
+    code = (
+        "import pickle, sys\n"
+        "fs = pickle.loads(sys.stdin.buffer.read())\n"
+        "sys.stdout.buffer.write(fs.cat_file('proj/data:v0/sub/b.bin', 10, 20))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], input=blob, capture_output=True, timeout=120, env=os.environ
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout == files["sub/b.bin"][10:20]

@@ -50,6 +50,16 @@ class Draft:
         """The paths the version will have, sorted."""
         return sorted({*self._kept, *self._added})
 
+    def size_of(self, path: str) -> int:
+        """The size the file at ``path`` will have (as it was when added)."""
+        added = self._added.get(path)
+        if added is not None:
+            return added.size
+        kept = self._kept.get(path)
+        if kept is None:
+            raise NotFound(f"{path!r} is not in this draft")
+        return kept.size
+
     def add_file(self, src: str | os.PathLike[str], name: str | None = None) -> str:
         """Add (or replace) one file, as ``name`` (default: its base name); returns the path."""
         source = Path(src)

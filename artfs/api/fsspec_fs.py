@@ -207,9 +207,10 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         with self._lock:
             draft = self._drafts.get(key)
             paths = draft.paths() if draft else []
+            size = draft.size_of(inner) if draft and inner in paths else 0
         if inner:
             if inner in paths:
-                return [{"name": f"{key}/{inner}", "type": "file", "size": None}]
+                return [{"name": f"{key}/{inner}", "type": "file", "size": size}]
             paths = [p[len(inner) + 1 :] for p in paths if p.startswith(inner + "/")]
             if not paths:
                 return None
