@@ -384,3 +384,37 @@ def test_ctrl_c_cancels_the_call_in_the_loop_too(tmp_path: Path) -> None:
         finally:
             child.kill()
             child.wait()
+
+
+def test_threads_share_one_registry(target: Target, tmp_path: Path) -> None:
+    """Sixteen threads' first calls at once, then reads of one file: every thread gets the
+    right bytes, and closing the registry stops the loop thread (no reference leaked)."""
+    files = make_tree(tmp_path / "src", 15)
+    with artfs.Registry(target.location, cache_dir=tmp_path / "seed-cache") as seed:
+        seed.put(tmp_path / "src", "proj/data")
+    reg = artfs.Registry(target.location, cache_dir=tmp_path / "cache")
+    start = threading.Barrier(16)
+    results: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            start.wait()
+            with reg.version("proj/data:v0").open("big.bin") as f:
+                f.seek(i * 65536)
+                results.append(f.read(65536))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert sorted(results) == sorted(
+        files["big.bin"][i * 65536 : (i + 1) * 65536] for i in range(16)
+    )
+    reg.close()
+    assert RUNTIME.portal is None
+    assert not any(t.name == "artfs-portal" and t.is_alive() for t in threading.enumerate())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -53,16 +54,21 @@ class Registry:
         self.read_timeout = METADATA_CALLS * timeout
         self._key = SessionKey(self.url, token, self.cache_dir, size, timeout)
         self._held: tuple[Portal, Session] | None = None
+        self._lock = threading.Lock()
         self._closed = False
 
     # --- lifetime ----------------------------------------------------------------------
     def _session(self) -> tuple[Portal, Session]:
-        if self._closed:
-            raise InvalidInput("this artfs.Registry is closed")
         held = self._held
-        if held is None or held[1].generation != RUNTIME.generation or not held[0].alive:
-            held = self._held = RUNTIME.acquire(self._key)
-        return held
+        if held is not None and held[1].generation == RUNTIME.generation and held[0].alive:
+            return held
+        with self._lock:  # several threads' first calls take one session reference, not two
+            if self._closed:
+                raise InvalidInput("this artfs.Registry is closed")
+            held = self._held
+            if held is None or held[1].generation != RUNTIME.generation or not held[0].alive:
+                held = self._held = RUNTIME.acquire(self._key)
+            return held
 
     def _call(self, fn: Any, *args: Any, whole: bool = False) -> Any:
         """``await fn(*args)`` in the loop thread, bounded by ``read_timeout`` unless
@@ -73,8 +79,9 @@ class Registry:
     def close(self) -> None:
         """Release the client and cache (shared with other ``Registry`` objects of the same
         registry and cache); open files of its versions must be closed first."""
-        self._closed = True
-        held, self._held = self._held, None
+        with self._lock:
+            self._closed = True
+            held, self._held = self._held, None
         if held is not None and held[1].generation == RUNTIME.generation:
             RUNTIME.release(self._key, held[1])
 
