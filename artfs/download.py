@@ -49,9 +49,10 @@ async def fill_cache(
     files: list[tuple[str, FileEntry]],
     label: str,
     then: Callable[[str, Path], Awaitable[None]] | None = None,
+    show_progress: bool | None = None,
 ) -> None:
     """Fetch every file's blob (each distinct blob once), ``PARALLEL`` at a time, with progress."""
-    progress = Progress(label, sum(e.size for _, e in files))
+    progress = Progress(label, sum(e.size for _, e in files), enabled=show_progress)
     sem = trio.Semaphore(PARALLEL)
 
     async def one(path: str, entry: FileEntry) -> None:
@@ -77,6 +78,16 @@ async def download_version(
     client: RegistryClient, cache_dir: Path, ref: Ref, dest: Path, *, cache_size: int | None = None
 ) -> tuple[int, int]:
     _, manifest = await resolve_manifest(client, ref)
+    async with BlobCache(cache_dir, client, max_bytes=cache_size) as cache:
+        await download_into(cache, manifest, dest)
+    return len(manifest), manifest.total_size
+
+
+async def download_into(
+    cache: BlobCache, manifest: Manifest, dest: Path, show_progress: bool | None = None
+) -> None:
+    """Copy a version's files out of an open cache into ``dest`` (absent or empty), each
+    written to a temp name and renamed (also the Python API's ``Version.download``)."""
     if (dest.is_dir() and any(dest.iterdir())) or (dest.exists() and not dest.is_dir()):
         raise AlreadyExists(f"{dest} exists and is not an empty directory")
     dest.mkdir(parents=True, exist_ok=True)
@@ -86,9 +97,7 @@ async def download_version(
             _copy, source, dest.joinpath(*manifest_path(path, limits=False))
         )
 
-    async with BlobCache(cache_dir, client, max_bytes=cache_size) as cache:
-        await fill_cache(cache, list(manifest.items()), "downloading", copy_out)
-    return len(manifest), manifest.total_size
+    await fill_cache(cache, list(manifest.items()), "downloading", copy_out, show_progress)
 
 
 async def prefetch(

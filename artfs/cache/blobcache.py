@@ -46,6 +46,15 @@ from .settings import CacheTuning
 log = logging.getLogger("artfs.cache")
 
 _OPEN_ROOTS: set[str] = set()
+
+
+def forget_open_roots_after_fork() -> None:
+    """In a child made by ``fork``: the parent's open caches are not open here (its POSIX
+    range locks are not inherited, its loop thread does not exist), so the child may open
+    them again (the Python API does, artfs/api/sync.py)."""
+    _OPEN_ROOTS.clear()
+
+
 _RESCAN_INTERVAL = 2.0  # seconds between disk scans for the size limit
 
 

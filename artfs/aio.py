@@ -1,0 +1,9 @@
+"""Async twins of the Python API, for trio and asyncio programs (docs/python.md)::
+
+async with artfs.aio.Registry() as reg:
+    version = await reg.version("proj/data:latest")
+"""
+
+from .api.aio import Registry as Registry
+
+__all__ = ["Registry"]
