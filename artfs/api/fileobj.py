@@ -19,7 +19,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ..cache.blobcache import CachedBlobReader
+from ..cache.reader import CachedBlobReader
 from ..errors import InvalidInput
 from .sync import PORTAL_THREAD, RUNTIME
 
