@@ -11,6 +11,7 @@ import random
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ class PrivateServices:
                 "ARTFS_SERVICES_DIR": str(self.state),
                 "ARTFS_PG_PORT": str(self.pg_port),
                 "ARTFS_WEED_PORT_BASE": str(self.weed_base),
+                "ARTFS_VENV": sys.prefix,  # where `weed` is: the venv running these tests
             },
             capture_output=True,
             text=True,
