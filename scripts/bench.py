@@ -48,10 +48,12 @@ from tests.e2e import Server, is_mounted, run_cli
 CHUNK = 1 << 20
 
 
-def drop_caches() -> None:
+def drop_caches(level: int = 3) -> None:
+    """Drop the page cache (and with 2 or 3 the dentries and inodes: the kernel then sends
+    FORGET for a mount's nodes)."""
     os.sync()
     try:
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        Path("/proc/sys/vm/drop_caches").write_text(f"{level}\n")
     except OSError:
         print(
             "warning: cannot drop the page cache (not root?); warm/cold rows are optimistic",

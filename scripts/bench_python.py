@@ -44,6 +44,7 @@ from scripts.bench import (
     drop_caches,
     render_table,
     run_cleanly,
+    timed,
 )
 from tests.e2e import Server, run_cli
 
@@ -59,12 +60,6 @@ def read_file(f: Any) -> int:
     while n := f.readinto(buf):
         total += n
     return total
-
-
-def seconds(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 class PythonBench:
@@ -127,15 +122,15 @@ class PythonBench:
 
         def via_mount() -> float:
             with open(mfile, "rb", buffering=0) as f:
-                return seconds(lambda: read_file(f))
+                return timed(lambda: read_file(f))
 
         def via_api() -> float:
             with version.open("big.bin") as f:
-                return seconds(lambda: read_file(f))
+                return timed(lambda: read_file(f))
 
         def via_fsspec() -> float:
             with fs.open(url, "rb") as f:
-                return seconds(lambda: read_file(f))
+                return timed(lambda: read_file(f))
 
         for label, fn in (("Version.open", via_api), ("fsspec open", via_fsspec)):
             api, mount = best_of(5, fn, via_mount)
@@ -161,7 +156,7 @@ class PythonBench:
                     for o in offsets:  # (a loop, not a list: every side frees each result)
                         os.pread(fd, RANDOM_READ, o)
 
-                return seconds(go)
+                return timed(go)
             finally:
                 os.close(fd)
 
@@ -173,14 +168,14 @@ class PythonBench:
                         f.seek(o)
                         f.read(RANDOM_READ)
 
-                return seconds(go)
+                return timed(go)
 
         def random_cat() -> float:
             def go() -> None:
                 for o in offsets:
                     fs.cat_file(url, o, o + RANDOM_READ)
 
-            return seconds(go)
+            return timed(go)
 
         nbytes = RANDOM_READ * RANDOM_COUNT
         for label, fn in (("Version.open seek+read", random_api), ("fs.cat_file", random_cat)):
@@ -193,11 +188,11 @@ class PythonBench:
         cold_reg = artfs.Registry(self.server.url, cache_dir=self.work / "cache-api")
         drop_caches()
         with cold_reg.version("bench/b:v0").open("big.bin") as f:
-            api = seconds(lambda: read_file(f))
+            api = timed(lambda: read_file(f))
         cold_reg.close()
         drop_caches()
         with open(mnt / "bench" / "b" / "v0" / "big.bin", "rb", buffering=0) as f:
-            mount = seconds(lambda: read_file(f))
+            mount = timed(lambda: read_file(f))
         self.row(
             "cold sequential 1 MiB reads (fetch + verify), Version.open", api, mount, self.size
         )

@@ -19,7 +19,6 @@ to drop caches. The machine is shared and noisy: compare ratios, not absolute nu
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -34,17 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from artfs.client.http import HttpRegistryClient
 from artfs.manifest import Manifest
 from artfs.mountinfo import read_record
+from scripts.bench import drop_caches, walk_stat
 from tests.e2e import Server, is_mounted, run_cli
 
 BLOB = b"artfs walk benchmark\n"
-
-
-def drop_caches(level: int = 3) -> None:
-    os.sync()
-    try:
-        Path("/proc/sys/vm/drop_caches").write_text(f"{level}\n")
-    except OSError:
-        print("warning: cannot drop caches (not root?)", file=sys.stderr)
 
 
 def rss_mib(pid: int, field: str = "VmRSS") -> float:
@@ -71,15 +63,6 @@ async def publish(url: str, files: int, per_dir: int, blob: Path) -> None:
         await client.commit("bench", "walk", manifest)
     finally:
         await client.aclose()
-
-
-def walk_stat(root: Path) -> int:
-    n = 0
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            os.stat(os.path.join(dirpath, name))
-            n += 1
-    return n
 
 
 class Sampler:
