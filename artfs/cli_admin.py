@@ -110,6 +110,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
         if report.uploads
         else ""
     )
+    if report.proofs:
+        uploads += f"; forgot {report.proofs} expired upload proof(s)"
     if report.dry_run:
         for sha, size in report.doomed:
             print(f"{sha}\t{size}")

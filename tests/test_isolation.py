@@ -27,6 +27,7 @@ from artfs.client.http import HttpRegistryClient
 from artfs.errors import Forbidden, NotFound
 from artfs.manifest import Manifest
 from artfs.models import HIDDEN_INPUT, HIDDEN_REF
+from artfs.registry.blobrefs import UPLOAD_PROOF_SECONDS
 from artfs.server.signing import UrlSigner
 
 from .backends import SQLITE, RegistrySpec, backend_params, make_spec, release
@@ -423,5 +424,31 @@ def test_upgrade_to_schema_6_records_which_project_holds_which_blob(
     try:
         assert registry.visible_blobs(Principal("a", {"alpha": "read"}), [sha(data)]) == {sha(data)}
         assert registry.visible_blobs(Principal("b", {"beta": "read"}), [sha(data)]) == set()
+    finally:
+        registry.close()
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_gc_forgets_expired_upload_proofs(backend: str, tmp_path: Path) -> None:
+    """A token's upload proofs are cleared on its next upload; those of a token that never
+    uploads again are cleared by ``artfs gc``, and only once they have expired."""
+    spec = make_spec(backend, tmp_path / "reg")
+    registry = spec.open()
+    try:
+        meta = registry.meta
+        now = time.time()
+        meta.record_upload("gone", "a" * 64, now - UPLOAD_PROOF_SECONDS - 60, 0.0)
+        meta.record_upload("active", "b" * 64, now, 0.0)
+
+        def proofs() -> list[str]:
+            with meta._read() as c:  # type: ignore[attr-defined]
+                rows = meta._q(c, "SELECT token FROM blob_uploads ORDER BY token")  # type: ignore[attr-defined]
+                return [str(r[0]) for r in rows]
+
+        assert proofs() == ["active", "gone"]
+        assert registry.gc(3600.0, dry_run=True).proofs == 0  # a dry run changes nothing
+        assert proofs() == ["active", "gone"]
+        assert registry.gc(3600.0).proofs == 1
+        assert proofs() == ["active"]
     finally:
         registry.close()

@@ -155,6 +155,12 @@ class BlobRefsSql(Generic[C]):
                 now,
             )
 
+    def drop_upload_proofs(self, before: float) -> int:
+        """Forget every upload proof older than ``before``: a token that stops uploading
+        would otherwise keep its rows for good (its own uploads only clear its own)."""
+        with self._write() as c:
+            return int(self._q(c, "DELETE FROM blob_uploads WHERE uploaded < ?", before).rowcount)
+
     def url_secret(self) -> str:
         """The secret that signs data-server URLs: made by the first server that asks, then
         the same for every server on this store (so any of them checks any one's URLs)."""

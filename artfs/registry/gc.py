@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput
 from ..progress import human_bytes
+from .blobrefs import UPLOAD_PROOF_SECONDS
 from .core import manifest_blobs
 from .meta import VersionKey
 from .refset import ReferenceSet
@@ -67,6 +68,7 @@ class GcReport:
     resumed: int = 0  # blobs an interrupted collection had doomed, deleted now
     uploads: int = 0  # abandoned uploads' temporary files removed (dry run: that would be)
     uploads_bytes: int = 0
+    proofs: int = 0  # expired upload proofs forgotten (project isolation, blobrefs.py)
     seconds: float = 0.0
 
     @property
@@ -105,6 +107,10 @@ class GarbageCollector:
         if not dry_run:
             report.resumed = self.finish_doomed()
         report.uploads, report.uploads_bytes = self.abandoned_uploads(grace, dry_run=dry_run)
+        if not dry_run:
+            report.proofs = self.meta.drop_upload_proofs(
+                self.registry.clock() - UPLOAD_PROOF_SECONDS
+            )
         candidates, seen = self.candidates(report, grace)
         doomed = self.mark(candidates, seen, dry_run=dry_run)
         report.doomed = [(sha, candidates[sha]) for sha in doomed]

@@ -178,6 +178,10 @@ class MetaStore(Protocol):
         """``token`` uploaded (and the server verified) ``sha256`` at ``now``."""
         ...
 
+    def drop_upload_proofs(self, before: float) -> int:
+        """Forget every upload proof older than ``before`` (``artfs gc``); how many."""
+        ...
+
     def url_secret(self) -> str:
         """The secret signing data-server URLs, made once and shared by every server."""
         ...
