@@ -161,6 +161,25 @@ def cmd_alias(args: argparse.Namespace) -> int:
     return trio.run(_with_client, args, run)
 
 
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from .lineage_graph import hops
+    from .lineage_render import RENDERERS, truncation_note
+
+    up, down = hops(args.up, "--up"), hops(args.down, "--down")
+
+    async def run(client: RegistryClient) -> int:
+        ref = parse_ref(args.ref, default_latest=True)
+        number = await _resolve_number(client, ref.project, ref.artifact, ref.selector)
+        graph = await client.lineage(ref.project, ref.artifact, number, up=up, down=down)
+        sys.stdout.write(RENDERERS[args.format](graph))
+        note = truncation_note(graph)
+        if note and args.format != "text":
+            print(f"artfs: {note}", file=sys.stderr)
+        return 0
+
+    return trio.run(_with_client, args, run)
+
+
 def _expect_number(text: str) -> int:
     n = parse_version(text)
     if n is None:
@@ -470,6 +489,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("target", metavar="REF_OR_PATH")
     s.set_defaults(fn=cmd_info)
+
+    s = with_registry(sub.add_parser("lineage", help="the inputs and consumers of a version"))
+    s.add_argument("ref", metavar="REF")
+    for flag, what in (("--up", "inputs"), ("--down", "consumers")):
+        s.add_argument(flag, metavar="N", help=f"hops of {what} to walk (default: all)")
+    s.add_argument("--format", choices=("text", "json", "dot", "mermaid"), default="text")
+    s.set_defaults(fn=cmd_lineage)
 
     from .drafts.cli_cmds import add_parsers as add_draft_parsers
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..lineage_graph import LineageGraph
 from ..manifest import Manifest
 from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
 
@@ -103,6 +104,13 @@ class RegistryClient(Protocol):
 
     async def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:
         """Live versions that list this version among their lineage inputs."""
+        ...
+
+    async def lineage(
+        self, project: str, artifact: str, number: int, *, up: int | None, down: int | None
+    ) -> LineageGraph:
+        """The lineage graph around a live version, ``up`` hops of inputs and ``down`` of
+        consumers (None: all), in one request: what this client's token may read of it."""
         ...
 
     async def set_alias(

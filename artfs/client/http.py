@@ -65,6 +65,7 @@ from ..errors import (
 )
 from ..hashing import sha256_hex, split_block_digests
 from ..lineage import parse_inputs
+from ..lineage_graph import LineageGraph
 from ..manifest import Manifest
 from ..manifest_stream import FORMAT, MEDIA_TYPE, canonical_chunks
 from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
@@ -460,6 +461,13 @@ class HttpRegistryClient(BlobLocations):
             return [VersionInput.from_json(item) for item in data["used_by"]]
         except (KeyError, TypeError) as e:
             raise ProtocolError(f"malformed used-by answer: {e}") from None
+
+    async def lineage(
+        self, project: str, artifact: str, number: int, *, up: int | None, down: int | None
+    ) -> LineageGraph:
+        path = f"{self._art_path(project, artifact)}/versions/{int(number)}/lineage"
+        query = {k: "all" if v is None else str(v) for k, v in (("up", up), ("down", down))}
+        return LineageGraph.from_json(await self._json("GET", path, params=query))
 
     async def set_alias(
         self, project: str, artifact: str, alias: str, number: int, *, expect: Expect = UNSET

@@ -17,6 +17,7 @@ import trio
 
 from ..errors import InvalidInput, NotFound
 from ..hashing import sha256_hex, split_block_digests
+from ..lineage_graph import LineageGraph
 from ..manifest import Manifest
 from ..manifest_stream import canonical_chunks
 from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
@@ -123,6 +124,12 @@ class LocalRegistryClient:
 
     async def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:
         return await self._run((await self._reg()).used_by, project, artifact, number)
+
+    async def lineage(
+        self, project: str, artifact: str, number: int, *, up: int | None, down: int | None
+    ) -> LineageGraph:
+        reg = await self._reg()
+        return await self._run(partial(reg.lineage, up=up, down=down), project, artifact, number)
 
     async def set_alias(
         self, project: str, artifact: str, alias: str, number: int, *, expect: Expect = UNSET

@@ -26,6 +26,7 @@ from ..errors import (
 )
 from ..hashing import BlobHasher
 from ..lineage import parse_inputs, unique_in_order
+from ..lineage_graph import LineageGraph, LineageNode, version_node, walk
 from ..manifest import Manifest
 from ..manifest_stream import canonical_chunks
 from ..models import (
@@ -170,6 +171,55 @@ class MemoryRegistryClient:
                 for i in info.inputs
             )
         ]
+
+    async def lineage(
+        self, project: str, artifact: str, number: int, *, up: int | None, down: int | None
+    ) -> LineageGraph:
+        """The same walk as the SQL store's, over the dicts (a deleted version is dropped
+        here with its inputs, so the twin's lineage ends at it where the store's goes on)."""
+        self.requests += 1
+        Key = tuple[str, str, int]
+        if (project, artifact, number) not in self.versions:
+            raise NotFound(f"version {project}/{artifact}:v{number} not found")
+
+        def inputs_of(keys: Sequence[Key]) -> dict[Key, list[tuple[Key, LineageNode]]]:
+            return {
+                k: [
+                    (
+                        (i.project, i.artifact, i.number),
+                        version_node(
+                            i.project,
+                            i.artifact,
+                            i.number,
+                            i.digest,
+                            (i.project, i.artifact, i.number) not in self.versions,
+                        ),
+                    )
+                    for i in self.versions[k][0].inputs
+                ]
+                for k in keys
+                if k in self.versions
+            }
+
+        def consumers_of(keys: Sequence[Key]) -> dict[Key, list[tuple[Key, LineageNode]]]:
+            wanted = set(keys)
+            out: dict[Key, list[tuple[Key, LineageNode]]] = {}
+            for key, (info, _) in sorted(self.versions.items()):
+                for i in info.inputs:
+                    if (i.project, i.artifact, i.number) in wanted:
+                        node = version_node(*key, info.digest)
+                        out.setdefault((i.project, i.artifact, i.number), []).append((key, node))
+            return out
+
+        digest = self.versions[(project, artifact, number)][0].digest
+        return walk(
+            (project, artifact, number),
+            version_node(project, artifact, number, digest),
+            up=up,
+            down=down,
+            inputs_of=inputs_of,
+            consumers_of=consumers_of,
+        )
 
     def _with_aliases(self, info: VersionInfo) -> VersionInfo:
         art = self._art(info.project, info.artifact)

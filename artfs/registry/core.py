@@ -22,6 +22,7 @@ from ..client.base import UNSET, Expect
 from ..errors import BeingCollected, Forbidden, InvalidInput, NotPermitted
 from ..hashing import sha256_hex
 from ..lineage import parse_inputs
+from ..lineage_graph import LineageGraph
 from ..manifest import FileEntry, Manifest, check_paths
 from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
 from ..names import (
@@ -312,6 +313,27 @@ class Registry:
     def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:
         """Live versions made from this one (its consumers in the lineage)."""
         return self.meta.used_by(project_name(project), artifact_name(artifact), _number(number))
+
+    def lineage(
+        self,
+        project: str,
+        artifact: str,
+        number: int,
+        *,
+        up: int | None = None,
+        down: int | None = None,
+        can_read: Callable[[str], bool] = lambda _project: True,
+    ) -> LineageGraph:
+        """The lineage graph around a live version: ``up``/``down`` hops of inputs and
+        consumers (None: all, up to ``MAX_LINEAGE_NODES``), as ``can_read`` may see it."""
+        return self.meta.lineage(
+            project_name(project),
+            artifact_name(artifact),
+            _number(number),
+            up=up,
+            down=down,
+            can_read=can_read,
+        )
 
     def manifest_gz(self, project: str, artifact: str, number: int) -> tuple[str, bytes]:
         """(digest, gzip JSON) of a version's manifest, as stored."""

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from ..auth import TokenInfo
 from ..client.base import Expect
+from ..lineage_graph import LineageGraph
 from ..models import ArtifactInfo, ProjectInfo, VersionInfo, VersionInput
 from ..names import Ref
 
@@ -102,6 +103,20 @@ class MetaStore(Protocol):
 
     def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:
         """Live versions whose lineage inputs include this live version."""
+        ...
+
+    def lineage(
+        self,
+        project: str,
+        artifact: str,
+        number: int,
+        *,
+        up: int | None,
+        down: int | None,
+        can_read: Callable[[str], bool],
+        max_nodes: int = ...,
+    ) -> LineageGraph:
+        """The lineage graph around a live version, in one read transaction."""
         ...
 
     def get_manifest_gz(self, project: str, artifact: str, number: int) -> tuple[str, bytes]:

@@ -41,6 +41,7 @@ from ..names import LATEST, Ref
 from .blobrefs import BLOB_REFS_SCHEMA_TEMPLATE, BlobRefsSql
 from .damagedb import DAMAGE_SCHEMA_TEMPLATE, DamageQueries
 from .gcdb import GcQueries
+from .lineagedb import LineageQueries
 from .meta import NewVersion
 from .tokendb import TokenQueries
 
@@ -196,7 +197,13 @@ C = TypeVar("C")
 
 
 class SqlMetaStore(
-    GcQueries[C], TokenQueries[C], BlobRefsSql[C], DamageQueries[C], ABC, Generic[C]
+    GcQueries[C],
+    TokenQueries[C],
+    BlobRefsSql[C],
+    DamageQueries[C],
+    LineageQueries[C],
+    ABC,
+    Generic[C],
 ):
     """A ``MetaStore`` over a SQL connection of type ``C``: each public method is one
     transaction; writes to an existing artifact first look its row up with

@@ -34,6 +34,7 @@ from ..auth import READ, WRITE, Principal
 from ..errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from ..hashing import BLOCK_SIZE, sha256_hex
 from ..lineage import parse_inputs, visible_lineage
+from ..lineage_graph import hops
 from ..manifest import Manifest
 from ..manifest_stream import FORMAT, MEDIA_TYPE
 from ..models import CommitResult
@@ -300,6 +301,18 @@ def create_app(
         visible = [v.to_json() for v in found if who.can(READ, v.project)]
         return JSONResponse({"used_by": visible})
 
+    async def lineage(request: Request) -> Response:
+        """The whole subgraph in one answer (docs/decisions.md, "Lineage graph"): isolation
+        is applied inside the walk, which stops at what this token may not read."""
+        p, q = request.path_params, request.query_params
+        up, down = hops(q.get("up"), "up"), hops(q.get("down"), "down")
+        number = number_param(p["selector"])
+        who = readable(principal(request))
+        graph = await run(
+            r.lineage, p["project"], p["artifact"], number, up=up, down=down, can_read=who
+        )
+        return JSONResponse(graph.to_json())
+
     async def delete_version(request: Request) -> Response:
         p = request.path_params
         await run(
@@ -537,6 +550,7 @@ def create_app(
         Route(f"{art}/versions/{{selector}}", guarded(get_version, read), methods=["GET"]),
         Route(f"{art}/versions/{{selector}}", guarded(delete_version, write), methods=["DELETE"]),
         Route(f"{art}/versions/{{selector}}/used-by", guarded(used_by, read), methods=["GET"]),
+        Route(f"{art}/versions/{{selector}}/lineage", guarded(lineage, read), methods=["GET"]),
         Route(f"{art}/versions/{{number}}/manifest", guarded(get_manifest, read), methods=["GET"]),
         Route(f"{art}/aliases/{{alias}}", guarded(set_alias, write), methods=["PUT"]),
         Route(f"{art}/aliases/{{alias}}", guarded(delete_alias, write), methods=["DELETE"]),
