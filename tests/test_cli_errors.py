@@ -72,6 +72,7 @@ BAD_INPUT: dict[tuple[str, ...], list[str]] = {
     ("alias", "set"): ["p/a:v1", "v2"],
     ("alias", "rm"): ["p/a", "latest"],
     ("info",): ["p/a/b"],
+    ("lineage",): ["p/a:v1", "--up", "-1"],
     ("draft",): ["--state-dir", "{state}", "p", "d1"],
     ("delete",): ["p"],
 }
@@ -85,6 +86,7 @@ REMOTE: dict[tuple[str, ...], list[str]] = {
     ("alias", "set"): ["p/a:v1", "best"],
     ("alias", "rm"): ["p/a", "best"],
     ("info",): ["p/a"],
+    ("lineage",): ["p/a:v1"],
     ("draft",): ["--state-dir", "{state}", "p/a", "d1"],
     ("delete",): ["p/a:v1"],
 }
