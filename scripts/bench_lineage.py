@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""The lineage graph: one request for the subgraph against walking it hop by hop.
+
+Commits a layered graph straight into a fresh registry (``seed:v0`` -> ``--layers`` layers
+of ``--width`` versions, each made from two of the layer below), starts
+``python -m artfs.server`` on it, then times, from the seed:
+
+- ``GET .../versions/0/lineage`` (the whole graph in one answer; median of ``--rounds``),
+  with the size of its JSON;
+- the same graph walked as a client without the route would: breadth-first over
+  ``GET .../versions/N/used-by``, one request per version, on one keep-alive connection.
+
+    .venv/bin/python scripts/bench_lineage.py [--layers 10] [--width 100]
+    .venv/bin/python scripts/bench_lineage.py --db postgresql://... --blobs s3://b/p \\
+        --s3-endpoint http://127.0.0.1:8333
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from artfs.lineage_graph import MAX_LINEAGE_NODES
+from artfs.manifest import Manifest
+from artfs.registry import Registry
+
+_READY = re.compile(r"listening on (http://\S+)")
+
+
+def open_registry(args: argparse.Namespace, data: Path) -> Registry:
+    if args.db is None:
+        return Registry.open(data)
+    from artfs.registry.postgres import PostgresMetaStore
+    from artfs.registry.s3 import S3BlobStore, parse_s3_url
+
+    bucket, prefix = parse_s3_url(args.blobs)
+    return Registry(
+        PostgresMetaStore(args.db), S3BlobStore(bucket, prefix, endpoint_url=args.s3_endpoint)
+    )
+
+
+def build(reg: Registry, layers: int, width: int, tmp: Path) -> float:
+    blob = tmp / "blob"
+    blob.write_bytes(b"x")
+    sha = hashlib.sha256(b"x").hexdigest()
+    reg.put_file(sha, blob)
+    manifests = [Manifest.build([]), Manifest.build([("f", 1, sha)])]  # alternate: no dedup
+    reg.create_project("bench", exist_ok=True)
+    for name in ("seed", *(f"l{k}" for k in range(1, layers + 1))):
+        reg.create_artifact("bench", name, type="dataset", exist_ok=True)
+    t0 = time.perf_counter()
+    reg.commit("bench", "seed", manifests[0])
+    for k in range(1, layers + 1):
+        for j in range(width):
+            below = (
+                ["bench/seed:v0"]
+                if k == 1
+                else [f"bench/l{k - 1}:v{j}", f"bench/l{k - 1}:v{(j + 1) % width}"]
+            )
+            reg.commit("bench", f"l{k}", manifests[j % 2], inputs=below)
+    return time.perf_counter() - t0
+
+
+def hop_by_hop(http: httpx.Client, url: str) -> tuple[int, int]:
+    """(requests, versions) walking consumers from the seed with one request per version."""
+    seen = {("seed", 0)}
+    level, requests = [("seed", 0)], 0
+    while level:
+        nxt = []
+        for artifact, number in level:
+            r = http.get(f"{url}/v1/projects/bench/artifacts/{artifact}/versions/{number}/used-by")
+            requests += 1
+            for v in r.json()["used_by"]:
+                key = (v["artifact"], int(v["number"]))
+                if key not in seen:
+                    seen.add(key)
+                    nxt.append(key)
+        level = nxt
+    return requests, len(seen)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--layers", type=int, default=10)
+    ap.add_argument("--width", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--db", help="postgresql://... (default: SQLite in a temp directory)")
+    ap.add_argument("--blobs", help="s3://bucket/prefix (with --db)")
+    ap.add_argument("--s3-endpoint")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        reg = open_registry(args, tmp / "data")
+        try:
+            built = build(reg, args.layers, args.width, tmp)
+        finally:
+            reg.close()
+        versions = 1 + args.layers * args.width
+        print(f"committed {versions} versions in {built:.1f} s")
+        store = ["--db", args.db, "--blobs", args.blobs] if args.db else []
+        store += ["--s3-endpoint", args.s3_endpoint] if args.s3_endpoint else []
+        cmd = [sys.executable, "-m", "artfs.server", "--data", str(tmp / "data"), "--port", "0"]
+        proc = subprocess.Popen(
+            [*cmd, "--blob-port", "0", *store],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            url = ""
+            for line in proc.stdout:
+                m = _READY.search(line)
+                if m:
+                    url = m.group(1)
+                    break
+            if not url:
+                raise SystemExit("the server did not start")
+            with httpx.Client(timeout=120) as http:
+                path = f"{url}/v1/projects/bench/artifacts/seed/versions/0/lineage"
+                times, size = [], 0
+                for _ in range(args.rounds):
+                    t0 = time.perf_counter()
+                    r = http.get(path)
+                    times.append(time.perf_counter() - t0)
+                    size = len(r.content)
+                    assert len(r.json()["nodes"]) == min(versions, MAX_LINEAGE_NODES)
+                one = statistics.median(times)
+                t0 = time.perf_counter()
+                requests, seen = hop_by_hop(http, url)
+                walked = time.perf_counter() - t0
+                assert seen == versions
+            print(
+                f"one request:  {one * 1000:7.1f} ms  ({size / 1024:.0f} KiB JSON, "
+                f"{min(versions, MAX_LINEAGE_NODES)} nodes, {args.layers} hops)"
+            )
+            print(f"hop by hop:   {walked * 1000:7.1f} ms  ({requests} requests to used-by)")
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
