@@ -21,14 +21,18 @@ import httpx
 import pytest
 import trio
 
+from artfs.client.base import RegistryClient
 from artfs.client.local import LocalRegistryClient
 from artfs.client.memory import MemoryRegistryClient
+from artfs.errors import NotFound
 from artfs.lineage_graph import LineageGraph
+from artfs.lineage_render import render_text, truncation_note
 from artfs.manifest import Manifest
 
 from .backends import SQLITE, RegistrySpec, backend_params, make_spec, release
 from .conftest_server import RunningServer, start_spec_server, stop_server
 from .e2e import run_cli
+from .test_api import upload
 
 LAYERS, WIDTH = 10, 100
 
@@ -232,3 +236,70 @@ async def _twin_lineage() -> LineageGraph:
     await twin_client.commit("lin", "l1b", empty)
     await twin_client.commit("lin", "l2", empty, inputs=["lin/l1:v0", "lin/l1b:v0"])
     return await twin_client.lineage("lin", "l2", 0, up=None, down=None)
+
+
+async def test_deleted_versions_in_the_graph(
+    client: RegistryClient, unique_project: str, tmp_path: Path
+) -> None:
+    """A deleted input stays in the graph, flagged, and is walked past (the store keeps its
+    lineage); a deleted consumer is gone, as from ``used-by``. Over HTTP and in-process."""
+    p = unique_project
+    await client.create_project(p, exist_ok=True)
+    for name in ("raw", "data", "model", "eval"):
+        await client.create_artifact(p, name, type="dataset")
+    one = Manifest.build([("f", 1, await upload(client, tmp_path, b"y"))])
+    empty = Manifest.build([])
+    await client.commit(p, "raw", empty)
+    await client.commit(p, "data", empty, inputs=[f"{p}/raw:v0"])
+    await client.commit(p, "model", empty, inputs=[f"{p}/data:v0"])
+    await client.commit(p, "eval", empty, inputs=[f"{p}/model:v0"])
+    await client.commit(p, "eval", one, inputs=[f"{p}/model:v0"])
+    before = await client.lineage(p, "model", 0, up=None, down=None)
+    assert before.node(f"{p}/eval:v1").distance == 1
+    await client.delete_version(p, "data", 0, force=True)
+    await client.delete_version(p, "eval", 1)
+
+    graph = await client.lineage(p, "model", 0, up=None, down=None)
+    assert {n.id: (n.distance, n.deleted) for n in graph.nodes} == {
+        f"{p}/model:v0": (0, False),
+        f"{p}/data:v0": (-1, True),
+        f"{p}/raw:v0": (-2, False),
+        f"{p}/eval:v0": (1, False),
+    }
+    assert "(deleted)" in render_text(graph)
+    with pytest.raises(NotFound):
+        await client.lineage(p, "data", 0, up=None, down=None)
+    only = await client.lineage(p, "model", 0, up=0, down=0)
+    assert [n.id for n in only.nodes] == [f"{p}/model:v0"] and only.edges == ()
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_the_store_stops_at_the_node_cap(backend: str, tmp_path: Path) -> None:
+    """The SQL walk truncates where the pure one does (breadth-first, inputs first)."""
+    spec = make_spec(backend, tmp_path / "reg")
+    reg = spec.open()
+    try:
+        reg.create_project("c")
+        reg.create_artifact("c", "a", type="dataset")
+        blob = tmp_path / "blob"
+        blob.write_bytes(b"z")
+        reg.put_file(hashlib.sha256(b"z").hexdigest(), blob)
+        manifests = [
+            Manifest.build([]),
+            Manifest.build([("f", 1, hashlib.sha256(b"z").hexdigest())]),
+        ]
+        reg.commit("c", "a", manifests[0])
+        for n in range(1, 8):  # a chain c/a:v0 <- v1 <- ... <- v7
+            reg.commit("c", "a", manifests[n % 2], inputs=[f"c/a:v{n - 1}"])
+        full = reg.meta.lineage("c", "a", 4, up=None, down=None, can_read=lambda _p: True)
+        assert [n.distance for n in full.nodes] == [0, -1, -2, -3, -4, 1, 2, 3]
+        capped = reg.meta.lineage(
+            "c", "a", 4, up=None, down=None, can_read=lambda _p: True, max_nodes=6
+        )
+        assert capped.truncated and [n.distance for n in capped.nodes] == [0, -1, -2, -3, -4, 1]
+        assert truncation_note(capped) == (
+            "lineage of c/a:v4 stopped at 6 nodes: ask for fewer hops with --up N / --down N"
+        )
+    finally:
+        reg.close()
+        release(spec)
