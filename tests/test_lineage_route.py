@@ -303,3 +303,24 @@ def test_the_store_stops_at_the_node_cap(backend: str, tmp_path: Path) -> None:
     finally:
         reg.close()
         release(spec)
+
+
+def test_the_python_api_gets_the_same_graph(big: Big, tmp_path: Path) -> None:
+    import artfs
+    import artfs.aio
+
+    with artfs.Registry(big.server.url, big.reader, cache_dir=tmp_path / "cache") as reg:
+        before = big.requests()
+        graph = reg.lineage("lin/l1:v3", down=1)
+        assert big.requests() - before == 1
+    assert graph == LineageGraph.from_json(
+        big.get("lin/artifacts/l1/versions/3", big.reader, down="1").json()
+    )
+    assert [n.hidden for n in graph.nodes if n.distance == -2] == [True]
+
+    async def aio() -> LineageGraph:
+        async with artfs.aio.Registry(big.server.url, big.full, cache_dir=tmp_path / "c2") as areg:
+            return await areg.lineage("lin/seed", up=0)
+
+    down = trio.run(aio)
+    assert len(down.nodes) == len(_expected_ids()) and not any(n.hidden for n in down.nodes)

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from ..lineage_graph import LineageGraph
 from .draft import Draft
 from .registry import Registry as SyncRegistry
 from .version import File, Version
@@ -63,6 +64,11 @@ class Registry:
 
     async def projects(self) -> list[str]:
         return await _run(self.sync.projects)
+
+    async def lineage(
+        self, ref: str, *, up: int | None = None, down: int | None = None
+    ) -> LineageGraph:
+        return await _run(self.sync.lineage, ref, up=up, down=down)
 
     async def put(self, path: str | os.PathLike[str], artifact: str, **kwargs: Any) -> Version:
         return await _run(self.sync.put, path, artifact, **kwargs)

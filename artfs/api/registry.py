@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .. import config, mountinfo
 from ..errors import InvalidInput
+from ..lineage_graph import LineageGraph
 from ..manifest import Manifest
 from ..models import VersionInfo
 from ..names import parse_artifact_id, parse_ref, parse_version
@@ -130,6 +132,22 @@ class Registry:
     def projects(self) -> list[str]:
         _, session = self._session()
         return [p.name for p in self._call(session.client.list_projects)]
+
+    def lineage(self, ref: str, *, up: int | None = None, down: int | None = None) -> LineageGraph:
+        """The lineage graph around a version: ``up`` hops of inputs, ``down`` of consumers
+        (None: all, up to 10,000 nodes; ``.truncated`` says when it stopped), one request."""
+        parsed = parse_ref(ref, default_latest=True)
+        _, session = self._session()
+        number = parsed.version
+        if number is None:
+            number = self.version(ref).number  # an alias: resolved first
+        graph: LineageGraph = self._call(
+            partial(session.client.lineage, up=up, down=down),
+            parsed.project,
+            parsed.artifact,
+            number,
+        )
+        return graph
 
     def _manifest(self, project: str, artifact: str, number: int) -> Manifest:
         _, session = self._session()
