@@ -1,3 +1,27 @@
 """Shared fixtures. Server fixtures live in conftest_server.py, mount helpers in e2e.py."""
 
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
 pytest_plugins = ["tests.conftest_server"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Mounts started without ``--state-dir`` keep their drafts under ``$XDG_STATE_HOME``
+    (config.state_dir_from): point it at the session's temporary directory, so the suite
+    leaves nothing in the user's ~/.local/state (it left hundreds of directories there) and
+    mount processes, which inherit the environment, agree with the tests."""
+    old = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state-home"))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("XDG_STATE_HOME", None)
+        else:
+            os.environ["XDG_STATE_HOME"] = old
