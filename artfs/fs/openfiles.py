@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _WALKS_KEPT = 1_000  # directories whose walk state is kept (dropped all at once beyond)
+# A read of a blob whose fetch just failed as unavailable fails again at once for this long:
+# after a failed read-ahead the kernel retries the page at once, which would wait out a hung
+# registry's deadline a second time (10 s instead of 5 with --timeout 5, measured).
+FAILED_READ_HOLD = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,7 @@ class VersionFiles:
     def __init__(self, fs: ArtfsFS) -> None:
         self.fs = fs
         self._files: dict[int, _OpenFile] = {}
+        self._failed: dict[str, tuple[float, Unavailable]] = {}  # sha256 -> (when, error)
         self._walks: dict[int, _Walk] = {}  # directory inode -> its read-ahead across files
 
     def owns(self, fh: int) -> bool:
@@ -134,12 +139,23 @@ class VersionFiles:
         length = min(size, handle.node.size - offset)
         if length <= 0 or handle.reader is None:
             return b""
+        sha, now = handle.node.sha256, trio.current_time()
+        if (failed := self._failed.get(sha)) is not None:
+            if now - failed[0] < FAILED_READ_HOLD:
+                raise failed[1]
+            del self._failed[sha]
         timeout = self.fs.options.read_timeout
-        with trio.move_on_after(timeout):
-            return await handle.reader.read(offset, length)
-        raise Unavailable(
-            f"reading {handle.node.name} took over {timeout:g} s; is the registry reachable?"
-        )
+        try:
+            with trio.move_on_after(timeout):
+                return await handle.reader.read(offset, length)
+            raise Unavailable(
+                f"reading {handle.node.name} took over {timeout:g} s; is the registry reachable?"
+            )
+        except Unavailable as e:
+            if len(self._failed) >= _WALKS_KEPT:  # (bounded: a burst of failures on many blobs)
+                self._failed.clear()
+            self._failed[sha] = (trio.current_time(), e)
+            raise
 
     async def release(self, fh: int) -> None:
         handle = self._files.pop(fh, None)
