@@ -38,10 +38,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _WALKS_KEPT = 1_000  # directories whose walk state is kept (dropped all at once beyond)
-# A read of a blob whose fetch just failed as unavailable fails again at once for this long:
-# after a failed read-ahead the kernel retries the page at once, which would wait out a hung
-# registry's deadline a second time (10 s instead of 5 with --timeout 5, measured).
+# A read of a blob whose fetch just failed as unavailable *after waiting out a deadline* fails
+# again at once for this long: after a failed read-ahead the kernel retries the page at once,
+# which would wait out a hung registry's deadline a second time (10 s instead of 5 with
+# --timeout 5, measured). A failure that came fast (a refused connection) is not held: its
+# retry costs nothing, and the next read must see a registry that is back at once.
 FAILED_READ_HOLD = 1.0
+FAILED_READ_SLOW = 1.0  # seconds a failed read must have taken to be held
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +148,7 @@ class VersionFiles:
                 raise failed[1]
             del self._failed[sha]
         timeout = self.fs.options.read_timeout
+        started = now
         try:
             with trio.move_on_after(timeout):
                 return await handle.reader.read(offset, length)
@@ -152,9 +156,10 @@ class VersionFiles:
                 f"reading {handle.node.name} took over {timeout:g} s; is the registry reachable?"
             )
         except Unavailable as e:
-            if len(self._failed) >= _WALKS_KEPT:  # (bounded: a burst of failures on many blobs)
-                self._failed.clear()
-            self._failed[sha] = (trio.current_time(), e)
+            if trio.current_time() - started >= FAILED_READ_SLOW:
+                if len(self._failed) >= _WALKS_KEPT:  # (bounded: failures on many blobs)
+                    self._failed.clear()
+                self._failed[sha] = (trio.current_time(), e)
             raise
 
     async def release(self, fh: int) -> None:
