@@ -501,7 +501,9 @@ def test_blob_locate_and_redirect(registry_server: RunningServer) -> None:
         ranged = httpx.get(entry["url"], headers={"Range": "bytes=2-5"})
         assert ranged.status_code == 206 and ranged.content == data[2:6]
     r = httpx.get(f"{base}/blobs/{digest}")
-    assert r.status_code == 307 and r.headers["location"] == entry["url"]
+    # the same place; a presigned URL made a second later carries another date and signature
+    assert r.status_code == 307
+    assert r.headers["location"].split("?")[0] == entry["url"].split("?")[0]
     assert httpx.get(f"{base}/blobs/{digest}", follow_redirects=True).content == data
     assert httpx.get(f"{base}/blobs/{ghost}").status_code == 404
 
