@@ -20,7 +20,8 @@ A request that meets a pooled keep-alive connection the peer had closed (an idle
 firing as it is sent) is sent again once, on a new connection, if it is idempotent; a
 commit or an upload is not (``resend.py``, the one rule for every path).
 
-Modules: this one keeps the metadata calls and the resume loop; ``locations.py`` where
+Modules: this one keeps the metadata calls; ``blobreads.py`` the blob reads and their resume
+loop; ``locations.py`` where
 blobs live (locate requests, their cache, directory hints); ``ranges.py`` the ranged GETs
 themselves (on trio sockets, and blocking for worker threads); ``uploads.py`` uploads.
 
@@ -57,7 +58,6 @@ from ..errors import (
     Forbidden,
     IntegrityError,
     InvalidInput,
-    NotFound,
     ProtocolError,
     Unauthorized,
     Unavailable,
@@ -71,17 +71,10 @@ from ..manifest_stream import FORMAT, MEDIA_TYPE, canonical_chunks
 from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
 from ..names import alias_name, artifact_name, parse_version, project_name
 from .base import UNSET, DataSink, Expect
+from .blobreads import BlobReads
 from .locations import BlobLocations
 from .ranges import (
-    REFUSAL_BODY_MAX,
-    BlobSource,
-    Cut,
-    Gone,
-    RangeTransfer,
     RawRangeFetcher,
-    Refused,
-    check_range_status,
-    refused,
 )
 from .resend import RESENDS, ConnectionTrace
 from .uploads import UPLOAD_MIN_RATE, put_file, upload_presigned
@@ -89,7 +82,6 @@ from .uploads import UPLOAD_MIN_RATE, put_file, upload_presigned
 HTTPX_CHUNK = 1 << 20  # measured: larger aiter_raw chunks are slower (joins)
 UPLOAD_CHUNK = 4 << 20
 COMPRESS_OVER = 64 << 10
-RESUMES = 3  # a range read interrupted this many times without progress gives up
 
 
 def _origin(url: str) -> tuple[str, str, int] | None:
@@ -108,7 +100,7 @@ def _q(segment: str) -> str:
     return quote(segment, safe="")
 
 
-class HttpRegistryClient(BlobLocations):
+class HttpRegistryClient(BlobLocations, BlobReads):
     def __init__(self, base_url: str, *, timeout: float = 10.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
@@ -172,9 +164,13 @@ class HttpRegistryClient(BlobLocations):
             )
         return self._fresh
 
+    def _is_own(self, url: str) -> bool:
+        """Whether ``url`` is on the registry's own API or data server (where tokens go)."""
+        return _origin(url) in self._own
+
     def _headers_for(self, url: str) -> dict[str, str]:
         """The token, for URLs on the registry's own API or data server only."""
-        return dict(self._auth) if self._auth and _origin(url) in self._own else {}
+        return dict(self._auth) if self._auth and self._is_own(url) else {}
 
     async def _request(
         self,
@@ -522,146 +518,6 @@ class HttpRegistryClient(BlobLocations):
         except InvalidInput as e:
             raise ProtocolError(f"block digests of {sha256}: {e}") from None
 
-    async def read_range(
-        self, sha256: str, size: int, offset: int, length: int, sink: DataSink
-    ) -> None:
-        """Stream ``length`` bytes at ``offset`` into ``sink``.
-
-        A URL that stops working (expired presigned URL: 403; moved: 404/410) is located
-        again, and a connection cut mid-body is reopened; either way the read resumes at the
-        first byte not yet delivered, so ``sink`` sees every byte exactly once."""
-        self._check_range(sha256, size, offset, length)
-        await self._resumed(sha256, offset, length, _SinkTransfer(self, size, sink))
-
-    async def fetch_range(
-        self, sha256: str, size: int, offset: int, length: int, transfer: RangeTransfer
-    ) -> bool:
-        """Deliver ``length`` bytes at ``offset`` through ``transfer`` (which moves the bytes,
-        e.g. in a worker thread with ``ranges.RangeConnections``), locating the blob on this
-        (trio) side and resuming like ``read_range``: after a cut or a stale location the
-        next attempt starts at ``offset + transfer.delivered``.
-
-        False, with nothing done, when the blob's location is not one a thread may fetch
-        directly (an https URL while a proxy is configured: httpx's job, ``read_range``)."""
-        self._check_range(sha256, size, offset, length)
-        await self._registry_info()
-        if urlsplit(await self.locate(sha256)).scheme not in self._thread_schemes:
-            return False
-        await self._resumed(sha256, offset, length, transfer)
-        return True
-
-    @staticmethod
-    def _check_range(sha256: str, size: int, offset: int, length: int) -> None:
-        sha256_hex(sha256)
-        if offset < 0 or length < 0 or offset + length > size:
-            raise InvalidInput(f"range {offset}+{length} outside blob {sha256} of {size} bytes")
-
-    def _source(self, url: str) -> BlobSource:
-        headers = tuple(self._headers_for(url).items())
-        return BlobSource(url, headers, _origin(url) in self._own, self.timeout)
-
-    async def _resumed(
-        self, sha256: str, offset: int, length: int, transfer: RangeTransfer
-    ) -> None:
-        """Run ``transfer`` until it has delivered the range: a refusal by the registry is
-        raised as its error, a stale location is located again, a cut resumes after the
-        bytes delivered; ``RESUMES`` attempts in a row without progress give up."""
-        refresh = False
-        stuck = 0
-        await self._registry_info()  # knows the data server's origin (where tokens go)
-        while transfer.delivered < length:
-            url = await self.locate(sha256, refresh=refresh)
-            before = transfer.delivered
-            try:
-                await transfer(self._source(url), offset + before, length - before)
-                return
-            except Refused as e:
-                # A signed data-server URL that ran out (or a secret rotated) answers 403:
-                # locate it once more before taking the refusal as final.
-                if e.status != 403 or refresh or not self._expires(sha256):
-                    self._raise_status(e.status, url.split("?", 1)[0], e.body)
-                refresh = True
-                continue
-            except Gone as e:
-                what = f"blob {sha256} not found at {url.split('?', 1)[0]} (HTTP {e.status})"
-                refresh = True
-            except Cut as e:
-                what = str(e)
-                refresh = self._expires(sha256)
-            done = transfer.delivered
-            stuck = 0 if done > before else stuck + 1
-            if stuck >= RESUMES or (refresh and stuck >= 2 and done == before):
-                if "not found" in what:
-                    raise NotFound(what)
-                raise Unavailable(what)
-
-    async def _fetch_httpx(
-        self,
-        url: str,
-        offset: int,
-        length: int,
-        size: int,
-        sink: DataSink,
-        headers: dict[str, str] | None = None,
-        own: bool = False,
-    ) -> None:
-        for attempt in range(RESENDS + 1):
-            try:
-                await self._stream_httpx(
-                    url, offset, length, size, sink, headers, own, ConnectionTrace(attempt)
-                )
-                return
-            except _Resend:
-                continue
-
-    async def _stream_httpx(
-        self,
-        url: str,
-        offset: int,
-        length: int,
-        size: int,
-        sink: DataSink,
-        headers: dict[str, str] | None,
-        own: bool,
-        seen: ConnectionTrace,
-    ) -> None:
-        """One ranged GET through httpx; ``_Resend`` when it met a closed pooled connection
-        (``resend.py``) and ``_fetch_httpx`` should send it again."""
-        end = offset + length - 1
-        got = 0
-        try:
-            async with self._client_for(seen.attempt).stream(
-                "GET",
-                url,
-                headers={**(headers or {}), "Range": f"bytes={offset}-{end}"},
-                extensions={"trace": seen},
-            ) as resp:
-                if refused(resp.status_code, own):
-                    body = b""
-                    async for chunk in resp.aiter_bytes():
-                        body += chunk
-                        if len(body) > REFUSAL_BODY_MAX:
-                            break
-                    raise Refused(resp.status_code, body)
-                check_range_status(
-                    resp.status_code, resp.headers.get("content-range"), url, offset, length, size
-                )
-                async for chunk in resp.aiter_raw(HTTPX_CHUNK):
-                    if got + len(chunk) > length:
-                        raise ProtocolError(f"{url} sent more than the {length} bytes asked for")
-                    got += len(chunk)
-                    sink(chunk)
-                if got != length:
-                    raise Cut(f"download from {url} ended after {got} of {length} bytes")
-        except httpx.TimeoutException as e:
-            raise self._unavailable(url, e) from None
-        except httpx.TransportError as e:
-            if got:
-                raise Cut(f"download from {url} cut after {got} of {length} bytes: {e}") from None
-            if seen.resend(e, "GET"):
-                raise _Resend from None
-            raise self._unavailable(url, e) from None
-
     async def aclose(self) -> None:
         await self._raw.aclose()
         if self._fresh is not None:
@@ -673,33 +529,3 @@ class HttpRegistryClient(BlobLocations):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-class _Resend(Exception):
-    """A request met a pooled connection the peer had closed: send it again, fresh."""
-
-
-class _SinkTransfer:
-    """``read_range``'s transfer: the raw trio fetcher for http URLs, httpx for https; every
-    byte goes to the sink, counted."""
-
-    def __init__(self, client: HttpRegistryClient, size: int, sink: DataSink) -> None:
-        self.delivered = 0
-        self._client = client
-        self._size = size
-        self._sink = sink
-
-    def _counted(self, data: bytes) -> None:
-        self._sink(data)
-        self.delivered += len(data)
-
-    async def __call__(self, source: BlobSource, offset: int, length: int) -> None:
-        client, headers = self._client, dict(source.headers)
-        if source.url.startswith("http://"):
-            await client._raw.fetch(
-                source.url, offset, length, self._size, self._counted, headers, source.own
-            )
-        else:
-            await client._fetch_httpx(
-                source.url, offset, length, self._size, self._counted, headers, source.own
-            )
