@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -452,3 +453,84 @@ def test_gc_forgets_expired_upload_proofs(backend: str, tmp_path: Path) -> None:
         assert proofs() == ["active"]
     finally:
         registry.close()
+
+
+# ---------------------------------------------- uploads of a blob a collection is deleting
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_uploading_a_doomed_blob_confirms_nothing_to_a_token_that_cannot_see_it(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collection deleting a blob refuses uploads of it (409 being_collected, the client
+    retries). To a token that can't see the blob that refusal would confirm that these bytes
+    were once held by another project: it waits out the collection instead and answers like
+    any new upload; a doom that outlasts the wait (a collection died) answers 503, as a busy
+    registry does."""
+    from artfs.errors import BeingCollected, Unavailable
+    from artfs.registry import core
+
+    from .test_gc import mark_only
+
+    spec = make_spec(backend, tmp_path / "data", for_servers=True)
+    server = start_spec_server(spec, "--auth", "on")
+    reg = spec.open()
+    try:
+        store = ["--data", spec.data_dir, *(["--db", spec.db] if spec.db else [])]
+        alpha = run_cli("token", "create", "alpha-w", "--write", "alpha", *store).stdout.strip()
+        beta = run_cli("token", "create", "beta-w", "--write", "beta", *store).stdout.strip()
+        data = os.urandom(200_000)
+        _put(tmp_path / "a", {"old.bin": data}, "alpha/data", server.url, alpha)
+        reg.delete_version("alpha", "data", 0, force=True)
+        assert mark_only(reg) == [sha(data)]  # a collection is deleting it now
+
+        # The registry's own rule, per principal.
+        with pytest.raises(BeingCollected):
+            reg.blob_writer(sha(data), len(data))  # unrestricted (an admin, or auth off)
+        with pytest.raises(BeingCollected):  # a token that uploaded it: may know
+            reg.blob_writer(sha(data), len(data), Principal("alpha-w", {"alpha": "write"}))
+        monkeypatch.setattr(core, "DOOM_WAIT", 0.3)
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="busy"):
+            reg.blob_writer(sha(data), len(data), Principal("beta-w", {"beta": "write"}))
+        assert time.monotonic() - started >= 0.3
+
+        # Over HTTP, the API and the data port: the beta token waits for the collection to
+        # finish, then its upload is taken as a new blob (201), nothing said about alpha.
+        info = httpx.get(f"{server.url}/v1", timeout=10).json()
+        put_url = info.get("upload", {}).get("put_url")
+        urls = [f"{server.url}/v1/blobs/{sha(data)}"]
+        if put_url:
+            urls.append(put_url.replace("{sha256}", sha(data)))
+        for i, url in enumerate(urls):
+            # A token of its own each time: one that uploaded the bytes may see them (409).
+            beta = run_cli("token", "create", f"beta-{i}", "--write", "beta", *store).stdout
+            beta = beta.strip()
+            if not mark_only(reg):  # doomed again for each attempt
+                assert reg.meta.doomed_blobs() == [sha(data)]
+
+            def finish_later() -> None:
+                time.sleep(1.0)
+                assert reg.gc(0).resumed == 1
+
+            collector = threading.Thread(target=finish_later)
+            collector.start()
+            started = time.monotonic()
+            resp = httpx.put(url, content=data, headers=iso_headers(beta), timeout=30)
+            collector.join()
+            assert resp.status_code == 201, (url, resp.status_code, resp.text)
+            assert time.monotonic() - started >= 0.8  # it waited for the collection
+            assert reg.meta.doomed_blobs() == []
+            assert reg.blob_size(sha(data)) == len(data)
+            reg.blobs.delete(sha(data))  # gone again: the next URL meets the same state
+            _put(tmp_path / "a", {"old.bin": data}, "alpha/data", server.url, alpha)
+            last = reg.get_artifact("alpha", "data").versions[-1].number
+            reg.delete_version("alpha", "data", last, force=True)
+    finally:
+        reg.close()
+        stop_server(server.proc)
+        release(spec)
+
+
+def iso_headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..auth import Principal, TokenInfo
 from ..client.base import UNSET, Expect
-from ..errors import BeingCollected, Forbidden, InvalidInput, NotPermitted
+from ..errors import BeingCollected, Forbidden, InvalidInput, NotPermitted, Unavailable
 from ..hashing import sha256_hex
 from ..lineage import parse_inputs
 from ..lineage_graph import LineageGraph
@@ -50,6 +50,8 @@ MAX_DESCRIPTION = 64 * 1024
 MAX_CREATOR = 256
 MAX_METADATA_BYTES = 1 << 20
 MAX_ALIASES_PER_COMMIT = 64
+DOOM_WAIT = 10.0  # an upload invisible to its sender waits out a collection this long
+DOOM_POLL = 0.1
 
 
 def encode_manifest(manifest: Manifest) -> bytes:
@@ -383,13 +385,27 @@ class Registry:
         self._sync_sizes(epoch)
         return (wanted - set(self.blobs.sizes(wanted))) | doomed
 
-    def _refuse_doomed(self, sha256: str) -> None:
+    def _refuse_doomed(self, sha256: str, who: Principal | None = None) -> None:
+        """Refuse an upload of a blob a collection is deleting (BeingCollected: the client
+        waits and uploads again). Not to ``who`` when the blob is invisible to it: that answer
+        would confirm that other projects once held these bytes. It waits instead, as long as
+        the collection takes (one delete batch: seconds), then uploads like a new blob; still
+        doomed after ``DOOM_WAIT`` (a collection died mid-way), it answers what a busy
+        registry answers (Unavailable, 503)."""
         doomed, _ = self.meta.doomed_among({sha256})
-        if doomed:
+        if not doomed:
+            return
+        if who is None or who.unrestricted or sha256 in self.visible_blobs(who, [sha256]):
             raise BeingCollected(
                 f"blob {sha256[:16]}... is being garbage-collected right now; "
                 "retry the upload in a moment"
             )
+        deadline = time.monotonic() + DOOM_WAIT
+        while time.monotonic() < deadline:
+            time.sleep(DOOM_POLL)
+            if not self.meta.doomed_among({sha256})[0]:
+                return
+        raise Unavailable("the registry is busy; retry the upload in a moment")
 
     def blob_size(self, sha256: str) -> int:
         return self.blobs.size(sha256_hex(sha256))
@@ -397,8 +413,10 @@ class Registry:
     def blob_blocks(self, sha256: str) -> bytes:
         return self.blobs.block_digests(sha256_hex(sha256))
 
-    def blob_writer(self, sha256: str, size: int | None = None) -> BlobWriter:
-        self._refuse_doomed(sha256_hex(sha256))
+    def blob_writer(
+        self, sha256: str, size: int | None = None, who: Principal | None = None
+    ) -> BlobWriter:
+        self._refuse_doomed(sha256_hex(sha256), who)
         return _HealingWriter(self.blobs.writer(sha256, size), partial(self._stored, sha256))
 
     def put_file(self, sha256: str, source: str | Path) -> bool:
@@ -489,9 +507,9 @@ class Registry:
             )
         return self.blobs
 
-    def begin_upload(self, sha256: str, size: int) -> UploadPlan:
+    def begin_upload(self, sha256: str, size: int, who: Principal | None = None) -> UploadPlan:
         uploads = self._uploads()
-        self._refuse_doomed(sha256_hex(sha256))
+        self._refuse_doomed(sha256_hex(sha256), who)
         return uploads.begin_upload(sha256, _size(size))
 
     def complete_upload(
@@ -501,11 +519,12 @@ class Registry:
         key: str,
         multipart_id: str | None,
         etags: list[tuple[int, str]],
+        who: Principal | None = None,
     ) -> bool:
         if not isinstance(key, str) or not (multipart_id is None or isinstance(multipart_id, str)):
             raise InvalidInput("'key' must be a string and 'multipart_id' a string or null")
         uploads = self._uploads()
-        self._refuse_doomed(sha256_hex(sha256))
+        self._refuse_doomed(sha256_hex(sha256), who)
         created = uploads.complete_upload(sha256, _size(size), key, multipart_id, etags)
         if created:
             self._stored(sha256)

@@ -26,6 +26,7 @@ from starlette.requests import Request
 
 from ..errors import InvalidInput
 from ..heap import freeze_startup_heap
+from ..registry.blobs import BlobWriter
 from ..registry.stores import (
     StoreOptions,
     add_store_arguments,
@@ -233,6 +234,10 @@ async def serve(
         who = await authenticator.principal(authorization)
         who.require_any(right, "reading blobs" if right == "read" else "uploading blobs")
 
+    async def open_writer(authorization: str | None, sha256: str, size: int) -> BlobWriter:
+        who = await authenticator.principal(authorization)
+        return await trio.to_thread.run_sync(registry.blob_writer, sha256, size, who)
+
     async def record_upload(authorization: str | None, sha256: str, created: bool) -> bool:
         who = await authenticator.principal(authorization)
         return await trio.to_thread.run_sync(registry.record_upload, who, sha256, created)
@@ -257,7 +262,7 @@ async def serve(
             await nursery.start(checks.run)
             blobs = BlobDataServer(
                 registry.blobs.local_path,  # type: ignore[arg-type]
-                writer=registry.blob_writer,
+                writer=open_writer,
                 authorize=authorize_blobs,
                 limits=limits,
                 read_gate=read_gate(signer) if signer is not None else None,

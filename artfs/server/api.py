@@ -402,7 +402,7 @@ def create_app(
 
     async def receive_blob(request: Request, sha: str, size: int | None) -> Response:
         nonlocal uploaded
-        writer = await run(r.blob_writer, sha, size)
+        writer = await run(r.blob_writer, sha, size, principal(request))
         try:
             # Receive the next chunks while a worker thread hashes and writes the previous ones.
             send, receive = trio.open_memory_channel[bytearray](UPLOAD_QUEUE)
@@ -439,7 +439,7 @@ def create_app(
 
     async def begin_upload(request: Request) -> Response:
         body = json_object(await json_body(request))
-        plan = await run(r.begin_upload, body.get("sha256"), body.get("size"))
+        plan = await run(r.begin_upload, body.get("sha256"), body.get("size"), principal(request))
         return JSONResponse(plan.to_json(), status_code=201)
 
     async def complete_upload(request: Request) -> Response:
@@ -452,6 +452,7 @@ def create_app(
             body.get("key"),
             body.get("multipart_id"),
             parse_etags(body.get("parts")),
+            principal(request),
         )
         created = await run(r.record_upload, principal(request), sha, created)
         size = await run(r.blob_size, sha)

@@ -71,8 +71,9 @@ OVERLONG_DRAIN_SECONDS = 1.0  # how long the rest of a too-long upload body is r
 
 Resolver = Callable[[str], Path]
 """sha256 -> the blob's file; raises (any exception) when the blob is not held."""
-WriterFactory = Callable[[str, int], BlobWriter]
-"""(sha256, size) -> a writer that verifies and stores an upload (``BlobStore.writer``)."""
+WriterFactory = Callable[[str | None, str, int], Awaitable[BlobWriter]]
+"""(Authorization header or None, sha256, size) -> a writer that verifies and stores an
+upload (``Registry.blob_writer``, which answers for the sender: see ``_refuse_doomed``)."""
 Authorize = Callable[[str | None, str], Awaitable[None]]
 """(Authorization header or None, "read"/"write") -> None, or raise Unauthorized/Forbidden."""
 Stored = Callable[[str | None, str, bool], Awaitable[bool]]
@@ -470,7 +471,7 @@ class BlobDataServer:
     ) -> bytes | None:
         assert self.writer is not None
         try:
-            writer = await trio.to_thread.run_sync(self.writer, sha, length)
+            writer = await self.writer(_authorization(req), sha, length)
         except ArtfsError as e:  # e.g. the blob is being garbage-collected: 409
             await self._refuse_upload(conn, stream, e, length)
             return None
