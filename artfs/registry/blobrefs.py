@@ -47,12 +47,22 @@ CREATE TABLE IF NOT EXISTS blob_uploads (
 
 BLOB_REFS_SCHEMA = 6  # the schema version that added these tables (see sqlbase.SCHEMA_VERSION)
 REF_ROWS = 400  # rows per multi-row INSERT (SQLite allows 999 variables on old builds)
-REF_IN_CHUNK = 500  # digests per IN (...) lookup
+REF_IN_CHUNK = 500  # names per IN (...) lookup
+DIGEST_LIST_CHUNK = 100_000  # digests per lookup, passed as ONE parameter (see _DIGEST_LIST)
 UPLOAD_PROOF_SECONDS = 24 * 3600.0  # how long an upload lets its token commit/read the blob
 
 
 class BlobRefsSql(Generic[C]):
     """Queries over ``project_blobs``, ``blob_uploads`` and the URL-signing secret."""
+
+    # A table of digests from one parameter (``_digest_list``'s value): SQLite's json_each,
+    # PostgreSQL's unnest of a text array. One query per 100,000 digests instead of one per
+    # 500 in an IN list: a 1M-digest check went from 2,000 queries (PostgreSQL: 28 s for
+    # 200,000 when not scoped to projects) to 10 (docs/decisions.md).
+    _DIGEST_LIST = "(SELECT value AS sha FROM json_each(?)) AS d"
+
+    def _digest_list(self, digests: Sequence[str]) -> Any:
+        return json.dumps(list(digests))
 
     def _q(self, c: C, sql: str, *args: Any) -> Any:
         raise NotImplementedError
@@ -114,29 +124,27 @@ class BlobRefsSql(Generic[C]):
                     marks = ",".join("?" * len(names))
                     sql = f"SELECT id FROM projects WHERE name IN ({marks})"
                     ids.extend(int(r[0]) for r in self._q(c, sql, *names))
-            chunk_size = REF_IN_CHUNK - len(ids or ())
-            for i in range(0, len(listed), max(chunk_size, 1)):
-                chunk = listed[i : i + max(chunk_size, 1)]
-                marks = ",".join("?" * len(chunk))
-                if ids is None:
-                    sql = f"SELECT DISTINCT sha256 FROM project_blobs WHERE sha256 IN ({marks})"
-                    found.update(str(r[0]) for r in self._q(c, sql, *chunk))
-                elif ids:
-                    pmarks = ",".join("?" * len(ids))
+            pmarks = ",".join("?" * len(ids or ()))
+            scope = f" AND pb.project_id IN ({pmarks})" if ids else ""
+            for i in range(0, len(listed), DIGEST_LIST_CHUNK):
+                chunk = listed[i : i + DIGEST_LIST_CHUNK]
+                if ids is None or ids:
                     sql = (
-                        "SELECT DISTINCT sha256 FROM project_blobs "
-                        f"WHERE sha256 IN ({marks}) AND project_id IN ({pmarks})"
+                        f"SELECT d.sha FROM {self._DIGEST_LIST} WHERE EXISTS "
+                        f"(SELECT 1 FROM project_blobs pb WHERE pb.sha256 = d.sha{scope})"
                     )
-                    found.update(str(r[0]) for r in self._q(c, sql, *chunk, *ids))
+                    found.update(
+                        str(r[0]) for r in self._q(c, sql, self._digest_list(chunk), *(ids or ()))
+                    )
                 if token is not None:
                     rest = [sha for sha in chunk if sha not in found]
                     if rest:
-                        rmarks = ",".join("?" * len(rest))
                         sql = (
-                            "SELECT sha256 FROM blob_uploads WHERE token=? AND uploaded >= ? "
-                            f"AND sha256 IN ({rmarks})"
+                            f"SELECT d.sha FROM {self._DIGEST_LIST} JOIN blob_uploads u "
+                            "ON u.token = ? AND u.sha256 = d.sha WHERE u.uploaded >= ?"
                         )
-                        found.update(str(r[0]) for r in self._q(c, sql, token, since, *rest))
+                        rows = self._q(c, sql, self._digest_list(rest), token, since)
+                        found.update(str(r[0]) for r in rows)
         return found
 
     def record_upload(self, token: str, sha256: str, now: float, expired_before: float) -> None:
