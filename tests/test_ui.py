@@ -4,16 +4,19 @@ The browser tests are tests/test_ui_browser.py."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from artfs.errors import InvalidInput, NotFound
 from artfs.server.ui import layout, views
-from artfs.server.ui.routes import ManifestCache
+from artfs.server.ui.routes import decode_files, manifest_cache
 
 from .backends import backend_params
 from .conftest_server import RunningServer
@@ -88,19 +91,15 @@ def test_metadata_side_by_side_marks_differences() -> None:
     assert views.meta_text("y" * 1000).endswith("…") and len(views.meta_text("y" * 1000)) == 300
 
 
-def test_manifest_cache_is_bounded_by_rows() -> None:
-    cache = ManifestCache(max_rows=3)
+def test_kept_values_are_bounded_by_rows() -> None:
+    cache = manifest_cache(max_rows=3)
     loads: list[str] = []
 
-    def loader(n: int, name: str):  # type: ignore[no-untyped-def]
-        import gzip
-        import json
-
-        def load() -> bytes:
+    def loader(n: int, name: str) -> Callable[[], list[list[Any]]]:
+        def load() -> list[list[Any]]:
             loads.append(name)
-            return gzip.compress(
-                json.dumps({"files": rows({f"{name}{i}": i for i in range(n)})}).encode()
-            )
+            data = json.dumps({"files": rows({f"{name}{i}": i for i in range(n)})}).encode()
+            return decode_files(gzip.compress(data))
 
         return load
 

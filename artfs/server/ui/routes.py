@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -43,42 +43,57 @@ from .layout import Node, render_svg
 COOKIE = "artfs_ui_token"
 MAX_LOGIN_BODY = 4096
 CACHE_ROWS = 250_000  # manifest rows kept decoded (~300 bytes each): two 100k versions
-DIFFS_KEPT = 8  # comparisons kept classified (paging through one costs no new pass)
+KEPT_ROWS = 200_000  # rows referenced by kept directory scans, and by kept comparisons
 MAX_DRAWN = 300  # lineage nodes drawn at most (nearest the root first)
 DEFAULT_HOPS = 3
 STATIC = {"ui.css": "text/css", "ui.js": "text/javascript"}
 
+K = TypeVar("K")
+V = TypeVar("V")
 Locate = Callable[[Request, list[str], Principal], tuple[dict[str, Any], list[str]]]
 """The API's blob locator: (request, digests, principal) -> (found {sha: {"url": ...}}, missing)."""
 Page = Callable[[Request, Principal], str]
 
 
-class ManifestCache:
-    """Decoded manifests (the stored ``[path, size, sha256]`` lists) by digest, least
-    recently used first out, bounded by their total rows. A digest names exactly one
-    manifest, so an entry is never stale."""
+class Kept(Generic[K, V]):
+    """Values computed from immutable inputs (a manifest's digest names exactly one
+    manifest, so nothing here is ever stale), least recently used first out, bounded by
+    their total ``weight`` (manifest rows held or referenced). A value heavier than the
+    whole bound is handed out but not kept."""
 
-    def __init__(self, max_rows: int = CACHE_ROWS) -> None:
-        self.max_rows = max_rows
-        self._entries: OrderedDict[str, list[list[Any]]] = OrderedDict()
-        self._rows = 0
+    def __init__(self, max_weight: int, weight: Callable[[V], int]) -> None:
+        self.max_weight = max_weight
+        self._weight = weight
+        self._entries: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        self._total = 0
         self._lock = threading.Lock()
 
-    def get(self, digest: str, load: Callable[[], bytes]) -> list[list[Any]]:
+    def get(self, key: K, make: Callable[[], V]) -> V:
         with self._lock:
-            found = self._entries.get(digest)
+            found = self._entries.get(key)
             if found is not None:
-                self._entries.move_to_end(digest)
-                return found
-        files: list[list[Any]] = json.loads(gzip.decompress(load()))["files"]
+                self._entries.move_to_end(key)
+                return found[0]
+        value = make()  # outside the lock: two threads may both make it, once each
+        w = self._weight(value)
         with self._lock:
-            if digest not in self._entries and len(files) <= self.max_rows:
-                self._entries[digest] = files
-                self._rows += len(files)
-                while self._rows > self.max_rows:
-                    _, old = self._entries.popitem(last=False)
-                    self._rows -= len(old)
-        return files
+            if key not in self._entries and w <= self.max_weight:
+                self._entries[key] = (value, w)
+                self._total += w
+                while self._total > self.max_weight:
+                    _, (_, old) = self._entries.popitem(last=False)
+                    self._total -= old
+        return value
+
+
+def manifest_cache(max_rows: int = CACHE_ROWS) -> Kept[str, list[list[Any]]]:
+    """Decoded manifests (the stored ``[path, size, sha256]`` lists) by digest."""
+    return Kept(max_rows, len)
+
+
+def decode_files(data: bytes) -> list[list[Any]]:
+    files: list[list[Any]] = json.loads(gzip.decompress(data))["files"]
+    return files
 
 
 class UiPages:
@@ -86,10 +101,15 @@ class UiPages:
         self.r = registry
         self.auth = auth
         self.locate = locate
-        self.manifests = ManifestCache()
-        # comparisons by (digest a, digest b): their rows are the cached manifests' own
-        self.diffs: OrderedDict[tuple[str, str], views.Classified] = OrderedDict()
-        self._lock = threading.Lock()
+        self.manifests = manifest_cache()
+        # directories scanned, by (digest, path), and comparisons, by (digest a, digest b):
+        # paging through one costs no new pass over the manifest
+        self.dirs: Kept[tuple[str, str], views.DirScan] = Kept(
+            KEPT_ROWS, lambda d: len(d.plain) + len(d.dirs)
+        )
+        self.diffs: Kept[tuple[str, str], views.Classified] = Kept(
+            KEPT_ROWS, lambda c: len(c.added) + len(c.removed) + len(c.changed)
+        )
         self.env = Environment(
             loader=PackageLoader("artfs.server.ui", "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -144,7 +164,7 @@ class UiPages:
                 raise NotFound(f"{project}/{artifact}:v{number} changed while read")
             return data
 
-        return self.manifests.get(info_digest, load)
+        return self.manifests.get(info_digest, lambda: decode_files(load()))
 
     # --- pages -----------------------------------------------------------------------
     def projects(self, request: Request, who: Principal) -> str:
@@ -178,9 +198,13 @@ class UiPages:
         project, artifact = _artifact(request, who)
         number = int(request.path_params["number"])
         info = visible_lineage(self.r.get_version(project, artifact, f"v{number}"), _readable(who))
-        files = self.files(project, artifact, info.digest, number)
         q = request.query_params
-        listing = views.list_dir(files, q.get("dir", ""), views.page_param(q.get("page")))
+        directory = q.get("dir", "").strip("/")
+        scan = self.dirs.get(
+            (info.digest, directory),
+            lambda: views.scan_dir(self.files(project, artifact, info.digest, number), directory),
+        )
+        listing = views.page_dir(scan, views.page_param(q.get("page")))
         base = str(request.base_url).rstrip("/")
         return self.render(
             "version.html",
@@ -204,17 +228,13 @@ class UiPages:
         b = _number(q.get("b"), "b", numbers[-1])
         ia = self.r.get_version(project, artifact, f"v{a}")
         ib = self.r.get_version(project, artifact, f"v{b}")
-        key = (ia.digest, ib.digest)
-        with self._lock:
-            classified = self.diffs.get(key)
-        if classified is None:
-            fa = self.files(project, artifact, ia.digest, a)
-            fb = self.files(project, artifact, ib.digest, b)
-            classified = views.classify(fa, fb)
-            with self._lock:
-                self.diffs[key] = classified
-                while len(self.diffs) > DIFFS_KEPT:
-                    self.diffs.popitem(last=False)
+        classified = self.diffs.get(
+            (ia.digest, ib.digest),
+            lambda: views.classify(
+                self.files(project, artifact, ia.digest, a),
+                self.files(project, artifact, ib.digest, b),
+            ),
+        )
         show = q.get("show", "changed")
         diff = views.compare(classified, show, views.page_param(q.get("page")))
         meta, more = views.metadata_side_by_side(ia.metadata, ib.metadata)

@@ -160,8 +160,19 @@ def _range(files: Sequence[FileRow], directory: str) -> tuple[int, int]:
     return lo, hi
 
 
-def list_dir(files: Sequence[FileRow], directory: str, page: int) -> DirListing:
-    """One page of ``directory``'s entries: subdirectories first, then files, by name."""
+@dataclass(frozen=True, slots=True)
+class DirScan:
+    """One directory of a manifest, scanned: what any page of it needs."""
+
+    directory: str
+    dirs: list[tuple[str, int, int]]  # (name, files, bytes) of each subdirectory, by name
+    plain: list[FileRow]  # its own files, by name
+    files: int  # under it, at any depth
+    size: int
+
+
+def scan_dir(files: Sequence[FileRow], directory: str) -> DirScan:
+    """The subdirectories and files directly in ``directory`` (one pass over its range)."""
     directory = directory.strip("/")
     lo, hi = _range(files, directory)
     if directory and lo == hi:
@@ -185,19 +196,30 @@ def list_dir(files: Sequence[FileRow], directory: str, page: int) -> DirListing:
             else:
                 agg[0] += 1
                 agg[1] += size
-    names = sorted(dirs)
+    subdirs = [(name, dirs[name][0], dirs[name][1]) for name in sorted(dirs)]
+    return DirScan(directory, subdirs, plain, hi - lo, total)
+
+
+def page_dir(scan: DirScan, page: int) -> DirListing:
+    """One page of a scanned directory: subdirectories first, then files, by name."""
+    names, plain = scan.dirs, scan.plain
     pager = Pager(page, PAGE_FILES, len(names) + len(plain)).check()
-    base = directory + "/" if directory else ""
+    base = scan.directory + "/" if scan.directory else ""
+    cut = len(base)
     entries: list[DirEntry] = []
     for i in range(pager.start, pager.stop):
         if i < len(names):
-            name = names[i]
-            entries.append(DirEntry(name, base + name, True, dirs[name][1], "", dirs[name][0]))
+            name, count, size = names[i]
+            entries.append(DirEntry(name, base + name, True, size, "", count))
         else:
             row = plain[i - len(names)]
             path = str(row[0])
             entries.append(DirEntry(path[cut:], path, False, int(row[1]), str(row[2])))
-    return DirListing(directory, entries, pager, hi - lo, total)
+    return DirListing(scan.directory, entries, pager, scan.files, scan.size)
+
+
+def list_dir(files: Sequence[FileRow], directory: str, page: int) -> DirListing:
+    return page_dir(scan_dir(files, directory), page)
 
 
 def breadcrumbs(directory: str) -> list[tuple[str, str]]:
