@@ -9,14 +9,22 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
 import pytest
 
 from artfs.errors import InvalidInput, NotFound
+from artfs.lineage_graph import LineageEdge, LineageGraph, version_node
 from artfs.server.ui import layout, views
-from artfs.server.ui.routes import decode_files, manifest_cache
+from artfs.server.ui.routes import (
+    MAX_DRAWN,
+    decode_files,
+    drawn_nodes,
+    graph_edges,
+    manifest_cache,
+)
 
 from .backends import backend_params
 from .conftest_server import RunningServer
@@ -130,6 +138,18 @@ def test_layout_layers_point_right_and_order_reduces_crossings() -> None:
     assert set(layout.layers(cross, [("a", "b"), ("b", "a")]).values()) <= {0, 1}
 
 
+def test_lineage_page_draws_the_nodes_nearest_the_root() -> None:
+    nodes = [version_node("p", "a", 0, "d")]
+    nodes += [replace(version_node("p", "up", i, "d"), distance=-1 - i // 10) for i in range(200)]
+    nodes += [replace(version_node("p", "dn", i, "d"), distance=1 + i // 10) for i in range(200)]
+    edges = tuple(LineageEdge(n.id, nodes[0].id) for n in nodes[1:])
+    graph = LineageGraph(nodes[0].id, tuple(nodes), edges, None, None, False, 10_000)
+    shown = drawn_nodes(graph)
+    assert len(shown) == MAX_DRAWN and shown[0].id == "p/a:v0"
+    assert max(abs(n.distance) for n in shown) == 15  # 1 + 2 x 10 per distance, up to 15
+    assert len(graph_edges(graph, shown)) == MAX_DRAWN - 1
+
+
 def test_svg_escapes_links_kinds_and_styles() -> None:
     nodes = [
         layout.Node("p/a:v1", "p/a:v1 <script>", href="/ui/p/p/a/v1?x=1&y=2", root=True),
@@ -172,6 +192,8 @@ def test_login_sets_a_session_cookie_and_returns_to_the_page(ui: UiRegistry) -> 
         assert c.get("/ui/p/vision").status_code == 200
         off = c.post("/ui/login", data={"token": ui.reader, "next": "https://evil.example/"})
         assert off.headers["location"] == "/ui/"  # never a redirect off the registry
+        form = c.get("/ui/login")
+        assert form.status_code == 200 and 'name="next" value="/ui/"' in form.text
         out = c.post("/ui/logout")
         assert out.status_code == 303
         assert c.get("/ui/p/vision").status_code == 401

@@ -135,6 +135,8 @@ class UiPages:
 
     def login_page(self, request: Request, message: str, status: int) -> Response:
         nxt = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if request.url.path.startswith("/ui/login"):
+            nxt = "/ui/"  # (back to the form itself would ask again)
         body = self.render("login.html", None, message=message, next=nxt)
         resp = HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
         if request.cookies.get(COOKIE):
@@ -281,8 +283,8 @@ class UiPages:
         form = parse_qs(body.decode("utf-8", "replace"))
         token = form.get("token", [""])[0].strip()
         nxt = form.get("next", ["/ui/"])[0]
-        if not nxt.startswith("/ui/") or nxt.startswith("/ui//"):
-            nxt = "/ui/"  # never a redirect off this registry
+        if not nxt.startswith("/ui/") or nxt.startswith(("/ui//", "/ui/login")):
+            nxt = "/ui/"  # never a redirect off this registry, nor back to the form
         try:
             await self.auth.principal(f"Bearer {token}" if token else None)
         except Unauthorized as e:
