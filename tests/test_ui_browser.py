@@ -26,6 +26,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMIUM = shutil.which("chromium")
 DRIVER = shutil.which("chromedriver")
@@ -83,6 +84,11 @@ def login(driver: WebDriver, token: str) -> None:
     driver.find_element(By.ID, "login").click()
 
 
+def wait_url(driver: WebDriver, ending: str) -> None:
+    """Wait for a click's navigation to land (a click returns before the next page loads)."""
+    WebDriverWait(driver, 15).until(lambda d: d.current_url.endswith(ending))
+
+
 def texts(driver: WebDriver, css: str) -> list[str]:
     return [e.text for e in driver.find_elements(By.CSS_SELECTOR, css)]
 
@@ -95,11 +101,13 @@ def test_click_from_the_project_list_to_a_lineage_graph(ui: UiRegistry, browser:
         assert d.find_element(By.ID, "token").get_attribute("type") == "password"
         shot(d, ui, "01-login")
         login(d, ui.reader)
+        wait_url(d, "/ui/")
         # Projects: what the reader may read, and nothing else.
         readable = [p.name for p in reg.list_projects() if p.name == "vision"]
         assert texts(d, "#projects a.project") == readable
         shot(d, ui, "02-projects")
         d.find_element(By.LINK_TEXT, "vision").click()
+        wait_url(d, "/ui/p/vision")
         # Artifacts with their types and latest versions.
         arts = {a.name: a for a in reg.list_artifacts("vision")}
         table = d.find_element(By.ID, "artifacts")
@@ -110,6 +118,7 @@ def test_click_from_the_project_list_to_a_lineage_graph(ui: UiRegistry, browser:
         assert sorted(texts(d, "#artifacts a.artifact")) == sorted(arts)
         shot(d, ui, "03-artifacts")
         d.find_element(By.CSS_SELECTOR, "a.artifact[href$='/vision/data']").click()
+        wait_url(d, "/ui/p/vision/data")
         # Versions: aliases, sizes, files, creator, metadata.
         art = reg.get_artifact("vision", "data")
         assert texts(d, "#versions a.version") == [f"v{n}" for n in (1, 0)]
@@ -127,6 +136,7 @@ def test_click_from_the_project_list_to_a_lineage_graph(ui: UiRegistry, browser:
         ]
         shot(d, ui, "04-versions")
         d.find_element(By.LINK_TEXT, "v1").click()
+        wait_url(d, "/ui/p/vision/data/v1")
         # The version: its files with sizes and digests, the command lines.
         assert d.find_element(By.ID, "ref").text.startswith("vision/data:v1")
         manifest = reg.get_manifest("vision", "data", 1)
@@ -143,6 +153,7 @@ def test_click_from_the_project_list_to_a_lineage_graph(ui: UiRegistry, browser:
         # On to the model made from it, and its lineage graph.
         d.get(f"{ui.url}/ui/p/vision/model/v0")
         d.find_element(By.ID, "lineage-link").click()
+        wait_url(d, "/ui/p/vision/model/v0/lineage")
         graph = reg.lineage("vision", "model", 0, up=3, down=3, can_read=lambda p: p == "vision")
         drawn = d.find_elements(By.CSS_SELECTOR, "#graph svg g.node")
         assert sorted(g.get_attribute("data-id") or "" for g in drawn) == sorted(
@@ -160,7 +171,7 @@ def test_click_from_the_project_list_to_a_lineage_graph(ui: UiRegistry, browser:
         shot(d, ui, "06-lineage")
         # Nodes are links: on to the input's page.
         d.find_element(By.CSS_SELECTOR, "#graph svg g.node[data-id='vision/data:v1']").click()
-        assert d.current_url.endswith("/ui/p/vision/data/v1")
+        wait_url(d, "/ui/p/vision/data/v1")
         assert d.find_element(By.ID, "ref").text.startswith("vision/data:v1")
     finally:
         reg.close()
@@ -172,13 +183,14 @@ def test_token_prompt_returns_to_the_page_asked(ui: UiRegistry, browser: WebDriv
     login(d, "artfs_not-a-real-token")
     assert "unknown token" in d.find_element(By.ID, "login-error").text
     login(d, ui.reader)
-    assert d.current_url.endswith("/ui/p/vision/many?page=2")
+    wait_url(d, "/ui/p/vision/many?page=2")
     assert "page 2 of 3" in d.find_element(By.CSS_SELECTOR, ".pager").text
     # The session keeps the token: other pages need no prompt; nlp stays out of reach.
     d.get(f"{ui.url}/ui/p/nlp/corpus")
     assert "no read right on project 'nlp'" in d.find_element(By.ID, "error").text
     shot(d, ui, "07-forbidden")
     d.find_element(By.CSS_SELECTOR, "form.logout button").click()
+    wait_url(d, "/ui/login")
     d.get(f"{ui.url}/ui/p/vision")
     assert d.find_elements(By.ID, "token")
 
@@ -189,10 +201,12 @@ def test_compare_two_versions(ui: UiRegistry, browser: WebDriver) -> None:
         d = browser
         d.get(f"{ui.url}/ui/")
         login(d, ui.reader)
+        wait_url(d, "/ui/")
         d.get(f"{ui.url}/ui/p/vision/data")
         d.find_element(By.CSS_SELECTOR, "input[name='a'][value='0']").click()
         d.find_element(By.CSS_SELECTOR, "input[name='b'][value='1']").click()
         d.find_element(By.ID, "compare").click()
+        WebDriverWait(d, 15).until(lambda d: "/compare?" in d.current_url)
         url = urlsplit(d.current_url)
         assert url.path == "/ui/p/vision/data/compare"
         assert parse_qs(url.query) == {"a": ["0"], "b": ["1"]}
@@ -215,8 +229,10 @@ def test_compare_two_versions(ui: UiRegistry, browser: WebDriver) -> None:
         assert meta == {k for k in set(ma) | set(mb) if ma.get(k) != mb.get(k)}
         shot(d, ui, "08-compare")
         d.find_element(By.ID, "tab-added").click()
+        wait_url(d, "show=added")
         assert texts(d, "#diff td.path") == added
         d.find_element(By.ID, "tab-removed").click()
+        wait_url(d, "show=removed")
         assert texts(d, "#diff td.path") == removed
     finally:
         reg.close()
