@@ -19,6 +19,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlencode
@@ -44,6 +45,7 @@ COOKIE = "artfs_ui_token"
 MAX_LOGIN_BODY = 4096
 CACHE_ROWS = 250_000  # manifest rows kept decoded (~300 bytes each): two 100k versions
 KEPT_ROWS = 200_000  # rows referenced by kept directory scans, and by kept comparisons
+ROW_FETCHERS = 4  # versions of one page read at once
 MAX_DRAWN = 300  # lineage nodes drawn at most (nearest the root first)
 DEFAULT_HOPS = 3
 STATIC = {"ui.css": "text/css", "ui.js": "text/javascript"}
@@ -183,7 +185,12 @@ class UiPages:
         project, artifact = _artifact(request, who)
         art = self.r.get_artifact(project, artifact)
         pager, numbers = views.version_page(art, views.page_param(request.query_params.get("page")))
-        infos = [self.r.get_version(project, artifact, f"v{n}") for n in numbers]
+        # One get_version per row (the API's call, tags and all) is 4 queries; on PostgreSQL
+        # each waits a round trip, so a few run at once (docs/decisions.md, "Registry web page").
+        with ThreadPoolExecutor(ROW_FETCHERS, thread_name_prefix="artfs-ui") as pool:
+            infos = list(
+                pool.map(lambda n: self.r.get_version(project, artifact, f"v{n}"), numbers)
+            )
         rows = [(i, views.tags_of(i), views.meta_text(i.metadata)) for i in infos]
         return self.render(
             "versions.html",
