@@ -57,6 +57,7 @@ from .requestio import (
     single_error,
 )
 from .signing import DEFAULT_LIFETIME, UrlSigner
+from .ui import ui_routes
 
 T = TypeVar("T")
 log = logging.getLogger("artfs.server")
@@ -563,6 +564,7 @@ def create_app(
         Route("/v1/blobs/{sha}", guarded(get_blob, blob_read), methods=["GET"]),
         Route("/v1/blobs/{sha}/blocks", guarded(blob_blocks, blob_read), methods=["GET"]),
         Route("/v1/blobs/{sha}/damage", guarded(damage, blob_read), methods=["POST"]),
+        *ui_routes(r, auth, _locations),  # the read-only web page (server/ui/)
     ]
     counted = _CountRequests(Starlette(routes=routes, exception_handlers=exception_handlers()))
     return counted
