@@ -71,6 +71,7 @@ from ..manifest_stream import FORMAT, MEDIA_TYPE, canonical_chunks
 from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
 from ..names import alias_name, artifact_name, parse_version, project_name
 from .base import UNSET, DataSink, Expect
+from .http_runs import RunsHttp
 from .locations import BlobLocations
 from .ranges import (
     REFUSAL_BODY_MAX,
@@ -108,7 +109,7 @@ def _q(segment: str) -> str:
     return quote(segment, safe="")
 
 
-class HttpRegistryClient(BlobLocations):
+class HttpRegistryClient(RunsHttp, BlobLocations):
     def __init__(self, base_url: str, *, timeout: float = 10.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout

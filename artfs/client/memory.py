@@ -39,9 +39,10 @@ from ..models import (
 )
 from ..names import LATEST, Ref, alias_name, artifact_name, parse_version, project_name
 from .base import UNSET, DataSink, Expect, RegistryClient
+from .memory_runs import MemoryRuns
 
 
-class MemoryRegistryClient:
+class MemoryRegistryClient(MemoryRuns):
     def __init__(self) -> None:
         self.projects: dict[str, ProjectInfo] = {}
         self.artifacts: dict[tuple[str, str], ArtifactInfo] = {}
