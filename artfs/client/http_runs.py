@@ -10,7 +10,7 @@ from urllib.parse import quote
 from ..errors import ProtocolError
 from ..lineage import parse_inputs
 from ..names import project_name
-from ..runs import DECLARED, DEFAULT_LEASE, RunInfo, VersionRuns, run_id
+from ..runs import DECLARED, DEFAULT_LEASE, RunInfo, VersionRuns, config_json, run_id
 
 
 def _run_path(rid: str) -> str:
@@ -38,6 +38,7 @@ class RunsHttp:
         config: dict[str, Any] | None = None,
         lease: float = DEFAULT_LEASE,
     ) -> RunInfo:
+        config_json(config)  # a clear error here, not a serialisation failure below
         body = {
             "name": name,
             "job_type": job_type,
@@ -73,6 +74,7 @@ class RunsHttp:
             body["status"] = status
             body["exit_code"] = exit_code
         if config is not None:
+            config_json(config)
             body["config"] = config
         return RunInfo.from_json(await self._json("PATCH", _run_path(run_id), json_body=body))
 
