@@ -232,9 +232,10 @@ def cmd_info(args: argparse.Namespace) -> int:
             "files": info.file_count,
             "size": info.total_size,
             "damaged": info.damaged,  # blobs the server found damaged or missing
-            **await cli_runs.version_run_facts(client, info),
         }
-        if sub_path:
+        if not sub_path:
+            facts.update(await cli_runs.version_run_facts(client, info))
+        else:
             manifest = await client.get_manifest(ref.project, ref.artifact, info.number)
             if sub_path in manifest:
                 entry = manifest[sub_path]

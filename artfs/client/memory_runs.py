@@ -1,8 +1,8 @@
 """The run methods of ``MemoryRegistryClient`` (a mixin): the same rules as the SQL
 store's (``registry/runapi.py`` validates, ``registry/rundb.py`` records), over dicts.
 
-The twin's lineage graph does not walk runs (``MemoryRegistryClient.lineage`` is the
-version graph only): it serves the mount's and the cache's tests, which never see runs.
+``_with_runs`` adds runs to the twin's lineage walk (``MemoryRegistryClient.lineage``) as
+``rundb`` adds them to the store's: a walk key ``("run", id)`` is a run.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import Conflict, InvalidInput, NotFound
 from ..lineage import parse_inputs
+from ..lineage_graph import LineageNode, run_node, version_node
 from ..models import VersionInput
 from ..names import Ref, project_name
 from ..runs import (
@@ -38,6 +39,8 @@ from ..runs import (
     run_id,
     run_name,
 )
+
+Neighbours = dict[Any, list[tuple[Any, LineageNode]]]
 
 
 class MemoryRuns:
@@ -174,6 +177,36 @@ class MemoryRuns:
         run = dataclasses.replace(run, outputs=tuple(outputs))
         self._runs()[run.id] = run
         return self._shown(run, full=False)
+
+    def _with_runs(self, keys: Sequence[Any], found: Any, *, up: bool) -> Any:
+        """``found`` (one hop level of the version walk) with the runs linked to its keys."""
+        out: Neighbours = {k: list(v) for k, v in found.items()}
+        runs = sorted(self._runs().values(), key=lambda r: r.started)
+        for key in keys:
+            if len(key) == 2:  # ("run", id); a version key is (project, artifact, number)
+                run = self._shown(self._runs()[key[1]], full=True)
+                versions = [i.version for i in run.inputs] if up else list(run.outputs)
+                for v in versions:
+                    vkey = (v.project, v.artifact, v.number)
+                    gone = vkey not in self.versions
+                    if gone and not up:
+                        continue  # a deleted output leaves the graph, as a deleted consumer does
+                    node = version_node(v.project, v.artifact, v.number, v.digest, gone)
+                    out.setdefault(key, []).append((vkey, node))
+                continue
+            for run in runs:
+                linked = (
+                    [(o.project, o.artifact, o.number) for o in run.outputs]
+                    if up
+                    else [
+                        (i.version.project, i.version.artifact, i.version.number)
+                        for i in run.inputs
+                    ]
+                )
+                if key in linked:
+                    node = run_node(self._shown(run, full=False))
+                    out.setdefault(key, []).append((("run", run.id), node))
+        return out
 
     async def version_runs(self, project: str, artifact: str, number: int) -> VersionRuns:
         self.requests += 1
