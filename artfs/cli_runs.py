@@ -144,7 +144,7 @@ async def run_command(
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    command = list(args.command)
+    command = list(args.cmd)
     if "--" in command:  # NAME [options] -- CMD: the options are ours (argparse stops at NAME)
         cut = command.index("--")
         args.run_parser.parse_args([*command[:cut], args.name], namespace=args)
@@ -290,7 +290,8 @@ def add_parsers(
     s.add_argument("--project", help="the run's project (default: $ARTFS_PROJECT)")
     s.add_argument("--job-type", default="", help="e.g. train, eval, preprocess")
     s.add_argument("--config", metavar="JSON", help="the run's config, a JSON object")
-    s.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    # dest "cmd": "command" is the name of the subcommand (cli.main's error line)
+    s.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
     s.set_defaults(fn=cmd_run, run_parser=s)
 
 
