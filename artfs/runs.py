@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import InvalidInput, ProtocolError
@@ -233,11 +234,9 @@ class RunInfo:
             raise ProtocolError(f"malformed run record: {e}") from None
 
 
-def visible_run(run: RunInfo, can_read: Any) -> RunInfo:
+def visible_run(run: RunInfo, can_read: Callable[[str], bool]) -> RunInfo:
     """``run`` as a reader of only the projects ``can_read`` accepts sees it: inputs and
     outputs in other projects become hidden entries (as a version's inputs do)."""
-    from dataclasses import replace
-
     inputs = tuple(
         i if i.version.hidden or can_read(i.version.project) else RunInput(HIDDEN_INPUT, i.kind)
         for i in run.inputs

@@ -5,6 +5,7 @@ merged and bounded, ending once, the runs of a version, and the lineage graph wi
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from artfs.errors import Conflict, InvalidInput, NotFound
 from artfs.manifest import Manifest
 from artfs.registry import Registry
 from artfs.runs import DECLARED, FAILED, OBSERVED, RUNNING, visible_run
+from tests.backends import backend_params, make_spec, release
 
 Client = LocalRegistryClient | MemoryRegistryClient
 
@@ -177,3 +179,45 @@ def test_run_nodes_round_trip_and_render() -> None:
     mermaid = RENDERERS["mermaid"](graph)
     assert 'n1(["run p/tr#quot;ain (0123456789abcdef, crashed)"])' in mermaid
     assert 'n2(["(hidden run)"]):::hidden' in mermaid
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_concurrent_writers_to_one_run_lose_nothing(backend: str, tmp_path: Path) -> None:
+    """Parent and child (``artfs run`` and ``artfs.run()`` in CMD) record into one run at
+    once: positions are drawn under the run's row lock, so every input and output lands."""
+    spec = make_spec(backend, tmp_path / "data")
+    reg = spec.open()
+    try:
+        reg.create_project("p")
+        reg.create_artifact("p", "d", type="dataset")
+        data = tmp_path / "blob"
+        for i in range(8):
+            data.write_bytes(b"%d" % i)
+            sha = hashlib.sha256(data.read_bytes()).hexdigest()
+            reg.put_file(sha, data)
+            reg.commit("p", "d", Manifest.build([("f", len(data.read_bytes()), sha)]))
+        run = reg.create_run("p", name="shared")
+        errors: list[BaseException] = []
+
+        def writer(i: int) -> None:
+            try:
+                for _ in range(3):
+                    reg.add_run_inputs(run.id, [f"p/d:v{i}"], kind=OBSERVED if i % 2 else DECLARED)
+                    reg.add_run_outputs(run.id, [f"p/d:v{7 - i}"])
+                    reg.update_run(run.id, config={f"k{i}": i})
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        full = reg.get_run(run.id)
+        assert sorted(i.ref for i in full.inputs) == [f"p/d:v{i}" for i in range(8)]
+        assert sorted(o.ref for o in full.outputs) == [f"p/d:v{i}" for i in range(8)]
+        assert full.config == {f"k{i}": i for i in range(8)}  # no merge lost
+    finally:
+        reg.close()
+        release(spec)

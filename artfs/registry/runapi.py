@@ -107,8 +107,11 @@ class RunRegistry:
             raise InvalidInput("an exit code is given with the status that ends the run")
         merge: Callable[[dict[str, Any]], str] | None = None
         if config is not None:
-            config_json(config)  # valid alone before merged
-            merge = lambda old: config_json({**old, **json.loads(config_json(config))})  # noqa: E731
+            update = json.loads(config_json(config))  # valid alone before merged
+
+            def merge(old: dict[str, Any]) -> str:
+                return config_json({**old, **update})
+
         return self.meta.update_run(run_id(rid), self.clock(), end=end, config=merge)
 
     def add_run_inputs(self, rid: str, refs: Sequence[str], *, kind: str = DECLARED) -> RunInfo:

@@ -17,7 +17,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from ..errors import Conflict, InvalidInput, NotFound
@@ -169,8 +169,6 @@ class RunQueries(Generic[C]):
         return row
 
     def _full_run(self, c: C, row: Any, now: float) -> RunInfo:
-        from dataclasses import replace
-
         rowid = int(row[0])
         inputs = tuple(
             RunInput(VersionInput(str(r[0]), str(r[1]), int(r[2]), str(r[3])), str(r[4]))
