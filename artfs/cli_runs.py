@@ -26,6 +26,7 @@ import trio
 
 from . import config
 from .api.run import PROJECT_ENV, RUN_ID_ENV, _user, run_lease, run_project
+from .api.sync import normalize_registry
 from .client import open_client
 from .client.base import RegistryClient
 from .errors import ArtfsError, InvalidInput, NotFound
@@ -115,7 +116,8 @@ async def run_command(
         lease=run_lease(),
     )
     print(f"artfs run: {project}/{name} is run {info.id}", file=sys.stderr)
-    env = {**os.environ, RUN_ID_ENV: info.id, "ARTFS_REGISTRY": registry, PROJECT_ENV: project}
+    where = normalize_registry(registry)  # a relative registry directory: absolute for CMD
+    env = {**os.environ, RUN_ID_ENV: info.id, "ARTFS_REGISTRY": where, PROJECT_ENV: project}
     code: int
     proc: trio.Process | None
     with trio.open_signal_receiver(*FORWARDED) as receiver:

@@ -76,19 +76,23 @@ class RunsHttp:
         if config is not None:
             config_json(config)
             body["config"] = config
-        return RunInfo.from_json(await self._json("PATCH", _run_path(run_id), json_body=body))
+        # A heartbeat or a config merge done twice is done once: resent after a closed
+        # pooled connection (resend.py). An end is not (twice: the second is a conflict).
+        path = _run_path(run_id)
+        data = await self._json("PATCH", path, json_body=body, idempotent=status is None)
+        return RunInfo.from_json(data)
 
     async def add_run_inputs(
         self, run_id: str, refs: Sequence[str], *, kind: str = DECLARED
     ) -> RunInfo:
         body = {"refs": [str(r) for r in parse_inputs(list(refs))], "kind": kind}
-        path = f"{_run_path(run_id)}/inputs"
-        return RunInfo.from_json(await self._json("POST", path, json_body=body))
+        path = f"{_run_path(run_id)}/inputs"  # recorded once however often sent: idempotent
+        return RunInfo.from_json(await self._json("POST", path, json_body=body, idempotent=True))
 
     async def add_run_outputs(self, run_id: str, refs: Sequence[str]) -> RunInfo:
         body = {"refs": [str(r) for r in parse_inputs(list(refs))]}
         path = f"{_run_path(run_id)}/outputs"
-        return RunInfo.from_json(await self._json("POST", path, json_body=body))
+        return RunInfo.from_json(await self._json("POST", path, json_body=body, idempotent=True))
 
     async def version_runs(self, project: str, artifact: str, number: int) -> VersionRuns:
         path = f"{self._art_path(project, artifact)}/versions/{int(number)}/runs"
