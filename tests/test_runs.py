@@ -223,9 +223,11 @@ def test_a_child_attaches_to_the_run_of_artfs_run(
     assert kinds[f"run:{child_run}"] == "run"
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_signals_reach_the_command(
-    env: dict[str, str], reg: artfs.Registry, tmp_path: Path
+    signum: int, env: dict[str, str], reg: artfs.Registry, tmp_path: Path
 ) -> None:
+    """Forwarded once each (SIGINT too: not in a terminal's foreground group here)."""
     script = tmp_path / "trap.py"
     marker = tmp_path / "got"
     script.write_text(
@@ -233,9 +235,12 @@ def test_signals_reach_the_command(
             f"""
             import signal, sys, time
             def stop(signum, frame):
-                open({str(marker)!r}, "w").write(str(signum))
+                with open({str(marker)!r}, "a") as f:
+                    f.write(str(signum) + "\\n")
+                time.sleep(0.5)  # a second delivery would land here
                 sys.exit(5)
-            signal.signal(signal.SIGTERM, stop)
+            for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(s, stop)
             print("ready", flush=True)
             time.sleep(60)
             """
@@ -248,12 +253,13 @@ def test_signals_reach_the_command(
         text=True,
         env={**os.environ, **env},
         stdin=subprocess.DEVNULL,
+        start_new_session=True,  # not the test's terminal: what a batch scheduler sees
     )
     assert proc.stdout is not None
     assert proc.stdout.readline() == "ready\n"
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     assert proc.wait(60) == 5
-    assert marker.read_text() == str(int(signal.SIGTERM))
+    assert marker.read_text().split() == [str(int(signum))]
     (run,) = _runs(env)
     assert (run["status"], run["exit_code"]) == (FAILED, 5)
 
