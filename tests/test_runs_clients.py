@@ -221,3 +221,28 @@ def test_concurrent_writers_to_one_run_lose_nothing(backend: str, tmp_path: Path
     finally:
         reg.close()
         release(spec)
+
+
+def test_schema_8_upgrades_an_older_sqlite_registry(tmp_path: Path) -> None:
+    """A registry of schema 7 (before runs) gains the run tables when opened, and a newer
+    artfs's registry keeps its versions meanwhile."""
+    import sqlite3
+
+    reg = Registry.open(tmp_path)
+    reg.create_project("p")
+    reg.close()
+    db = sqlite3.connect(tmp_path / "registry.db")
+    for table in ("run_outputs", "run_inputs", "runs"):
+        db.execute(f"DROP TABLE {table}")
+    db.execute("PRAGMA user_version=7")
+    db.commit()
+    db.close()
+    reg = Registry.open(tmp_path)
+    try:
+        run = reg.create_run("p", name="after-upgrade")
+        assert [r.id for r in reg.list_runs("p")] == [run.id]
+    finally:
+        reg.close()
+    db = sqlite3.connect(tmp_path / "registry.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 8
+    db.close()
