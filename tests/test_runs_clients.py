@@ -224,8 +224,8 @@ def test_concurrent_writers_to_one_run_lose_nothing(backend: str, tmp_path: Path
 
 
 def test_schema_8_upgrades_an_older_sqlite_registry(tmp_path: Path) -> None:
-    """A registry of schema 7 (before runs) gains the run tables when opened, and a newer
-    artfs's registry keeps its versions meanwhile."""
+    """A registry of schema 7 (before runs) gains the run tables when opened; what it held
+    stays."""
     import sqlite3
 
     reg = Registry.open(tmp_path)
@@ -239,6 +239,7 @@ def test_schema_8_upgrades_an_older_sqlite_registry(tmp_path: Path) -> None:
     db.close()
     reg = Registry.open(tmp_path)
     try:
+        assert [p.name for p in reg.list_projects()] == ["p"]
         run = reg.create_run("p", name="after-upgrade")
         assert [r.id for r in reg.list_runs("p")] == [run.id]
     finally:
