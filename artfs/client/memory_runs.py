@@ -54,6 +54,8 @@ class MemoryRuns:
         raise NotImplementedError
 
     def _runs(self) -> dict[str, RunInfo]:
+        """The run records, made on first use (``MemoryRegistryClient.__init__`` is left
+        alone: the mixin brings its own state)."""
         found: dict[str, RunInfo] | None = getattr(self, "_run_records", None)
         if found is None:
             found = {}
