@@ -7,6 +7,8 @@ in ``artfs.api``.
 from .api.draft import Draft as Draft
 from .api.fileobj import VersionFile as VersionFile
 from .api.registry import Registry as Registry
+from .api.run import Run as Run
+from .api.run import run as run
 from .api.version import File as File
 from .api.version import Version as Version
 from .errors import AlreadyExists as AlreadyExists
@@ -32,9 +34,11 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "Registry",
+    "Run",
     "Unauthorized",
     "Unavailable",
     "Version",
     "VersionFile",
     "__version__",
+    "run",
 ]

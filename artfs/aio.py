@@ -5,5 +5,6 @@ async with artfs.aio.Registry() as reg:
 """
 
 from .api.aio import Registry as Registry
+from .api.aio_run import run as run
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "run"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from . import config
+from . import cli_runs, config
 from .cache.settings import CacheTuning
 from .cli_admin import add_admin_parsers
 from .client import open_client
@@ -108,6 +108,9 @@ def cmd_put(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    if args.runs:
+        return cli_runs.ls_runs(args, lambda: _client(args))
+
     async def run(client: RegistryClient) -> int:
         target: str | None = args.target
         if not target:
@@ -190,6 +193,10 @@ def _expect_number(text: str) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from .mountinfo import locate, mount_facts
 
+    if args.run:
+        return cli_runs.info_run(args, lambda: _client(args))
+    if not args.target:
+        raise InvalidInput("artfs info REF_OR_PATH (or --run RUN_ID)")
     target: str = args.target
     registry = config.registry_from(args.registry)
     sub_path = ""
@@ -226,7 +233,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             "size": info.total_size,
             "damaged": info.damaged,  # blobs the server found damaged or missing
         }
-        if sub_path:
+        if not sub_path:
+            facts.update(await cli_runs.version_run_facts(client, info))
+        else:
             manifest = await client.get_manifest(ref.project, ref.artifact, info.number)
             if sub_path in manifest:
                 entry = manifest[sub_path]
@@ -466,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = with_registry(sub.add_parser("ls", help="list projects, artifacts, versions or files"))
     s.add_argument("target", nargs="?", metavar="p[/a[:v]]")
+    cli_runs.add_ls_options(s)
     s.set_defaults(fn=cmd_ls)
 
     s = sub.add_parser("alias", help="move or remove an alias")
@@ -487,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = with_cache(
         with_registry(sub.add_parser("info", help="facts about a reference or a path in a mount"))
     )
-    s.add_argument("target", metavar="REF_OR_PATH")
+    s.add_argument("target", nargs="?", metavar="REF_OR_PATH")
+    cli_runs.add_info_options(s)
     s.set_defaults(fn=cmd_info)
 
     s = with_registry(sub.add_parser("lineage", help="the inputs and consumers of a version"))
@@ -500,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .drafts.cli_cmds import add_parsers as add_draft_parsers
 
     add_draft_parsers(sub, with_registry)
+    cli_runs.add_parsers(sub, with_registry)
 
     s = sub.add_parser("cache", help="inspect or shrink the local cache")
     csub = s.add_subparsers(dest="cache_cmd", required=True)

@@ -10,7 +10,12 @@ Isolation (docs/api.md, "Isolation model") is applied *during* the walk, not aft
 input in a project the reader may not read becomes a hidden node (one per edge: two
 hidden nodes are never merged, as merging would tell that two edges reach the same
 version) and is not walked past; a consumer in such a project is left out, as
-``used-by`` leaves it out. Nodes carry a ``kind`` so that runs can join the graph later.
+``used-by`` leaves it out.
+
+Runs are nodes too (``kind`` "run"): a version a run used is its input (version -> run),
+a version it logged its consumer (run -> version). A run is one hop, like a version, and
+belongs to its project for isolation. A version logged by a run usually also lists the
+run's inputs as its own, so both paths show: the recorded facts, not a choice among them.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from .errors import InvalidInput, ProtocolError
+from .runs import RunInfo
 
 MAX_LINEAGE_NODES = 10_000  # nodes one graph holds at most (docs/decisions.md)
 MAX_HOPS = 1_000_000  # larger --up/--down values are refused, not silently clipped
 
-VERSION = "version"  # node kinds; "run" joins when runs are recorded
+VERSION, RUN = "version", "run"  # node kinds
 
 K = TypeVar("K", bound=Hashable)
 
@@ -43,16 +49,29 @@ class LineageNode:
     deleted: bool = False
     hidden: bool = False
     distance: int = 0
+    name: str = ""  # a run's display name and status (versions: "")
+    status: str = ""
 
     @property
     def label(self) -> str:
         if self.hidden:
-            return "(hidden)"
+            return "(hidden run)" if self.kind == RUN else "(hidden)"
+        if self.kind == RUN:
+            return f"run {self.project}/{self.name} ({self.id.removeprefix('run:')}, {self.status})"
         return f"{self.project}/{self.artifact}:v{self.number}"
 
     def to_json(self) -> dict[str, Any]:
         if self.hidden:
             return {"id": self.id, "kind": self.kind, "hidden": True, "distance": self.distance}
+        if self.kind == RUN:
+            return {
+                "id": self.id,
+                "kind": self.kind,
+                "project": self.project,
+                "name": self.name,
+                "status": self.status,
+                "distance": self.distance,
+            }
         return {
             "id": self.id,
             "kind": self.kind,
@@ -69,6 +88,15 @@ class LineageNode:
         try:
             if d.get("hidden"):
                 return cls(str(d["id"]), str(d["kind"]), hidden=True, distance=int(d["distance"]))
+            if d["kind"] == RUN:
+                return cls(
+                    str(d["id"]),
+                    RUN,
+                    str(d["project"]),
+                    distance=int(d["distance"]),
+                    name=str(d["name"]),
+                    status=str(d["status"]),
+                )
             return cls(
                 str(d["id"]),
                 str(d["kind"]),
@@ -90,6 +118,11 @@ def version_node(
     return LineageNode(
         f"{project}/{artifact}:v{number}", VERSION, project, artifact, number, digest, deleted
     )
+
+
+def run_node(run: RunInfo) -> LineageNode:
+    """A run as a node: id ``run:<run id>`` (a version's id always holds a ``/``)."""
+    return LineageNode(f"run:{run.id}", RUN, run.project, name=run.name, status=run.status)
 
 
 @dataclass(frozen=True, slots=True)

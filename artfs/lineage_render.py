@@ -3,7 +3,8 @@
 The text form is two trees from the root, inputs then consumers. A DAG drawn as a tree
 repeats shared ancestry, which grows exponentially with depth (a diamond per hop doubles
 it); a node already drawn is therefore printed once more as ``(shown above)`` without its
-subtree, so the output is linear in the graph's edges. The trees are walked with an
+subtree, so the output is linear in the graph's edges. Runs are labelled ``run p/name
+(id, status)`` and drawn as ellipses (dot) or stadiums (Mermaid). The trees are walked with an
 explicit stack, as a chain may be thousands of hops deep.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from .lineage_graph import LineageGraph, LineageNode
+from .lineage_graph import RUN, LineageGraph, LineageNode
 
 FORMATS = ("text", "json", "dot", "mermaid")
 
@@ -88,6 +89,8 @@ def render_dot(graph: LineageGraph) -> str:
     out = ["digraph lineage {", "  rankdir=LR;", "  node [shape=box];"]
     for n in graph.nodes:
         attrs = [f"label={_dot_str(_label(n))}"]
+        if n.kind == RUN:
+            attrs.append("shape=ellipse")  # runs are the graph's verbs, versions its nouns
         if n.hidden:
             attrs += ["style=dashed", "color=gray", "fontcolor=gray"]
         elif n.deleted:
@@ -113,7 +116,8 @@ def render_mermaid(graph: LineageGraph) -> str:
         cls = ":::hidden" if n.hidden else ":::deleted" if n.deleted else ""
         if n.id == graph.root:
             cls = ":::root"
-        out.append(f"  {ids[n.id]}[{_mermaid_str(_label(n))}]{cls}")
+        left, right = ("([", "])") if n.kind == RUN else ("[", "]")  # a run: a stadium
+        out.append(f"  {ids[n.id]}{left}{_mermaid_str(_label(n))}{right}{cls}")
     out += [f"  {ids[e.source]} --> {ids[e.target]}" for e in graph.edges]
     out += [
         "  classDef root stroke-width:3px;",

@@ -75,6 +75,7 @@ BAD_INPUT: dict[tuple[str, ...], list[str]] = {
     ("lineage",): ["p/a:v1", "--up", "-1"],
     ("draft",): ["--state-dir", "{state}", "p", "d1"],
     ("delete",): ["p"],
+    ("run",): ["p/r", "--config", "[1]", "--", "true"],
 }
 
 # Commands that reach the registry with these arguments (plus --registry URL).
@@ -89,6 +90,7 @@ REMOTE: dict[tuple[str, ...], list[str]] = {
     ("lineage",): ["p/a:v1"],
     ("draft",): ["--state-dir", "{state}", "p/a", "d1"],
     ("delete",): ["p/a:v1"],
+    ("run",): ["p/r", "--", "true"],
 }
 
 
@@ -109,7 +111,8 @@ def places(tmp_path: Path) -> dict[str, str]:
 def expect_one_line(
     command: tuple[str, ...], args: list[str], *, debug: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    proc = run_cli(*command, *args, *(["--debug"] if debug else []), check=False, timeout=90)
+    # --debug right after the command: after `artfs run NAME -- CMD` it would be CMD's
+    proc = run_cli(*command, *(["--debug"] if debug else []), *args, check=False, timeout=90)
     assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert lines and lines[-1].startswith(f"artfs {command[0]}: "), proc.stderr

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from ..lineage_graph import LineageGraph
 from ..manifest import Manifest
 from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
+from ..runs import DECLARED, DEFAULT_LEASE, RunInfo, VersionRuns
 
 
 class _Unset(enum.Enum):
@@ -159,6 +160,54 @@ class RegistryClient(Protocol):
         Bytes are not verified here (the cache verifies blocks). Raises ``Unavailable``
         if the data source stalls longer than the client's timeout.
         """
+        ...
+
+    # --- runs (artfs/runs.py; docs/api.md, "Runs") -----------------------------------------
+    async def create_run(
+        self,
+        project: str,
+        *,
+        name: str,
+        job_type: str = "",
+        host: str = "",
+        user: str = "",
+        config: dict[str, Any] | None = None,
+        lease: float = DEFAULT_LEASE,
+    ) -> RunInfo:
+        """A new run of ``project``, running, with a fresh id."""
+        ...
+
+    async def get_run(self, run_id: str) -> RunInfo:
+        """One run with its inputs and outputs (those in unreadable projects hidden)."""
+        ...
+
+    async def list_runs(self, project: str, *, limit: int = 100) -> list[RunInfo]:
+        """A project's runs, newest first, without their inputs and outputs (counts only)."""
+        ...
+
+    async def update_run(
+        self,
+        run_id: str,
+        *,
+        status: str | None = None,
+        exit_code: int | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> RunInfo:
+        """A heartbeat; with ``config``, keys merged into the config; with ``status``, the end."""
+        ...
+
+    async def add_run_inputs(
+        self, run_id: str, refs: Sequence[str], *, kind: str = DECLARED
+    ) -> RunInfo:
+        """Versions the run used (``declared`` or ``observed``), resolved now."""
+        ...
+
+    async def add_run_outputs(self, run_id: str, refs: Sequence[str]) -> RunInfo:
+        """Versions the run logged."""
+        ...
+
+    async def version_runs(self, project: str, artifact: str, number: int) -> VersionRuns:
+        """The runs that logged and that used a live version (those this token may read)."""
         ...
 
     async def aclose(self) -> None: ...

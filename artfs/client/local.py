@@ -22,6 +22,7 @@ from ..manifest import Manifest
 from ..manifest_stream import canonical_chunks
 from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
 from ..registry import Registry
+from ..runs import DECLARED, RunInfo, VersionRuns
 from .base import UNSET, DataSink, Expect
 
 T = TypeVar("T")
@@ -189,6 +190,30 @@ class LocalRegistryClient:
                 sink(data)
         finally:
             os.close(fd)
+
+    # --- runs: the registry's own methods, in a worker thread --------------------------------
+    async def create_run(self, project: str, **kwargs: Any) -> RunInfo:
+        return await self._run((await self._reg()).create_run, project, **kwargs)
+
+    async def get_run(self, run_id: str) -> RunInfo:
+        return await self._run((await self._reg()).get_run, run_id)
+
+    async def list_runs(self, project: str, *, limit: int = 100) -> list[RunInfo]:
+        return await self._run((await self._reg()).list_runs, project, limit=limit)
+
+    async def update_run(self, run_id: str, **kwargs: Any) -> RunInfo:
+        return await self._run((await self._reg()).update_run, run_id, **kwargs)
+
+    async def add_run_inputs(
+        self, run_id: str, refs: Sequence[str], *, kind: str = DECLARED
+    ) -> RunInfo:
+        return await self._run((await self._reg()).add_run_inputs, run_id, list(refs), kind=kind)
+
+    async def add_run_outputs(self, run_id: str, refs: Sequence[str]) -> RunInfo:
+        return await self._run((await self._reg()).add_run_outputs, run_id, list(refs))
+
+    async def version_runs(self, project: str, artifact: str, number: int) -> VersionRuns:
+        return await self._run((await self._reg()).version_runs, project, artifact, number)
 
     async def aclose(self) -> None:
         if self._registry is not None:

@@ -39,9 +39,10 @@ from ..models import (
 )
 from ..names import LATEST, Ref, alias_name, artifact_name, parse_version, project_name
 from .base import UNSET, DataSink, Expect, RegistryClient
+from .memory_runs import MemoryRuns
 
 
-class MemoryRegistryClient:
+class MemoryRegistryClient(MemoryRuns):
     def __init__(self) -> None:
         self.projects: dict[str, ProjectInfo] = {}
         self.artifacts: dict[tuple[str, str], ArtifactInfo] = {}
@@ -175,8 +176,9 @@ class MemoryRegistryClient:
     async def lineage(
         self, project: str, artifact: str, number: int, *, up: int | None, down: int | None
     ) -> LineageGraph:
-        """The same walk as the SQL store's, over the dicts (a deleted version is dropped
-        here with its inputs, so the twin's lineage ends at it where the store's goes on)."""
+        """The same walk as the SQL store's, runs included, over the dicts (a deleted version
+        is dropped here with its inputs, so the twin's lineage ends at it where the store's
+        goes on)."""
         self.requests += 1
         Key = tuple[str, str, int]
         if (project, artifact, number) not in self.versions:
@@ -217,8 +219,8 @@ class MemoryRegistryClient:
             version_node(project, artifact, number, digest),
             up=up,
             down=down,
-            inputs_of=inputs_of,
-            consumers_of=consumers_of,
+            inputs_of=lambda keys: self._with_runs(keys, inputs_of(keys), up=True),
+            consumers_of=lambda keys: self._with_runs(keys, consumers_of(keys), up=False),
         )
 
     def _with_aliases(self, info: VersionInfo) -> VersionInfo:

@@ -36,6 +36,7 @@ from ..names import (
 from .blobrefs import UPLOAD_PROOF_SECONDS
 from .blobs import BlobStore, BlobWriter, LocalBlobStore, store_file
 from .meta import DamagedBlob, MetaStore, NewVersion
+from .runapi import RunRegistry
 from .sqlite import SqliteMetaStore
 from .tokens import Tokens
 from .uploads import PresignedUploads, UploadPlan
@@ -154,7 +155,7 @@ class _HealingWriter:
         self.inner.abort()
 
 
-class Registry:
+class Registry(RunRegistry):
     def __init__(
         self, meta: MetaStore, blobs: BlobStore, *, clock: Callable[[], float] = time.time
     ) -> None:
@@ -335,6 +336,7 @@ class Registry:
             up=up,
             down=down,
             can_read=can_read,
+            now=self.clock(),
         )
 
     def manifest_gz(self, project: str, artifact: str, number: int) -> tuple[str, bytes]:

@@ -7,10 +7,15 @@ Each level is fetched in chunks of ``KEY_CHUNK`` versions, grouped by artifact
 (``artifact_id=? AND number IN (...)`` OR-ed), which both SQLite and PostgreSQL answer
 from the ``version_inputs`` primary key (up) or its ``by_input`` index (down); no
 recursive SQL, so a depth the user asks for never becomes a query the planner must bound.
+
+Runs (``rundb.py``) join each level: a version's inputs include the runs that logged it,
+its consumers the runs that used it; a run's inputs and consumers are its input and
+output versions. A level with runs costs two more queries (links, then the run rows).
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -61,6 +66,16 @@ class LineageQueries(Generic[C]):
     def _live_number(self, c: C, artifact_id: int, number: int, label: str) -> None:
         raise NotImplementedError
 
+    def _runs_linked(
+        self, c: C, table: str, acol: str, ncol: str, keys: Sequence[Key], now: float
+    ) -> dict[Key, list[tuple[Key, LineageNode]]]:
+        raise NotImplementedError
+
+    def _run_versions(
+        self, c: C, rowids: Sequence[int], *, inputs: bool
+    ) -> dict[Key, list[tuple[Key, LineageNode]]]:
+        raise NotImplementedError
+
     def lineage(
         self,
         project: str,
@@ -71,7 +86,10 @@ class LineageQueries(Generic[C]):
         down: int | None,
         can_read: Callable[[str], bool],
         max_nodes: int = MAX_LINEAGE_NODES,
+        now: float | None = None,
     ) -> LineageGraph:
+        """``now``: the time a running run's liveness is judged at (``runs.py``)."""
+        at = time.time() if now is None else now
         with self._read() as c:
             aid = int(self._artifact_row(c, project, artifact)[0])
             self._live_number(c, aid, number, f"{project}/{artifact}")
@@ -83,11 +101,36 @@ class LineageQueries(Generic[C]):
                 version_node(project, artifact, number, str(digest)),
                 up=up,
                 down=down,
-                inputs_of=lambda keys: self._inputs_of(c, keys),
-                consumers_of=lambda keys: self._consumers_of(c, keys),
+                inputs_of=lambda keys: self._neighbours(c, keys, at, up=True),
+                consumers_of=lambda keys: self._neighbours(c, keys, at, up=False),
                 can_read=can_read,
                 max_nodes=max_nodes,
             )
+
+    def _neighbours(
+        self, c: C, keys: Sequence[Key], now: float, *, up: bool
+    ) -> dict[Key, list[tuple[Key, LineageNode]]]:
+        """One hop level: versions' version neighbours first, then their runs; runs'
+        versions. (A run key is ``(RUN_KEY, row id)``: artifact ids are positive.)"""
+        from .rundb import RUN_KEY
+
+        versions = [k for k in keys if k[0] != RUN_KEY]
+        runs = [k[1] for k in keys if k[0] == RUN_KEY]
+        out: dict[Key, list[tuple[Key, LineageNode]]] = defaultdict(list)
+        if versions:
+            near = self._inputs_of(c, versions) if up else self._consumers_of(c, versions)
+            if up:
+                linked = self._runs_linked(c, "run_outputs", "artifact_id", "number", versions, now)
+            else:
+                linked = self._runs_linked(
+                    c, "run_inputs", "input_artifact_id", "input_number", versions, now
+                )
+            for part in (near, linked):
+                for k, found in part.items():
+                    out[k] += found
+        if runs:
+            out.update(self._run_versions(c, runs, inputs=up))
+        return out
 
     def _inputs_of(self, c: C, keys: Sequence[Key]) -> dict[Key, list[tuple[Key, LineageNode]]]:
         """Each version's inputs in commit order, deleted ones included (flagged): the

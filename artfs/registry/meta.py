@@ -22,13 +22,17 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Container, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..auth import TokenInfo
 from ..client.base import Expect
 from ..lineage_graph import LineageGraph
 from ..models import ArtifactInfo, ProjectInfo, VersionInfo, VersionInput
 from ..names import Ref
+from ..runs import RunInfo, VersionRuns
+
+if TYPE_CHECKING:
+    from .rundb import NewRun
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +119,9 @@ class MetaStore(Protocol):
         down: int | None,
         can_read: Callable[[str], bool],
         max_nodes: int = ...,
+        now: float | None = ...,
     ) -> LineageGraph:
-        """The lineage graph around a live version, in one read transaction."""
+        """The lineage graph around a live version (and its runs), in one read transaction."""
         ...
 
     def get_manifest_gz(self, project: str, artifact: str, number: int) -> tuple[str, bytes]:
@@ -260,5 +265,33 @@ class MetaStore(Protocol):
     def version_labels(self, keys: Collection[VersionKey]) -> dict[VersionKey, str]:
         """ "project/artifact:vN" of each version key (for reports)."""
         ...
+
+    # --- runs (schema 8, rundb.py; names and values validated by registry/runapi.py) ---
+    def create_run(self, project: str, new: NewRun) -> RunInfo: ...
+
+    def run_project(self, run_id: str) -> str: ...
+
+    def get_run(self, run_id: str, now: float) -> RunInfo:
+        """With its inputs and outputs."""
+        ...
+
+    def list_runs(self, project: str, limit: int, now: float) -> list[RunInfo]: ...
+
+    def update_run(
+        self,
+        run_id: str,
+        now: float,
+        *,
+        end: tuple[str, int | None] | None,
+        config: Callable[[dict[str, Any]], str] | None,
+    ) -> RunInfo: ...
+
+    def add_run_inputs(
+        self, run_id: str, refs: Sequence[Ref], kind: str, now: float
+    ) -> RunInfo: ...
+
+    def add_run_outputs(self, run_id: str, refs: Sequence[Ref], now: float) -> RunInfo: ...
+
+    def version_runs(self, project: str, artifact: str, number: int, now: float) -> VersionRuns: ...
 
     def close(self) -> None: ...

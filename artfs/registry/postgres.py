@@ -83,7 +83,9 @@ class PostgresMetaStore(SqlMetaStore[Conn]):
     # Every write to an artifact locks its row first: the per-artifact serialisation point.
     _LOCK_ARTIFACT = " FOR UPDATE OF a"
     _COLLATE = ' COLLATE "C"'  # bytewise, as in SQLite, whatever the database's locale
-    _DIGEST_LIST = "unnest(?::text[]) AS d(sha)"  # blobrefs.BlobRefsSql: many digests, one parameter
+    _DIGEST_LIST = (
+        "unnest(?::text[]) AS d(sha)"  # blobrefs.BlobRefsSql: many digests, one parameter
+    )
 
     def _digest_list(self, digests: Sequence[str]) -> Any:
         return list(digests)

@@ -43,6 +43,7 @@ from .damagedb import DAMAGE_SCHEMA_TEMPLATE, DamageQueries
 from .gcdb import GcQueries
 from .lineagedb import LineageQueries
 from .meta import NewVersion
+from .rundb import RUNS_SCHEMA_TEMPLATE, RunQueries
 from .tokendb import TokenQueries
 
 # Tables shared by both databases; the column types that differ are filled in per database.
@@ -154,8 +155,9 @@ CREATE TABLE IF NOT EXISTS token_expiry (
 
 # 1: registry; 2: + tokens; 3: + doomed_blobs; 4: + version_inputs; 5: + token_expiry;
 # 6: + project_blobs, blob_uploads (blobrefs.py: project isolation; filled on upgrade);
-# 7: + damaged_blobs, damaged_versions (damagedb.py: blob integrity)
-SCHEMA_VERSION = 7
+# 7: + damaged_blobs, damaged_versions (damagedb.py: blob integrity);
+# 8: + runs, run_inputs, run_outputs (rundb.py: runs)
+SCHEMA_VERSION = 8
 
 
 def schema_ddl(**types: str) -> str:
@@ -169,6 +171,7 @@ def schema_ddl(**types: str) -> str:
         TOKEN_EXPIRY_SCHEMA_TEMPLATE,
         BLOB_REFS_SCHEMA_TEMPLATE,
         DAMAGE_SCHEMA_TEMPLATE,
+        RUNS_SCHEMA_TEMPLATE,
     )
     return "".join(templates).format(**types)
 
@@ -201,6 +204,7 @@ class SqlMetaStore(
     TokenQueries[C],
     BlobRefsSql[C],
     DamageQueries[C],
+    RunQueries[C],  # before LineageQueries: its run-hop stubs are RunQueries' methods
     LineageQueries[C],
     ABC,
     Generic[C],

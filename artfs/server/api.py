@@ -56,6 +56,7 @@ from .requestio import (
     selector_param,
     single_error,
 )
+from .runs_api import run_routes
 from .signing import DEFAULT_LIFETIME, UrlSigner
 from .ui import ui_routes
 
@@ -565,6 +566,7 @@ def create_app(
         Route("/v1/blobs/{sha}/blocks", guarded(blob_blocks, blob_read), methods=["GET"]),
         Route("/v1/blobs/{sha}/damage", guarded(damage, blob_read), methods=["POST"]),
         *ui_routes(r, auth, _locations),  # the read-only web page (server/ui/)
+        *run_routes(r, guarded),  # runs_api.py
     ]
     counted = _CountRequests(Starlette(routes=routes, exception_handlers=exception_handlers()))
     return counted
