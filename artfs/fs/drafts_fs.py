@@ -178,7 +178,9 @@ class DraftsFS:
         return node
 
     def _forget_draft(self, artifact: ArtifactNode, draft_id: int, name: str) -> None:
-        """The draft is gone (committed or discarded): drop its nodes and its name."""
+        """The draft is gone (committed or discarded): drop its nodes, name and writers."""
+        if self.fs.observer is not None:
+            self.fs.observer.forget_draft(draft_id)
         for store_id, node in list(self._nodes.items()):
             if node.draft_id == draft_id:
                 del self._nodes[store_id]
@@ -670,6 +672,7 @@ class DraftsFS:
             store=self.store,
             draft_id=draft.id,
             creator=config.creator(),
+            observed=self.fs.observed_inputs(draft),
         )
         key = draft.key
         log.info("committed %s as %s", key, outcome.ref)

@@ -1,0 +1,97 @@
+"""Observed lineage from outside the mount: what a process tree read through running mounts.
+
+Each mount daemon records which versions every process opened (``fs/observe.py``), with
+the process's ancestry captured at its first request, so a child that has already exited
+still counts as a descendant of the process that started it. ``observed_reads`` asks
+every running mount (``mountinfo.running_records``) with one ``getxattr`` on its root:
+
+    getxattr MOUNT user.artfs.observed.<pid>
+    -> {"pid": 123, "reads": [{"ref": "p/data:v3", "read": 1733356800.5}, ...],
+        "truncated": false}
+
+(``read``: wall-clock time of the newest open). A getxattr, not a request file, because
+every mount answers it, also one without a state directory, and it needs no cleanup.
+A mount started with ``--no-observed-inputs`` answers ENOTSUP and is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+from .mountinfo import running_records
+
+log = logging.getLogger(__name__)
+
+OBSERVED_XATTR = "user.artfs.observed."  # + pid (the mount's side: fs/observe.py)
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedRead:
+    ref: str  # project/artifact:vN
+    read: float  # wall-clock time of the newest open by the process tree
+    mountpoint: str
+    registry: str  # the mount's registry (URL or directory), as its record says
+
+
+def add_no_observed_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--no-observed-inputs`` (``artfs mount`` and ``artfs commit``)."""
+    parser.add_argument(
+        "--no-observed-inputs",
+        action="store_true",
+        help=f"do not record the versions read through the mount as lineage inputs: {what}",
+    )
+
+
+def _ask(mountpoint: str, pid: int) -> dict[str, object] | None:
+    try:
+        raw = os.getxattr(mountpoint, f"{OBSERVED_XATTR}{pid}")
+    except OSError as e:
+        if e.errno not in (errno.ENOTSUP, errno.ENODATA, errno.ENOSYS):
+            log.warning("asking the mount at %s what pid %d read: %s", mountpoint, pid, e)
+        return None
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def observed_read_details(
+    root_pid: int, since: float = 0.0, *, registry: str | None = None
+) -> list[ObservedRead]:
+    """Every version ``root_pid`` or its descendants opened at or after ``since`` (wall
+    clock), through any running mount (of ``registry`` only, if given), oldest first."""
+    found: list[ObservedRead] = []
+    for record in running_records():
+        if registry is not None and record.get("registry") != registry:
+            continue
+        point = str(record["mountpoint"])
+        body = _ask(point, root_pid)
+        if body is None:
+            continue
+        if body.get("truncated"):
+            log.warning("the mount at %s had more reads of pid %d than it answers", point, root_pid)
+        reads = body.get("reads")
+        for item in reads if isinstance(reads, list) else []:
+            if not isinstance(item, dict):
+                continue
+            ref, when = item.get("ref"), item.get("read")
+            if isinstance(ref, str) and isinstance(when, int | float) and when >= since:
+                found.append(ObservedRead(ref, float(when), point, str(record.get("registry"))))
+    found.sort(key=lambda r: (r.read, r.ref))
+    return found
+
+
+def observed_reads(root_pid: int, since: float = 0.0, *, registry: str | None = None) -> list[str]:
+    """The references (``p/a:vN``) ``root_pid`` and its descendants read through running
+    mounts at or after ``since``, each once, in order of reading (see the module docstring)."""
+    refs: list[str] = []
+    for read in observed_read_details(root_pid, since, registry=registry):
+        if read.ref not in refs:
+            refs.append(read.ref)
+    return refs
