@@ -3,15 +3,18 @@
 Each mount daemon records which versions every process opened (``fs/observe.py``), with
 the process's ancestry captured at its first request, so a child that has already exited
 still counts as a descendant of the process that started it. ``observed_reads`` asks
-every running mount (``mountinfo.running_records``) with one ``getxattr`` on its root:
+every running mount (``mountinfo.running_records``) the way ``artfs commit`` asks for a
+commit (``drafts/requests.py``): a ``setxattr`` on the mount root, answered in a result
+file of the mount's state directory, which the asker reads and deletes:
 
-    getxattr MOUNT user.artfs.observed.<pid>
-    -> {"pid": 123, "reads": [{"ref": "p/data:v3", "read": 1733356800.5}, ...],
-        "truncated": false}
+    setxattr MOUNT user.artfs.observed '{"pid": 123, "request": "<32 hex digits>"}'
+    STATE/requests/<id>.result.json
+    -> {"ok": true, "pid": 123, "reads": [{"ref": "p/data:v3", "read": 1733356800.5}]}
 
-(``read``: wall-clock time of the newest open). A getxattr, not a request file, because
-every mount answers it, also one without a state directory, and it needs no cleanup.
-A mount started with ``--no-observed-inputs`` answers ENOTSUP and is skipped.
+(``read``: wall-clock time of the newest open). Not a getxattr: a mount without
+``--xattrs`` answers every getxattr ENOSYS, after which the kernel never sends one again,
+and one xattr value holds 64 KiB at most. A mount started with ``--no-observed-inputs``
+(or older than this) refuses with EPERM and is skipped.
 """
 
 from __future__ import annotations
@@ -21,13 +24,17 @@ import errno
 import json
 import logging
 import os
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from .drafts.requests import RequestFiles
 from .mountinfo import running_records
 
 log = logging.getLogger(__name__)
 
-OBSERVED_XATTR = "user.artfs.observed."  # + pid (the mount's side: fs/observe.py)
+OBSERVED_XATTR = "user.artfs.observed"  # set on the mount root (the mount's side: fs/observe.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,18 +54,23 @@ def add_no_observed_option(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def _ask(mountpoint: str, pid: int) -> dict[str, object] | None:
+def _ask(record: dict[str, Any], pid: int) -> dict[str, Any] | None:
+    point, state = str(record["mountpoint"]), record.get("state_dir")
+    if not isinstance(state, str):
+        return None  # an older mount: no state directory to answer in
+    files = RequestFiles(Path(state))
+    request = uuid.uuid4().hex
+    query = json.dumps({"pid": pid, "request": request}).encode()
     try:
-        raw = os.getxattr(mountpoint, f"{OBSERVED_XATTR}{pid}")
+        os.setxattr(point, OBSERVED_XATTR, query)
     except OSError as e:
-        if e.errno not in (errno.ENOTSUP, errno.ENODATA, errno.ENOSYS):
-            log.warning("asking the mount at %s what pid %d read: %s", mountpoint, pid, e)
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.ENOSYS):
+            log.warning("asking the mount at %s what pid %d read: %s", point, pid, e)
         return None
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
+    finally:
+        body = files.read_result(request)
+        files.remove(request)
+    return body if body is not None and body.get("ok") is True else None
 
 
 def observed_read_details(
@@ -71,11 +83,9 @@ def observed_read_details(
         if registry is not None and record.get("registry") != registry:
             continue
         point = str(record["mountpoint"])
-        body = _ask(point, root_pid)
+        body = _ask(record, root_pid)
         if body is None:
             continue
-        if body.get("truncated"):
-            log.warning("the mount at %s had more reads of pid %d than it answers", point, root_pid)
         reads = body.get("reads")
         for item in reads if isinstance(reads, list) else []:
             if not isinstance(item, dict):

@@ -163,16 +163,22 @@ def test_a_mount_without_observed_inputs(server: Server, tmp_path: Path) -> None
         assert proc.wait(60) == 0
         run_cli("commit", str(Path(mnt) / p / "model" / "run1"))
         assert info(Path(mnt) / p / "model" / "v0")["inputs"] == []
+        query = json.dumps({"pid": proc.pid, "request": uuid.uuid4().hex}).encode()
         with pytest.raises(OSError) as exc:
-            os.getxattr(mnt, f"user.artfs.observed.{proc.pid}")
-        assert exc.value.errno == errno.ENOTSUP
+            os.setxattr(mnt, "user.artfs.observed", query)
+        assert exc.value.errno == errno.EPERM
         assert observed_reads(proc.pid) == []  # that mount is skipped, quietly
 
 
 def test_observed_reads_of_a_process_tree(server: Server, tmp_path: Path) -> None:
     p = f"obs{uuid.uuid4().hex[:8]}"
     publish(server, tmp_path, p)
-    with mount(server, tmp_path, "m") as mnt:  # type: ignore[attr-defined]
+    with mounted(  # without --xattrs: the kernel soon stops sending getxattr, not setxattr
+        server.url, tmp_path / "m", tmp_path / "cache", "--state-dir", str(tmp_path / "state")
+    ) as mnt:
+        with pytest.raises(OSError) as exc:
+            os.getxattr(mnt, "user.anything")
+        assert exc.value.errno in (errno.ENOTSUP, errno.ENOSYS)
         since = time.time()
         # the root, a child that reads and exits, a grandchild (a subshell's child) that reads
         root = session(
@@ -189,4 +195,5 @@ def test_observed_reads_of_a_process_tree(server: Server, tmp_path: Path) -> Non
         assert observed_reads(root.pid, time.time() + 60) == []  # nothing read after that
         assert observed_reads(root.pid, since, registry="http://elsewhere") == []
         me = observed_reads(os.getpid(), since)  # pytest is an ancestor of both trees
+        assert list((tmp_path / "state" / "requests").glob("*")) == []  # answers cleaned up
         assert sorted(me) == [f"{p}/data:v0", f"{p}/data:v1", f"{p}/extra:v0"]

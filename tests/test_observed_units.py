@@ -3,12 +3,14 @@ over a fake process table; and ``ProcTable`` against this machine's real /proc."
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
+from artfs.errors import InvalidInput
 from artfs.fs import observe, procs
 from artfs.fs.observe import Observer
 from artfs.fs.procs import ProcTable, Stat, parse_stat, related
@@ -203,16 +205,27 @@ def test_keep_seconds_expire_idle_readers(monkeypatch: pytest.MonkeyPatch) -> No
     assert obs.reads_under(sh) == [("p/new:v0", pytest.approx(obs.reads_under(sh)[0][1]))]
 
 
-def test_the_answer_stays_under_the_xattr_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_query_and_its_answer() -> None:
     fake = Procs()
-    obs = Observer(fake.proc_table(), clock=lambda: fake.now)
+    obs = Observer(fake.proc_table(), clock=lambda: fake.now, wall=lambda: 5.0)
     job = fake.spawn(101, shell(fake, 100), pgid=101)
-    for n in range(1000):
+    for n in range(1000):  # no 64 KiB xattr limit: the answer is a file
         obs.read(job, ("a-rather-long-project-name", "an-artifact-with-a-long-name", n))
-    data = obs.answer("user.artfs.observed.101")
-    assert len(data) <= observe.MAX_ANSWER and b'"truncated":true' in data
-    with pytest.raises(Exception, match="pid"):
-        obs.answer("user.artfs.observed.x")
+    rid = "0123456789abcdef" * 2
+    request, body = obs.answer(json.dumps({"pid": 101, "request": rid}).encode())
+    assert request == rid and body["ok"] is True and len(body["reads"]) == 1000
+    assert body["reads"][0] == {
+        "ref": "a-rather-long-project-name/an-artifact-with-a-long-name:v0",
+        "read": 5.0,
+    }
+    for bad in (
+        b"",
+        b"[]",
+        b'{"pid": 0, "request": "%s"}' % rid.encode(),
+        b'{"pid": 1, "request": "../x"}',
+    ):
+        with pytest.raises(InvalidInput):
+            obs.answer(bad)
 
 
 def test_parse_stat_and_the_real_proc() -> None:

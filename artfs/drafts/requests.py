@@ -186,6 +186,10 @@ class RequestFiles:
             self._path(request, "result"), {"ok": False, "code": exc.code, "message": str(exc)}
         )
 
+    def write_body(self, request: str, body: dict[str, Any]) -> None:
+        """Another request's result (``artfs/observed.py``'s queries)."""
+        self._write(self._path(request, "result"), body)
+
     def read_result(self, request: str) -> dict[str, Any] | None:
         return self._read(self._path(request, "result"))
 

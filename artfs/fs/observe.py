@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..errors import NoAttribute
+from ..errors import InvalidInput
 from ..lineage import MAX_INPUTS
-from ..observed import OBSERVED_XATTR  # getxattr MOUNT user.artfs.observed.<pid>
 from .procs import ProcInfo, ProcKey, ProcTable, related
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ MAX_DRAFTS = 1024
 MAX_WRITERS = 256
 EXPIRE_EVERY = 256  # new readers between two passes over the idle ones
 
-MAX_ANSWER = 60 * 1024  # under the kernel's 64 KiB for one xattr value
 
 VersionKey = tuple[str, str, int]  # (project, artifact, number)
 
@@ -165,20 +165,22 @@ class Observer:
                     found[key] = last
         return sorted(((ref_of(k), t) for k, t in found.items()), key=lambda rt: (rt[1], rt[0]))
 
-    def answer(self, name: str) -> bytes:
-        """The value of ``user.artfs.observed.<pid>`` (JSON, newest reads dropped past
-        ``MAX_ANSWER`` with ``"truncated": true``)."""
-        try:
-            pid = int(name[len(OBSERVED_XATTR) :])
-        except ValueError:
-            pid = -1
-        if pid <= 0:
-            raise NoAttribute(f"{name}: expected {OBSERVED_XATTR}<pid>")
+    def answer(self, value: bytes) -> tuple[str, dict[str, Any]]:
+        """A query of ``artfs.observed`` (``{"pid": N, "request": ID}``): its request id and
+        the result to write for it (``{"ok": true, "pid": N, "reads": [{"ref", "read"}]}``)."""
+        pid, request = parse_query(value)
         reads = [{"ref": ref, "read": round(t, 6)} for ref, t in self.reads_under(pid)]
-        body = {"pid": pid, "reads": reads, "truncated": False}
-        data = json.dumps(body, separators=(",", ":")).encode()
-        while len(data) > MAX_ANSWER:
-            reads = reads[: len(reads) * 3 // 4]
-            body = {"pid": pid, "reads": reads, "truncated": True}
-            data = json.dumps(body, separators=(",", ":")).encode()
-        return data
+        return request, {"ok": True, "pid": pid, "reads": reads}
+
+
+def parse_query(value: bytes) -> tuple[int, str]:
+    try:
+        body = json.loads(value)
+        pid, request = body["pid"], body["request"]
+    except (ValueError, TypeError, KeyError):
+        raise InvalidInput('expected {"pid": N, "request": "<32 hex digits>"}') from None
+    if not isinstance(pid, int) or pid <= 0 or not isinstance(request, str):
+        raise InvalidInput('expected {"pid": N, "request": "<32 hex digits>"}')
+    if not re.fullmatch(r"[0-9a-f]{32}", request):
+        raise InvalidInput("'request' must be 32 hex digits")
+    return pid, request

@@ -38,6 +38,7 @@ import trio
 from ..cache.protocol import BlobCacheAPI
 from ..client.base import RegistryClient
 from ..drafts.model import Draft
+from ..drafts.requests import RequestFiles
 from ..drafts.store import DraftStore
 from ..errors import (
     IntegrityError,
@@ -466,10 +467,6 @@ class ArtfsFS:
 
     async def getxattr(self, ino: int, name: str) -> bytes:
         node = self.table.get(ino)
-        if node is self.table.root and name.startswith(OBSERVED_XATTR):
-            if self.observer is None:
-                raise Unsupported("observed inputs are off for this mount (--no-observed-inputs)")
-            return self.observer.answer(name)
         if name not in self._xattr_names(node):
             raise NoAttribute(f"no attribute {name}")
         if isinstance(node, FileNode):
@@ -627,11 +624,23 @@ class ArtfsFS:
 
     async def setxattr(self, ino: int, name: str, value: bytes) -> None:
         node = self.table.get(ino)
+        if node is self.table.root and name == OBSERVED_XATTR:
+            return self._answer_observed(value)
         if (drafts := self._writable(node)) and await drafts.setxattr(node, name, value):
             return
         if name in xattrs.SETTABLE_NAMES and _in_version(node):
             raise NotPermitted(f"{name} applies to drafts; a version is already committed")
         self._refuse(node, f"set {name}")
+
+    def _answer_observed(self, value: bytes) -> None:
+        """A query of ``artfs/observed.py``, answered in the state directory's request files
+        (a setxattr, not a getxattr: without ``--xattrs`` the kernel stops sending those)."""
+        if self.observer is None:
+            raise NotPermitted("observed inputs are off for this mount (--no-observed-inputs)")
+        if self.drafts is None:
+            raise NotPermitted("this mount has no state directory to answer in")
+        request, body = self.observer.answer(value)
+        RequestFiles(self.drafts.store.state_dir).write_body(request, body)
 
     async def removexattr(self, ino: int, name: str) -> None:
         self._refuse(self.table.get(ino), f"remove {name}")
