@@ -83,6 +83,8 @@ def mount(server: Server, tmp_path: Path, name: str, *extra: str) -> object:
         "--state-dir",
         str(tmp_path / f"{name}-state"),
         "--xattrs",
+        "--ttl",
+        "1",
         *extra,
     )
 
@@ -141,6 +143,17 @@ def test_a_job_records_what_it_read_and_nothing_else(server: Server, tmp_path: P
         run_cli("commit", str(model / "run5"), "--no-observed-inputs", "--input", f"{p}/data:v0")
         v4 = info(model / "v4")
         assert v4["inputs"] == [f"{p}/data:v0"] and v4["observed_inputs"] == []
+
+        # a draft from v4: reading v4 itself is its parent, not an input
+        run_cli("draft", "--registry", server.url, f"{p}/model:v4", "run6")
+        deadline = time.monotonic() + 30
+        while not (model / "run6").is_dir():  # listed within the mount's --ttl
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        run_session(f"cat {model}/v4/y {mnt}/{p}/data/v0/x >/dev/null; echo 6 >> {model}/run6/y")
+        run_cli("commit", str(model / "run6"))
+        v5 = info(model / "v5")
+        assert v5["parent"] == 4 and v5["observed_inputs"] == [f"{p}/data:v0"]
 
 
 def server_version(server: Server, p: str, artifact: str, number: int) -> dict[str, object]:
