@@ -24,6 +24,7 @@ import errno
 import json
 import logging
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from .mountinfo import running_records
 log = logging.getLogger(__name__)
 
 OBSERVED_XATTR = "user.artfs.observed"  # set on the mount root (the mount's side: fs/observe.py)
+ASK_TIMEOUT = 10.0  # seconds one mount may take to answer (it answers from memory: < 1 ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +63,29 @@ def _ask(record: dict[str, Any], pid: int) -> dict[str, Any] | None:
     files = RequestFiles(Path(state))
     request = uuid.uuid4().hex
     query = json.dumps({"pid": pid, "request": request}).encode()
+    failure: list[OSError] = []
+
+    def ask() -> None:
+        try:
+            os.setxattr(point, OBSERVED_XATTR, query)
+        except OSError as e:
+            failure.append(e)
+
+    # A hung daemon would hold the call forever: wait ASK_TIMEOUT, then leave the thread
+    # (a daemon thread: it does not keep the process from exiting) and skip that mount.
+    thread = threading.Thread(target=ask, name="artfs-observed", daemon=True)
+    thread.start()
+    thread.join(ASK_TIMEOUT)
     try:
-        os.setxattr(point, OBSERVED_XATTR, query)
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.ENOSYS):
-            log.warning("asking the mount at %s what pid %d read: %s", point, pid, e)
-        return None
-    finally:
+        if thread.is_alive():
+            log.warning("the mount at %s did not answer within %g s; skipped", point, ASK_TIMEOUT)
+            return None
+        if failure:
+            if failure[0].errno not in (errno.EPERM, errno.ENOTSUP, errno.ENOSYS):
+                log.warning("asking the mount at %s what pid %d read: %s", point, pid, failure[0])
+            return None
         body = files.read_result(request)
+    finally:
         files.remove(request)
     return body if body is not None and body.get("ok") is True else None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from artfs import observed
+from artfs.mountinfo import running_records
 from artfs.observed import observed_read_details, observed_reads
 from tests.backends import backend_params, make_spec, release
 from tests.e2e import Server, mounted, run_cli
@@ -145,7 +148,8 @@ def test_a_job_records_what_it_read_and_nothing_else(server: Server, tmp_path: P
         assert v4["inputs"] == [f"{p}/data:v0"] and v4["observed_inputs"] == []
 
         # a draft from v4: reading v4 itself is its parent, not an input
-        run_cli("draft", "--registry", server.url, f"{p}/model:v4", "run6")
+        state = ["--state-dir", str(tmp_path / "m-state")]  # (other suites' mounts may run)
+        run_cli("draft", "--registry", server.url, *state, f"{p}/model:v4", "run6")
         deadline = time.monotonic() + 30
         while not (model / "run6").is_dir():  # listed within the mount's --ttl
             assert time.monotonic() < deadline
@@ -183,7 +187,9 @@ def test_a_mount_without_observed_inputs(server: Server, tmp_path: Path) -> None
         assert observed_reads(proc.pid) == []  # that mount is skipped, quietly
 
 
-def test_observed_reads_of_a_process_tree(server: Server, tmp_path: Path) -> None:
+def test_observed_reads_of_a_process_tree(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     p = f"obs{uuid.uuid4().hex[:8]}"
     publish(server, tmp_path, p)
     with mounted(  # without --xattrs: the kernel soon stops sending getxattr, not setxattr
@@ -209,4 +215,16 @@ def test_observed_reads_of_a_process_tree(server: Server, tmp_path: Path) -> Non
         assert observed_reads(root.pid, since, registry="http://elsewhere") == []
         me = observed_reads(os.getpid(), since)  # pytest is an ancestor of both trees
         assert list((tmp_path / "state" / "requests").glob("*")) == []  # answers cleaned up
+
+        # a hung mount daemon is skipped after ASK_TIMEOUT, not waited for
+        monkeypatch.setattr(observed, "ASK_TIMEOUT", 1.0)
+        daemon = next(int(r["pid"]) for r in running_records() if r["mountpoint"] == str(mnt))
+        os.kill(daemon, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            assert observed_reads(root.pid, since, registry=server.url) == []
+            assert time.monotonic() - started < 10
+        finally:
+            os.kill(daemon, signal.SIGCONT)
+        assert observed_reads(root.pid, since) == [f"{p}/data:v0", f"{p}/extra:v0"]
         assert sorted(me) == [f"{p}/data:v0", f"{p}/data:v1", f"{p}/extra:v0"]
