@@ -25,7 +25,9 @@ from .client.base import UNSET, Expect, RegistryClient
 from .errors import ArtfsError, InvalidInput, NotFound
 from .fs.siblings import SiblingTuning
 from .lineage import add_input_option, parse_inputs
+from .models import OBSERVED
 from .names import alias_name, parse_artifact_id, parse_ref, parse_version
+from .observed import add_no_observed_option
 from .progress import human_bytes
 
 # --------------------------------------------------------------------------- helpers
@@ -226,6 +228,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             "metadata": info.metadata,
             "parent": info.parent,
             "inputs": [i.ref for i in info.inputs],
+            "observed_inputs": [i.ref for i in info.inputs if i.kind == OBSERVED],
             "used_by": [
                 u.ref for u in await client.used_by(ref.project, ref.artifact, info.number)
             ],
@@ -440,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
         "by the kernel itself where it allows (Linux >= 6.9, root)",
     )
     s.add_argument("--debug", action="store_true", help="log every request")
+    add_no_observed_option(s, "record no reads, so no commit through this mount has any")
     s.set_defaults(fn=cmd_mount)
 
     s = sub.add_parser("umount", help="unmount cleanly")

@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,7 @@ from .client import open_client
 from .client.base import RegistryClient
 from .errors import ArtfsError, InvalidInput, NotFound
 from .models import VersionInfo
+from .observed import observed_reads
 from .runs import FAILED, FINISHED, MAX_LIST_RUNS, OBSERVED, RunInfo, run_id
 
 FORWARDED = (
@@ -44,13 +46,12 @@ FORWARDED = (
 END_DEADLINE = 30.0  # seconds to record the end of a run once CMD has exited
 
 
-def observed_inputs_for(pid: int) -> list[str]:
-    """The versions process ``pid`` (and its descendants) read through a mount, as
-    references ``project/artifact:vN``: recorded as the run's ``observed`` inputs.
-
-    The hook for lineage observed from reads (issue 11, item 5): the mount side is built
-    elsewhere; until it is wired in, nothing is observed."""
-    return []
+def observed_inputs_for(pid: int, since: float, registry: str) -> list[str]:
+    """The versions process ``pid`` (and its descendants) read through a mount of
+    ``registry`` since ``since`` (wall clock), as references ``project/artifact:vN``:
+    recorded as the run's ``observed`` inputs (``observed.py``: every running mount is
+    asked; one that doesn't answer in time is skipped with a warning)."""
+    return observed_reads(pid, since, registry=registry)
 
 
 def _config(text: str | None) -> dict[str, Any] | None:
@@ -104,7 +105,7 @@ async def run_command(
     *,
     job_type: str,
     run_config: dict[str, Any] | None,
-    observe: Callable[[int], list[str]] = observed_inputs_for,
+    observe: Callable[[int, float, str], list[str]] = observed_inputs_for,
 ) -> int:
     info = await client.create_run(
         project,
@@ -120,6 +121,7 @@ async def run_command(
     env = {**os.environ, RUN_ID_ENV: info.id, "ARTFS_REGISTRY": where, PROJECT_ENV: project}
     code: int
     proc: trio.Process | None
+    since = time.time()  # reads before CMD started are not its inputs
     with trio.open_signal_receiver(*FORWARDED) as receiver:
         try:
             proc = await trio.lowlevel.open_process(command, env=env)
@@ -134,7 +136,12 @@ async def run_command(
                 nursery.cancel_scope.cancel()
     with trio.move_on_after(END_DEADLINE) as scope:
         try:
-            if proc is not None and (observed := observe(proc.pid)):
+            observed: list[str] = []
+            if proc is not None:
+                observed = await trio.to_thread.run_sync(
+                    observe, proc.pid, since, where, abandon_on_cancel=True
+                )
+            if observed:
                 await client.add_run_inputs(info.id, observed, kind=OBSERVED)
             status = FINISHED if code == 0 else FAILED
             await client.update_run(info.id, status=status, exit_code=code)

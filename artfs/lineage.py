@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import InvalidInput
@@ -35,6 +35,16 @@ def parse_inputs(value: Any) -> list[Ref]:
             raise InvalidInput(f"invalid lineage input {item!r}: expected a reference string")
         refs.append(parse_ref(item))
     return refs
+
+
+def input_lists(inputs: Iterable[str], observed: Iterable[str]) -> dict[str, list[str]]:
+    """A commit body's lineage: ``inputs`` (declared) and, if any, ``observed_inputs`` (what
+    a mount saw the writers read; a server before schema 9 ignores the key)."""
+    body = {"inputs": [str(ref) for ref in parse_inputs(list(inputs))]}
+    seen = [str(ref) for ref in parse_inputs(list(observed))]
+    if seen:
+        body["observed_inputs"] = seen
+    return body
 
 
 def visible_lineage(info: VersionInfo, can_read: Callable[[str], bool]) -> VersionInfo:

@@ -109,13 +109,18 @@ class VersionInput:
 
     ``hidden``: the input is in a project the reader may not read; its names, number and
     digest are withheld (``HIDDEN_INPUT``, on the wire ``{"hidden": true}``), its place in
-    the list kept, so a reader sees that the lineage goes on without seeing where."""
+    the list kept, so a reader sees that the lineage goes on without seeing where.
+
+    ``kind``: ``"declared"`` (named by the committer) or ``"observed"`` (recorded by a mount
+    from what the writers read); None where the answer does not say (an older server, or
+    ``used_by``). On the wire only when set, so older readers see what they always saw."""
 
     project: str
     artifact: str
     number: int
     digest: str  # of that version's manifest: the exact bytes used, even if it is deleted
     hidden: bool = False
+    kind: str | None = None
 
     @property
     def ref(self) -> str:
@@ -126,22 +131,36 @@ class VersionInput:
     def to_json(self) -> dict[str, Any]:
         if self.hidden:
             return {"hidden": True}
-        return {
+        out: dict[str, Any] = {
             "project": self.project,
             "artifact": self.artifact,
             "number": self.number,
             "digest": self.digest,
         }
+        if self.kind is not None:
+            out["kind"] = self.kind
+        return out
 
     @classmethod
     def from_json(cls, d: Any) -> VersionInput:
         try:
             if d.get("hidden") is True:
                 return HIDDEN_INPUT
-            return cls(str(d["project"]), str(d["artifact"]), int(d["number"]), str(d["digest"]))
+            kind = d.get("kind")
+            return cls(
+                str(d["project"]),
+                str(d["artifact"]),
+                int(d["number"]),
+                str(d["digest"]),
+                kind=kind if kind in INPUT_KINDS else None,
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ProtocolError(f"malformed lineage input: {e}") from None
 
+
+DECLARED = "declared"
+OBSERVED = "observed"
+INPUT_KINDS = (DECLARED, OBSERVED)
 
 HIDDEN_REF = "(hidden)"
 """How a hidden lineage input is shown (CLI, ``user.artfs.inputs``): never a valid ref."""

@@ -57,6 +57,7 @@ def _options(args: argparse.Namespace, registry: str) -> MountOptions:
         meta_timeout=args.timeout,
         read_timeout=max(30.0, 6 * args.timeout),
         passthrough=passthrough_default() and not args.no_passthrough,
+        observe_inputs=not args.no_observed_inputs,
     )
 
 
@@ -97,7 +98,7 @@ def mount_command(args: argparse.Namespace) -> int:
         ]
         if args.cache_size:
             argv += ["--cache-size", args.cache_size]
-        for flag in ("xattrs", "allow_other", "debug", "no_passthrough"):
+        for flag in ("xattrs", "allow_other", "debug", "no_passthrough", "no_observed_inputs"):
             if getattr(args, flag):
                 argv.append("--" + flag.replace("_", "-"))
         log_path = config.runtime_dir() / f"mount-{mount_key(point)}.log"

@@ -20,6 +20,7 @@ import pytest
 import trio
 
 import artfs
+from artfs.api.sync import normalize_registry
 from artfs.cli_runs import run_command
 from artfs.client import open_client
 from artfs.errors import Conflict, InvalidInput
@@ -325,7 +326,8 @@ def test_observed_inputs_hook_records_observed_inputs(
     ``observed`` inputs (the mount side plugs in there)."""
     seen: list[int] = []
 
-    def observe(pid: int) -> list[str]:
+    def observe(pid: int, since: float, registry: str) -> list[str]:
+        assert since <= time.time() and registry == normalize_registry(target.location)
         seen.append(pid)
         return ["p/data:latest"]
 

@@ -96,11 +96,13 @@ class RegistryClient(Protocol):
         parent: int | None = None,
         creator: str = "",
         inputs: Iterable[str] = (),
+        observed_inputs: Iterable[str] = (),
     ) -> CommitResult:
         """Register a version atomically; every blob must already be in the registry.
 
         ``inputs``: references of the versions it was made from (lineage), resolved by the
-        registry to concrete versions when it commits."""
+        registry to concrete versions when it commits. ``observed_inputs``: those a mount
+        saw the writers read, recorded as observed; ones gone or unreadable are skipped."""
         ...
 
     async def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:

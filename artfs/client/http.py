@@ -64,7 +64,7 @@ from ..errors import (
     from_code,
 )
 from ..hashing import sha256_hex, split_block_digests
-from ..lineage import parse_inputs
+from ..lineage import input_lists
 from ..lineage_graph import LineageGraph
 from ..manifest import Manifest
 from ..manifest_stream import FORMAT, MEDIA_TYPE, canonical_chunks
@@ -436,6 +436,7 @@ class HttpRegistryClient(RunsHttp, BlobLocations, BlobReads):
         parent: int | None = None,
         creator: str = "",
         inputs: Iterable[str] = (),
+        observed_inputs: Iterable[str] = (),
     ) -> CommitResult:
         body = {
             "manifest": manifest.to_json(),
@@ -444,12 +445,10 @@ class HttpRegistryClient(RunsHttp, BlobLocations, BlobReads):
             "aliases": [alias_name(a, allow_latest=True) for a in aliases],
             "parent": parent,
             "creator": creator,
-            "inputs": [str(ref) for ref in parse_inputs(list(inputs))],
+            **input_lists(inputs, observed_inputs),
         }
-        data = await self._json(
-            "POST", f"{self._art_path(project, artifact)}/versions", json_body=body
-        )
-        return CommitResult.from_json(data)
+        path = f"{self._art_path(project, artifact)}/versions"
+        return CommitResult.from_json(await self._json("POST", path, json_body=body))
 
     async def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:
         path = f"{self._art_path(project, artifact)}/versions/{int(number)}/used-by"

@@ -109,6 +109,7 @@ class LocalRegistryClient:
         parent: int | None = None,
         creator: str = "",
         inputs: Iterable[str] = (),
+        observed_inputs: Iterable[str] = (),
     ) -> CommitResult:
         return await self._run(
             (await self._reg()).commit,
@@ -121,6 +122,7 @@ class LocalRegistryClient:
             parent=parent,
             creator=creator,
             inputs=list(inputs),
+            observed_inputs=list(observed_inputs),
         )
 
     async def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:

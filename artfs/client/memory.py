@@ -25,11 +25,13 @@ from ..errors import (
     Unavailable,
 )
 from ..hashing import BlobHasher
-from ..lineage import parse_inputs, unique_in_order
+from ..lineage import MAX_INPUTS, parse_inputs, unique_in_order
 from ..lineage_graph import LineageGraph, LineageNode, version_node, walk
 from ..manifest import Manifest
 from ..manifest_stream import canonical_chunks
 from ..models import (
+    DECLARED,
+    OBSERVED,
     ArtifactInfo,
     CommitResult,
     ProjectInfo,
@@ -104,12 +106,14 @@ class MemoryRegistryClient(MemoryRuns):
         parent: int | None = None,
         creator: str = "test",
         inputs: Iterable[str] = (),
+        observed_inputs: Iterable[str] = (),
     ) -> CommitResult:
         art = self._art(project, artifact)
         for sha in manifest.blobs():
             if sha not in self.blobs:
                 raise InvalidInput(f"blob {sha} is not in the registry")
         resolved = unique_in_order([self._resolve(ref) for ref in parse_inputs(list(inputs))])
+        resolved += self._observed(parse_inputs(list(observed_inputs)), resolved)
         if art.versions:
             latest_num = art.aliases[LATEST]
             info, m = self.versions[(project, artifact, latest_num)]
@@ -158,7 +162,23 @@ class MemoryRegistryClient(MemoryRuns):
         found = None if number is None else self.versions.get((ref.project, ref.artifact, number))
         if found is None:
             raise NotFound(f"lineage input {ref} not found")
-        return VersionInput(ref.project, ref.artifact, found[0].number, found[0].digest)
+        return VersionInput(
+            ref.project, ref.artifact, found[0].number, found[0].digest, kind=DECLARED
+        )
+
+    def _observed(self, refs: list[Ref], declared: list[VersionInput]) -> list[VersionInput]:
+        """As the store does (``registry/observeddb.py``): gone or declared ones skipped."""
+        seen = {(i.project, i.artifact, i.number) for i in declared}
+        out = []
+        for ref in refs:
+            try:
+                found = self._resolve(ref)
+            except NotFound:
+                continue
+            if (found.project, found.artifact, found.number) not in seen:
+                seen.add((found.project, found.artifact, found.number))
+                out.append(dataclasses.replace(found, kind=OBSERVED))
+        return out[: MAX_INPUTS - len(declared)]
 
     async def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:
         self.requests += 1
@@ -340,6 +360,7 @@ class MemoryRegistryClient(MemoryRuns):
         parent: int | None = None,
         creator: str = "",
         inputs: Iterable[str] = (),
+        observed_inputs: Iterable[str] = (),
     ) -> CommitResult:
         self.requests += 1
         return self._commit(
@@ -352,6 +373,7 @@ class MemoryRegistryClient(MemoryRuns):
             parent=parent,
             creator=creator,
             inputs=inputs,
+            observed_inputs=observed_inputs,
         )
 
     async def set_alias(

@@ -29,6 +29,7 @@ from ..errors import AlreadyExists, ArtfsError, InvalidInput, NotFound, from_cod
 from ..lineage import add_input_option, parse_inputs
 from ..mountinfo import read_record, running_records
 from ..names import LATEST, alias_name, parse_ref, version_label
+from ..observed import add_no_observed_option
 from ..progress import Progress, human_bytes
 from .model import Draft, DraftKey
 from .requests import COMMIT_XATTR, CommitRequest, RequestFiles
@@ -235,6 +236,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
         type=args.type,
         request=uuid.uuid4().hex,
         inputs=tuple(str(ref) for ref in parse_inputs(args.input)),
+        observed=not args.no_observed_inputs,
     )
     files = RequestFiles(where.state_dir) if where.state_dir is not None else None
     started = time.monotonic()
@@ -307,6 +309,7 @@ def add_parsers(
     s.add_argument("path", metavar="MOUNT/project/artifact/DRAFT")
     s.add_argument("--alias", action="append", default=[], help="alias to set (repeatable)")
     add_input_option(s)
+    add_no_observed_option(s, "only the --input ones are recorded")
     s.add_argument("--metadata", help="JSON object stored with the version")
     s.add_argument("--description")
     s.add_argument("--type", help="artifact type, if the commit creates the artifact")

@@ -103,6 +103,7 @@ class _Publish:
     type: str | None
     creator: str
     inputs: tuple[str, ...]
+    observed_inputs: tuple[str, ...]
     progress: ProgressFn | None
 
 
@@ -120,8 +121,12 @@ async def commit_draft(
     progress: ProgressFn | None = None,
     writer_grace: float = WRITER_GRACE,
     inputs: Iterable[str] = (),
+    observed_inputs: Iterable[str] = (),
 ) -> CommitOutcome:
-    """Publish the draft; it is gone on success and untouched (writable again) on failure."""
+    """Publish the draft; it is gone on success and untouched (writable again) on failure.
+
+    ``inputs`` are declared lineage; ``observed_inputs`` (``p/a:vN``) what the mount saw
+    the draft's writers read: recorded as such, dropped where no longer readable."""
     if metadata is not None and not isinstance(metadata, dict):
         raise InvalidInput("metadata must be a JSON object")
     wanted = _Publish(
@@ -131,6 +136,7 @@ async def commit_draft(
         type,
         creator,
         tuple(inputs),
+        tuple(observed_inputs),
         progress,
     )
     draft = store.begin_commit(draft_id)
@@ -272,6 +278,7 @@ async def _register(
             parent=parent,
             creator=wanted.creator,
             inputs=wanted.inputs,
+            observed_inputs=wanted.observed_inputs,
         )
 
     result, uploaded = await upload_and_commit(client, manifest, upload_sources, meter, commit)

@@ -5,9 +5,10 @@ the value of ``setxattr user.artfs.commit`` on the draft directory (what the
 SPEC offers to shell users too): a JSON object
 
     {"aliases": ["best"], "metadata": {...}, "description": "...", "type": "model",
-     "inputs": ["proj/data:v3"], "request": "<32 hex digits>"}
+     "inputs": ["proj/data:v3"], "observed": false, "request": "<32 hex digits>"}
 
-every key optional. ``setxattr`` returns when the commit is done (0 or an
+every key optional (``observed``: record the versions the draft's writers read through
+the mount as observed inputs, default true; ``artfs commit --no-observed-inputs``). ``setxattr`` returns when the commit is done (0 or an
 errno). Since an errno cannot say which version was made or why a commit
 failed, a request carrying a ``request`` id gets files in the daemon's state
 directory, found by the CLI through the mount record:
@@ -39,7 +40,7 @@ COMMIT_XATTR = "user.artfs.commit"
 TYPE_XATTR = "user.artfs.type"
 MAX_VALUE = 64 * 1024  # the kernel's limit for one xattr value
 _ID_RE = re.compile(r"[0-9a-f]{32}")
-_KEYS = {"aliases", "metadata", "description", "type", "inputs", "request"}
+_KEYS = {"aliases", "metadata", "description", "type", "inputs", "request", "observed"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class CommitRequest:
     type: str | None = None
     request: str | None = None
     inputs: tuple[str, ...] = ()  # lineage: references of the versions it was made from
+    observed: bool = True  # add the inputs the mount observed (fs/observe.py)
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {}
@@ -63,6 +65,8 @@ class CommitRequest:
             body["type"] = self.type
         if self.inputs:
             body["inputs"] = list(self.inputs)
+        if not self.observed:
+            body["observed"] = False
         if self.request:
             body["request"] = self.request
         data = json.dumps(body, ensure_ascii=False).encode()
@@ -106,8 +110,17 @@ class CommitRequest:
             inputs = tuple(str(ref) for ref in parse_inputs(body.get("inputs")))
         except InvalidInput as e:
             raise InvalidInput(f"{COMMIT_XATTR}: {e}") from None
+        observed = body.get("observed", True)
+        if not isinstance(observed, bool):
+            raise InvalidInput(f"{COMMIT_XATTR}: 'observed' must be true or false")
         return cls(
-            tuple(alias_name(a) for a in aliases), metadata, description, type_, request, inputs
+            tuple(alias_name(a) for a in aliases),
+            metadata,
+            description,
+            type_,
+            request,
+            inputs,
+            observed,
         )
 
     @staticmethod
@@ -172,6 +185,10 @@ class RequestFiles:
         self._write(
             self._path(request, "result"), {"ok": False, "code": exc.code, "message": str(exc)}
         )
+
+    def write_body(self, request: str, body: dict[str, Any]) -> None:
+        """Another request's result (``artfs/observed.py``'s queries)."""
+        self._write(self._path(request, "result"), body)
 
     def read_result(self, request: str) -> dict[str, Any] | None:
         return self._read(self._path(request, "result"))

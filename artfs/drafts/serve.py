@@ -8,6 +8,7 @@ directory for ``artfs commit`` (see ``requests.py``).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from ..client.base import RegistryClient
 from ..errors import ArtfsError
@@ -26,7 +27,10 @@ async def handle_commit_request(
     store: DraftStore,
     draft_id: int,
     creator: str = "",
+    observed: Sequence[str] = (),
 ) -> CommitOutcome:
+    """``observed``: the inputs the mount observed for the draft (committed as such unless
+    the request says ``"observed": false``)."""
     files = RequestFiles(store.state_dir)
     files.prune()  # results no CLI came back for
     try:
@@ -59,6 +63,7 @@ async def handle_commit_request(
             creator=creator,
             progress=progress,
             inputs=request.inputs,
+            observed_inputs=tuple(observed) if request.observed else (),
         )
     except ArtfsError as e:
         if rid is not None:

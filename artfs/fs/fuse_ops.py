@@ -159,7 +159,7 @@ class FuseOperations(pyfuse3.Operations):
 
     @_handler
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        return file_info(await self.fs.open(inode, flags))
+        return file_info(await self.fs.open(inode, flags, ctx.pid))
 
     @_handler
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -237,6 +237,7 @@ class FuseOperations(pyfuse3.Operations):
                 attr.st_uid if fields.update_uid else None,
                 attr.st_gid if fields.update_gid else None,
             ),
+            pid=ctx.pid,
         )
         return entry_attributes(changed)
 
@@ -244,20 +245,20 @@ class FuseOperations(pyfuse3.Operations):
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return entry_attributes(await self.fs.mkdir(parent_inode, _name(name), mode))
+        return entry_attributes(await self.fs.mkdir(parent_inode, _name(name), mode, ctx.pid))
 
     @_handler
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        opened, attr = await self.fs.create(parent_inode, _name(name), mode, flags)
+        opened, attr = await self.fs.create(parent_inode, _name(name), mode, flags, ctx.pid)
         return file_info(opened), entry_attributes(attr)
 
     @_handler
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return entry_attributes(await self.fs.mknod(parent_inode, _name(name), mode))
+        return entry_attributes(await self.fs.mknod(parent_inode, _name(name), mode, ctx.pid))
 
     @_handler
     async def symlink(
@@ -274,11 +275,11 @@ class FuseOperations(pyfuse3.Operations):
 
     @_handler
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self.fs.unlink(parent_inode, _name(name))
+        await self.fs.unlink(parent_inode, _name(name), ctx.pid)
 
     @_handler
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self.fs.rmdir(parent_inode, _name(name))
+        await self.fs.rmdir(parent_inode, _name(name), ctx.pid)
 
     @_handler
     async def rename(
@@ -291,5 +292,5 @@ class FuseOperations(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> None:
         await self.fs.rename(
-            parent_inode_old, _name(name_old), parent_inode_new, _name(name_new), flags
+            parent_inode_old, _name(name_old), parent_inode_new, _name(name_new), flags, ctx.pid
         )

@@ -57,6 +57,8 @@ class MountOptions:
     passthrough: bool = field(default_factory=passthrough_default)
     # blobs fetched whole at open, then passed through (ARTFS_SMALL_WHOLE_MAX, for benchmarks)
     small_whole_max: int = field(default_factory=small_whole_default)
+    # record which versions processes read and attribute them to drafts (fs/observe.py)
+    observe_inputs: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.listing_ttl <= MAX_LISTING_TTL:

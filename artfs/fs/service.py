@@ -37,6 +37,8 @@ import trio
 
 from ..cache.protocol import BlobCacheAPI
 from ..client.base import RegistryClient
+from ..drafts.model import Draft
+from ..drafts.requests import RequestFiles
 from ..drafts.store import DraftStore
 from ..errors import (
     IntegrityError,
@@ -48,8 +50,9 @@ from ..errors import (
     Unavailable,
     Unsupported,
 )
-from ..models import VersionInfo
+from ..models import OBSERVED, VersionInfo
 from ..names import LATEST
+from ..observed import OBSERVED_XATTR
 from . import xattrs
 from .attrs import BLKSIZE, DIR_MODE, FILE_MODE, LINK_MODE, Attr, FsStats, Opened
 from .drafts_fs import DraftNode, DraftsFS
@@ -66,10 +69,12 @@ from .inodes import (
 )
 from .listings import Listings
 from .metastore import MetaStore, recall_registry_id, registry_dir_name, remember_registry_id
+from .observe import Observer
 from .openfiles import VersionFiles
 from .options import MountOptions
 from .packed import ROOT, PackedTree
 from .passthrough import Backing, IoModes, PassthroughState
+from .procs import ProcTable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -126,6 +131,8 @@ class ArtfsFS:
         self._dir_versions: dict[int, VersionNode] = {}  # open directory handle -> its version
         self._next_fh = 1
         self.drafts = DraftsFS(self, drafts, invalidate) if drafts is not None else None
+        # which versions each process read, who wrote each draft (observe.py)
+        self.observer = Observer(ProcTable(clock)) if self.options.observe_inputs else None
 
     # --- plumbing -------------------------------------------------------------------
     async def _call(self, what: str, fn: Callable[..., Awaitable[T]], *args: object) -> T:
@@ -372,16 +379,37 @@ class ArtfsFS:
         if version is not None:
             self.table.unhold(version)
 
-    async def open(self, ino: int, flags: int) -> Opened:
+    async def open(self, ino: int, flags: int, pid: int = 0) -> Opened:
+        """``pid``: the sender's thread id, for observed lineage (0: unknown)."""
         node = self.table.get(ino)
         if isinstance(node, DraftNode):
             assert self.drafts is not None
+            if flags & _WRITE_FLAGS:
+                self._wrote(node, pid)
             return self.drafts.open(node, flags)
         if flags & _WRITE_FLAGS:
             self._refuse(node, "open for writing")
         if not isinstance(node, FileNode):
             raise InvalidInput(f"inode {ino} is not a regular file")
-        return await self.files.open(node)
+        opened = await self.files.open(node)
+        if self.observer is not None:  # at open: passthrough READs never reach us
+            key = node.version.key
+            self.observer.read(pid, (key.project, key.artifact, key.number))
+        return opened
+
+    def _wrote(self, node: Node, pid: int) -> None:
+        """A change inside a draft, by thread ``pid``: its process is one of its writers."""
+        if self.observer is not None and isinstance(node, DraftNode):
+            self.observer.wrote(pid, node.draft_id)
+
+    def observed_inputs(self, draft: Draft) -> tuple[str, ...]:
+        """The versions read by processes related to the draft's writers (its base version
+        excluded: it is the version's ``parent`` already)."""
+        if self.observer is None:
+            return ()
+        key = draft.key
+        base = None if draft.base is None else (key.project, key.artifact, draft.base)
+        return tuple(self.observer.inputs_for(draft.id, base))
 
     def use_passthrough(self, backing: Backing | None, state: PassthroughState) -> None:
         """Answer opens from now on with passthrough where possible (``backing``), or not."""
@@ -478,6 +506,8 @@ class ArtfsFS:
             return xattrs.metadata_json(info.metadata)
         if name == xattrs.INPUTS:
             return xattrs.ref_list([i.ref for i in info.inputs])
+        if name == xattrs.OBSERVED_INPUTS:
+            return xattrs.ref_list([i.ref for i in info.inputs if i.kind == OBSERVED])
         return xattrs.text(info.description)
 
     # --- mutations: refused here (drafts, alias links and commits come with the write side) ---
@@ -499,22 +529,25 @@ class ArtfsFS:
         """The write side, if it handles a mutation of ``node`` (never inside a version)."""
         return None if _in_version(node) else self.drafts
 
-    async def mkdir(self, parent_ino: int, name: str, mode: int) -> Attr:
+    async def mkdir(self, parent_ino: int, name: str, mode: int, pid: int = 0) -> Attr:
         parent = self.table.get(parent_ino)
+        self._wrote(parent, pid)  # (not the draft's own mkdir: that writes nothing yet)
         if drafts := self._writable(parent):
             return await drafts.mkdir(parent, name, mode)
         self._refuse(parent, f"mkdir {name}")
 
     async def create(
-        self, parent_ino: int, name: str, mode: int, flags: int
+        self, parent_ino: int, name: str, mode: int, flags: int, pid: int = 0
     ) -> tuple[Opened, Attr]:
         parent = self.table.get(parent_ino)
+        self._wrote(parent, pid)
         if drafts := self._writable(parent):
             return drafts.create(parent, name, mode, flags)
         self._refuse(parent, f"create {name}")
 
-    async def mknod(self, parent_ino: int, name: str, mode: int) -> Attr:
+    async def mknod(self, parent_ino: int, name: str, mode: int, pid: int = 0) -> Attr:
         parent = self.table.get(parent_ino)
+        self._wrote(parent, pid)
         if drafts := self._writable(parent):
             return drafts.mknod(parent, name, mode)
         self._refuse(parent, f"mknod {name}")
@@ -531,22 +564,31 @@ class ArtfsFS:
             return drafts.link(parent, name)
         self._refuse(parent, f"link {name}")
 
-    async def unlink(self, parent_ino: int, name: str) -> None:
+    async def unlink(self, parent_ino: int, name: str, pid: int = 0) -> None:
         parent = self.table.get(parent_ino)
+        self._wrote(parent, pid)
         if drafts := self._writable(parent):
             return await drafts.unlink(parent, name)
         self._refuse(self._target(parent_ino, name), f"unlink {name}")
 
-    async def rmdir(self, parent_ino: int, name: str) -> None:
+    async def rmdir(self, parent_ino: int, name: str, pid: int = 0) -> None:
         parent = self.table.get(parent_ino)
+        self._wrote(parent, pid)
         if drafts := self._writable(parent):
             return await drafts.rmdir(parent, name)
         self._refuse(self._target(parent_ino, name), f"rmdir {name}")
 
     async def rename(
-        self, old_parent_ino: int, old_name: str, new_parent_ino: int, new_name: str, flags: int
+        self,
+        old_parent_ino: int,
+        old_name: str,
+        new_parent_ino: int,
+        new_name: str,
+        flags: int,
+        pid: int = 0,
     ) -> None:
         old_parent, new_parent = self.table.get(old_parent_ino), self.table.get(new_parent_ino)
+        self._wrote(new_parent, pid)
         drafts = self._writable(old_parent) and self._writable(new_parent)
         if drafts:
             await drafts.rename(old_parent, old_name, new_parent, new_name, flags)
@@ -567,9 +609,12 @@ class ArtfsFS:
         size: int | None = None,
         mtime_ns: int | None = None,
         owner: tuple[int | None, int | None] = (None, None),
+        pid: int = 0,
     ) -> Attr:
         """chmod, truncate, utimens: inside drafts only (chown only to the mount's owner)."""
         node = self.table.get(ino)
+        if size is not None:
+            self._wrote(node, pid)
         if isinstance(node, DraftNode) and self.drafts is not None:
             uid, gid = owner
             if uid not in (None, self.options.uid) or gid not in (None, self.options.gid):
@@ -579,11 +624,23 @@ class ArtfsFS:
 
     async def setxattr(self, ino: int, name: str, value: bytes) -> None:
         node = self.table.get(ino)
+        if node is self.table.root and name == OBSERVED_XATTR:
+            return self._answer_observed(value)
         if (drafts := self._writable(node)) and await drafts.setxattr(node, name, value):
             return
         if name in xattrs.SETTABLE_NAMES and _in_version(node):
             raise NotPermitted(f"{name} applies to drafts; a version is already committed")
         self._refuse(node, f"set {name}")
+
+    def _answer_observed(self, value: bytes) -> None:
+        """A query of ``artfs/observed.py``, answered in the state directory's request files
+        (a setxattr, not a getxattr: without ``--xattrs`` the kernel stops sending those)."""
+        if self.observer is None:
+            raise NotPermitted("observed inputs are off for this mount (--no-observed-inputs)")
+        if self.drafts is None:
+            raise NotPermitted("this mount has no state directory to answer in")
+        request, body = self.observer.answer(value)
+        RequestFiles(self.drafts.store.state_dir).write_body(request, body)
 
     async def removexattr(self, ino: int, name: str) -> None:
         self._refuse(self.table.get(ino), f"remove {name}")

@@ -20,13 +20,24 @@ METADATA = PREFIX + "metadata"
 DESCRIPTION = PREFIX + "description"
 TYPE = PREFIX + "type"
 INPUTS = PREFIX + "inputs"  # lineage: JSON list of the references it was made from
+OBSERVED_INPUTS = PREFIX + "observed_inputs"  # those of them a mount observed (not declared)
 SHA256 = PREFIX + "sha256"
 CACHED = PREFIX + "cached"
 PATH = PREFIX + "path"
 SIZE = PREFIX + "size"
 COMMIT = PREFIX + "commit"  # settable on drafts (not on versions)
 
-VERSION_NAMES = (REF, DIGEST, CREATED, ALIASES, METADATA, DESCRIPTION, TYPE, INPUTS)
+VERSION_NAMES = (
+    REF,
+    DIGEST,
+    CREATED,
+    ALIASES,
+    METADATA,
+    DESCRIPTION,
+    TYPE,
+    INPUTS,
+    OBSERVED_INPUTS,
+)
 FILE_NAMES = (SHA256, CACHED, REF, PATH, SIZE)
 SETTABLE_NAMES = (COMMIT, TYPE)
 

@@ -229,11 +229,14 @@ class Registry(RunRegistry):
         parent: int | None = None,
         creator: str = "",
         inputs: Iterable[str] = (),
+        observed_inputs: Iterable[str] = (),
     ) -> CommitResult:
-        """``inputs``: lineage, references resolved to versions inside the commit."""
+        """``inputs``: lineage, references resolved to versions inside the commit;
+        ``observed_inputs``: lineage a mount observed (``registry/observeddb.py``)."""
         project_name(project)
         artifact_name(artifact)
         input_refs = tuple(parse_inputs(list(inputs)))
+        observed_refs = tuple(parse_inputs(list(observed_inputs)))
         if not isinstance(manifest, Manifest):
             raise InvalidInput("commit needs a Manifest")
         if not manifest.within_limits:  # e.g. one read back from a version stored earlier
@@ -270,6 +273,7 @@ class Registry(RunRegistry):
             manifest_gz=encode_manifest(manifest),
             blobs=frozenset(manifest.blobs()),
             inputs=input_refs,
+            observed=observed_refs,
         )
         version, created = self.meta.commit(project, artifact, new, alias_list, verify)
         return CommitResult(version, created)

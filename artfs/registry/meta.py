@@ -50,6 +50,7 @@ class NewVersion:
     manifest_gz: bytes  # gzip of the manifest's compact JSON wire form (see core.encode_manifest)
     blobs: frozenset[str]  # the sha256 of every file: checked against doomed blobs at commit
     inputs: tuple[Ref, ...] = ()  # lineage, resolved to versions inside the commit
+    observed: tuple[Ref, ...] = ()  # lineage a mount observed: kept where still there
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,12 @@ from .damagedb import DAMAGE_SCHEMA_TEMPLATE, DamageQueries
 from .gcdb import GcQueries
 from .lineagedb import LineageQueries
 from .meta import NewVersion
+from .observeddb import (
+    KIND_JOIN,
+    OBSERVED_INPUTS_SCHEMA_TEMPLATE,
+    ObservedInputQueries,
+    input_kind,
+)
 from .rundb import RUNS_SCHEMA_TEMPLATE, RunQueries
 from .tokendb import TokenQueries
 
@@ -156,8 +162,9 @@ CREATE TABLE IF NOT EXISTS token_expiry (
 # 1: registry; 2: + tokens; 3: + doomed_blobs; 4: + version_inputs; 5: + token_expiry;
 # 6: + project_blobs, blob_uploads (blobrefs.py: project isolation; filled on upgrade);
 # 7: + damaged_blobs, damaged_versions (damagedb.py: blob integrity);
-# 8: + runs, run_inputs, run_outputs (rundb.py: runs)
-SCHEMA_VERSION = 8
+# 8: + runs, run_inputs, run_outputs (rundb.py: runs);
+# 9: + observed_inputs (observeddb.py: lineage a mount observed)
+SCHEMA_VERSION = 9
 
 
 def schema_ddl(**types: str) -> str:
@@ -172,6 +179,7 @@ def schema_ddl(**types: str) -> str:
         BLOB_REFS_SCHEMA_TEMPLATE,
         DAMAGE_SCHEMA_TEMPLATE,
         RUNS_SCHEMA_TEMPLATE,
+        OBSERVED_INPUTS_SCHEMA_TEMPLATE,
     )
     return "".join(templates).format(**types)
 
@@ -206,6 +214,7 @@ class SqlMetaStore(
     DamageQueries[C],
     RunQueries[C],  # before LineageQueries: its run-hop stubs are RunQueries' methods
     LineageQueries[C],
+    ObservedInputQueries[C],
     ABC,
     Generic[C],
 ):
@@ -302,10 +311,11 @@ class SqlMetaStore(
         )
         num, digest, created, creator, description, metadata, parent, count, size = row
         inputs = tuple(
-            VersionInput(str(r[0]), str(r[1]), int(r[2]), str(r[3]))
+            VersionInput(str(r[0]), str(r[1]), int(r[2]), str(r[3]), kind=input_kind(r[4]))
             for r in self._q(
                 c,
-                "SELECT p.name, a.name, i.input_number, i.input_digest FROM version_inputs i "
+                "SELECT p.name, a.name, i.input_number, i.input_digest, o.position "
+                f"FROM version_inputs i {KIND_JOIN}"
                 "JOIN artifacts a ON a.id = i.input_artifact_id "
                 "JOIN projects p ON p.id = a.project_id "
                 "WHERE i.artifact_id=? AND i.number=? ORDER BY i.position",
@@ -569,6 +579,8 @@ class SqlMetaStore(
                 )
             verify(self._gc_epoch(c))
             inputs = unique_in_order([self._resolve_input(c, ref) for ref in new.inputs])
+            declared = len(inputs)
+            inputs += self._resolve_observed(c, new.observed, inputs)
             latest = self._q(
                 c,
                 "SELECT v.number, v.digest FROM aliases l JOIN versions v "
@@ -628,6 +640,7 @@ class SqlMetaStore(
                         input_number,
                         input_digest,
                     )
+                self._mark_observed(c, aid, number, declared, len(inputs))
                 self._q(c, "UPDATE artifacts SET next_number=? WHERE id=?", number + 1, aid)
                 self._record_refs(c, self._project_id(c, project), new.blobs)
             for alias in sorted({LATEST, *aliases}):

@@ -263,6 +263,11 @@ def create_app(
         for ref in refs:  # naming a version as an input reveals it: needs read on its project
             who.require(READ, ref.project)
         inputs = [str(ref) for ref in refs]
+        # observed by a mount: ones this token may not read are dropped, not refused
+        can_read = readable(who)
+        observed = [
+            str(o) for o in parse_inputs(body.get("observed_inputs")) if can_read(o.project)
+        ]
 
         def work() -> Any:
             manifest = Manifest.from_json(body["manifest"])
@@ -278,6 +283,7 @@ def create_app(
                 parent=body.get("parent"),
                 creator=body.get("creator", ""),
                 inputs=inputs,
+                observed_inputs=observed,
             )
 
         result = await run(work)
