@@ -27,6 +27,7 @@ from .fs.siblings import SiblingTuning
 from .lineage import add_input_option, parse_inputs
 from .names import alias_name, parse_artifact_id, parse_ref, parse_version
 from .progress import human_bytes
+from .refs.cli import add_ref_option, ref_pairs
 
 # --------------------------------------------------------------------------- helpers
 
@@ -73,7 +74,8 @@ def cmd_put(args: argparse.Namespace) -> int:
     from .publish import put_tree
 
     target = parse_artifact_id(args.artifact)
-    source = Path(args.path)
+    refs = ref_pairs(args)
+    source = Path(args.path) if args.path else None
 
     async def run(client: RegistryClient) -> int:
         result, uploaded = await put_tree(
@@ -87,6 +89,7 @@ def cmd_put(args: argparse.Namespace) -> int:
             description=args.description or "",
             creator=config.creator(),
             inputs=tuple(str(ref) for ref in parse_inputs(args.input)),
+            refs=refs,
         )
         v = result.version
         print(v.ref)
@@ -438,8 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_umount)
 
     s = with_registry(sub.add_parser("put", help="publish a file or directory as a new version"))
-    s.add_argument("path")
+    s.add_argument("path", nargs="?", help="file or directory to publish")
     s.add_argument("artifact", metavar="project/artifact")
+    add_ref_option(s)
     s.add_argument("--type", help="artifact type when it is created (default: dataset)")
     s.add_argument(
         "--alias",

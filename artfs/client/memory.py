@@ -105,7 +105,7 @@ class MemoryRegistryClient:
         inputs: Iterable[str] = (),
     ) -> CommitResult:
         art = self._art(project, artifact)
-        for sha in manifest.blobs():
+        for sha in manifest.stored_blobs():
             if sha not in self.blobs:
                 raise InvalidInput(f"blob {sha} is not in the registry")
         resolved = unique_in_order([self._resolve(ref) for ref in parse_inputs(list(inputs))])
