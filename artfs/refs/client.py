@@ -79,7 +79,9 @@ class RefReadingClient:
 
     async def report_damage(self, sha256: str, detail: str = "") -> str:
         if sha256 in self.refs:  # the registry does not hold it: nothing there to re-check
-            log.warning("external ref %s: %s", self.refs[sha256].url, detail)
+            log.warning(
+                "external ref %s changed since it was committed: %s", self.refs[sha256].url, detail
+            )
             return "ref"
         return await self.inner.report_damage(sha256, detail)
 
