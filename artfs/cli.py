@@ -502,8 +502,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_lineage)
 
     from .drafts.cli_cmds import add_parsers as add_draft_parsers
+    from .wandb_cli import add_parsers as add_wandb_parsers
 
     add_draft_parsers(sub, with_registry)
+    add_wandb_parsers(sub, with_registry, with_cache)
 
     s = sub.add_parser("cache", help="inspect or shrink the local cache")
     csub = s.add_subparsers(dest="cache_cmd", required=True)

@@ -30,6 +30,7 @@ class HashedRef:
     size: int
     sha256: str
     ref: BlobRef
+    md5: bytes  # of the bytes read (W&B's manifests name files by md5: artfs/wandb_io.py)
 
 
 async def hash_refs(
@@ -51,9 +52,11 @@ async def hash_refs(
         async with limiter:
             size = await sources.size(url)
             hasher = BlobHasher()
+            md5 = hashlib.md5(usedforsecurity=False)
 
             def take(data: bytes) -> None:
                 hasher.update(data)
+                md5.update(data)
                 if progress:
                     progress.advance(len(data))
 
@@ -67,7 +70,7 @@ async def hash_refs(
                 blocks = hashlib.sha256(raw).hexdigest()
                 (tmp / blocks).write_bytes(raw)
                 lists[blocks] = tmp / blocks
-            done[path] = HashedRef(path, size, sha, BlobRef(url, blocks))
+            done[path] = HashedRef(path, size, sha, BlobRef(url, blocks), md5.digest())
 
     async with trio.open_nursery() as nursery:
         for path, url in pairs:
