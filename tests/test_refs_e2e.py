@@ -182,3 +182,32 @@ def test_put_refuses_a_bad_ref_before_committing(server: Server, tmp_path: Path)
         assert proc.returncode != 0 and said in proc.stderr, proc.stderr
     proc = run_cli("ls", "--registry", server.url, "p/bad", check=False)
     assert "v0" not in proc.stdout
+
+
+@FUSE
+def test_a_draft_commits_artfs_ref_files_and_keeps_inherited_refs(
+    server: Server, place: Place, tmp_path: Path
+) -> None:
+    """``echo URL > DRAFT/x.artfs-ref`` commits ``x`` as a ref; a draft based on a version
+    with refs keeps them (their bytes are never uploaded)."""
+    rng = random.Random(9)
+    big, other = rng.randbytes(BIG), rng.randbytes(200_000)
+    big_url, other_url = place.put("big.bin", big), place.put("other.bin", other)
+    run_cli("put", "--registry", server.url, "p/d", "--ref", big_url, "big.bin")
+    with mounted(server.url, tmp_path / "m", tmp_path / "mc", "--ttl", "1") as m:
+        art = m / "p" / "d"
+        run_cli("draft", "--registry", server.url, "p/d:v0", "next")
+        (art / "next" / "notes.txt").write_text("local\n")
+        (art / "next" / "more").mkdir()
+        (art / "next" / "more" / "other.bin.artfs-ref").write_text(other_url + "\n")
+        out = run_cli("commit", str(art / "next"))
+        assert out.stdout.strip() == "p/d:v1", out.stderr
+        v1 = art / "v1"
+        assert sorted(os.listdir(v1)) == ["big.bin", "more", "notes.txt"]
+        assert os.listdir(v1 / "more") == ["other.bin"]
+        assert (v1 / "more" / "other.bin").read_bytes() == other
+        assert (v1 / "big.bin").read_bytes() == big
+    body = httpx.get(
+        f"{server.url}/v1/projects/p/artifacts/d/versions/1/manifest?refs=1", timeout=10
+    ).json()
+    assert sorted(r["url"] for r in body["refs"].values()) == sorted([big_url, other_url])
