@@ -211,3 +211,48 @@ def test_a_draft_commits_artfs_ref_files_and_keeps_inherited_refs(
         f"{server.url}/v1/projects/p/artifacts/d/versions/1/manifest?refs=1", timeout=10
     ).json()
     assert sorted(r["url"] for r in body["refs"].values()) == sorted([big_url, other_url])
+
+
+def test_python_api_and_fsspec_read_refs_and_fail_on_a_changed_source(
+    server: Server, tmp_path: Path
+) -> None:
+    import fsspec
+
+    import artfs
+    from artfs.api.fsspec_fs import ArtfsFileSystem
+    from artfs.errors import IntegrityError
+
+    data = tmp_path / "data"
+    data.mkdir()
+    big = random.Random(10).randbytes(BIG)
+    http = RangeServer(data)
+    try:
+        (data / "big.bin").write_bytes(big)
+        run_cli("put", "--registry", server.url, "p/py", "--ref", http.url("big.bin"), "big.bin")
+        reg = artfs.Registry(server.url, cache_dir=tmp_path / "pyc")
+        try:
+            with reg.version("p/py:v0").open("big.bin") as f:
+                f.seek(2_000_000)
+                assert f.read(100_000) == big[2_000_000:2_100_000]
+        finally:
+            reg.close()
+        fsspec.register_implementation("artfs", ArtfsFileSystem, clobber=True)
+        opts = {"registry": server.url, "cache_dir": str(tmp_path / "fsc")}
+        with fsspec.open("artfs://p/py:v0/big.bin", "rb", **opts) as f:
+            assert f.read() == big
+        ArtfsFileSystem(**opts).registry.close()
+        ArtfsFileSystem.clear_instance_cache()
+        changed = bytearray(big)
+        changed[-1] ^= 1  # the last block
+        (data / "big.bin").write_bytes(bytes(changed))
+        reg = artfs.Registry(server.url, cache_dir=tmp_path / "pyc2")
+        try:
+            with reg.version("p/py:v0").open("big.bin") as f:
+                assert f.read(1000) == big[:1000]
+                f.seek(BIG - 10)
+                with pytest.raises(IntegrityError):
+                    f.read(10)
+        finally:
+            reg.close()
+    finally:
+        http.close()
