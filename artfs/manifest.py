@@ -117,10 +117,12 @@ class Manifest(Mapping[str, FileEntry]):
         raise InvalidInput("invalid manifest: expected a list of [path, size, sha256]")
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"files": [[p, e.size, e.sha256] for p, e in self._files.items()]}
-        if self._refs:  # absent, not empty, without refs: older readers see what they knew
-            out["refs"] = {sha: ref.to_json() for sha, ref in self._refs.items()}
-        return out
+        files = [[p, e.size, e.sha256] for p, e in self._files.items()]
+        if not self._refs:  # no "refs" key at all: older readers see what they always saw
+            return {"files": files}
+        # refs first: the server tells a stored manifest with refs by its first bytes
+        # (server/requestio.has_refs), without inflating a million file entries
+        return {"refs": {sha: ref.to_json() for sha, ref in self._refs.items()}, "files": files}
 
     @property
     def refs(self) -> Mapping[str, BlobRef]:
