@@ -256,3 +256,21 @@ def test_python_api_and_fsspec_read_refs_and_fail_on_a_changed_source(
             reg.close()
     finally:
         http.close()
+
+
+def test_gc_keeps_a_refs_block_list_while_its_version_lives(server: Server, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    big = random.Random(11).randbytes(BIG)
+    (data / "big.bin").write_bytes(big)
+    run_cli("put", "--registry", server.url, "p/gc", "--ref", (data / "big.bin").as_uri(), "b")
+    gc = ["gc", "--data", str(server.data), *server.extra_args, "--grace", "0s"]
+    first = run_cli(*gc)
+    get(server, "p/gc:v0", tmp_path / "out", tmp_path / "c")  # the block list is still there
+    assert (tmp_path / "out" / "b").read_bytes() == big
+    run_cli("delete", "--registry", server.url, "p/gc:v0", "--force")
+    second = run_cli(*gc)
+    said = first.stdout + first.stderr
+    assert "1 blob(s) scanned, 1 referenced by 1 live version(s)" in said, said
+    said = second.stdout + second.stderr
+    assert "freed 1 blob(s)" in said, said  # the list was the version's only blob
