@@ -281,49 +281,23 @@ async def put_tree(
         manifest, sources = await hash_with_refs(files, pairs, Path(tmp), hashing)
         hashing.close()
         await ensure_artifact(client, project, artifact, type)
-        return await _commit_tree(
-            client,
-            manifest,
-            sources,
-            project,
-            artifact,
-            aliases,
-            metadata,
-            description,
-            creator,
-            inputs,
-            show_progress,
+        uploading = Progress(
+            "uploading", sum(manifest.stored_blobs().values()), enabled=show_progress
         )
 
+        async def commit() -> CommitResult:
+            return await client.commit(
+                project,
+                artifact,
+                manifest,
+                metadata=metadata,
+                description=description,
+                aliases=aliases,
+                creator=creator,
+                inputs=inputs,
+            )
 
-async def _commit_tree(
-    client: RegistryClient,
-    manifest: Manifest,
-    sources: dict[str, Path],
-    project: str,
-    artifact: str,
-    aliases: tuple[str, ...],
-    metadata: dict[str, Any] | None,
-    description: str,
-    creator: str,
-    inputs: tuple[str, ...],
-    show_progress: bool | None,
-) -> tuple[CommitResult, int]:
-    uploading = Progress("uploading", sum(manifest.stored_blobs().values()), enabled=show_progress)
-
-    async def commit() -> CommitResult:
-        return await client.commit(
-            project,
-            artifact,
-            manifest,
-            metadata=metadata,
-            description=description,
-            aliases=aliases,
-            creator=creator,
-            inputs=inputs,
-        )
-
-    try:
-        return await upload_and_commit(client, manifest, sources, uploading, commit)
-    finally:
-        uploading.close()
+        try:  # inside the temp directory: refs' block lists are uploaded from it
+            return await upload_and_commit(client, manifest, sources, uploading, commit)
+        finally:
+            uploading.close()
