@@ -174,3 +174,32 @@ async def test_the_cache_reads_a_ref_from_its_source_verified(tmp_path: Path) ->
         with pytest.raises(IntegrityError):
             await reader.read(3 * 131072, 100)
         await reader.aclose()
+
+
+async def test_a_hung_http_source_is_unavailable_within_its_deadline() -> None:
+    """A server that accepts and never answers: both the commit's size probe and a read
+    give up after the source's timeout, as ``Unavailable``."""
+    import socket
+
+    import trio
+
+    from artfs.errors import Unavailable
+    from artfs.refs.sources import HttpSource
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/x"
+    source = HttpSource(timeout=0.5)
+    sources = Sources(timeout=0.5)
+    sources.overrides["http"] = source
+    try:
+        start = trio.current_time()
+        with pytest.raises(Unavailable):
+            await sources.size(url)
+        with pytest.raises(Unavailable):
+            await source.read(url, 10, 0, 10, lambda b: None)
+        assert trio.current_time() - start < 10  # two 0.5 s deadlines, generous bound
+    finally:
+        await source.aclose()
+        listener.close()

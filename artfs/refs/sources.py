@@ -313,8 +313,9 @@ class Sources:
         await self.source(url).read(url, size, offset, length, sink)
 
     async def size(self, url: str) -> int:
-        with trio.fail_after(self.timeout * 2):  # S3 retries once; HEAD has its own timeout
+        with trio.move_on_after(self.timeout * 2):  # S3 retries once; HEAD has its own
             return await self.source(url).size(url)
+        raise Unavailable(f"external ref {url}: no size within {self.timeout * 2:g} s")
 
     async def aclose(self) -> None:
         for source in self._made.values():
