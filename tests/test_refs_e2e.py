@@ -106,6 +106,7 @@ def test_put_ref_then_get_and_mount_read_it(server: Server, place: Place, tmp_pa
                 assert os.pread(f.fileno(), 300_000, 1_000_000) == big[1_000_000:1_300_000]
                 assert f.read() == big
             assert (m / "p/refs/latest/small.txt").read_bytes() == small
+            assert (m / "p/refs/v0/local.txt").read_text() == "uploaded\n"  # beside refs
             assert os.stat(m / "p/refs/v0/data/big.bin").st_size == BIG
 
 

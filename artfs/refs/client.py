@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from ..client.base import DataSink, RegistryClient
@@ -76,6 +76,11 @@ class RefReadingClient:
             await self.inner.read_range(sha256, size, offset, length, sink)
         else:
             await self.sources.read(ref.url, size, offset, length, sink)
+
+    def hint_blobs(self, digests: Sequence[str]) -> None:
+        """Registry locate hints for the registry's blobs only (a ref is never located)."""
+        refs = self.refs
+        self.inner.hint_blobs([d for d in digests if d not in refs] if refs else digests)
 
     async def report_damage(self, sha256: str, detail: str = "") -> str:
         if sha256 in self.refs:  # the registry does not hold it: nothing there to re-check
