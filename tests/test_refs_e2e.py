@@ -235,6 +235,10 @@ def test_python_api_and_fsspec_read_refs_and_fail_on_a_changed_source(
             with reg.version("p/py:v0").open("big.bin") as f:
                 f.seek(2_000_000)
                 assert f.read(100_000) == big[2_000_000:2_100_000]
+            made = reg.put(None, "p/py2", refs={"a/big.bin": http.url("big.bin")})
+            assert made.ref == "p/py2:v0"
+            with made.open("a/big.bin") as f:
+                assert f.read() == big
         finally:
             reg.close()
         fsspec.register_implementation("artfs", ArtfsFileSystem, clobber=True)
