@@ -29,6 +29,7 @@ from .models import OBSERVED
 from .names import alias_name, parse_artifact_id, parse_ref, parse_version
 from .observed import add_no_observed_option
 from .progress import human_bytes
+from .refs.cli import add_ref_option, ref_pairs
 
 # --------------------------------------------------------------------------- helpers
 
@@ -75,7 +76,8 @@ def cmd_put(args: argparse.Namespace) -> int:
     from .publish import put_tree
 
     target = parse_artifact_id(args.artifact)
-    source = Path(args.path)
+    refs = ref_pairs(args)
+    source = Path(args.path) if args.path else None
 
     async def run(client: RegistryClient) -> int:
         result, uploaded = await put_tree(
@@ -89,6 +91,7 @@ def cmd_put(args: argparse.Namespace) -> int:
             description=args.description or "",
             creator=config.creator(),
             inputs=tuple(str(ref) for ref in parse_inputs(args.input)),
+            refs=refs,
         )
         v = result.version
         print(v.ref)
@@ -451,8 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_umount)
 
     s = with_registry(sub.add_parser("put", help="publish a file or directory as a new version"))
-    s.add_argument("path")
+    s.add_argument("path", nargs="?", help="file or directory to publish")
     s.add_argument("artifact", metavar="project/artifact")
+    add_ref_option(s)
     s.add_argument("--type", help="artifact type when it is created (default: dataset)")
     s.add_argument(
         "--alias",
@@ -513,9 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_lineage)
 
     from .drafts.cli_cmds import add_parsers as add_draft_parsers
+    from .wandb_cli import add_parsers as add_wandb_parsers
 
     add_draft_parsers(sub, with_registry)
     cli_runs.add_parsers(sub, with_registry)
+    add_wandb_parsers(sub, with_registry, with_cache)
 
     s = sub.add_parser("cache", help="inspect or shrink the local cache")
     csub = s.add_subparsers(dest="cache_cmd", required=True)

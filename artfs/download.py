@@ -12,17 +12,18 @@ import contextlib
 import os
 import secrets
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import trio
 
 from .cache.blobcache import BlobCache
 from .client.base import RegistryClient
-from .errors import AlreadyExists, NotFound
+from .errors import AlreadyExists, IntegrityError, NotFound
 from .manifest import FileEntry, Manifest
 from .names import Ref, manifest_path, parse_version
 from .progress import Progress
+from .refs.model import BlobRef
 
 PARALLEL = 4
 
@@ -50,15 +51,26 @@ async def fill_cache(
     label: str,
     then: Callable[[str, Path], Awaitable[None]] | None = None,
     show_progress: bool | None = None,
+    refs: Mapping[str, BlobRef] | None = None,
 ) -> None:
-    """Fetch every file's blob (each distinct blob once), ``PARALLEL`` at a time, with progress."""
+    """Fetch every file's blob (each distinct blob once), ``PARALLEL`` at a time, with progress.
+    ``refs``: the manifest's external refs, named in the error when one's source changed."""
     progress = Progress(label, sum(e.size for _, e in files), enabled=show_progress)
     sem = trio.Semaphore(PARALLEL)
 
     async def one(path: str, entry: FileEntry) -> None:
         async with sem:
             for attempt in (1, 2):
-                source = await cache.fetch(entry.sha256, entry.size)
+                try:
+                    source = await cache.fetch(entry.sha256, entry.size)
+                except IntegrityError as e:
+                    ref = (refs or {}).get(entry.sha256)
+                    if ref is None:
+                        raise
+                    raise IntegrityError(
+                        f"{path}: external ref {ref.url} does not match what was committed "
+                        f"(changed at its source?): {e.message}"
+                    ) from None
                 try:
                     if then is not None:
                         await then(path, source)
@@ -97,7 +109,9 @@ async def download_into(
             _copy, source, dest.joinpath(*manifest_path(path, limits=False))
         )
 
-    await fill_cache(cache, list(manifest.items()), "downloading", copy_out, show_progress)
+    await fill_cache(
+        cache, list(manifest.items()), "downloading", copy_out, show_progress, manifest.refs
+    )
 
 
 async def prefetch(
@@ -106,7 +120,7 @@ async def prefetch(
     _, manifest = await resolve_manifest(client, ref)
     files = select(manifest, prefix)
     async with BlobCache(cache_dir, client) as cache:
-        await fill_cache(cache, files, f"prefetching {ref}")
+        await fill_cache(cache, files, f"prefetching {ref}", refs=manifest.refs)
     return len(files), sum(e.size for _, e in files)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from .errors import InvalidInput
 from .hashing import sha256_hex
 from .names import manifest_path
+from .refs.model import BlobRef, blocks_size, check_ref, refs_from_json
 
 # Files in one version. 1,000,000-file manifests are measured to commit, list and mount
 # (docs/decisions.md); twice that leaves room without letting one request hold the server.
@@ -41,20 +42,33 @@ class FileEntry:
 class Manifest(Mapping[str, FileEntry]):
     """An immutable, validated mapping of relative path -> FileEntry, sorted by path."""
 
-    __slots__ = ("_digest", "_files", "within_limits")
+    __slots__ = ("_digest", "_files", "_refs", "within_limits")
 
     def __init__(
-        self, files: dict[str, FileEntry], digest: str, *, within_limits: bool = False
+        self,
+        files: dict[str, FileEntry],
+        digest: str,
+        *,
+        within_limits: bool = False,
+        refs: dict[str, BlobRef] | None = None,
     ) -> None:
         self._files = files
         self._digest = digest
+        self._refs = refs or {}  # sha256 -> where its bytes stay (refs/model.py)
         # True when built with the commit limits checked; a commit re-checks one that isn't
         self.within_limits = within_limits
 
     @classmethod
-    def build(cls, entries: Iterable[tuple[str, int, str]], *, limits: bool = True) -> Manifest:
+    def build(
+        cls,
+        entries: Iterable[tuple[str, int, str]],
+        *,
+        limits: bool = True,
+        refs: Mapping[str, BlobRef] | None = None,
+    ) -> Manifest:
         """Validate and sort. ``limits``: also the path length, depth and file count limits
-        (every commit); readers of stored versions pass False (``names.manifest_path``)."""
+        (every commit); readers of stored versions pass False (``names.manifest_path``).
+        ``refs``: blobs whose bytes stay at a URL (each must be a blob of an entry)."""
         files: dict[str, FileEntry] = {}
         for item in entries:
             try:
@@ -78,13 +92,16 @@ class Manifest(Mapping[str, FileEntry]):
                 )
         ordered = dict(sorted(files.items()))
         _check_file_dir_conflicts(ordered)
-        return cls(ordered, _digest(ordered), within_limits=limits)
+        kept = _checked_refs(ordered, refs or {})
+        return cls(ordered, _digest(ordered, kept), within_limits=limits, refs=kept)
 
     @classmethod
     def from_json(cls, data: Any, *, limits: bool = True) -> Manifest:
         """Accept ``{"files": [[path, size, sha], ...]}`` or ``{path: {"size", "sha256"}}``.
         ``limits``: as in ``build`` (False for a manifest the registry already stored)."""
+        refs = None
         if isinstance(data, dict) and "files" in data:
+            refs = refs_from_json(data["refs"]) if "refs" in data else None
             data = data["files"]
         if isinstance(data, dict):
             try:
@@ -94,11 +111,23 @@ class Manifest(Mapping[str, FileEntry]):
             except (TypeError, KeyError):
                 raise InvalidInput("invalid manifest: entries need 'size' and 'sha256'") from None
         if isinstance(data, list):
-            return cls.build((tuple(e) if isinstance(e, list) else e for e in data), limits=limits)
+            return cls.build(
+                (tuple(e) if isinstance(e, list) else e for e in data), limits=limits, refs=refs
+            )
         raise InvalidInput("invalid manifest: expected a list of [path, size, sha256]")
 
     def to_json(self) -> dict[str, Any]:
-        return {"files": [[p, e.size, e.sha256] for p, e in self._files.items()]}
+        files = [[p, e.size, e.sha256] for p, e in self._files.items()]
+        if not self._refs:  # no "refs" key at all: older readers see what they always saw
+            return {"files": files}
+        # refs first: the server tells a stored manifest with refs by its first bytes
+        # (server/requestio.has_refs), without inflating a million file entries
+        return {"refs": {sha: ref.to_json() for sha, ref in self._refs.items()}, "files": files}
+
+    @property
+    def refs(self) -> Mapping[str, BlobRef]:
+        """sha256 -> ``BlobRef`` of the blobs whose bytes stay at a URL (sorted by sha256)."""
+        return self._refs
 
     @property
     def digest(self) -> str:
@@ -109,8 +138,19 @@ class Manifest(Mapping[str, FileEntry]):
         return sum(e.size for e in self._files.values())
 
     def blobs(self) -> dict[str, int]:
-        """Distinct sha256 -> size."""
+        """Distinct sha256 -> size (of every file, refs included: what a reader reads)."""
         return {e.sha256: e.size for e in self._files.values()}
+
+    def stored_blobs(self) -> dict[str, int]:
+        """sha256 -> size of the blobs the registry must hold for this version: every file's
+        blob that is not a ref, and each ref's block-digest list (a ref's own bytes stay at
+        its URL: the registry never serves them, so committing one proves nothing)."""
+        every = self.blobs()
+        out = {sha: size for sha, size in every.items() if sha not in self._refs}
+        for sha, ref in self._refs.items():
+            if ref.blocks is not None:
+                out[ref.blocks] = blocks_size(every[sha])
+        return out
 
     def __getitem__(self, path: str) -> FileEntry:
         return self._files[path]
@@ -128,12 +168,28 @@ class Manifest(Mapping[str, FileEntry]):
         return hash(self._digest)
 
 
-def _digest(files: dict[str, FileEntry]) -> str:
-    """sha256 over the canonical form: ``path NUL size NUL sha256 LF`` per file, sorted by path."""
+def _digest(files: dict[str, FileEntry], refs: Mapping[str, BlobRef]) -> str:
+    """sha256 over the canonical form: ``path NUL size NUL sha256 LF`` per file, sorted by
+    path, then one record per ref (``BlobRef.record``, sorted by sha256; none: a manifest
+    without refs has the digest it always had)."""
     h = hashlib.sha256()
     for path, e in files.items():
         h.update(f"{path}\x00{e.size}\x00{e.sha256}\n".encode())
+    for sha, ref in refs.items():
+        h.update(ref.record(sha).encode())
     return h.hexdigest()
+
+
+def _checked_refs(files: dict[str, FileEntry], refs: Mapping[str, BlobRef]) -> dict[str, BlobRef]:
+    """``refs`` sorted by sha256, each the blob of some entry and valid for its size."""
+    if not refs:
+        return {}
+    sizes = {e.sha256: e.size for e in files.values()}
+    for sha, ref in refs.items():
+        if sha not in sizes:
+            raise InvalidInput(f"ref of blob {sha[:12]} names no file of the manifest")
+        check_ref(sha, sizes[sha], ref)
+    return dict(sorted(refs.items()))
 
 
 def _check_file_dir_conflicts(files: dict[str, FileEntry]) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 
 from .errors import InvalidInput
 from .manifest import Manifest
+from .refs.model import BlobRef, check_url
 
 MEDIA_TYPE = "application/vnd.artfs.manifest.canonical"  # the HTTP Content-Type
 FORMAT = "canonical"  # the ``format`` query parameter of GET .../manifest
@@ -37,6 +38,8 @@ def canonical_chunks(manifest: Manifest, chunk: int = CHUNK) -> Iterator[bytes]:
         if held >= chunk:
             yield b"".join(buf)
             buf, held = [], 0
+    for sha, ref in manifest.refs.items():  # after every file (refs/model.py)
+        buf.append(ref.record(sha).encode())
     if buf:
         yield b"".join(buf)
 
@@ -51,6 +54,7 @@ class CanonicalParser:
         self._buf = bytearray()
         self._hash = hashlib.sha256()
         self.records = 0
+        self.refs: dict[str, BlobRef] = {}  # ref records (after the files), by sha256
 
     def feed(self, chunk: bytes) -> list[tuple[str, int, str]]:
         self._hash.update(chunk)
@@ -62,6 +66,15 @@ class CanonicalParser:
             a = buf.find(b"\x00", pos)
             if a < 0:
                 break
+            if a == pos:  # a ref record: NUL "ref" NUL sha NUL blocks NUL url LF
+                end = buf.find(b"\n", pos)
+                if end < 0:
+                    break
+                self._ref(bytes(buf[pos:end]))
+                pos = end + 1
+                continue
+            if self.refs:
+                raise InvalidInput(f"manifest record {self.records + 1}: a file after the refs")
             b = buf.find(b"\x00", a + 1)
             if b < 0:
                 break
@@ -85,6 +98,19 @@ class CanonicalParser:
         if len(buf) > MAX_RECORD:
             raise InvalidInput(f"manifest record {self.records + 1} is over {MAX_RECORD} bytes")
         return out
+
+    def _ref(self, record: bytes) -> None:
+        fields = record.split(b"\x00")
+        try:
+            _, kind, sha, blocks, url = (f.decode("utf-8") for f in fields)
+            if kind != "ref" or len(sha) != 64 or len(blocks) not in (0, 64):
+                raise ValueError
+        except ValueError:
+            raise InvalidInput(f"manifest record {self.records + 1}: invalid ref record") from None
+        if self.refs and sha <= next(reversed(self.refs)):
+            raise InvalidInput(f"manifest record {self.records + 1}: refs out of order")
+        self.refs[sha] = BlobRef(check_url(url), blocks or None)
+        self.records += 1
 
     def finish(self) -> str:
         """The digest of all that was fed; an error if it ended inside a record."""

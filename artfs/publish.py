@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from .manifest import MAX_FILES, Manifest, check_paths
 from .models import CommitResult
 from .names import MAX_DEPTH, manifest_path
 from .progress import Progress
+from .refs.model import REF_SUFFIX, parse_ref_file
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,47 @@ async def hash_files(files: list[LocalFile], progress: Progress | None = None) -
     return Manifest.build((f.path, f.size, digests[f.path]) for f in files)
 
 
+def split_ref_files(
+    files: list[LocalFile], refs: Sequence[tuple[str, str]]
+) -> tuple[list[LocalFile], list[tuple[str, str]]]:
+    """Files to hash and ``(path, url)`` refs: those given, and each ``NAME.artfs-ref``
+    file's (its path without the suffix, the URL it holds: ``refs.model.parse_ref_file``)."""
+    plain: list[LocalFile] = []
+    pairs = list(refs)
+    for f in files:
+        if f.path.endswith(REF_SUFFIX) and len(f.path) > len(REF_SUFFIX):
+            pairs.append((f.path[: -len(REF_SUFFIX)], parse_ref_file(f.source.read_bytes())))
+        else:
+            plain.append(f)
+    return plain, pairs
+
+
+async def hash_with_refs(
+    files: list[LocalFile],
+    pairs: Sequence[tuple[str, str]],
+    tmp: Path,
+    progress: Progress | None = None,
+) -> tuple[Manifest, dict[str, Path]]:
+    """The manifest of local ``files`` plus refs (read once from their sources), and the
+    local file of each blob to upload (refs' block lists are written under ``tmp``)."""
+    plain = await hash_files(files, progress)
+    sources = {plain[f.path].sha256: f.source for f in files}
+    if not pairs:
+        return plain, sources
+    from .refs.publish import hash_refs, manifest_refs
+    from .refs.sources import Sources
+
+    reader = Sources(file_roots=None)  # the committer names its own files: any path
+    try:
+        hashed, lists = await hash_refs(pairs, reader, tmp)
+    finally:
+        await reader.aclose()
+    entries = [(p, e.size, e.sha256) for p, e in plain.items()]
+    entries += [(h.path, h.size, h.sha256) for h in hashed]
+    refs = {sha: ref for sha, ref in manifest_refs(hashed).items() if sha not in sources}
+    return Manifest.build(entries, refs=refs), {**sources, **lists}
+
+
 async def upload_and_commit(
     client: RegistryClient,
     manifest: Manifest,
@@ -147,7 +190,7 @@ async def upload_missing(
 ) -> int:
     """Upload the blobs the registry lacks, several at once; return bytes uploaded.
     A missing blob without a local source is ``NotFound`` (nothing to upload it from)."""
-    blobs = manifest.blobs()
+    blobs = manifest.stored_blobs()
     missing = await client.missing_blobs(blobs)
     lost = sorted(sha for sha in missing if sha not in sources)
     if lost:
@@ -215,7 +258,7 @@ async def ensure_artifact(
 
 async def put_tree(
     client: RegistryClient,
-    root: Path,
+    root: Path | None,
     project: str,
     artifact: str,
     *,
@@ -226,31 +269,35 @@ async def put_tree(
     creator: str = "",
     show_progress: bool | None = None,
     inputs: tuple[str, ...] = (),
+    refs: Sequence[tuple[str, str]] = (),
 ) -> tuple[CommitResult, int]:
     """Publish ``root`` as a new version; returns the commit result and the bytes uploaded.
-    ``inputs``: lineage, references of the versions it was made from."""
-    files = scan_tree(root)
-    total = sum(f.size for f in files)
-    hashing = Progress("hashing", total, enabled=show_progress)
-    manifest = await hash_files(files, hashing)
-    hashing.close()
-    await ensure_artifact(client, project, artifact, type)
-    sources = {manifest[f.path].sha256: f.source for f in files}
-    uploading = Progress("uploading", sum(manifest.blobs().values()), enabled=show_progress)
-
-    async def commit() -> CommitResult:
-        return await client.commit(
-            project,
-            artifact,
-            manifest,
-            metadata=metadata,
-            description=description,
-            aliases=aliases,
-            creator=creator,
-            inputs=inputs,
+    ``inputs``: lineage, references of the versions it was made from. ``refs``: ``(path,
+    url)`` entries whose bytes stay at the URL, as do ``NAME.artfs-ref`` files under
+    ``root`` (refs/model.py): each read once here for its size and digests."""
+    files, pairs = split_ref_files(scan_tree(root) if root is not None else [], refs)
+    hashing = Progress("hashing", sum(f.size for f in files), enabled=show_progress)
+    with tempfile.TemporaryDirectory(prefix="artfs-put-") as tmp:
+        manifest, sources = await hash_with_refs(files, pairs, Path(tmp), hashing)
+        hashing.close()
+        await ensure_artifact(client, project, artifact, type)
+        uploading = Progress(
+            "uploading", sum(manifest.stored_blobs().values()), enabled=show_progress
         )
 
-    try:
-        return await upload_and_commit(client, manifest, sources, uploading, commit)
-    finally:
-        uploading.close()
+        async def commit() -> CommitResult:
+            return await client.commit(
+                project,
+                artifact,
+                manifest,
+                metadata=metadata,
+                description=description,
+                aliases=aliases,
+                creator=creator,
+                inputs=inputs,
+            )
+
+        try:  # inside the temp directory: refs' block lists are uploaded from it
+            return await upload_and_commit(client, manifest, sources, uploading, commit)
+        finally:
+            uploading.close()

@@ -52,7 +52,7 @@ COMMANDS = leaf_commands()
 
 # Arguments after the command name. {file}: a regular file; {missing}: a path that does not
 # exist; {dest}: a fresh directory path; {state}: a fresh state directory; {long}: a file
-# name over 255 bytes; {dead}: a registry URL nothing listens on.
+# name over 255 bytes; {dead}: a registry URL nothing listens on; {wandb}: a W&B download.
 BAD_INPUT: dict[tuple[str, ...], list[str]] = {
     ("serve",): ["--data", "{file}", "--port", "0", "--blob-port", "0"],
     ("token", "create"): ["n", "--write", "p", "--data", "{file}"],
@@ -76,6 +76,8 @@ BAD_INPUT: dict[tuple[str, ...], list[str]] = {
     ("draft",): ["--state-dir", "{state}", "p", "d1"],
     ("delete",): ["p"],
     ("run",): ["p/r", "--config", "[1]", "--", "true"],
+    ("import", "wandb"): ["{missing}", "p/a"],
+    ("export", "wandb"): ["no-slash", "{dest}"],
 }
 
 # Commands that reach the registry with these arguments (plus --registry URL).
@@ -91,6 +93,8 @@ REMOTE: dict[tuple[str, ...], list[str]] = {
     ("draft",): ["--state-dir", "{state}", "p/a", "d1"],
     ("delete",): ["p/a:v1"],
     ("run",): ["p/r", "--", "true"],
+    ("import", "wandb"): ["{wandb}", "p/a"],
+    ("export", "wandb"): ["p/a", "{dest}"],
 }
 
 
@@ -98,7 +102,15 @@ REMOTE: dict[tuple[str, ...], list[str]] = {
 def places(tmp_path: Path) -> dict[str, str]:
     file = tmp_path / "a-file"
     file.write_bytes(b"not a directory\n")
+    wandb = tmp_path / "wandb-dl"  # a W&B download with one file
+    wandb.mkdir()
+    (wandb / "x").write_bytes(b"")
+    (wandb / "wandb_manifest.json").write_text(
+        '{"version": 1, "storagePolicy": "wandb-storage-policy-v1", "contents": '
+        '{"x": {"digest": "1B2M2Y8AsgTpgAmY7PhCfg==", "size": 0}}}'
+    )
     return {
+        "wandb": str(wandb),
         "file": str(file),
         "missing": str(tmp_path / "missing"),
         "long": str(tmp_path / ("x" * 300)),  # a name over NAME_MAX

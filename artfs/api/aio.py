@@ -70,7 +70,9 @@ class Registry:
     ) -> LineageGraph:
         return await _run(self.sync.lineage, ref, up=up, down=down)
 
-    async def put(self, path: str | os.PathLike[str], artifact: str, **kwargs: Any) -> Version:
+    async def put(
+        self, path: str | os.PathLike[str] | None, artifact: str, **kwargs: Any
+    ) -> Version:
         return await _run(self.sync.put, path, artifact, **kwargs)
 
     async def draft(self, artifact: str, base: str | int | Version | None = None) -> Draft:

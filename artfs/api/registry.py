@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -164,7 +164,7 @@ class Registry:
     # --- writing -------------------------------------------------------------------------
     def put(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | None,
         artifact: str,
         *,
         type: str | None = None,
@@ -172,16 +172,21 @@ class Registry:
         metadata: dict[str, Any] | None = None,
         description: str = "",
         inputs: Sequence[str | Version] = (),
+        refs: Mapping[str, str] | None = None,
     ) -> Version:
         """Publish a file or directory as a new version of ``project/artifact`` (created if
         needed, with ``type``, default "dataset"); what the registry holds already is not
-        uploaded again. Identical contents to ``latest`` return that version."""
+        uploaded again. Identical contents to ``latest`` return that version.
+        ``refs``: path in the version -> URL (``s3://``, ``http(s)://``, ``file://``) of
+        files whose bytes stay there, read once now (``path`` may then be None)."""
         aid = parse_artifact_id(artifact)
+        if path is None and not refs:
+            raise InvalidInput("put needs a path to publish, or refs")
         _, session = self._session()
         result, _ = self._call(
             _put,
             session,
-            Path(path),
+            None if path is None else Path(path),
             aid.project,
             aid.artifact,
             dict(
@@ -192,6 +197,7 @@ class Registry:
                 creator=config.creator(),
                 show_progress=False,
                 inputs=input_refs(inputs),
+                refs=tuple((refs or {}).items()),
             ),
             whole=True,
         )
@@ -222,7 +228,7 @@ class Registry:
 
 
 async def _put(
-    session: Session, root: Path, project: str, artifact: str, options: dict[str, Any]
+    session: Session, root: Path | None, project: str, artifact: str, options: dict[str, Any]
 ) -> Any:
     return await put_tree(session.client, root, project, artifact, **options)
 

@@ -305,7 +305,7 @@ class HttpRegistryClient(RunsHttp, BlobLocations, BlobReads):
 
     async def get_manifest(self, project: str, artifact: str, number: int) -> Manifest:
         resp = await self._request(
-            "GET", f"{self._art_path(project, artifact)}/versions/{int(number)}/manifest"
+            "GET", f"{self._art_path(project, artifact)}/versions/{int(number)}/manifest?refs=1"
         )
         raw = resp.content
         expected = resp.headers.get("x-artfs-digest")
@@ -339,7 +339,7 @@ class HttpRegistryClient(RunsHttp, BlobLocations, BlobReads):
         url = self.base_url + path
         try:
             async with self._http.stream(
-                "GET", url, params={"format": FORMAT}, headers=dict(self._auth)
+                "GET", url, params={"format": FORMAT, "refs": "1"}, headers=dict(self._auth)
             ) as resp:
                 if resp.status_code != 200:
                     self._raise_for(resp, await resp.aread())

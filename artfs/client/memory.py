@@ -109,7 +109,7 @@ class MemoryRegistryClient(MemoryRuns):
         observed_inputs: Iterable[str] = (),
     ) -> CommitResult:
         art = self._art(project, artifact)
-        for sha in manifest.blobs():
+        for sha in manifest.stored_blobs():
             if sha not in self.blobs:
                 raise InvalidInput(f"blob {sha} is not in the registry")
         resolved = unique_in_order([self._resolve(ref) for ref in parse_inputs(list(inputs))])

@@ -25,6 +25,7 @@ Order (each step leaves the draft intact if it fails):
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ from ..models import CommitResult
 from ..names import alias_name, version_label
 from ..progress import Progress
 from ..publish import ensure_artifact, upload_and_commit
+from ..refs.drafts import hash_draft_refs, inherited_refs, is_ref_file, ref_pair
+from ..refs.drafts import with_refs as refs_added
+from ..refs.publish import manifest_refs
 from .model import Draft, PendingCommit, SnapshotFile
 from .store import DraftStore
 
@@ -204,15 +208,27 @@ async def _publish(
     cache: CommitCache | None,
     staged: list[StagedBlob],
 ) -> CommitOutcome:
-    files = store.snapshot(draft.id)
-    check_paths(f.path for f in files)  # refused before hashing or uploading a byte
+    every = store.snapshot(draft.id)
+    check_paths(f.path for f in every)  # refused before hashing or uploading a byte
+    files = [f for f in every if not is_ref_file(f.path, f.source)]
+    pairs = [
+        ref_pair(f.path, f.source) for f in every if f.source and is_ref_file(f.path, f.source)
+    ]
     digests = await _hash_unknown(store, files, wanted.progress)
-    manifest = Manifest.build((f.path, f.size, digests[f.path]) for f in files)
     try:
-        async with trio.open_nursery() as nursery:
-            if cache is not None:
-                nursery.start_soon(_stage_all, cache, files, digests, staged)
-            return await _register(client, store, draft, files, digests, manifest, wanted)
+        with tempfile.TemporaryDirectory(prefix="artfs-commit-") as tmp:
+            hashed, lists = await hash_draft_refs(pairs, Path(tmp)) if pairs else ([], {})
+            entries = [(f.path, f.size, digests[f.path]) for f in files]
+            entries += [(h.path, h.size, h.sha256) for h in hashed]
+            local = {digests[f.path] for f in files if f.source is not None}
+            refs = {s: r for s, r in manifest_refs(hashed).items() if s not in local}
+            manifest = Manifest.build(entries, refs=refs)
+            async with trio.open_nursery() as nursery:
+                if cache is not None:
+                    nursery.start_soon(_stage_all, cache, files, digests, staged)
+                return await _register(
+                    client, store, draft, files, digests, manifest, wanted, lists
+                )
     except BaseExceptionGroup as group:
         leaf: BaseException = group
         while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
@@ -228,8 +244,10 @@ async def _register(
     digests: dict[str, str],
     manifest: Manifest,
     wanted: _Publish,
+    lists: dict[str, Path],
 ) -> CommitOutcome:
-    """Steps 3-4: the artifact, the at-most-once record, the uploads, the version."""
+    """Steps 3-4: the artifact, the at-most-once record, the uploads, the version.
+    ``lists``: block-digest lists of the draft's new external refs (refs/drafts.py)."""
     key = draft.key
 
     effective_type = (
@@ -253,16 +271,21 @@ async def _register(
     store.set_pending(draft.id, PendingCommit(manifest.digest, floor, time.time()))
 
     sources = {digests[f.path]: f.source for f in files if f.source is not None}
-    blobs = manifest.blobs()
+    blobs = manifest.stored_blobs()
     missing = await client.missing_blobs(blobs)
-    lost = sorted(sha for sha in missing if sha not in sources)
+    lost = sorted(sha for sha in missing if sha not in sources and sha not in lists)
+    if lost and draft.base is not None:  # inherited refs: their bytes are never the registry's
+        found = await inherited_refs(client, key.project, key.artifact, draft.base, lost)
+        if found:
+            manifest = refs_added(manifest, found)
+            return await _register(client, store, draft, files, digests, manifest, wanted, lists)
     if lost:
         raise NotFound(
             f"cannot commit {key}: {len(lost)} inherited file(s) are no longer in the registry "
             f"(e.g. blob {lost[0][:12]}…); rewrite them in the draft"
         )
     meter = _PhaseProgress("uploading", sum(blobs[s] for s in missing), wanted.progress)
-    upload_sources = {sha: path for sha, path in sources.items() if path is not None}
+    upload_sources = {sha: path for sha, path in sources.items() if path is not None} | lists
 
     known = {v.number for v in info.versions}
     parent = draft.base if draft.base in known else None

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from ..errors import IntegrityError, InvalidInput
 from ..manifest_stream import CanonicalParser
 from ..names import MAX_COMPONENT_BYTES, manifest_path
+from ..refs.model import BlobRef
 
 ROOT = 0  # the index of the version directory itself
 _DIGEST = 32
@@ -53,6 +54,7 @@ class PackedTree:
         "_parent",
         "_size",
         "_slots",
+        "refs",
     )
 
     def __init__(
@@ -70,6 +72,9 @@ class PackedTree:
     ) -> None:
         self._names = names
         self._name_off = name_off
+        # sha256 -> BlobRef: blobs read from their URL (refs/model.py); the mount hands them
+        # to its client (refs/client.py) when the tree is built
+        self.refs: dict[str, BlobRef] = {}
         self._parent = parent
         self._size = size
         self._digests = digests
@@ -355,7 +360,9 @@ def pack_canonical(chunks: Iterable[bytes], digest: str, what: str) -> PackedTre
             builder.add(path, size, sha)
     if parser.finish() != digest:
         raise IntegrityError(f"the manifest of {what} does not match its digest {digest[:12]}…")
-    return builder.finish()
+    tree = builder.finish()
+    tree.refs = parser.refs
+    return tree
 
 
 def walk(tree: PackedTree) -> Iterator[int]:

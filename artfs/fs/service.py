@@ -53,6 +53,7 @@ from ..errors import (
 from ..models import OBSERVED, VersionInfo
 from ..names import LATEST
 from ..observed import OBSERVED_XATTR
+from ..refs.client import add_refs
 from . import xattrs
 from .attrs import BLKSIZE, DIR_MODE, FILE_MODE, LINK_MODE, Attr, FsStats, Opened
 from .drafts_fs import DraftNode, DraftsFS
@@ -181,7 +182,9 @@ class ArtfsFS:
             return
         async with self.listings.locks.hold(("build", version.ino)):
             if not version.built:
-                self.table.build_version(version, await self._packed(version))
+                tree = await self._packed(version)
+                add_refs(self.client, tree.refs)  # its external refs: read from their URLs
+                self.table.build_version(version, tree)
 
     async def _packed(self, version: VersionNode) -> PackedTree:
         """The version's packed tree, from the manifest on disk, else fetched there first

@@ -33,6 +33,7 @@ from ..names import (
     parse_version,
     project_name,
 )
+from ..refs.model import refs_from_json
 from .blobrefs import UPLOAD_PROOF_SECONDS
 from .blobs import BlobStore, BlobWriter, LocalBlobStore, store_file
 from .meta import DamagedBlob, MetaStore, NewVersion
@@ -63,13 +64,21 @@ def encode_manifest(manifest: Manifest) -> bytes:
 
 def decode_manifest(data: bytes, digest: str) -> Manifest:
     """Rebuild a manifest this registry stored (validated at commit; not re-checked)."""
-    files = {p: FileEntry(size, sha) for p, size, sha in json.loads(gzip.decompress(data))["files"]}
-    return Manifest(files, digest)
+    body = json.loads(gzip.decompress(data))
+    files = {p: FileEntry(size, sha) for p, size, sha in body["files"]}
+    refs = refs_from_json(body["refs"]) if "refs" in body else None
+    return Manifest(files, digest, refs=refs)
 
 
 def manifest_blobs(data: bytes) -> set[str]:
-    """The blob digests a stored manifest references (what the garbage collector keeps)."""
-    return {sha for _, _, sha in json.loads(gzip.decompress(data))["files"]}
+    """The blob digests a stored manifest references (what the garbage collector keeps):
+    every file's, and each external ref's block-digest list (refs/model.py)."""
+    body = json.loads(gzip.decompress(data))
+    blobs = {sha for _, _, sha in body["files"]}
+    for ref in body.get("refs", {}).values():
+        if ref.get("blocks"):
+            blobs.add(ref["blocks"])
+    return blobs
 
 
 def _text(value: Any, what: str, limit: int) -> str:
@@ -271,7 +280,7 @@ class Registry(RunRegistry):
             file_count=len(manifest),
             total_size=manifest.total_size,
             manifest_gz=encode_manifest(manifest),
-            blobs=frozenset(manifest.blobs()),
+            blobs=frozenset(manifest.stored_blobs()),
             inputs=input_refs,
             observed=observed_refs,
         )
@@ -287,7 +296,7 @@ class Registry(RunRegistry):
                 self._epoch = epoch
 
     def _check_blobs(self, manifest: Manifest) -> None:
-        wanted = manifest.blobs()
+        wanted = manifest.stored_blobs()  # a ref's bytes stay at its URL: only its block list
         held = self.blobs.sizes(wanted)
         missing = sorted(set(wanted) - set(held))
         if missing:
@@ -298,7 +307,15 @@ class Registry(RunRegistry):
                 f"{len(missing)} blob(s) of the manifest are not in the registry: {shown}; "
                 "upload them first"
             )
+        for sha, ref in manifest.refs.items():
+            if ref.blocks is not None and held[ref.blocks] != wanted[ref.blocks]:
+                raise InvalidInput(
+                    f"the block list {ref.blocks} of ref {sha[:12]} has {held[ref.blocks]} "
+                    f"bytes, not {wanted[ref.blocks]}"
+                )
         for path, entry in manifest.items():
+            if entry.sha256 in manifest.refs:
+                continue
             if held[entry.sha256] != entry.size:
                 raise InvalidInput(
                     f"manifest says {path!r} is {entry.size} bytes "

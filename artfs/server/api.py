@@ -44,9 +44,11 @@ from ..registry.uploads import parse_etags
 from .auth import Authenticator
 from .limits import DEFAULT_LIMITS, ServerLimits, UploadSlots, paced_receive
 from .requestio import (
+    OLD_CLIENT,
     canonical_manifest,
     exception_handlers,
     expect_field,
+    has_refs,
     json_body,
     json_flag,
     json_object,
@@ -272,7 +274,7 @@ def create_app(
         def work() -> Any:
             manifest = Manifest.from_json(body["manifest"])
             # A blob only other projects reference needs its bytes first (an upload).
-            r.require_possession(who, manifest.blobs())
+            r.require_possession(who, manifest.stored_blobs())
             return r.commit(
                 p["project"],
                 p["artifact"],
@@ -340,6 +342,8 @@ def create_app(
         digest, data = await run(
             r.manifest_gz, p["project"], p["artifact"], number_param(p["number"])
         )
+        if not query_flag(request, "refs") and await run(has_refs, data):
+            raise InvalidInput(OLD_CLIENT)  # it would read the ref's bytes from us: refuse
         headers = {
             "ETag": f'"{digest}"' if fmt == "json" else f'"{digest}-{fmt}"',
             "X-Artfs-Digest": digest,

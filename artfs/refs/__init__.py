@@ -1,0 +1,1 @@
+"""External references (``s3://``, ``http(s)://``, ``file://`` blobs that stay where they are)."""
