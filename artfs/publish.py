@@ -226,9 +226,13 @@ async def put_tree(
     creator: str = "",
     show_progress: bool | None = None,
     inputs: tuple[str, ...] = (),
+    tags: tuple[str, ...] = (),
+    ttl: float | None = None,
+    allow_duplicate: bool = False,
 ) -> tuple[CommitResult, int]:
     """Publish ``root`` as a new version; returns the commit result and the bytes uploaded.
-    ``inputs``: lineage, references of the versions it was made from."""
+    ``inputs``: lineage, references of the versions it was made from. ``tags``, ``ttl``
+    and ``allow_duplicate``: as ``RegistryClient.commit``."""
     files = scan_tree(root)
     total = sum(f.size for f in files)
     hashing = Progress("hashing", total, enabled=show_progress)
@@ -248,6 +252,9 @@ async def put_tree(
             aliases=aliases,
             creator=creator,
             inputs=inputs,
+            tags=tags,
+            ttl=ttl,
+            allow_duplicate=allow_duplicate,
         )
 
     try:

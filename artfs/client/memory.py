@@ -38,6 +38,7 @@ from ..models import (
     VersionSummary,
 )
 from ..names import LATEST, Ref, alias_name, artifact_name, parse_version, project_name
+from ..versionmeta import parse_ttl, tag_set
 from .base import UNSET, DataSink, Expect, RegistryClient
 
 
@@ -103,17 +104,22 @@ class MemoryRegistryClient:
         parent: int | None = None,
         creator: str = "test",
         inputs: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        ttl: float | str | None = None,
+        allow_duplicate: bool = False,
     ) -> CommitResult:
         art = self._art(project, artifact)
+        tag_tuple = tag_set(tags)
+        seconds = parse_ttl(ttl)
         for sha in manifest.blobs():
             if sha not in self.blobs:
                 raise InvalidInput(f"blob {sha} is not in the registry")
         resolved = unique_in_order([self._resolve(ref) for ref in parse_inputs(list(inputs))])
-        if art.versions:
-            latest_num = art.aliases[LATEST]
-            info, m = self.versions[(project, artifact, latest_num)]
-            if m.digest == manifest.digest:
-                return CommitResult(info, False)
+        same = [v.number for v in art.versions if v.digest == manifest.digest]
+        if same and not allow_duplicate:  # identical to a live version: that one, as is
+            return CommitResult(
+                self._with_aliases(self.versions[(project, artifact, same[-1])][0]), False
+            )
         number = self.next_numbers.get((project, artifact), 0)
         self.next_numbers[(project, artifact)] = number + 1
         info = VersionInfo(
@@ -131,6 +137,8 @@ class MemoryRegistryClient:
             (),
             art.type,
             tuple(resolved),
+            tags=tag_tuple,
+            expires=None if seconds is None else time.time() + seconds,
         )
         self.versions[(project, artifact, number)] = (info, manifest)
         new_aliases = dict(art.aliases)
@@ -138,7 +146,13 @@ class MemoryRegistryClient:
         for a in aliases:
             new_aliases[alias_name(a)] = number
         summary = VersionSummary(
-            number, manifest.digest, info.created, len(manifest), manifest.total_size
+            number,
+            manifest.digest,
+            info.created,
+            len(manifest),
+            manifest.total_size,
+            tags=tag_tuple,
+            expires=info.expires,
         )
         self.artifacts[(project, artifact)] = ArtifactInfo(
             art.project,
@@ -338,6 +352,9 @@ class MemoryRegistryClient:
         parent: int | None = None,
         creator: str = "",
         inputs: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        ttl: float | str | None = None,
+        allow_duplicate: bool = False,
     ) -> CommitResult:
         self.requests += 1
         return self._commit(
@@ -350,6 +367,9 @@ class MemoryRegistryClient:
             parent=parent,
             creator=creator,
             inputs=inputs,
+            tags=tags,
+            ttl=ttl,
+            allow_duplicate=allow_duplicate,
         )
 
     async def set_alias(

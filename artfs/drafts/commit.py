@@ -104,6 +104,9 @@ class _Publish:
     creator: str
     inputs: tuple[str, ...]
     progress: ProgressFn | None
+    tags: tuple[str, ...] = ()
+    ttl: float | None = None
+    allow_duplicate: bool = False
 
 
 async def commit_draft(
@@ -120,6 +123,9 @@ async def commit_draft(
     progress: ProgressFn | None = None,
     writer_grace: float = WRITER_GRACE,
     inputs: Iterable[str] = (),
+    tags: Iterable[str] = (),
+    ttl: float | None = None,
+    allow_duplicate: bool = False,
 ) -> CommitOutcome:
     """Publish the draft; it is gone on success and untouched (writable again) on failure."""
     if metadata is not None and not isinstance(metadata, dict):
@@ -132,6 +138,9 @@ async def commit_draft(
         creator,
         tuple(inputs),
         progress,
+        tuple(tags),
+        ttl,
+        allow_duplicate,
     )
     draft = store.begin_commit(draft_id)
     staged: list[StagedBlob] = []
@@ -272,6 +281,9 @@ async def _register(
             parent=parent,
             creator=wanted.creator,
             inputs=wanted.inputs,
+            tags=wanted.tags,
+            ttl=wanted.ttl,
+            allow_duplicate=wanted.allow_duplicate,
         )
 
     result, uploaded = await upload_and_commit(client, manifest, upload_sources, meter, commit)

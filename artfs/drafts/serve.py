@@ -59,6 +59,9 @@ async def handle_commit_request(
             creator=creator,
             progress=progress,
             inputs=request.inputs,
+            tags=request.tags,
+            ttl=request.ttl,
+            allow_duplicate=request.allow_duplicate,
         )
     except ArtfsError as e:
         if rid is not None:

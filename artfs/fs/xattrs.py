@@ -20,13 +20,14 @@ METADATA = PREFIX + "metadata"
 DESCRIPTION = PREFIX + "description"
 TYPE = PREFIX + "type"
 INPUTS = PREFIX + "inputs"  # lineage: JSON list of the references it was made from
+TAGS = PREFIX + "tags"  # comma-separated, sorted (editable: refreshed like aliases)
 SHA256 = PREFIX + "sha256"
 CACHED = PREFIX + "cached"
 PATH = PREFIX + "path"
 SIZE = PREFIX + "size"
 COMMIT = PREFIX + "commit"  # settable on drafts (not on versions)
 
-VERSION_NAMES = (REF, DIGEST, CREATED, ALIASES, METADATA, DESCRIPTION, TYPE, INPUTS)
+VERSION_NAMES = (REF, DIGEST, CREATED, ALIASES, METADATA, DESCRIPTION, TYPE, INPUTS, TAGS)
 FILE_NAMES = (SHA256, CACHED, REF, PATH, SIZE)
 SETTABLE_NAMES = (COMMIT, TYPE)
 
