@@ -19,8 +19,8 @@ import trio
 from . import config
 from .client import open_client
 from .client.base import RegistryClient
-from .client.editing import RegistryEditor
-from .errors import InvalidInput, Unsupported
+from .client.editing import editor_of
+from .errors import InvalidInput
 from .models import CommitResult, VersionInfo
 from .names import parse_artifact_id, parse_ref
 from .versionmeta import MERGE, REPLACE, parse_ttl, tag_name, tag_set
@@ -35,15 +35,6 @@ def iso(epoch: float | None) -> str | None:
     return (
         datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     )
-
-
-def _editor(client: RegistryClient) -> RegistryEditor:
-    from .client.http import HttpRegistryClient
-    from .client.local import LocalRegistryClient
-
-    if isinstance(client, HttpRegistryClient | LocalRegistryClient):
-        return client
-    raise Unsupported("this registry client cannot edit versions")
 
 
 def _run(args: argparse.Namespace, fn: Callable[[RegistryClient], Awaitable[int]]) -> int:
@@ -134,7 +125,7 @@ async def info_facts(client: RegistryClient, info: VersionInfo, history: bool) -
         },
     }
     if history:
-        editor = _editor(client)
+        editor = editor_of(client)
         edits = await editor.edit_history(info.project, info.artifact, info.number)
         art_edits = await editor.edit_history(info.project, info.artifact, None)
         facts["history"] = [
@@ -171,7 +162,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     metadata = None if args.metadata is None else _json_object(args.metadata, "--metadata")
 
     async def run(client: RegistryClient) -> int:
-        editor = _editor(client)
+        editor = editor_of(client)
         if whole:
             aid = parse_artifact_id(args.target)
             art = await editor.edit_artifact(
@@ -210,7 +201,7 @@ def _show_history(args: argparse.Namespace, whole: bool) -> int:
         else:
             project, artifact, found = await _number(client, args.target)
             number = found
-        edits = await _editor(client).edit_history(project, artifact, number)
+        edits = await editor_of(client).edit_history(project, artifact, number)
         for e in edits:
             changes = json.dumps(e.changes, ensure_ascii=False, sort_keys=True)
             print(f"{iso(e.edited)}\t{e.editor}\t{changes}")
@@ -227,7 +218,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
     async def run(client: RegistryClient) -> int:
         project, artifact, number = await _number(client, args.ref)
         change = {"add": tags} if args.tag_cmd == "add" else {"remove": tags}
-        now = await _editor(client).change_tags(project, artifact, number, **change)
+        now = await editor_of(client).change_tags(project, artifact, number, **change)
         print(f"{project}/{artifact}:v{number}\t{','.join(now)}")
         return 0
 
@@ -239,7 +230,7 @@ def cmd_ttl(args: argparse.Namespace) -> int:
 
     async def run(client: RegistryClient) -> int:
         project, artifact, number = await _number(client, args.ref)
-        expires = await _editor(client).set_ttl(project, artifact, number, ttl)
+        expires = await editor_of(client).set_ttl(project, artifact, number, ttl)
         when = "never (kept for good)" if expires is None else iso(expires)
         print(f"{project}/{artifact}:v{number} expires {when}")
         return 0
@@ -252,7 +243,9 @@ def cmd_protect(args: argparse.Namespace) -> int:
     protect = args.alias_cmd == "protect"
 
     async def run(client: RegistryClient) -> int:
-        await _editor(client).protect_alias(aid.project, aid.artifact, args.alias, protect=protect)
+        await editor_of(client).protect_alias(
+            aid.project, aid.artifact, args.alias, protect=protect
+        )
         print(f"{aid}:{args.alias} {'protected' if protect else 'no longer protected'}")
         return 0
 
@@ -262,7 +255,7 @@ def cmd_protect(args: argparse.Namespace) -> int:
 async def delete_artifact(client: RegistryClient, target: str, force: bool) -> str:
     """``artfs delete p/a``: every version and the artifact."""
     aid = parse_artifact_id(target)
-    count = await _editor(client).delete_artifact(aid.project, aid.artifact, force=force)
+    count = await editor_of(client).delete_artifact(aid.project, aid.artifact, force=force)
     return f"{aid} ({count} version{'s' if count != 1 else ''})"
 
 

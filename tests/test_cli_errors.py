@@ -75,6 +75,12 @@ BAD_INPUT: dict[tuple[str, ...], list[str]] = {
     ("lineage",): ["p/a:v1", "--up", "-1"],
     ("draft",): ["--state-dir", "{state}", "p", "d1"],
     ("delete",): ["p"],
+    ("edit",): ["p/a:v0"],
+    ("tag", "add"): ["p/a:v0", "a,b"],
+    ("tag", "rm"): ["p/a:v0", ",x"],
+    ("ttl",): ["p/a:v0", "soon"],
+    ("alias", "protect"): ["p/a:b", "x"],
+    ("alias", "unprotect"): ["p", "x"],
 }
 
 # Commands that reach the registry with these arguments (plus --registry URL).
@@ -89,6 +95,12 @@ REMOTE: dict[tuple[str, ...], list[str]] = {
     ("lineage",): ["p/a:v1"],
     ("draft",): ["--state-dir", "{state}", "p/a", "d1"],
     ("delete",): ["p/a:v1"],
+    ("edit",): ["p/a:v1", "--description", "x"],
+    ("tag", "add"): ["p/a:v1", "x"],
+    ("tag", "rm"): ["p/a:v1", "x"],
+    ("ttl",): ["p/a:v1", "1d"],
+    ("alias", "protect"): ["p/a", "best"],
+    ("alias", "unprotect"): ["p/a", "best"],
 }
 
 

@@ -17,6 +17,7 @@ from ..manifest import Manifest
 from ..models import VersionInfo
 from ..names import parse_artifact_id, parse_ref, parse_version
 from ..publish import put_tree
+from ..versionmeta import parse_ttl, tag_set
 from .sync import RUNTIME, Portal, Session, SessionKey, normalize_registry
 from .version import Version
 
@@ -172,10 +173,15 @@ class Registry:
         metadata: dict[str, Any] | None = None,
         description: str = "",
         inputs: Sequence[str | Version] = (),
+        tags: Sequence[str] = (),
+        ttl: float | str | None = None,
+        allow_duplicate: bool = False,
     ) -> Version:
         """Publish a file or directory as a new version of ``project/artifact`` (created if
         needed, with ``type``, default "dataset"); what the registry holds already is not
-        uploaded again. Identical contents to ``latest`` return that version."""
+        uploaded again. Contents identical to a live version return that version (unless
+        ``allow_duplicate``). ``tags``; ``ttl`` (seconds or ``"30d"``): ``artfs gc``
+        deletes the version then unless an alias holds it."""
         aid = parse_artifact_id(artifact)
         _, session = self._session()
         result, _ = self._call(
@@ -192,6 +198,9 @@ class Registry:
                 creator=config.creator(),
                 show_progress=False,
                 inputs=input_refs(inputs),
+                tags=tag_set(tags),
+                ttl=parse_ttl(ttl),
+                allow_duplicate=allow_duplicate,
             ),
             whole=True,
         )

@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from ..errors import Unsupported
 from ..models import ArtifactInfo, VersionInfo
 from ..versionmeta import MERGE, MetaEdit
+from .base import RegistryClient
 
 
 class RegistryEditor(Protocol):
@@ -69,3 +71,13 @@ class RegistryEditor(Protocol):
     async def delete_artifact(self, project: str, artifact: str, *, force: bool = False) -> int:
         """Delete every version; refused while aliases exist unless ``force``."""
         ...
+
+
+def editor_of(client: RegistryClient) -> RegistryEditor:
+    """The client's editing calls (both real clients have them)."""
+    from .http import HttpRegistryClient
+    from .local import LocalRegistryClient
+
+    if isinstance(client, HttpRegistryClient | LocalRegistryClient):
+        return client
+    raise Unsupported("this registry client cannot edit versions")
