@@ -403,6 +403,24 @@ def test_mount_shows_edits_after_the_listing_ttl_and_refuses_moving_a_protected_
         # removing it is refused the same way
         with pytest.raises(PermissionError):
             os.unlink(link)
+
+        # artfs commit of a draft takes --tag and --ttl; identical content names its match
+        draft = point / project / "w" / "run1"
+        draft.mkdir()
+        (draft / "new.txt").write_text("from a draft")
+        env = {"ARTFS_TOKEN": reg.tokens["writer"]}
+        ref = run_cli("commit", str(draft), "--tag", "drafted", "--ttl", "2d", env=env)
+        assert ref.stdout.strip() == f"{art}:v2"
+        facts = info(reg, f"{art}:v2")
+        assert facts["tags"] == ["drafted"] and facts["expires"] is not None
+        again = point / project / "w" / "run2"
+        again.mkdir()
+        (again / "a.txt").write_text("m0")
+        (again / "sub").mkdir()
+        (again / "sub" / "b.txt").write_text("m0m0")
+        same = run_cli("commit", str(again), env=env)
+        assert same.stdout.strip() == f"{art}:v0"
+        assert f"identical to {art}:v0" in same.stderr
     finally:
         run_cli("umount", str(point), check=False)
         if is_mounted(point):
