@@ -25,6 +25,7 @@ class DeleteQueries(Generic[C]):
     """Version and artifact deletion, and expiry (mixed into ``SqlMetaStore``)."""
 
     _COLLATE: str
+    _LOCK_ARTIFACT: str
 
     def _write(self) -> AbstractContextManager[C]:
         raise NotImplementedError
@@ -149,7 +150,21 @@ class DeleteQueries(Generic[C]):
                 now,
                 LATEST,
             ).fetchall()
-            if not dry_run:
-                for aid, number, _, _ in rows:
+            gone = []
+            for aid, number, project, artifact in rows:
+                if not dry_run:
+                    # Hold the artifact as every alias move does, then look again: an alias
+                    # set since the query above (PostgreSQL reads committed) keeps it.
+                    self._q(c, "SELECT id FROM artifacts WHERE id=?" + self._LOCK_ARTIFACT, aid)
+                    held = self._aliases_at(c, int(aid), int(number))
+                    live = self._q(
+                        c,
+                        "SELECT 1 FROM versions WHERE artifact_id=? AND number=? AND NOT deleted",
+                        aid,
+                        number,
+                    ).fetchone()
+                    if held or live is None:
+                        continue
                     self._delete_version_rows(c, int(aid), int(number))
-            return sorted(f"{p}/{a}:v{n}" for _, n, p, a in rows)
+                gone.append(f"{project}/{artifact}:v{number}")
+            return sorted(gone)
