@@ -330,6 +330,49 @@ def test_expired_versions_without_aliases_are_deleted_by_gc_with_their_blobs(
     assert (dest / "a.txt").read_text() == "held"
 
 
+# --------------------------------------------------------------------------- upgrade
+
+
+def test_schema_10_upgrades_a_schema_7_registry_in_place(tmp_path: Path) -> None:
+    """A registry made before schema 10 keeps its versions and aliases and gains tags,
+    expiry, edits, protection and deleted artifacts (the same idempotent DDL)."""
+    import sqlite3
+
+    from artfs.manifest import Manifest
+    from artfs.registry import Registry
+    from artfs.registry.sqlbase import SCHEMA_VERSION
+
+    reg = Registry.open(tmp_path)
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"old")
+    sha = hashlib.sha256(b"old").hexdigest()
+    reg.put_file(sha, blob)
+    reg.create_project("p")
+    reg.create_artifact("p", "a", type="dataset")
+    reg.commit("p", "a", Manifest.build([("f", 3, sha)]), aliases=["best"])
+    reg.close()
+    db = sqlite3.connect(tmp_path / "registry.db")
+    for table in ("version_tags", "version_expiry", "meta_edits", "protected_aliases"):
+        db.execute(f"DROP TABLE {table}")
+    db.execute("DROP TABLE deleted_artifacts")
+    db.execute("DROP INDEX versions_by_digest")
+    db.execute("PRAGMA user_version=7")
+    db.commit()
+    db.close()
+    reg = Registry.open(tmp_path)
+    try:
+        assert reg.get_version("p", "a", "best").number == 0
+        assert reg.change_tags("p", "a", 0, add=["kept"]) == ("kept",)
+        reg.protect_alias("p", "a", "best")
+        assert reg.get_artifact("p", "a").protected == ("best",)
+        assert reg.commit("p", "a", Manifest.build([("f", 3, sha)])).version.number == 0
+    finally:
+        reg.close()
+    db = sqlite3.connect(tmp_path / "registry.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
+    db.close()
+
+
 # --------------------------------------------------------------------------- local registry
 
 
