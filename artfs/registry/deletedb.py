@@ -155,7 +155,9 @@ class DeleteQueries(Generic[C]):
                 if not dry_run:
                     # Hold the artifact as every alias move does, then look again: an alias
                     # set since the query above (PostgreSQL reads committed) keeps it.
-                    self._q(c, "SELECT id FROM artifacts WHERE id=?" + self._LOCK_ARTIFACT, aid)
+                    self._q(
+                        c, "SELECT a.id FROM artifacts a WHERE a.id=?" + self._LOCK_ARTIFACT, aid
+                    )
                     held = self._aliases_at(c, int(aid), int(number))
                     live = self._q(
                         c,
