@@ -14,7 +14,7 @@ Order (each step leaves the draft intact if it fails):
    first looks for a version newer than ``floor`` with the same digest and, if
    there is one, takes it as its own instead of committing again — so a retry
    never makes a second version, even if someone else committed in between
-   (the registry's identical-to-latest rule alone would not see that);
+   (the registry's identical-content rule alone would not, with ``allow_duplicate``);
 5. meanwhile (from step 3 on, concurrently with the uploads) stage the written
    files in the blob cache: hard-linked into its temp dir and verified there, in
    worker threads; once the version exists, drop the draft and publish them, so
