@@ -1,7 +1,7 @@
 """What clients offer for what changes after a commit (issue 12): a protocol of its own next
 to ``RegistryClient``, implemented by ``HttpRegistryClient`` (``http_meta.py``) and
-``LocalRegistryClient``. The mount needs none of it (it only reads tags and metadata, and
-moves aliases), so the in-memory twin the mount's tests use does not implement it.
+``LocalRegistryClient``, and by the in-memory twin (``memory_edits.py``). The mount needs
+none of it: it only reads tags and metadata, and moves aliases.
 """
 
 from __future__ import annotations
@@ -74,10 +74,11 @@ class RegistryEditor(Protocol):
 
 
 def editor_of(client: RegistryClient) -> RegistryEditor:
-    """The client's editing calls (both real clients have them)."""
+    """The client's editing calls (every client of artfs has them)."""
     from .http import HttpRegistryClient
     from .local import LocalRegistryClient
+    from .memory import MemoryRegistryClient
 
-    if isinstance(client, HttpRegistryClient | LocalRegistryClient):
+    if isinstance(client, HttpRegistryClient | LocalRegistryClient | MemoryRegistryClient):
         return client
     raise Unsupported("this registry client cannot edit versions")

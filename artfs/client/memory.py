@@ -40,9 +40,10 @@ from ..models import (
 from ..names import LATEST, Ref, alias_name, artifact_name, parse_version, project_name
 from ..versionmeta import parse_ttl, tag_set
 from .base import UNSET, DataSink, Expect, RegistryClient
+from .memory_edits import MemoryEdits
 
 
-class MemoryRegistryClient:
+class MemoryRegistryClient(MemoryEdits):
     def __init__(self) -> None:
         self.projects: dict[str, ProjectInfo] = {}
         self.artifacts: dict[tuple[str, str], ArtifactInfo] = {}
