@@ -7,7 +7,8 @@ which only ever holds ``hash_secret(secret)``; the CLI commands are ``artfs toke
 
 Rights: ``read`` (list, stat, download) and ``write`` (create projects and artifacts,
 commit, move or remove aliases, delete versions, upload blobs), per project name or for
-every project (``*``, including projects created later). ``write`` implies ``read``.
+every project (``*``, including projects created later). ``write`` implies ``read``;
+``admin`` implies ``write`` and may also move or remove protected aliases.
 Blobs are content-addressed and shared by all projects, so blob routes ask for a right
 on *any* project (docs/decisions.md, "Access control").
 """
@@ -27,7 +28,11 @@ from .names import project_name
 
 READ = "read"
 WRITE = "write"
-RIGHTS = (READ, WRITE)
+# admin: write, and moving or removing protected aliases (``artfs alias protect``); the
+# one right above write, granted per project like the others (docs/api.md).
+ADMIN = "admin"
+RIGHTS = (READ, WRITE, ADMIN)
+_RANK = {READ: 1, WRITE: 2, ADMIN: 3}
 ANY_PROJECT = "*"
 SECRET_PREFIX = "artfs_"
 MAX_SECRET_LEN = 512  # longer Authorization values are refused before hashing
@@ -60,13 +65,18 @@ def grant_target(project: Any) -> str:
     return project_name(project)
 
 
-def make_grants(read: Iterable[str] = (), write: Iterable[str] = ()) -> dict[str, str]:
-    """``{project_or_*: right}`` from ``--read``/``--write`` lists; write wins over read."""
+def make_grants(
+    read: Iterable[str] = (), write: Iterable[str] = (), admin: Iterable[str] = ()
+) -> dict[str, str]:
+    """``{project_or_*: right}`` from ``--read``/``--write``/``--admin`` lists; the
+    strongest right given for a project wins."""
     grants: dict[str, str] = {}
     for project in read:
         grants[grant_target(project)] = READ
     for project in write:
         grants[grant_target(project)] = WRITE
+    for project in admin:
+        grants[grant_target(project)] = ADMIN
     if not grants:
         raise InvalidInput(
             "a token needs at least one right: --read PROJECT or --write PROJECT ('*': every project)"
@@ -81,7 +91,7 @@ def check_grants(grants: Any) -> dict[str, str]:
     out: dict[str, str] = {}
     for project, right in grants.items():
         if right not in RIGHTS:
-            raise InvalidInput(f"invalid right {right!r}: 'read' or 'write'")
+            raise InvalidInput(f"invalid right {right!r}: 'read', 'write' or 'admin'")
         out[grant_target(project)] = right
     return out
 
@@ -175,9 +185,7 @@ class TokenInfo:
 
 
 def _stronger(a: str | None, b: str | None) -> str | None:
-    if WRITE in (a, b):
-        return WRITE
-    return a or b
+    return max((a, b), key=lambda r: _RANK.get(r or "", 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,18 +199,17 @@ class Principal:
     def right_on(self, project: str) -> str | None:
         """The strongest right this principal has on ``project`` (None: none)."""
         if self.unrestricted:
-            return WRITE
+            return ADMIN
         return _stronger(self.grants.get(project), self.grants.get(ANY_PROJECT))
 
     def can(self, right: str, project: str) -> bool:
-        held = self.right_on(project)
-        return held == WRITE or (held == READ and right == READ)
+        return _RANK.get(self.right_on(project) or "", 0) >= _RANK[right]
 
     def can_any(self, right: str) -> bool:
         """Whether this principal has ``right`` on at least one project."""
         if self.unrestricted:
             return True
-        return any(r == WRITE or right == READ for r in self.grants.values())
+        return any(_RANK.get(r, 0) >= _RANK[right] for r in self.grants.values())
 
     def require(self, right: str, project: str) -> None:
         if not self.can(right, project):

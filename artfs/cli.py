@@ -20,6 +20,13 @@ import trio
 from . import cli_runs, config
 from .cache.settings import CacheTuning
 from .cli_admin import add_admin_parsers
+from .cli_meta import (
+    add_alias_parsers,
+    add_commit_options,
+    commit_options,
+    info_facts,
+    unchanged_note,
+)
 from .client import open_client
 from .client.base import UNSET, Expect, RegistryClient
 from .errors import ArtfsError, InvalidInput, NotFound
@@ -92,16 +99,14 @@ def cmd_put(args: argparse.Namespace) -> int:
             creator=config.creator(),
             inputs=tuple(str(ref) for ref in parse_inputs(args.input)),
             refs=refs,
+            **commit_options(args),
         )
         v = result.version
         print(v.ref)
         if not result.created:
             # Bytes uploaded for an unchanged version repaired blobs the registry had lost.
             healed = f"; uploaded {human_bytes(uploaded)} it lacked" if uploaded else ""
-            print(
-                f"unchanged: content identical to {target}:latest, no new version made{healed}",
-                file=sys.stderr,
-            )
+            print(unchanged_note(v.ref, healed), file=sys.stderr)
         else:
             print(
                 f"{v.file_count} files, {human_bytes(v.total_size)}, uploaded {human_bytes(uploaded)}",
@@ -133,10 +138,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
             for alias, n in art.aliases.items():
                 by_number.setdefault(n, []).append(alias)
             for v in art.versions:
+                if args.tag is not None and args.tag not in v.tags:
+                    continue
                 names = ",".join(sorted(by_number.get(v.number, [])))
                 bad = f"\tDAMAGED: {v.damaged} blob(s) (artfs fsck)" if v.damaged else ""
+                tags = f"\ttags: {','.join(v.tags)}" if v.tags else ""
                 print(
-                    f"v{v.number}\t{v.file_count} files\t{human_bytes(v.total_size)}\t{names}{bad}"
+                    f"v{v.number}\t{v.file_count} files\t{human_bytes(v.total_size)}\t{names}"
+                    f"{tags}{bad}"
                 )
             return 0
         number = await _resolve_number(client, ref.project, ref.artifact, ref.selector)
@@ -238,6 +247,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             "files": info.file_count,
             "size": info.total_size,
             "damaged": info.damaged,  # blobs the server found damaged or missing
+            **await info_facts(client, info, args.history),  # tags, expiry, edits
         }
         if not sub_path:
             facts.update(await cli_runs.version_run_facts(client, info))
@@ -467,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metadata", help="JSON object stored with the version")
     s.add_argument("--description")
     add_input_option(s)
+    add_commit_options(s)
     s.set_defaults(fn=cmd_put)
 
     s = with_cache(
@@ -484,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = with_registry(sub.add_parser("ls", help="list projects, artifacts, versions or files"))
     s.add_argument("target", nargs="?", metavar="p[/a[:v]]")
     cli_runs.add_ls_options(s)
+    s.add_argument("--tag", help="list only the versions with this tag (p/a)")
     s.set_defaults(fn=cmd_ls)
 
     s = sub.add_parser("alias", help="move or remove an alias")
@@ -501,12 +513,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("alias")
     a.add_argument("--expect", help="only if the alias now points at this vN")
     a.set_defaults(fn=cmd_alias)
+    add_alias_parsers(asub, with_registry)
 
     s = with_cache(
         with_registry(sub.add_parser("info", help="facts about a reference or a path in a mount"))
     )
     s.add_argument("target", nargs="?", metavar="REF_OR_PATH")
     cli_runs.add_info_options(s)
+    s.add_argument("--history", action="store_true", help="also every edit of it and its artifact")
     s.set_defaults(fn=cmd_info)
 
     s = with_registry(sub.add_parser("lineage", help="the inputs and consumers of a version"))
@@ -516,12 +530,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=("text", "json", "dot", "mermaid"), default="text")
     s.set_defaults(fn=cmd_lineage)
 
+    from .cli_meta import add_parsers as add_meta_parsers
     from .drafts.cli_cmds import add_parsers as add_draft_parsers
     from .wandb_cli import add_parsers as add_wandb_parsers
 
     add_draft_parsers(sub, with_registry)
     cli_runs.add_parsers(sub, with_registry)
     add_wandb_parsers(sub, with_registry, with_cache)
+    add_meta_parsers(sub, with_registry)
 
     s = sub.add_parser("cache", help="inspect or shrink the local cache")
     csub = s.add_subparsers(dest="cache_cmd", required=True)

@@ -36,7 +36,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         tokens = Tokens(meta)
         if args.token_cmd == "create":
             lifetime = config.parse_duration(args.expires) if args.expires else None
-            grants = make_grants(args.read, args.write)
+            grants = make_grants(args.read, args.write, args.admin)
             info, secret = tokens.create(args.name, grants, lifetime=lifetime)
             print(secret)
             until = "" if info.expires is None else f", expires {_when(info.expires)}"
@@ -112,6 +112,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     )
     if report.proofs:
         uploads += f"; forgot {report.proofs} expired upload proof(s)"
+    for ref in report.expired:  # versions whose time to live passed (artfs ttl)
+        print(f"{'would delete' if report.dry_run else 'deleted'} {ref}: its time to live passed")
     if report.dry_run:
         for sha, size in report.doomed:
             print(f"{sha}\t{size}")
@@ -206,6 +208,14 @@ def add_admin_parsers(sub: Any) -> None:
         default=[],
         metavar="PROJECT",
         help="projects it may read and write ('*': every project)",
+    )
+    t.add_argument(
+        "--admin",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PROJECT",
+        help="projects it may write and where it may move or remove protected aliases",
     )
     t.add_argument(
         "--expires",

@@ -76,6 +76,12 @@ class NotPermitted(ArtfsError):
     errno = _errno.EPERM
 
 
+class ProtectedAlias(NotPermitted):
+    """A protected alias (``artfs alias protect``) moved or removed without an admin token."""
+
+    code = "protected"
+
+
 class Unauthorized(ArtfsError):
     """No token, or a token the registry doesn't know (unknown, revoked): HTTP 401."""
 
@@ -190,6 +196,7 @@ ALL_ERRORS: tuple[type[ArtfsError], ...] = (
     BeingCollected,
     PreconditionFailed,
     NotPermitted,
+    ProtectedAlias,
     Unauthorized,
     Forbidden,
     NoAttribute,

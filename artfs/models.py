@@ -12,6 +12,10 @@ from typing import Any
 from .errors import ProtocolError
 
 
+def _optional_time(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 @dataclass(frozen=True, slots=True)
 class ProjectInfo:
     name: str
@@ -38,6 +42,8 @@ class VersionSummary:
     file_count: int
     total_size: int
     damaged: int = 0  # blobs of it the server found damaged or missing (registry/integrity.py)
+    tags: tuple[str, ...] = ()  # editable after the commit (versionmeta.py)
+    expires: float | None = None  # artfs gc deletes it from then on, unless an alias holds it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +53,8 @@ class VersionSummary:
             "file_count": self.file_count,
             "total_size": self.total_size,
             "damaged": self.damaged,
+            "tags": list(self.tags),
+            "expires": self.expires,
         }
 
     @classmethod
@@ -59,6 +67,8 @@ class VersionSummary:
                 int(d["file_count"]),
                 int(d["total_size"]),
                 int(d.get("damaged", 0)),
+                tuple(str(t) for t in d.get("tags", [])),
+                _optional_time(d.get("expires")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ProtocolError(f"malformed version summary: {e}") from None
@@ -75,6 +85,7 @@ class ArtifactInfo:
     created: float
     versions: tuple[VersionSummary, ...] = ()
     aliases: dict[str, int] = field(default_factory=dict)
+    protected: tuple[str, ...] = ()  # aliases only an admin token moves (artfs alias protect)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -85,6 +96,7 @@ class ArtifactInfo:
             "created": self.created,
             "versions": [v.to_json() for v in self.versions],
             "aliases": dict(self.aliases),
+            "protected": list(self.protected),
         }
 
     @classmethod
@@ -98,6 +110,7 @@ class ArtifactInfo:
                 float(d["created"]),
                 tuple(VersionSummary.from_json(v) for v in d.get("versions", [])),
                 {str(k): int(v) for k, v in d.get("aliases", {}).items()},
+                tuple(str(a) for a in d.get("protected", [])),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ProtocolError(f"malformed artifact record: {e}") from None
@@ -186,6 +199,8 @@ class VersionInfo:
     artifact_type: str = ""
     inputs: tuple[VersionInput, ...] = ()  # lineage: the versions it was made from
     damaged: int = 0  # blobs of it the server found damaged or missing: reads of them fail
+    tags: tuple[str, ...] = ()  # editable after the commit, like description and metadata
+    expires: float | None = None  # artfs gc deletes it from then on, unless an alias holds it
 
     @property
     def ref(self) -> str:
@@ -208,6 +223,8 @@ class VersionInfo:
             "artifact_type": self.artifact_type,
             "inputs": [i.to_json() for i in self.inputs],
             "damaged": self.damaged,
+            "tags": list(self.tags),
+            "expires": self.expires,
         }
 
     @classmethod
@@ -230,6 +247,8 @@ class VersionInfo:
                 str(d.get("artifact_type", "")),
                 tuple(VersionInput.from_json(i) for i in d.get("inputs", [])),
                 int(d.get("damaged", 0)),
+                tuple(str(t) for t in d.get("tags", [])),
+                _optional_time(d.get("expires")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ProtocolError(f"malformed version record: {e}") from None
@@ -238,10 +257,13 @@ class VersionInfo:
 @dataclass(frozen=True, slots=True)
 class CommitResult:
     version: VersionInfo
-    created: bool  # False: identical to latest, the existing version was returned
+    created: bool  # False: identical to a live version, which was returned (and matched)
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": self.version.to_json(), "created": self.created}
+        body: dict[str, Any] = {"version": self.version.to_json(), "created": self.created}
+        if not self.created:
+            body["matched"] = self.version.ref  # the version whose content it repeats
+        return body
 
     @classmethod
     def from_json(cls, d: Any) -> CommitResult:

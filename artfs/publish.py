@@ -270,11 +270,15 @@ async def put_tree(
     show_progress: bool | None = None,
     inputs: tuple[str, ...] = (),
     refs: Sequence[tuple[str, str]] = (),
+    tags: tuple[str, ...] = (),
+    ttl: float | None = None,
+    allow_duplicate: bool = False,
 ) -> tuple[CommitResult, int]:
     """Publish ``root`` as a new version; returns the commit result and the bytes uploaded.
     ``inputs``: lineage, references of the versions it was made from. ``refs``: ``(path,
     url)`` entries whose bytes stay at the URL, as do ``NAME.artfs-ref`` files under
-    ``root`` (refs/model.py): each read once here for its size and digests."""
+    ``root`` (refs/model.py): each read once here for its size and digests. ``tags``,
+    ``ttl`` and ``allow_duplicate``: as ``RegistryClient.commit``."""
     files, pairs = split_ref_files(scan_tree(root) if root is not None else [], refs)
     hashing = Progress("hashing", sum(f.size for f in files), enabled=show_progress)
     with tempfile.TemporaryDirectory(prefix="artfs-put-") as tmp:
@@ -295,6 +299,9 @@ async def put_tree(
                 aliases=aliases,
                 creator=creator,
                 inputs=inputs,
+                tags=tags,
+                ttl=ttl,
+                allow_duplicate=allow_duplicate,
             )
 
         try:  # inside the temp directory: refs' block lists are uploaded from it

@@ -233,7 +233,9 @@ def test_token_store(tokens: tuple[Tokens, RegistrySpec]) -> None:
     with pytest.raises(InvalidInput):
         store.create("bad name", {"x": "read"})
     with pytest.raises(InvalidInput):
-        store.create("ok", {"x": "admin"})
+        store.create("ok", {"x": "owner"})
+    admin = store.create("boss", {"x": "admin"})[0]  # admin: write + protected aliases
+    assert admin.grants == {"x": "admin"}
     if spec.backend == SQLITE:  # only the hash is stored, never the secret
         raw = (Path(spec.data_dir) / "registry.db").read_bytes()
         wal = Path(spec.data_dir) / "registry.db-wal"

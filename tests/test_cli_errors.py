@@ -78,6 +78,12 @@ BAD_INPUT: dict[tuple[str, ...], list[str]] = {
     ("run",): ["p/r", "--config", "[1]", "--", "true"],
     ("import", "wandb"): ["{missing}", "p/a"],
     ("export", "wandb"): ["no-slash", "{dest}"],
+    ("edit",): ["p/a:v0"],
+    ("tag", "add"): ["p/a:v0", "a,b"],
+    ("tag", "rm"): ["p/a:v0", ",x"],
+    ("ttl",): ["p/a:v0", "soon"],
+    ("alias", "protect"): ["p/a:b", "x"],
+    ("alias", "unprotect"): ["p", "x"],
 }
 
 # Commands that reach the registry with these arguments (plus --registry URL).
@@ -95,6 +101,12 @@ REMOTE: dict[tuple[str, ...], list[str]] = {
     ("run",): ["p/r", "--", "true"],
     ("import", "wandb"): ["{wandb}", "p/a"],
     ("export", "wandb"): ["p/a", "{dest}"],
+    ("edit",): ["p/a:v1", "--description", "x"],
+    ("tag", "add"): ["p/a:v1", "x"],
+    ("tag", "rm"): ["p/a:v1", "x"],
+    ("ttl",): ["p/a:v1", "1d"],
+    ("alias", "protect"): ["p/a", "best"],
+    ("alias", "unprotect"): ["p/a", "best"],
 }
 
 

@@ -129,10 +129,20 @@ def test_identical_to_latest_returns_existing(reg: Registry) -> None:
     assert again.version.number == first.version.number == 0
     assert set(again.version.aliases) == {"best", "latest"}  # requested aliases are still applied
     assert [v.number for v in reg.get_artifact("p", "a").versions] == [0]
-    # Identical to an *older* version (not latest) is a new version.
+    # Identical to an *older* version (not latest) is that version too (issue 12), and
+    # latest stays on the newest; --allow-duplicate makes a new one.
     reg.commit("p", "a", manifest_of(reg, {"a": b"other"}))
-    third = reg.commit("p", "a", m)
-    assert third.created and third.version.number == 2
+    third = reg.commit("p", "a", m, aliases=["old"])
+    assert not third.created and third.version.number == 0
+    assert third.to_json()["matched"] == "p/a:v0"
+    assert set(third.version.aliases) == {"best", "old"}
+    assert reg.get_version("p", "a", "latest").number == 1
+    forced = reg.commit("p", "a", m, allow_duplicate=True)
+    assert forced.created and forced.version.number == 2
+    # a deleted version is no match: the same content again is a new version
+    reg.delete_version("p", "a", 0, force=True)
+    reg.delete_version("p", "a", 2)
+    assert reg.commit("p", "a", m).version.number == 3
 
 
 def test_commit_refuses_missing_and_mismatched_blobs(reg: Registry) -> None:

@@ -17,6 +17,7 @@ from ..manifest import Manifest
 from ..models import VersionInfo
 from ..names import parse_artifact_id, parse_ref, parse_version
 from ..publish import put_tree
+from ..versionmeta import parse_ttl, tag_set
 from .sync import RUNTIME, Portal, Session, SessionKey, normalize_registry
 from .version import Version
 
@@ -173,12 +174,17 @@ class Registry:
         description: str = "",
         inputs: Sequence[str | Version] = (),
         refs: Mapping[str, str] | None = None,
+        tags: Sequence[str] = (),
+        ttl: float | str | None = None,
+        allow_duplicate: bool = False,
     ) -> Version:
         """Publish a file or directory as a new version of ``project/artifact`` (created if
         needed, with ``type``, default "dataset"); what the registry holds already is not
-        uploaded again. Identical contents to ``latest`` return that version.
-        ``refs``: path in the version -> URL (``s3://``, ``http(s)://``, ``file://``) of
-        files whose bytes stay there, read once now (``path`` may then be None)."""
+        uploaded again. Contents identical to a live version return that version (unless
+        ``allow_duplicate``). ``tags``; ``ttl`` (seconds or ``"30d"``): ``artfs gc``
+        deletes the version then unless an alias holds it. ``refs``: path in the version ->
+        URL (``s3://``, ``http(s)://``, ``file://``) of files whose bytes stay there, read
+        once now (``path`` may then be None)."""
         aid = parse_artifact_id(artifact)
         if path is None and not refs:
             raise InvalidInput("put needs a path to publish, or refs")
@@ -198,6 +204,9 @@ class Registry:
                 show_progress=False,
                 inputs=input_refs(inputs),
                 refs=tuple((refs or {}).items()),
+                tags=tag_set(tags),
+                ttl=parse_ttl(ttl),
+                allow_duplicate=allow_duplicate,
             ),
             whole=True,
         )

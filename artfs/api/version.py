@@ -97,6 +97,78 @@ class Version:
         return tuple(i.ref for i in self._info.inputs)
 
     @property
+    def tags(self) -> tuple[str, ...]:
+        """Its tags when it was looked up (sorted; ``tag``/``untag`` change them)."""
+        return self._info.tags
+
+    @property
+    def expires(self) -> dt.datetime | None:
+        """When ``artfs gc`` may delete it (unless an alias holds it then); None: never."""
+        when = self._info.expires
+        return None if when is None else dt.datetime.fromtimestamp(when, tz=dt.UTC)
+
+    # --- what may change (content never does) ---------------------------------------------
+    def edit(
+        self,
+        *,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        replace: bool = False,
+    ) -> Version:
+        """Change its description and/or metadata (merged: top-level keys set, ``None``
+        values removed; ``replace``: the whole object). Kept in its ``history()``. Returns
+        the version as it is now; this object keeps what it was."""
+        from .. import config
+        from ..versionmeta import MERGE, REPLACE
+
+        info = self._editor_call(
+            "edit_version",
+            description=description,
+            metadata=metadata,
+            mode=REPLACE if replace else MERGE,
+            editor=config.creator(),
+        )
+        return Version(self._registry, info)
+
+    def tag(self, *tags: str) -> tuple[str, ...]:
+        """Add tags; its tags after."""
+        result: tuple[str, ...] = self._editor_call("change_tags", add=tags)
+        return result
+
+    def untag(self, *tags: str) -> tuple[str, ...]:
+        """Remove tags; its tags after."""
+        result: tuple[str, ...] = self._editor_call("change_tags", remove=tags)
+        return result
+
+    def set_ttl(self, ttl: float | str | None) -> dt.datetime | None:
+        """Let ``artfs gc`` delete it ``ttl`` (seconds or ``"30d"``) from now unless an alias
+        holds it then; None keeps it for good. When it expires."""
+        when: float | None = self._editor_call("set_ttl", ttl)
+        return None if when is None else dt.datetime.fromtimestamp(when, tz=dt.UTC)
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every edit of its description and metadata, oldest first: ``{"edited":
+        datetime, "editor": str, "changes": {field: [before, after]}}``."""
+        edits = self._editor_call("edit_history")
+        return [
+            {
+                "edited": dt.datetime.fromtimestamp(e.edited, tz=dt.UTC),
+                "editor": e.editor,
+                "changes": e.changes,
+            }
+            for e in edits
+        ]
+
+    def _editor_call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        from functools import partial
+
+        from ..client.editing import editor_of
+
+        _, session = self._registry._session()
+        call = partial(getattr(editor_of(session.client), method), **kwargs)
+        return self._registry._call(call, self.project, self.artifact, self.number, *args)
+
+    @property
     def size(self) -> int:
         return self._info.total_size
 

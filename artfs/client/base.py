@@ -97,12 +97,18 @@ class RegistryClient(Protocol):
         creator: str = "",
         inputs: Iterable[str] = (),
         observed_inputs: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        ttl: float | str | None = None,
+        allow_duplicate: bool = False,
     ) -> CommitResult:
         """Register a version atomically; every blob must already be in the registry.
 
         ``inputs``: references of the versions it was made from (lineage), resolved by the
         registry to concrete versions when it commits. ``observed_inputs``: those a mount
-        saw the writers read, recorded as observed; ones gone or unreadable are skipped."""
+        saw the writers read, recorded as observed; ones gone or unreadable are skipped.
+        ``tags``; ``ttl``: gc deletes it that long after (unless an alias holds it). Content
+        identical to a live version makes no new version (the result is that version,
+        ``created`` False) unless ``allow_duplicate``."""
         ...
 
     async def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:

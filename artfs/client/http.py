@@ -64,14 +64,14 @@ from ..errors import (
     from_code,
 )
 from ..hashing import sha256_hex, split_block_digests
-from ..lineage import input_lists
 from ..lineage_graph import LineageGraph
 from ..manifest import Manifest
 from ..manifest_stream import FORMAT, MEDIA_TYPE, canonical_chunks
-from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
+from ..models import ArtifactInfo, ProjectInfo, VersionInfo, VersionInput
 from ..names import alias_name, artifact_name, parse_version, project_name
 from .base import UNSET, DataSink, Expect
 from .blobreads import BlobReads
+from .http_meta import HttpMetaCalls
 from .http_runs import RunsHttp
 from .locations import BlobLocations
 from .ranges import (
@@ -101,7 +101,7 @@ def _q(segment: str) -> str:
     return quote(segment, safe="")
 
 
-class HttpRegistryClient(RunsHttp, BlobLocations, BlobReads):
+class HttpRegistryClient(RunsHttp, BlobLocations, HttpMetaCalls, BlobReads):
     def __init__(self, base_url: str, *, timeout: float = 10.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
@@ -423,32 +423,6 @@ class HttpRegistryClient(RunsHttp, BlobLocations, BlobReads):
             os.close(fd)
         if status not in (200, 201):
             self._raise_status(status, url, body)
-
-    async def commit(
-        self,
-        project: str,
-        artifact: str,
-        manifest: Manifest,
-        *,
-        metadata: dict[str, Any] | None = None,
-        description: str = "",
-        aliases: Iterable[str] = (),
-        parent: int | None = None,
-        creator: str = "",
-        inputs: Iterable[str] = (),
-        observed_inputs: Iterable[str] = (),
-    ) -> CommitResult:
-        body = {
-            "manifest": manifest.to_json(),
-            "metadata": metadata or {},
-            "description": description,
-            "aliases": [alias_name(a, allow_latest=True) for a in aliases],
-            "parent": parent,
-            "creator": creator,
-            **input_lists(inputs, observed_inputs),
-        }
-        path = f"{self._art_path(project, artifact)}/versions"
-        return CommitResult.from_json(await self._json("POST", path, json_body=body))
 
     async def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:
         path = f"{self._art_path(project, artifact)}/versions/{int(number)}/used-by"

@@ -23,6 +23,7 @@ from ..manifest_stream import canonical_chunks
 from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
 from ..registry import Registry
 from ..runs import DECLARED, RunInfo, VersionRuns
+from ..versionmeta import MERGE, MetaEdit
 from .base import UNSET, DataSink, Expect
 
 T = TypeVar("T")
@@ -110,6 +111,9 @@ class LocalRegistryClient:
         creator: str = "",
         inputs: Iterable[str] = (),
         observed_inputs: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        ttl: float | str | None = None,
+        allow_duplicate: bool = False,
     ) -> CommitResult:
         return await self._run(
             (await self._reg()).commit,
@@ -123,6 +127,9 @@ class LocalRegistryClient:
             creator=creator,
             inputs=list(inputs),
             observed_inputs=list(observed_inputs),
+            tags=list(tags),
+            ttl=ttl,
+            allow_duplicate=allow_duplicate,
         )
 
     async def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:
@@ -216,6 +223,68 @@ class LocalRegistryClient:
 
     async def version_runs(self, project: str, artifact: str, number: int) -> VersionRuns:
         return await self._run((await self._reg()).version_runs, project, artifact, number)
+
+    # --- what changes after a commit (editing.RegistryEditor; in-process: admin) ---------------
+    async def edit_version(
+        self,
+        project: str,
+        artifact: str,
+        number: int,
+        *,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        mode: str = MERGE,
+        editor: str = "",
+    ) -> VersionInfo:
+        reg = await self._reg()
+        edit = partial(
+            reg.edit_version, description=description, metadata=metadata, mode=mode, editor=editor
+        )
+        return await self._run(edit, project, artifact, number)
+
+    async def edit_artifact(
+        self,
+        project: str,
+        artifact: str,
+        *,
+        description: str | None = None,
+        type: str | None = None,
+        editor: str = "",
+    ) -> ArtifactInfo:
+        reg = await self._reg()
+        edit = partial(reg.edit_artifact, description=description, type=type, editor=editor)
+        return await self._run(edit, project, artifact)
+
+    async def edit_history(self, project: str, artifact: str, number: int | None) -> list[MetaEdit]:
+        return await self._run((await self._reg()).edit_history, project, artifact, number)
+
+    async def change_tags(
+        self,
+        project: str,
+        artifact: str,
+        number: int,
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+    ) -> tuple[str, ...]:
+        reg = await self._reg()
+        change = partial(reg.change_tags, add=list(add), remove=list(remove))
+        return await self._run(change, project, artifact, number)
+
+    async def set_ttl(
+        self, project: str, artifact: str, number: int, ttl: float | str | None
+    ) -> float | None:
+        return await self._run((await self._reg()).set_ttl, project, artifact, number, ttl)
+
+    async def protect_alias(
+        self, project: str, artifact: str, alias: str, *, protect: bool = True
+    ) -> None:
+        reg = await self._reg()
+        await self._run(partial(reg.protect_alias, protect=protect), project, artifact, alias)
+
+    async def delete_artifact(self, project: str, artifact: str, *, force: bool = False) -> int:
+        reg = await self._reg()
+        return await self._run(partial(reg.delete_artifact, force=force), project, artifact)
 
     async def aclose(self) -> None:
         if self._registry is not None:

@@ -40,11 +40,13 @@ from ..models import (
     VersionSummary,
 )
 from ..names import LATEST, Ref, alias_name, artifact_name, parse_version, project_name
+from ..versionmeta import parse_ttl, tag_set
 from .base import UNSET, DataSink, Expect, RegistryClient
+from .memory_edits import MemoryEdits
 from .memory_runs import MemoryRuns
 
 
-class MemoryRegistryClient(MemoryRuns):
+class MemoryRegistryClient(MemoryRuns, MemoryEdits):
     def __init__(self) -> None:
         self.projects: dict[str, ProjectInfo] = {}
         self.artifacts: dict[tuple[str, str], ArtifactInfo] = {}
@@ -107,18 +109,23 @@ class MemoryRegistryClient(MemoryRuns):
         creator: str = "test",
         inputs: Iterable[str] = (),
         observed_inputs: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        ttl: float | str | None = None,
+        allow_duplicate: bool = False,
     ) -> CommitResult:
         art = self._art(project, artifact)
+        tag_tuple = tag_set(tags)
+        seconds = parse_ttl(ttl)
         for sha in manifest.stored_blobs():
             if sha not in self.blobs:
                 raise InvalidInput(f"blob {sha} is not in the registry")
         resolved = unique_in_order([self._resolve(ref) for ref in parse_inputs(list(inputs))])
         resolved += self._observed(parse_inputs(list(observed_inputs)), resolved)
-        if art.versions:
-            latest_num = art.aliases[LATEST]
-            info, m = self.versions[(project, artifact, latest_num)]
-            if m.digest == manifest.digest:
-                return CommitResult(info, False)
+        same = [v.number for v in art.versions if v.digest == manifest.digest]
+        if same and not allow_duplicate:  # identical to a live version: that one, as is
+            return CommitResult(
+                self._with_aliases(self.versions[(project, artifact, same[-1])][0]), False
+            )
         number = self.next_numbers.get((project, artifact), 0)
         self.next_numbers[(project, artifact)] = number + 1
         info = VersionInfo(
@@ -136,6 +143,8 @@ class MemoryRegistryClient(MemoryRuns):
             (),
             art.type,
             tuple(resolved),
+            tags=tag_tuple,
+            expires=None if seconds is None else time.time() + seconds,
         )
         self.versions[(project, artifact, number)] = (info, manifest)
         new_aliases = dict(art.aliases)
@@ -143,7 +152,13 @@ class MemoryRegistryClient(MemoryRuns):
         for a in aliases:
             new_aliases[alias_name(a)] = number
         summary = VersionSummary(
-            number, manifest.digest, info.created, len(manifest), manifest.total_size
+            number,
+            manifest.digest,
+            info.created,
+            len(manifest),
+            manifest.total_size,
+            tags=tag_tuple,
+            expires=info.expires,
         )
         self.artifacts[(project, artifact)] = ArtifactInfo(
             art.project,
@@ -361,6 +376,9 @@ class MemoryRegistryClient(MemoryRuns):
         creator: str = "",
         inputs: Iterable[str] = (),
         observed_inputs: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        ttl: float | str | None = None,
+        allow_duplicate: bool = False,
     ) -> CommitResult:
         self.requests += 1
         return self._commit(
@@ -374,6 +392,9 @@ class MemoryRegistryClient(MemoryRuns):
             creator=creator,
             inputs=inputs,
             observed_inputs=observed_inputs,
+            tags=tags,
+            ttl=ttl,
+            allow_duplicate=allow_duplicate,
         )
 
     async def set_alias(

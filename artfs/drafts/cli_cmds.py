@@ -24,11 +24,12 @@ from typing import Any
 import trio
 
 from .. import config
+from ..cli_meta import add_commit_options, commit_options, delete_artifact, unchanged_note
 from ..client.base import RegistryClient
 from ..errors import AlreadyExists, ArtfsError, InvalidInput, NotFound, from_code
 from ..lineage import add_input_option, parse_inputs
 from ..mountinfo import read_record, running_records
-from ..names import LATEST, alias_name, parse_ref, version_label
+from ..names import alias_name, parse_ref, version_label
 from ..observed import add_no_observed_option
 from ..progress import Progress, human_bytes
 from .model import Draft, DraftKey
@@ -237,6 +238,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
         request=uuid.uuid4().hex,
         inputs=tuple(str(ref) for ref in parse_inputs(args.input)),
         observed=not args.no_observed_inputs,
+        **commit_options(args),
     )
     files = RequestFiles(where.state_dir) if where.state_dir is not None else None
     started = time.monotonic()
@@ -249,11 +251,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
     if result.get("recovered"):
         print("an earlier attempt had already committed it; no second version", file=sys.stderr)
     elif not result.get("created"):
-        print(
-            f"unchanged: content identical to {where.project}/{where.artifact}:{LATEST}, "
-            "no new version made",
-            file=sys.stderr,
-        )
+        print(unchanged_note(ref), file=sys.stderr)
     else:
         uploaded = int(result.get("uploaded", 0))
         print(
@@ -267,9 +265,13 @@ def cmd_commit(args: argparse.Namespace) -> int:
 
 
 async def delete_version(client: RegistryClient, target: str, force: bool) -> str:
+    if ":" not in target:  # the whole artifact
+        return await delete_artifact(client, target, force)
     ref = parse_ref(target, default_latest=False)
     if ref.version is None:
-        raise InvalidInput(f"artfs delete takes project/artifact:vN, not {target!r}")
+        raise InvalidInput(
+            f"artfs delete takes project/artifact:vN or project/artifact, not {target!r}"
+        )
     await client.delete_version(ref.project, ref.artifact, ref.version, force=force)
     return str(ref)
 
@@ -313,9 +315,16 @@ def add_parsers(
     s.add_argument("--metadata", help="JSON object stored with the version")
     s.add_argument("--description")
     s.add_argument("--type", help="artifact type, if the commit creates the artifact")
+    add_commit_options(s)
     s.set_defaults(fn=cmd_commit)
 
-    s = with_registry(sub.add_parser("delete", help="delete a version"))
-    s.add_argument("ref", metavar="project/artifact:vN")
-    s.add_argument("--force", action="store_true", help="delete even if aliases point at it")
+    s = with_registry(
+        sub.add_parser("delete", help="delete a version, or a whole artifact (every version)")
+    )
+    s.add_argument("ref", metavar="project/artifact[:vN]", help="a version, or a whole artifact")
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="delete even if aliases (other than latest) point there",
+    )
     s.set_defaults(fn=cmd_delete)

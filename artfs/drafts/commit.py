@@ -14,7 +14,7 @@ Order (each step leaves the draft intact if it fails):
    first looks for a version newer than ``floor`` with the same digest and, if
    there is one, takes it as its own instead of committing again — so a retry
    never makes a second version, even if someone else committed in between
-   (the registry's identical-to-latest rule alone would not see that);
+   (the registry's identical-content rule alone would not, with ``allow_duplicate``);
 5. meanwhile (from step 3 on, concurrently with the uploads) stage the written
    files in the blob cache: hard-linked into its temp dir and verified there, in
    worker threads; once the version exists, drop the draft and publish them, so
@@ -109,6 +109,9 @@ class _Publish:
     inputs: tuple[str, ...]
     observed_inputs: tuple[str, ...]
     progress: ProgressFn | None
+    tags: tuple[str, ...] = ()
+    ttl: float | None = None
+    allow_duplicate: bool = False
 
 
 async def commit_draft(
@@ -126,6 +129,9 @@ async def commit_draft(
     writer_grace: float = WRITER_GRACE,
     inputs: Iterable[str] = (),
     observed_inputs: Iterable[str] = (),
+    tags: Iterable[str] = (),
+    ttl: float | None = None,
+    allow_duplicate: bool = False,
 ) -> CommitOutcome:
     """Publish the draft; it is gone on success and untouched (writable again) on failure.
 
@@ -142,6 +148,9 @@ async def commit_draft(
         tuple(inputs),
         tuple(observed_inputs),
         progress,
+        tuple(tags),
+        ttl,
+        allow_duplicate,
     )
     draft = store.begin_commit(draft_id)
     staged: list[StagedBlob] = []
@@ -302,6 +311,9 @@ async def _register(
             creator=wanted.creator,
             inputs=wanted.inputs,
             observed_inputs=wanted.observed_inputs,
+            tags=wanted.tags,
+            ttl=wanted.ttl,
+            allow_duplicate=wanted.allow_duplicate,
         )
 
     result, uploaded = await upload_and_commit(client, manifest, upload_sources, meter, commit)

@@ -35,12 +35,24 @@ from typing import Any
 from ..errors import ArtfsError, InvalidInput
 from ..lineage import parse_inputs
 from ..names import alias_name
+from ..versionmeta import parse_ttl, tag_set
 
 COMMIT_XATTR = "user.artfs.commit"
 TYPE_XATTR = "user.artfs.type"
 MAX_VALUE = 64 * 1024  # the kernel's limit for one xattr value
 _ID_RE = re.compile(r"[0-9a-f]{32}")
-_KEYS = {"aliases", "metadata", "description", "type", "inputs", "request", "observed"}
+_KEYS = {
+    "aliases",
+    "metadata",
+    "description",
+    "type",
+    "inputs",
+    "request",
+    "observed",
+    "tags",
+    "ttl",
+    "allow_duplicate",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +64,9 @@ class CommitRequest:
     request: str | None = None
     inputs: tuple[str, ...] = ()  # lineage: references of the versions it was made from
     observed: bool = True  # add the inputs the mount observed (fs/observe.py)
+    tags: tuple[str, ...] = ()
+    ttl: float | None = None  # seconds: gc deletes the version then unless an alias holds it
+    allow_duplicate: bool = False  # a new version even if a live one has the same content
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {}
@@ -69,6 +84,12 @@ class CommitRequest:
             body["observed"] = False
         if self.request:
             body["request"] = self.request
+        if self.tags:
+            body["tags"] = list(self.tags)
+        if self.ttl is not None:
+            body["ttl"] = self.ttl
+        if self.allow_duplicate:
+            body["allow_duplicate"] = True
         data = json.dumps(body, ensure_ascii=False).encode()
         if len(data) > MAX_VALUE:
             raise InvalidInput(f"commit request is {len(data)} bytes, over {MAX_VALUE}")
@@ -113,6 +134,14 @@ class CommitRequest:
         observed = body.get("observed", True)
         if not isinstance(observed, bool):
             raise InvalidInput(f"{COMMIT_XATTR}: 'observed' must be true or false")
+        try:
+            tags = tag_set(body.get("tags", []))
+            ttl = parse_ttl(body.get("ttl"))
+        except InvalidInput as e:
+            raise InvalidInput(f"{COMMIT_XATTR}: {e}") from None
+        allow_duplicate = body.get("allow_duplicate", False)
+        if not isinstance(allow_duplicate, bool):
+            raise InvalidInput(f"{COMMIT_XATTR}: 'allow_duplicate' must be true or false")
         return cls(
             tuple(alias_name(a) for a in aliases),
             metadata,
@@ -121,6 +150,9 @@ class CommitRequest:
             request,
             inputs,
             observed,
+            tags,
+            ttl,
+            allow_duplicate,
         )
 
     @staticmethod

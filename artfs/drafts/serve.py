@@ -64,6 +64,9 @@ async def handle_commit_request(
             progress=progress,
             inputs=request.inputs,
             observed_inputs=tuple(observed) if request.observed else (),
+            tags=request.tags,
+            ttl=request.ttl,
+            allow_duplicate=request.allow_duplicate,
         )
     except ArtfsError as e:
         if rid is not None:

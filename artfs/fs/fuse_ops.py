@@ -18,7 +18,15 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
 
-from ..errors import ArtfsError, Forbidden, IntegrityError, StorageFull, Unauthorized, Unavailable
+from ..errors import (
+    ArtfsError,
+    Forbidden,
+    IntegrityError,
+    ProtectedAlias,
+    StorageFull,
+    Unauthorized,
+    Unavailable,
+)
 from .attrs import BLKSIZE, Attr, Opened
 from .service import ArtfsFS
 
@@ -27,7 +35,7 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 # Worth a line in the mount's log (a refused token: EACCES to the reader, the reason here).
-_LOUD = (Unavailable, IntegrityError, StorageFull, Unauthorized, Forbidden)
+_LOUD = (Unavailable, IntegrityError, StorageFull, Unauthorized, Forbidden, ProtectedAlias)
 
 
 def _handler(

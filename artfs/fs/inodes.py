@@ -137,7 +137,7 @@ class ArtifactNode(ListedDir):
 class VersionNode(DirNode):
     """A version directory; its entries live in ``tree`` (``children`` stays empty)."""
 
-    __slots__ = ("holds", "info", "ino_base", "key", "live", "span", "summary", "tree")
+    __slots__ = ("holds", "info", "info_at", "ino_base", "key", "live", "span", "summary", "tree")
     kind = Kind.VERSION
 
     def __init__(self, ino: int, parent: int, key: VersionKey, summary: VersionSummary) -> None:
@@ -145,7 +145,8 @@ class VersionNode(DirNode):
         self.key = key
         self.summary = summary
         self.tree: PackedTree | None = None  # built from the manifest, dropped when unused
-        self.info: VersionInfo | None = None  # fetched on demand (xattrs), immutable
+        self.info: VersionInfo | None = None  # fetched on demand (xattrs)
+        self.info_at = -float("inf")  # when: its editable fields are trusted for the listing TTL
         self.ino_base = 0  # first inode number of its tree, fixed by the first build
         self.span = 0  # inode numbers reserved for its tree (its entry count)
         self.live = 0  # entries of its tree given to the kernel and not yet forgotten

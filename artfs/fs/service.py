@@ -203,19 +203,28 @@ class ArtfsFS:
             writer.close()
 
     async def version_info(self, version: VersionNode) -> VersionInfo:
-        if version.info is not None:
+        """A version's info. Its description, metadata and tags are editable (``artfs edit``,
+        ``artfs tag``): trusted for the listing TTL like an alias, then asked again; while
+        the registry is unreachable the last one known (memory, else disk) is answered."""
+        now = self._clock()
+        if version.info is not None and now - version.info_at < self.options.listing_ttl:
             return version.info
         key, digest = version.key, version.summary.digest
         store = await self.meta_store()
-        info = store.load_version_info(key, digest)
-        if info is None:
+        try:
             info = await self.listings.call(
                 f"get {key.ref}", self.client.get_version, key.project, key.artifact, version.name
             )
-            if info.digest != digest:
-                raise IntegrityError(f"{key.ref} changed digest under the mount; remount")
+        except Unavailable:
+            known = version.info or store.load_version_info(key, digest)
+            if known is None:
+                raise
+            return known
+        if info.digest != digest:
+            raise IntegrityError(f"{key.ref} changed digest under the mount; remount")
+        if info != version.info:
             store.save_version_info(info)
-        version.info = info
+        version.info, version.info_at = info, now
         return info
 
     # --- attributes ------------------------------------------------------------------------
@@ -511,6 +520,8 @@ class ArtfsFS:
             return xattrs.ref_list([i.ref for i in info.inputs])
         if name == xattrs.OBSERVED_INPUTS:
             return xattrs.ref_list([i.ref for i in info.inputs if i.kind == OBSERVED])
+        if name == xattrs.TAGS:
+            return xattrs.alias_list(list(info.tags))
         return xattrs.text(info.description)
 
     # --- mutations: refused here (drafts, alias links and commits come with the write side) ---

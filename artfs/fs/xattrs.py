@@ -21,6 +21,7 @@ DESCRIPTION = PREFIX + "description"
 TYPE = PREFIX + "type"
 INPUTS = PREFIX + "inputs"  # lineage: JSON list of the references it was made from
 OBSERVED_INPUTS = PREFIX + "observed_inputs"  # those of them a mount observed (not declared)
+TAGS = PREFIX + "tags"  # comma-separated, sorted (editable: refreshed like aliases)
 SHA256 = PREFIX + "sha256"
 CACHED = PREFIX + "cached"
 PATH = PREFIX + "path"
@@ -37,6 +38,7 @@ VERSION_NAMES = (
     TYPE,
     INPUTS,
     OBSERVED_INPUTS,
+    TAGS,
 )
 FILE_NAMES = (SHA256, CACHED, REF, PATH, SIZE)
 SETTABLE_NAMES = (COMMIT, TYPE)

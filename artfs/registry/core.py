@@ -34,8 +34,10 @@ from ..names import (
     project_name,
 )
 from ..refs.model import refs_from_json
+from ..versionmeta import parse_ttl, tag_set
 from .blobrefs import UPLOAD_PROOF_SECONDS
 from .blobs import BlobStore, BlobWriter, LocalBlobStore, store_file
+from .editing import EditingOps
 from .meta import DamagedBlob, MetaStore, NewVersion
 from .runapi import RunRegistry
 from .sqlite import SqliteMetaStore
@@ -164,7 +166,7 @@ class _HealingWriter:
         self.inner.abort()
 
 
-class Registry(RunRegistry):
+class Registry(RunRegistry, EditingOps):
     def __init__(
         self, meta: MetaStore, blobs: BlobStore, *, clock: Callable[[], float] = time.time
     ) -> None:
@@ -239,9 +241,16 @@ class Registry(RunRegistry):
         creator: str = "",
         inputs: Iterable[str] = (),
         observed_inputs: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        ttl: float | str | None = None,
+        allow_duplicate: bool = False,
+        admin: bool = True,
     ) -> CommitResult:
         """``inputs``: lineage, references resolved to versions inside the commit;
-        ``observed_inputs``: lineage a mount observed (``registry/observeddb.py``)."""
+        ``observed_inputs``: lineage a mount observed (``registry/observeddb.py``). ``tags``,
+        ``ttl`` (seconds or ``30d``: gc deletes it then unless an alias holds it). Content
+        identical to a live version makes none (the result names it) unless
+        ``allow_duplicate``. ``admin``: the caller may move protected aliases."""
         project_name(project)
         artifact_name(artifact)
         input_refs = tuple(parse_inputs(list(inputs)))
@@ -257,6 +266,10 @@ class Registry(RunRegistry):
         description = _text(description, "description", MAX_DESCRIPTION)
         meta_text = metadata_json(metadata)
         parent = None if parent is None else _number(parent)
+        tag_tuple = tag_set(tags)
+        seconds = parse_ttl(ttl)
+        if not isinstance(allow_duplicate, bool):
+            raise InvalidInput("'allow_duplicate' must be true or false")
         epoch = self.meta.gc_epoch()
         self._sync_sizes(epoch)
         self._check_blobs(manifest)  # early, outside the transaction: the usual refusal
@@ -283,6 +296,10 @@ class Registry(RunRegistry):
             blobs=frozenset(manifest.stored_blobs()),
             inputs=input_refs,
             observed=observed_refs,
+            tags=tag_tuple,
+            expires=None if seconds is None else self.clock() + seconds,
+            allow_duplicate=allow_duplicate,
+            admin=admin,
         )
         version, created = self.meta.commit(project, artifact, new, alias_list, verify)
         return CommitResult(version, created)
@@ -371,33 +388,46 @@ class Registry(RunRegistry):
         return decode_manifest(data, digest)
 
     def delete_version(
-        self, project: str, artifact: str, number: int, *, force: bool = False
+        self, project: str, artifact: str, number: int, *, force: bool = False, admin: bool = True
     ) -> None:
         self.meta.delete_version(
-            project_name(project), artifact_name(artifact), _number(number), force=force
+            project_name(project),
+            artifact_name(artifact),
+            _number(number),
+            force=force,
+            admin=admin,
         )
 
     # --- aliases ----------------------------------------------------------------
     def set_alias(
-        self, project: str, artifact: str, alias: str, number: int, *, expect: Expect = UNSET
+        self,
+        project: str,
+        artifact: str,
+        alias: str,
+        number: int,
+        *,
+        expect: Expect = UNSET,
+        admin: bool = True,
     ) -> None:
+        """``admin``: the caller may move a protected alias (ProtectedAlias otherwise)."""
         self.meta.set_alias(
             project_name(project),
             artifact_name(artifact),
             settable_alias(alias),
             _number(number),
             _expect(expect),
+            admin,
         )
 
     def delete_alias(
-        self, project: str, artifact: str, alias: str, *, expect: Expect = UNSET
+        self, project: str, artifact: str, alias: str, *, expect: Expect = UNSET, admin: bool = True
     ) -> None:
         # An all-digit alias is no longer valid (names.alias_name) but an older registry may
         # hold one: it can still be removed.
         legacy = isinstance(alias, str) and alias.isascii() and alias.isdigit()
         name = alias if legacy and len(alias) <= MAX_ALIAS_LEN else settable_alias(alias)
         self.meta.delete_alias(
-            project_name(project), artifact_name(artifact), name, _expect(expect)
+            project_name(project), artifact_name(artifact), name, _expect(expect), admin
         )
 
     # --- blobs --------------------------------------------------------------------

@@ -16,7 +16,8 @@ blob the metadata store has not first *doomed*, in a transaction that excludes c
 4. delete the doomed blobs (and their block-digest sidecars) from the store;
 5. un-doom them, which bumps the gc epoch.
 
-It also removes the temporary files of uploads that died (nothing written to them for the
+Step 0 deletes the versions whose time to live passed (``artfs ttl``, ``--ttl``) and that
+no alias but ``latest`` holds (``Registry.expire``). It also removes the temporary files of uploads that died (nothing written to them for the
 grace, and no live writer: ``BlobStore.remove_stale_uploads``).
 
 While a blob is doomed, a commit referencing it is refused inside its transaction
@@ -69,6 +70,7 @@ class GcReport:
     uploads: int = 0  # abandoned uploads' temporary files removed (dry run: that would be)
     uploads_bytes: int = 0
     proofs: int = 0  # expired upload proofs forgotten (project isolation, blobrefs.py)
+    expired: list[str] = field(default_factory=list)  # versions deleted for their TTL (refs)
     seconds: float = 0.0
 
     @property
@@ -111,6 +113,9 @@ class GarbageCollector:
             report.proofs = self.meta.drop_upload_proofs(
                 self.registry.clock() - UPLOAD_PROOF_SECONDS
             )
+        # Versions whose time to live passed go first, so their blobs go in this collection
+        # (a dry run lists them; their blobs then still count as referenced).
+        report.expired = self.registry.expire(dry_run=dry_run)
         candidates, seen = self.candidates(report, grace)
         doomed = self.mark(candidates, seen, dry_run=dry_run)
         report.doomed = [(sha, candidates[sha]) for sha in doomed]

@@ -33,6 +33,8 @@ from ..runs import RunInfo, VersionRuns
 
 if TYPE_CHECKING:
     from .rundb import NewRun
+from ..versionmeta import MetaEdit
+from .editsdb import EditFn
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,10 @@ class NewVersion:
     blobs: frozenset[str]  # the sha256 of every file: checked against doomed blobs at commit
     inputs: tuple[Ref, ...] = ()  # lineage, resolved to versions inside the commit
     observed: tuple[Ref, ...] = ()  # lineage a mount observed: kept where still there
+    tags: tuple[str, ...] = ()  # validated (versionmeta.tag_set)
+    expires: float | None = None  # epoch seconds from which gc may delete it (its TTL)
+    allow_duplicate: bool = False  # a new version even if a live one has this content
+    admin: bool = True  # the committer may move protected aliases
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +143,11 @@ class MetaStore(Protocol):
         aliases: list[str],
         verify: Callable[[int], None],
     ) -> tuple[VersionInfo, bool]:
-        """Atomically: if ``new.digest`` equals latest's, apply ``aliases`` to latest and return
-        (latest, False); else store the version under the next number, point ``latest`` and
-        ``aliases`` at it and return (it, True).
+        """Atomically: if a live version has ``new.digest`` (and not ``new.allow_duplicate``),
+        apply ``aliases`` and ``new.tags`` to the newest such and return (it, False); else
+        store the version under the next number, point ``latest`` and ``aliases`` at it and
+        return (it, True). ProtectedAlias if ``aliases`` names a protected one and not
+        ``new.admin``.
 
         Inside the transaction, excluding the garbage collector's marking: Conflict if any of
         ``new.blobs`` is doomed; then ``verify(gc_epoch)`` (the epoch read after the doomed
@@ -147,16 +155,75 @@ class MetaStore(Protocol):
         ...
 
     def set_alias(
-        self, project: str, artifact: str, alias: str, number: int, expect: Expect
+        self,
+        project: str,
+        artifact: str,
+        alias: str,
+        number: int,
+        expect: Expect,
+        admin: bool = True,
+    ) -> None:
+        """ProtectedAlias when it moves a protected alias and not ``admin``."""
+        ...
+
+    def delete_alias(
+        self, project: str, artifact: str, alias: str, expect: Expect, admin: bool = True
     ) -> None: ...
 
-    def delete_alias(self, project: str, artifact: str, alias: str, expect: Expect) -> None: ...
-
-    def delete_version(self, project: str, artifact: str, number: int, *, force: bool) -> None:
+    def delete_version(
+        self, project: str, artifact: str, number: int, *, force: bool, admin: bool = True
+    ) -> None:
         """Mark a version deleted (its number is never reused) and drop its manifest and aliases;
         ``latest`` moves to the newest remaining version. Without ``force``, refused with
-        Conflict while aliases other than ``latest`` point at it."""
+        Conflict while aliases other than ``latest`` point at it (protected ones: ``admin``)."""
         ...
+
+    # What changes after a commit (schema 10; editsdb.py, deletedb.py).
+    def edit_version(
+        self, project: str, artifact: str, number: int, edit: EditFn, editor: str, when: float
+    ) -> VersionInfo:
+        """Apply ``edit`` to a live version's description and metadata in one transaction,
+        recording what changed (nothing: no record)."""
+        ...
+
+    def edit_artifact(
+        self,
+        project: str,
+        artifact: str,
+        description: str | None,
+        type: str | None,
+        editor: str,
+        when: float,
+    ) -> ArtifactInfo: ...
+
+    def edit_history(self, project: str, artifact: str, number: int | None) -> list[MetaEdit]:
+        """Edits of a version (``number`` None: of the artifact), oldest first."""
+        ...
+
+    def change_tags(
+        self,
+        project: str,
+        artifact: str,
+        number: int,
+        add: Sequence[str],
+        remove: Sequence[str],
+    ) -> tuple[str, ...]:
+        """The version's tags after the change."""
+        ...
+
+    def set_expiry(
+        self, project: str, artifact: str, number: int, expires: float | None
+    ) -> None: ...
+
+    def protect_alias(
+        self, project: str, artifact: str, alias: str, protect: bool, who: str, when: float
+    ) -> None: ...
+
+    def delete_artifact(
+        self, project: str, artifact: str, *, force: bool, admin: bool, when: float
+    ) -> int: ...
+
+    def delete_expired(self, now: float, *, dry_run: bool) -> list[str]: ...
 
     # Access tokens (artfs/auth.py): the store holds the sha256 of each secret, never the secret.
     def create_token(

@@ -40,6 +40,8 @@ from ..models import ArtifactInfo, ProjectInfo, VersionInfo, VersionInput, Versi
 from ..names import LATEST, Ref
 from .blobrefs import BLOB_REFS_SCHEMA_TEMPLATE, BlobRefsSql
 from .damagedb import DAMAGE_SCHEMA_TEMPLATE, DamageQueries
+from .deletedb import DeleteQueries
+from .editsdb import EDITS_SCHEMA_TEMPLATE, LIVE_ARTIFACT, EditQueries
 from .gcdb import GcQueries
 from .lineagedb import LineageQueries
 from .meta import NewVersion
@@ -163,8 +165,10 @@ CREATE TABLE IF NOT EXISTS token_expiry (
 # 6: + project_blobs, blob_uploads (blobrefs.py: project isolation; filled on upgrade);
 # 7: + damaged_blobs, damaged_versions (damagedb.py: blob integrity);
 # 8: + runs, run_inputs, run_outputs (rundb.py: runs);
-# 9: + observed_inputs (observeddb.py: lineage a mount observed)
-SCHEMA_VERSION = 9
+# 9: + observed_inputs (observeddb.py: lineage a mount observed);
+# 10: + version_tags, version_expiry, meta_edits, protected_aliases, deleted_artifacts
+# (editsdb.py: what changes after a commit)
+SCHEMA_VERSION = 10
 
 
 def schema_ddl(**types: str) -> str:
@@ -180,6 +184,7 @@ def schema_ddl(**types: str) -> str:
         DAMAGE_SCHEMA_TEMPLATE,
         RUNS_SCHEMA_TEMPLATE,
         OBSERVED_INPUTS_SCHEMA_TEMPLATE,
+        EDITS_SCHEMA_TEMPLATE,
     )
     return "".join(templates).format(**types)
 
@@ -215,6 +220,8 @@ class SqlMetaStore(
     RunQueries[C],  # before LineageQueries: its run-hop stubs are RunQueries' methods
     LineageQueries[C],
     ObservedInputQueries[C],
+    EditQueries[C],
+    DeleteQueries[C],
     ABC,
     Generic[C],
 ):
@@ -269,7 +276,7 @@ class SqlMetaStore(
         row = self._q(
             c,
             "SELECT a.id, a.type, a.description, a.created, a.next_number FROM artifacts a "
-            "JOIN projects p ON p.id = a.project_id WHERE p.name=? AND a.name=?"
+            f"JOIN projects p ON p.id = a.project_id WHERE p.name=? AND a.name=? AND {LIVE_ARTIFACT}"
             + (self._LOCK_ARTIFACT if lock else ""),
             project,
             artifact,
@@ -339,6 +346,8 @@ class SqlMetaStore(
             atype,
             inputs,
             self._damaged_count(c, aid, number),
+            self._tags_of(c, aid, number),
+            self._expiry_of(c, aid, number),
         )
 
     def _resolve_input(self, c: C, ref: Ref) -> tuple[int, int, str]:
@@ -384,12 +393,15 @@ class SqlMetaStore(
 
     def _artifact_infos(self, c: C, project: str, name: str | None) -> list[ArtifactInfo]:
         pid = self._project_id(c, project)
-        query = "SELECT id, name, type, description, created FROM artifacts WHERE project_id=?"
+        query = (
+            "SELECT a.id, a.name, a.type, a.description, a.created FROM artifacts a "
+            f"WHERE a.project_id=? AND {LIVE_ARTIFACT}"
+        )
         args: tuple[Any, ...] = (pid,)
         if name is not None:
-            query += " AND name=?"
+            query += " AND a.name=?"
             args += (name,)
-        arts = self._q(c, f"{query} ORDER BY name{self._COLLATE}", *args).fetchall()
+        arts = self._q(c, f"{query} ORDER BY a.name{self._COLLATE}", *args).fetchall()
         if name is not None and not arts:
             raise NotFound(f"artifact {project}/{name} not found")
         ids = {row[0] for row in arts}
@@ -397,6 +409,7 @@ class SqlMetaStore(
         aliases: dict[int, dict[str, int]] = {i: {} for i in ids}
         where, wid = ("a.id=?", arts[0][0]) if name is not None else ("a.project_id=?", pid)
         damaged = self._damaged_counts(c, where, wid)
+        tags, expiry, protected = self._listing_extras(c, where, wid)
         for aid, number, digest, created, count, size in self._q(
             c,
             "SELECT v.artifact_id, v.number, v.digest, v.created, v.file_count, v.total_size "
@@ -412,6 +425,8 @@ class SqlMetaStore(
                     int(count),
                     int(size),
                     damaged.get((aid, int(number)), 0),
+                    tuple(tags.get((aid, int(number)), ())),
+                    expiry.get((aid, int(number))),
                 )
             )
         for aid, alias, number in self._q(
@@ -424,7 +439,14 @@ class SqlMetaStore(
             aliases[aid][alias] = int(number)
         return [
             ArtifactInfo(
-                project, aname, atype, desc, float(created), tuple(versions[aid]), aliases[aid]
+                project,
+                aname,
+                atype,
+                desc,
+                float(created),
+                tuple(versions[aid]),
+                aliases[aid],
+                tuple(protected.get(aid, ())),
             )
             for aid, aname, atype, desc, created in arts
         ]
@@ -506,12 +528,15 @@ class SqlMetaStore(
             ).rowcount
             if inserted:
                 return ArtifactInfo(project, name, type, description, created)
+            row = self._q(
+                c, "SELECT id, type FROM artifacts WHERE project_id=? AND name=?", pid, name
+            ).fetchone()
+            assert row is not None  # artifact rows are never removed
+            if self._revive_artifact(c, int(row[0]), type, description, created):
+                return self._artifact_infos(c, project, name)[0]
+            row = row[1:]
             if not exist_ok:
                 raise AlreadyExists(f"artifact {project}/{name} already exists")
-            row = self._q(
-                c, "SELECT type FROM artifacts WHERE project_id=? AND name=?", pid, name
-            ).fetchone()
-            assert row is not None  # artifacts are never deleted
             if row[0] != type:
                 raise Conflict(
                     f"artifact {project}/{name} exists with type {row[0]!r}, not {type!r}"
@@ -581,16 +606,15 @@ class SqlMetaStore(
             inputs = unique_in_order([self._resolve_input(c, ref) for ref in new.inputs])
             declared = len(inputs)
             inputs += self._resolve_observed(c, new.observed, inputs)
-            latest = self._q(
-                c,
-                "SELECT v.number, v.digest FROM aliases l JOIN versions v "
-                "ON v.artifact_id = l.artifact_id AND v.number = l.number "
-                "WHERE l.artifact_id=? AND l.name=?",
-                aid,
-                LATEST,
-            ).fetchone()
-            if latest is not None and latest[1] == new.digest:
-                number, created = int(latest[0]), False
+            label = f"{project}/{artifact}"
+            self._guard_protected(c, aid, label, aliases, new.admin, "move")
+            same = None if new.allow_duplicate else self._duplicate_of(c, aid, new.digest)
+            if same is not None:
+                # Identical content to a live version: no new version. Its aliases and tags
+                # are applied to it; a TTL is not (it would shorten the life of a version
+                # that existed before, maybe one somebody relies on).
+                number, created = same, False
+                self._add_tags(c, aid, number, new.tags)
             else:
                 if (
                     new.parent is not None
@@ -643,63 +667,40 @@ class SqlMetaStore(
                 self._mark_observed(c, aid, number, declared, len(inputs))
                 self._q(c, "UPDATE artifacts SET next_number=? WHERE id=?", number + 1, aid)
                 self._record_refs(c, self._project_id(c, project), new.blobs)
-            for alias in sorted({LATEST, *aliases}):
+                self._add_tags(c, aid, number, new.tags)
+                if new.expires is not None:
+                    self._set_expiry(c, aid, number, new.expires)
+            for alias in sorted({*aliases, *([LATEST] if created else [])}):
                 self._upsert_alias(c, aid, alias, number)
             return self._version(c, project, artifact, number), created
 
     def set_alias(
-        self, project: str, artifact: str, alias: str, number: int, expect: Expect
+        self,
+        project: str,
+        artifact: str,
+        alias: str,
+        number: int,
+        expect: Expect,
+        admin: bool = True,
     ) -> None:
         label = f"{project}/{artifact}"
         with self._write() as c:
             aid = self._artifact_row(c, project, artifact, lock=True)[0]
             self._live_number(c, aid, number, label)
-            self._check_expect(c, aid, label, alias, expect)
+            current = self._check_expect(c, aid, label, alias, expect)
+            if current != number:
+                self._guard_protected(c, aid, label, [alias], admin, "move")
             self._upsert_alias(c, aid, alias, number)
 
-    def delete_alias(self, project: str, artifact: str, alias: str, expect: Expect) -> None:
+    def delete_alias(
+        self, project: str, artifact: str, alias: str, expect: Expect, admin: bool = True
+    ) -> None:
         label = f"{project}/{artifact}"
         with self._write() as c:
             aid = self._artifact_row(c, project, artifact, lock=True)[0]
             current = self._check_expect(c, aid, label, alias, expect)
             if current is None:
                 raise NotFound(f"alias {label}:{alias} not found")
+            self._guard_protected(c, aid, label, [alias], admin, "remove")
             self._q(c, "DELETE FROM aliases WHERE artifact_id=? AND name=?", aid, alias)
-
-    def delete_version(self, project: str, artifact: str, number: int, *, force: bool) -> None:
-        label = f"{project}/{artifact}"
-        with self._write() as c:
-            aid = self._artifact_row(c, project, artifact, lock=True)[0]
-            self._live_number(c, aid, number, label)
-            held = [
-                r[0]
-                for r in self._q(
-                    c,
-                    "SELECT name FROM aliases WHERE artifact_id=? AND number=? AND name<>? "
-                    f"ORDER BY name{self._COLLATE}",
-                    aid,
-                    number,
-                    LATEST,
-                )
-            ]
-            if held and not force:
-                raise Conflict(
-                    f"version {label}:v{number} holds aliases {', '.join(held)}: "
-                    "move them first or use --force"
-                )
-            self._q(c, "DELETE FROM aliases WHERE artifact_id=? AND number=?", aid, number)
-            self._q(c, "DELETE FROM manifests WHERE artifact_id=? AND number=?", aid, number)
-            self._q(
-                c, "UPDATE versions SET deleted=TRUE WHERE artifact_id=? AND number=?", aid, number
-            )
-            if (
-                self._q(
-                    c, "SELECT 1 FROM aliases WHERE artifact_id=? AND name=?", aid, LATEST
-                ).fetchone()
-                is None
-            ):
-                row = self._q(
-                    c, "SELECT max(number) FROM versions WHERE artifact_id=? AND NOT deleted", aid
-                ).fetchone()
-                if row is not None and row[0] is not None:
-                    self._upsert_alias(c, aid, LATEST, int(row[0]))
+            self._q(c, "DELETE FROM protected_aliases WHERE artifact_id=? AND name=?", aid, alias)

@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ..auth import READ, WRITE, Principal
+from ..auth import ADMIN, READ, WRITE, Principal
 from ..errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from ..hashing import BLOCK_SIZE, sha256_hex
 from ..lineage import parse_inputs, visible_lineage
@@ -38,11 +38,11 @@ from ..lineage_graph import hops
 from ..manifest import Manifest
 from ..manifest_stream import FORMAT, MEDIA_TYPE
 from ..models import CommitResult
-from ..names import parse_version
 from ..registry import Registry
 from ..registry.uploads import parse_etags
 from .auth import Authenticator
 from .limits import DEFAULT_LIMITS, ServerLimits, UploadSlots, paced_receive
+from .meta_routes import is_admin, meta_routes
 from .requestio import (
     OLD_CLIENT,
     canonical_manifest,
@@ -286,6 +286,10 @@ def create_app(
                 creator=body.get("creator", ""),
                 inputs=inputs,
                 observed_inputs=observed,
+                tags=body.get("tags", []),
+                ttl=body.get("ttl"),
+                allow_duplicate=json_flag(body.get("allow_duplicate", False), "allow_duplicate"),
+                admin=is_admin(request),
             )
 
         result = await run(work)
@@ -297,11 +301,9 @@ def create_app(
         selector = selector_param(p["selector"])
         info = await run(r.get_version, p["project"], p["artifact"], selector)
         info = visible_lineage(info, readable(principal(request)))
-        immutable = parse_version(selector) is not None
-        # Aliases of a version move; its other fields never change.
-        return JSONResponse(
-            info.to_json(), headers={"Cache-Control": "no-cache"} if not immutable else {}
-        )
+        # Aliases move, and description, metadata, tags and TTL are editable: never cached
+        # without asking (the manifest route is the immutable one).
+        return JSONResponse(info.to_json(), headers={"Cache-Control": "no-cache"})
 
     async def used_by(request: Request) -> Response:
         p = request.path_params
@@ -331,6 +333,7 @@ def create_app(
             p["artifact"],
             number_param(p["selector"]),
             force=query_flag(request, "force"),
+            admin=is_admin(request),
         )
         return Response(status_code=204)
 
@@ -373,6 +376,7 @@ def create_app(
             p["alias"],
             version,
             expect=expect_field(body),
+            admin=is_admin(request),
         )
         return Response(status_code=204)
 
@@ -383,7 +387,14 @@ def create_app(
         if "expect" in request.query_params:
             q = request.query_params["expect"]
             expect = None if q in ("none", "null") else number_param(q)
-        await run(r.delete_alias, p["project"], p["artifact"], p["alias"], expect=expect)
+        await run(
+            r.delete_alias,
+            p["project"],
+            p["artifact"],
+            p["alias"],
+            expect=expect,
+            admin=is_admin(request),
+        )
         return Response(status_code=204)
 
     async def missing_blobs(request: Request) -> Response:
@@ -567,6 +578,7 @@ def create_app(
         Route(f"{art}/versions/{{number}}/manifest", guarded(get_manifest, read), methods=["GET"]),
         Route(f"{art}/aliases/{{alias}}", guarded(set_alias, write), methods=["PUT"]),
         Route(f"{art}/aliases/{{alias}}", guarded(delete_alias, write), methods=["DELETE"]),
+        *meta_routes(r, guarded, read, write, on_project(ADMIN)),
         Route("/v1/blobs/missing", guarded(missing_blobs, blob_write), methods=["POST"]),
         Route("/v1/blobs/locate", guarded(locate_blobs, blob_read), methods=["POST"]),
         Route("/v1/blobs/uploads", guarded(begin_upload, blob_write), methods=["POST"]),
