@@ -79,6 +79,10 @@ def editor_of(client: RegistryClient) -> RegistryEditor:
     from .local import LocalRegistryClient
     from .memory import MemoryRegistryClient
 
+    from ..refs.client import RefReadingClient
+
+    if isinstance(client, RefReadingClient):  # reads refs; edits go to the registry's client
+        client = client.inner
     if isinstance(client, HttpRegistryClient | LocalRegistryClient | MemoryRegistryClient):
         return client
     raise Unsupported("this registry client cannot edit versions")
