@@ -149,6 +149,8 @@ async def upload_missing(
     A missing blob without a local source is ``NotFound`` (nothing to upload it from)."""
     blobs = manifest.blobs()
     missing = await client.missing_blobs(blobs)
+    if progress:  # the bytes this upload really sends, not the version's size
+        progress.total = progress.done + sum(blobs[sha] for sha in missing)
     lost = sorted(sha for sha in missing if sha not in sources)
     if lost:
         raise NotFound(
@@ -196,20 +198,42 @@ def _one_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 async def ensure_artifact(
     client: RegistryClient, project: str, artifact: str, type: str | None, description: str = ""
 ) -> None:
+    """Create the artifact now, without a version. Prefer ``artifact_to_create`` plus
+    ``commit(create_type=...)``: an artifact made here stays empty if the commit fails."""
     await client.create_project(project, exist_ok=True)
-    try:
-        info = await client.get_artifact(project, artifact)
-    except NotFound:
+    if await artifact_to_create(client, project, artifact, type) is not None:
         try:
             await client.create_artifact(
                 project, artifact, type=type or "dataset", description=description
             )
         except AlreadyExists:
             pass
-        return
+
+
+async def artifact_to_create(
+    client: RegistryClient, project: str, artifact: str, type: str | None
+) -> str | None:
+    """The type to pass as ``commit(create_type=...)``: ``type`` (default ``dataset``) when
+    the artifact does not exist yet, so the commit creates it with its first version; None
+    when it exists. An explicit ``type`` other than the artifact's is refused before any
+    byte is uploaded."""
+    try:
+        info = await client.get_artifact(project, artifact)
+    except NotFound:
+        return type or "dataset"
     if type is not None and info.type != type:
         raise InvalidInput(
             f"artifact {project}/{artifact} has type {info.type!r}, not {type!r} (a type is fixed at creation)"
+        )
+    return None
+
+
+def refuse_empty(what: str, count: int, allow_empty: bool) -> None:
+    """An empty version is almost always a mistake (a wrong path, a draft written elsewhere):
+    refused unless asked for."""
+    if count == 0 and not allow_empty:
+        raise InvalidInput(
+            f"{what} has no files; refusing an empty version (--allow-empty makes one)"
         )
 
 
@@ -226,15 +250,18 @@ async def put_tree(
     creator: str = "",
     show_progress: bool | None = None,
     inputs: tuple[str, ...] = (),
+    allow_empty: bool = False,
 ) -> tuple[CommitResult, int]:
     """Publish ``root`` as a new version; returns the commit result and the bytes uploaded.
-    ``inputs``: lineage, references of the versions it was made from."""
+    ``inputs``: lineage, references of the versions it was made from. The artifact (and
+    project) are created by the commit itself: a put that fails leaves none behind."""
     files = scan_tree(root)
+    refuse_empty(str(root), len(files), allow_empty)
+    create_type = await artifact_to_create(client, project, artifact, type)
     total = sum(f.size for f in files)
     hashing = Progress("hashing", total, enabled=show_progress)
     manifest = await hash_files(files, hashing)
     hashing.close()
-    await ensure_artifact(client, project, artifact, type)
     sources = {manifest[f.path].sha256: f.source for f in files}
     uploading = Progress("uploading", sum(manifest.blobs().values()), enabled=show_progress)
 
@@ -248,6 +275,7 @@ async def put_tree(
             aliases=aliases,
             creator=creator,
             inputs=inputs,
+            create_type=create_type,
         )
 
     try:

@@ -172,10 +172,12 @@ class Registry:
         metadata: dict[str, Any] | None = None,
         description: str = "",
         inputs: Sequence[str | Version] = (),
+        allow_empty: bool = False,
     ) -> Version:
         """Publish a file or directory as a new version of ``project/artifact`` (created if
         needed, with ``type``, default "dataset"); what the registry holds already is not
-        uploaded again. Identical contents to ``latest`` return that version."""
+        uploaded again. Identical contents to ``latest`` return that version. An empty
+        directory is refused unless ``allow_empty``."""
         aid = parse_artifact_id(artifact)
         _, session = self._session()
         result, _ = self._call(
@@ -192,6 +194,7 @@ class Registry:
                 creator=config.creator(),
                 show_progress=False,
                 inputs=input_refs(inputs),
+                allow_empty=allow_empty,
             ),
             whole=True,
         )

@@ -95,11 +95,14 @@ class RegistryClient(Protocol):
         parent: int | None = None,
         creator: str = "",
         inputs: Iterable[str] = (),
+        create_type: str | None = None,
     ) -> CommitResult:
         """Register a version atomically; every blob must already be in the registry.
 
         ``inputs``: references of the versions it was made from (lineage), resolved by the
-        registry to concrete versions when it commits."""
+        registry to concrete versions when it commits. ``create_type``: create the artifact
+        (and its project) with this type in the same transaction if it does not exist, so an
+        artifact never exists without a version."""
         ...
 
     async def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:

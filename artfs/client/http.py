@@ -439,6 +439,7 @@ class HttpRegistryClient(BlobLocations):
         parent: int | None = None,
         creator: str = "",
         inputs: Iterable[str] = (),
+        create_type: str | None = None,
     ) -> CommitResult:
         body = {
             "manifest": manifest.to_json(),
@@ -448,6 +449,7 @@ class HttpRegistryClient(BlobLocations):
             "parent": parent,
             "creator": creator,
             "inputs": [str(ref) for ref in parse_inputs(list(inputs))],
+            "create_type": create_type,
         }
         data = await self._json(
             "POST", f"{self._art_path(project, artifact)}/versions", json_body=body

@@ -108,6 +108,7 @@ class LocalRegistryClient:
         parent: int | None = None,
         creator: str = "",
         inputs: Iterable[str] = (),
+        create_type: str | None = None,
     ) -> CommitResult:
         return await self._run(
             (await self._reg()).commit,
@@ -120,6 +121,7 @@ class LocalRegistryClient:
             parent=parent,
             creator=creator,
             inputs=list(inputs),
+            create_type=create_type,
         )
 
     async def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:

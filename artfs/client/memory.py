@@ -103,12 +103,22 @@ class MemoryRegistryClient:
         parent: int | None = None,
         creator: str = "test",
         inputs: Iterable[str] = (),
+        create_type: str | None = None,
     ) -> CommitResult:
-        art = self._art(project, artifact)
+        new_artifact = create_type is not None and (project, artifact) not in self.artifacts
+        if not new_artifact:
+            self._art(project, artifact)
         for sha in manifest.blobs():
             if sha not in self.blobs:
                 raise InvalidInput(f"blob {sha} is not in the registry")
         resolved = unique_in_order([self._resolve(ref) for ref in parse_inputs(list(inputs))])
+        if new_artifact:  # with its first version, as the registry does (one transaction)
+            assert create_type is not None
+            self.projects.setdefault(project, ProjectInfo(project, time.time()))
+            self.artifacts[(project, artifact)] = ArtifactInfo(
+                project, artifact, create_type, "", time.time()
+            )
+        art = self._art(project, artifact)
         if art.versions:
             latest_num = art.aliases[LATEST]
             info, m = self.versions[(project, artifact, latest_num)]
@@ -338,6 +348,7 @@ class MemoryRegistryClient:
         parent: int | None = None,
         creator: str = "",
         inputs: Iterable[str] = (),
+        create_type: str | None = None,
     ) -> CommitResult:
         self.requests += 1
         return self._commit(
@@ -350,6 +361,7 @@ class MemoryRegistryClient:
             parent=parent,
             creator=creator,
             inputs=inputs,
+            create_type=create_type,
         )
 
     async def set_alias(

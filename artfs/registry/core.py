@@ -226,10 +226,14 @@ class Registry:
         parent: int | None = None,
         creator: str = "",
         inputs: Iterable[str] = (),
+        create_type: str | None = None,
     ) -> CommitResult:
-        """``inputs``: lineage, references resolved to versions inside the commit."""
+        """``inputs``: lineage, references resolved to versions inside the commit.
+        ``create_type``: create the artifact (and project) with this type in the same
+        transaction if it is new, so a failed first commit leaves no empty artifact."""
         project_name(project)
         artifact_name(artifact)
+        create_type = None if create_type is None else artifact_type(create_type)
         input_refs = tuple(parse_inputs(list(inputs)))
         if not isinstance(manifest, Manifest):
             raise InvalidInput("commit needs a Manifest")
@@ -267,6 +271,7 @@ class Registry:
             manifest_gz=encode_manifest(manifest),
             blobs=frozenset(manifest.blobs()),
             inputs=input_refs,
+            create_type=create_type,
         )
         version, created = self.meta.commit(project, artifact, new, alias_list, verify)
         return CommitResult(version, created)

@@ -46,6 +46,10 @@ class NewVersion:
     manifest_gz: bytes  # gzip of the manifest's compact JSON wire form (see core.encode_manifest)
     blobs: frozenset[str]  # the sha256 of every file: checked against doomed blobs at commit
     inputs: tuple[Ref, ...] = ()  # lineage, resolved to versions inside the commit
+    # Create the artifact (and its project) with this type inside the commit's transaction
+    # if it does not exist: an artifact never exists without a version (a failed first
+    # commit leaves nothing). None: the artifact must exist.
+    create_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

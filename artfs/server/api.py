@@ -276,6 +276,7 @@ def create_app(
                 parent=body.get("parent"),
                 creator=body.get("creator", ""),
                 inputs=inputs,
+                create_type=body.get("create_type"),
             )
 
         result = await run(work)
