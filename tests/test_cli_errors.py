@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from artfs.cli import add_debug_options, build_parser
+from artfs.drafts.store import DraftStore
 from tests.e2e import Server, free_port, run_cli
 
 
@@ -96,6 +97,7 @@ REMOTE: dict[tuple[str, ...], list[str]] = {
 def places(tmp_path: Path) -> dict[str, str]:
     file = tmp_path / "a-file"
     file.write_bytes(b"not a directory\n")
+    DraftStore(tmp_path / "state", owner=False).close()  # a mount's state dir (artfs draft)
     return {
         "file": str(file),
         "missing": str(tmp_path / "missing"),

@@ -38,10 +38,10 @@ from ..client.base import RegistryClient
 from ..errors import ArtfsError, Conflict, IntegrityError, InvalidInput, NotFound
 from ..hashing import hash_file
 from ..manifest import Manifest, check_paths
-from ..models import CommitResult
+from ..models import ArtifactInfo, CommitResult
 from ..names import alias_name, version_label
 from ..progress import Progress
-from ..publish import ensure_artifact, upload_and_commit
+from ..publish import artifact_to_create, refuse_empty, upload_and_commit
 from .model import Draft, PendingCommit, SnapshotFile
 from .store import DraftStore
 
@@ -104,6 +104,7 @@ class _Publish:
     creator: str
     inputs: tuple[str, ...]
     progress: ProgressFn | None
+    allow_empty: bool = False
 
 
 async def commit_draft(
@@ -120,6 +121,7 @@ async def commit_draft(
     progress: ProgressFn | None = None,
     writer_grace: float = WRITER_GRACE,
     inputs: Iterable[str] = (),
+    allow_empty: bool = False,
 ) -> CommitOutcome:
     """Publish the draft; it is gone on success and untouched (writable again) on failure."""
     if metadata is not None and not isinstance(metadata, dict):
@@ -132,6 +134,7 @@ async def commit_draft(
         creator,
         tuple(inputs),
         progress,
+        allow_empty,
     )
     draft = store.begin_commit(draft_id)
     staged: list[StagedBlob] = []
@@ -167,7 +170,12 @@ async def _hash_unknown(
     """sha256 of every file, hashing (in threads) only those not known yet."""
     digests = {f.path: f.sha256 for f in files if f.sha256 is not None}
     todo = [f for f in files if f.sha256 is None]
-    meter = _PhaseProgress("hashing", sum(f.size for f in todo), progress)
+    # The bytes written to the draft, those hashed while being written already done: a
+    # draft hashed in the background shows its size, not "0 B / 0 B". Inherited files
+    # (no local source) are not hashed at all.
+    written = [f for f in files if f.source is not None or f.sha256 is None]
+    meter = _PhaseProgress("hashing", sum(f.size for f in written), progress)
+    meter.advance(sum(f.size for f in written if f.sha256 is not None))
     limiter = trio.CapacityLimiter(HASH_PARALLELISM)
 
     async def one(f: SnapshotFile) -> None:
@@ -199,6 +207,7 @@ async def _publish(
     staged: list[StagedBlob],
 ) -> CommitOutcome:
     files = store.snapshot(draft.id)
+    refuse_empty(f"draft {draft.key}", len(files), wanted.allow_empty)
     check_paths(f.path for f in files)  # refused before hashing or uploading a byte
     digests = await _hash_unknown(store, files, wanted.progress)
     manifest = Manifest.build((f.path, f.size, digests[f.path]) for f in files)
@@ -229,8 +238,11 @@ async def _register(
     effective_type = (
         wanted.type or draft.type or store.artifact_type(key.registry, key.project, key.artifact)
     )
-    await ensure_artifact(client, key.project, key.artifact, effective_type)
-    info = await client.get_artifact(key.project, key.artifact)
+    create_type = await artifact_to_create(client, key.project, key.artifact, effective_type)
+    try:
+        info = await client.get_artifact(key.project, key.artifact)
+    except NotFound:  # new: the commit creates it with this version
+        info = ArtifactInfo(key.project, key.artifact, create_type or "", "", 0.0)
 
     pending = draft.pending
     if pending is not None and pending.digest == manifest.digest:
@@ -272,6 +284,7 @@ async def _register(
             parent=parent,
             creator=wanted.creator,
             inputs=wanted.inputs,
+            create_type=create_type,
         )
 
     result, uploaded = await upload_and_commit(client, manifest, upload_sources, meter, commit)

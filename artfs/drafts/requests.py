@@ -23,6 +23,7 @@ works the same, without the files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -39,7 +40,7 @@ COMMIT_XATTR = "user.artfs.commit"
 TYPE_XATTR = "user.artfs.type"
 MAX_VALUE = 64 * 1024  # the kernel's limit for one xattr value
 _ID_RE = re.compile(r"[0-9a-f]{32}")
-_KEYS = {"aliases", "metadata", "description", "type", "inputs", "request"}
+_KEYS = {"aliases", "metadata", "description", "type", "inputs", "request", "allow_empty"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class CommitRequest:
     type: str | None = None
     request: str | None = None
     inputs: tuple[str, ...] = ()  # lineage: references of the versions it was made from
+    allow_empty: bool = False  # commit a draft with no files (refused by default)
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {}
@@ -65,6 +67,8 @@ class CommitRequest:
             body["inputs"] = list(self.inputs)
         if self.request:
             body["request"] = self.request
+        if self.allow_empty:
+            body["allow_empty"] = True
         data = json.dumps(body, ensure_ascii=False).encode()
         if len(data) > MAX_VALUE:
             raise InvalidInput(f"commit request is {len(data)} bytes, over {MAX_VALUE}")
@@ -106,8 +110,17 @@ class CommitRequest:
             inputs = tuple(str(ref) for ref in parse_inputs(body.get("inputs")))
         except InvalidInput as e:
             raise InvalidInput(f"{COMMIT_XATTR}: {e}") from None
+        allow_empty = body.get("allow_empty", False)
+        if not isinstance(allow_empty, bool):
+            raise InvalidInput(f"{COMMIT_XATTR}: 'allow_empty' must be true or false")
         return cls(
-            tuple(alias_name(a) for a in aliases), metadata, description, type_, request, inputs
+            tuple(alias_name(a) for a in aliases),
+            metadata,
+            description,
+            type_,
+            request,
+            inputs,
+            allow_empty,
         )
 
     @staticmethod
@@ -175,6 +188,18 @@ class RequestFiles:
 
     def read_result(self, request: str) -> dict[str, Any] | None:
         return self._read(self._path(request, "result"))
+
+    def _committed_path(self, draft: str) -> Path:
+        return self.dir / f"committed-{hashlib.sha256(draft.encode()).hexdigest()[:32]}.json"
+
+    def write_committed(self, draft: str, ref: str) -> None:
+        """Remember that draft ``p/a/NAME`` became ``ref`` (for a day, like results): a second
+        ``artfs commit`` of the vanished draft then says so instead of ENOENT."""
+        self._write(self._committed_path(draft), {"draft": draft, "ref": ref, "at": time.time()})
+
+    def read_committed(self, draft: str) -> dict[str, Any] | None:
+        body = self._read(self._committed_path(draft))
+        return body if body is not None and body.get("draft") == draft else None
 
     def remove(self, request: str) -> None:
         for kind in ("progress", "result"):

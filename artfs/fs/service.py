@@ -49,6 +49,7 @@ from ..errors import (
     Unsupported,
 )
 from ..models import VersionInfo
+from ..mountinfo import write_refusal
 from ..names import LATEST
 from . import xattrs
 from .attrs import BLKSIZE, DIR_MODE, FILE_MODE, LINK_MODE, Attr, FsStats, Opened
@@ -128,6 +129,12 @@ class ArtfsFS:
         self.drafts = DraftsFS(self, drafts, invalidate) if drafts is not None else None
 
     # --- plumbing -------------------------------------------------------------------
+    def refused(self, op: str, message: str) -> None:
+        """Keep the reason of an EINVAL answer where ``artfs info MOUNT`` finds it (the
+        state directory), since the errno cannot carry it."""
+        if self.drafts is not None:
+            write_refusal(self.drafts.store.state_dir, op, message)
+
     async def _call(self, what: str, fn: Callable[..., Awaitable[T]], *args: object) -> T:
         """A registry call the user asked for (a mutation of the write side): under the
         metadata deadline, tried even while the registry is backed off (``listings.py``)."""
