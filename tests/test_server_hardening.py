@@ -185,7 +185,7 @@ def test_registry_files_are_private(tmp_path: Path) -> None:
     finally:
         stop_server(server.proc)
     done = run_cli("gc", "--data", str(data), "--grace", "0")
-    assert done.stdout.startswith("freed 1 blob(s)"), done.stdout
+    assert done.stdout.startswith("freed 1 blob,"), done.stdout
     assert not stored.exists()
 
     # A registry made before (world-readable files, its WAL in use by another process) is
