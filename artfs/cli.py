@@ -466,6 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
         "ARTFS_PASSTHROUGH=0); by default cached blobs and draft files are read and written "
         "by the kernel itself where it allows (Linux >= 6.9, root)",
     )
+    s.add_argument(
+        "--log",
+        metavar="FILE",
+        help="where the daemon logs (default: mount-NAME.log under $XDG_RUNTIME_DIR/artfs-mounts "
+        "or /tmp/artfs-UID; printed when mounted)",
+    )
     s.add_argument("--debug", action="store_true", help="log every request")
     s.set_defaults(fn=cmd_mount)
 

@@ -105,7 +105,11 @@ def mount_command(args: argparse.Namespace) -> int:
         for flag in ("xattrs", "allow_other", "debug", "no_passthrough", "nonempty"):
             if getattr(args, flag):
                 argv.append("--" + flag.replace("_", "-"))
-        log_path = config.runtime_dir() / f"mount-{mount_key(point)}.log"
+        log_path = (
+            Path(args.log).expanduser().absolute()
+            if args.log
+            else config.runtime_dir() / f"mount-{mount_key(point)}.log"
+        )
         mount_background(argv, point, log_path=log_path, timeout=max(30.0, 3 * args.timeout))
         print(f"mounted {registry} at {point} (log: {log_path})", file=sys.stderr)
         return 0
