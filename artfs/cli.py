@@ -159,7 +159,7 @@ def cmd_alias(args: argparse.Namespace) -> int:
             alias = alias_name(args.alias)
             number = await _resolve_number(client, ref.project, ref.artifact, ref.selector)
             await client.set_alias(ref.project, ref.artifact, alias, number, expect=expect)
-            print(f"{ref.project}/{ref.artifact}:{alias} -> v{number}")
+            print(f"{ref.project}/{ref.artifact}:{alias} -> {ref.project}/{ref.artifact}:v{number}")
         else:
             aid = parse_artifact_id(args.artifact)
             alias = alias_name(args.alias)

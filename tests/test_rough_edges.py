@@ -131,6 +131,8 @@ def test_human_and_json_outputs_use_iso_times_and_full_refs(tmp_path: Path) -> N
     ]
     files = json.loads(run_cli("ls", "--registry", reg, "p/a:v0", "--json").stdout)
     assert files == [{"path": "f.txt", "size": 2, "sha256": files[0]["sha256"]}]
+    moved = run_cli("alias", "set", "--registry", reg, "p/a:v0", "best").stdout
+    assert moved == "p/a:best -> p/a:v0\n"  # full references, not "-> v0"
     stats = json.loads(
         run_cli("cache", "stats", "--cache-dir", str(tmp_path / "c"), "--json").stdout
     )

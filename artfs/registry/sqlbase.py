@@ -633,15 +633,10 @@ class SqlMetaStore(
             return self._version(c, project, artifact, number), created
 
     def _create_for_commit(self, c: C, project: str, artifact: str, new: NewVersion) -> None:
-        """The project and artifact of a first commit, in its transaction: rolled back with
-        it if the commit fails. A concurrent creator's row wins (ON CONFLICT DO NOTHING;
-        PostgreSQL waits for its transaction on the unique index)."""
-        self._q(
-            c,
-            "INSERT INTO projects (name, created) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-            project,
-            new.created,
-        )
+        """A first commit's project and artifact, rolled back with it if it fails; a
+        concurrent creator's rows win (PostgreSQL waits for it on the unique index)."""
+        sql = "INSERT INTO projects (name, created) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
+        self._q(c, sql, project, new.created)
         self._q(
             c,
             "INSERT INTO artifacts (project_id, name, type, description, created) "
