@@ -19,6 +19,7 @@ from ..errors import InvalidInput, NotFound
 from ..manifest import FileEntry, Manifest
 from ..models import CommitResult
 from ..names import manifest_path
+from ..progress import plural
 from ..publish import (
     LocalFile,
     artifact_to_create,
@@ -50,7 +51,7 @@ class Draft:
 
     def __repr__(self) -> str:
         base = f" from {self.base.ref}" if self.base else ""
-        return f"<artfs.Draft {self.project}/{self.artifact}{base}: {len(self.paths())} files>"
+        return f"<artfs.Draft {self.project}/{self.artifact}{base}: {plural(len(self.paths()), 'file')}>"
 
     def paths(self) -> list[str]:
         """The paths the version will have, sorted."""
