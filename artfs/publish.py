@@ -23,7 +23,7 @@ from .client.base import RegistryClient
 from .errors import AlreadyExists, ArtfsError, BeingCollected, InvalidInput, NotFound
 from .hashing import hash_file
 from .manifest import MAX_FILES, Manifest, check_paths
-from .models import CommitResult
+from .models import ArtifactInfo, CommitResult
 from .names import MAX_DEPTH, manifest_path
 from .progress import Progress
 
@@ -220,10 +220,18 @@ async def artifact_to_create(
     try:
         info = await client.get_artifact(project, artifact)
     except NotFound:
+        return creation_type(None, type)
+    return creation_type(info, type)
+
+
+def creation_type(info: ArtifactInfo | None, type: str | None) -> str | None:
+    """``artifact_to_create`` for an artifact already looked up (None: it does not exist)."""
+    if info is None:
         return type or "dataset"
     if type is not None and info.type != type:
         raise InvalidInput(
-            f"artifact {project}/{artifact} has type {info.type!r}, not {type!r} (a type is fixed at creation)"
+            f"artifact {info.project}/{info.name} has type {info.type!r}, not {type!r} "
+            "(a type is fixed at creation)"
         )
     return None
 

@@ -41,7 +41,7 @@ from ..manifest import Manifest, check_paths
 from ..models import ArtifactInfo, CommitResult
 from ..names import alias_name, version_label
 from ..progress import Progress
-from ..publish import artifact_to_create, refuse_empty, upload_and_commit
+from ..publish import creation_type, refuse_empty, upload_and_commit
 from .model import Draft, PendingCommit, SnapshotFile
 from .store import DraftStore
 
@@ -238,10 +238,11 @@ async def _register(
     effective_type = (
         wanted.type or draft.type or store.artifact_type(key.registry, key.project, key.artifact)
     )
-    create_type = await artifact_to_create(client, key.project, key.artifact, effective_type)
     try:
         info = await client.get_artifact(key.project, key.artifact)
+        create_type = creation_type(info, effective_type)
     except NotFound:  # new: the commit creates it with this version
+        create_type = creation_type(None, effective_type)
         info = ArtifactInfo(key.project, key.artifact, create_type or "", "", 0.0)
 
     pending = draft.pending
