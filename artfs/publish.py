@@ -218,10 +218,24 @@ async def artifact_to_create(
     when it exists. An explicit ``type`` other than the artifact's is refused before any
     byte is uploaded."""
     try:
-        info = await client.get_artifact(project, artifact)
+        info: ArtifactInfo | None = await client.get_artifact(project, artifact)
     except NotFound:
-        return creation_type(None, type)
+        info = None
+    await check_writable(client, project, info is not None)
     return creation_type(info, type)
+
+
+async def check_writable(client: RegistryClient, project: str, exists: bool) -> None:
+    """Refuse a token that may not write to ``project`` now, naming the project, before a
+    byte is hashed or uploaded (the upload would refuse it later, unable to name it): an
+    existing project's ``create_project(exist_ok=True)`` is a write that changes nothing.
+    A project that does not exist yet is created by the commit, with its first version."""
+    if not exists:
+        try:
+            await client.list_artifacts(project)
+        except NotFound:
+            return
+    await client.create_project(project, exist_ok=True)
 
 
 def creation_type(info: ArtifactInfo | None, type: str | None) -> str | None:

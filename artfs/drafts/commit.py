@@ -41,7 +41,7 @@ from ..manifest import Manifest, check_paths
 from ..models import ArtifactInfo, CommitResult
 from ..names import alias_name, version_label
 from ..progress import Progress
-from ..publish import creation_type, refuse_empty, upload_and_commit
+from ..publish import check_writable, creation_type, refuse_empty, upload_and_commit
 from .model import Draft, PendingCommit, SnapshotFile
 from .store import DraftStore
 
@@ -241,9 +241,11 @@ async def _register(
     try:
         info = await client.get_artifact(key.project, key.artifact)
         create_type = creation_type(info, effective_type)
+        await check_writable(client, key.project, True)
     except NotFound:  # new: the commit creates it with this version
         create_type = creation_type(None, effective_type)
         info = ArtifactInfo(key.project, key.artifact, create_type or "", "", 0.0)
+        await check_writable(client, key.project, False)
 
     pending = draft.pending
     if pending is not None and pending.digest == manifest.digest:
