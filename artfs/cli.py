@@ -17,9 +17,11 @@ from typing import Any
 
 import trio
 
-from . import cli_runs, config
+from . import __version__, cli_runs, config
 from .cache.settings import CacheTuning
 from .cli_admin import add_admin_parsers
+from .cli_help import FILES_EPILOG, add_debug_options, describe_commands
+from .cli_listing import artifact_json, print_json, print_versions
 from .cli_meta import (
     add_alias_parsers,
     add_commit_options,
@@ -35,7 +37,7 @@ from .lineage import add_input_option, parse_inputs
 from .models import OBSERVED
 from .names import alias_name, parse_artifact_id, parse_ref, parse_version
 from .observed import add_no_observed_option
-from .progress import human_bytes
+from .progress import human_bytes, iso_time, plural
 from .refs.cli import add_ref_option, ref_pairs
 
 # --------------------------------------------------------------------------- helpers
@@ -100,6 +102,7 @@ def cmd_put(args: argparse.Namespace) -> int:
             inputs=tuple(str(ref) for ref in parse_inputs(args.input)),
             refs=refs,
             **commit_options(args),
+            allow_empty=args.allow_empty,
         )
         v = result.version
         print(v.ref)
@@ -109,7 +112,8 @@ def cmd_put(args: argparse.Namespace) -> int:
             print(unchanged_note(v.ref, healed), file=sys.stderr)
         else:
             print(
-                f"{v.file_count} files, {human_bytes(v.total_size)}, uploaded {human_bytes(uploaded)}",
+                f"{plural(v.file_count, 'file')}, {human_bytes(v.total_size)}, "
+                f"uploaded {human_bytes(uploaded)}",
                 file=sys.stderr,
             )
         return 0
@@ -124,32 +128,33 @@ def cmd_ls(args: argparse.Namespace) -> int:
     async def run(client: RegistryClient) -> int:
         target: str | None = args.target
         if not target:
-            for p in await client.list_projects():
+            projects = await client.list_projects()
+            if args.json:
+                print_json([{"name": p.name, "created": iso_time(p.created)} for p in projects])
+                return 0
+            for p in projects:
                 print(p.name)
             return 0
         if "/" not in target:
-            for a in await client.list_artifacts(target):
-                print(f"{a.name}\t{a.type}\t{len(a.versions)} versions")
+            artifacts = await client.list_artifacts(target)
+            if args.json:
+                print_json([artifact_json(a) for a in artifacts])
+                return 0
+            for a in artifacts:
+                print(f"{a.name}\t{a.type}\t{plural(len(a.versions), 'version')}")
             return 0
         ref = parse_ref(target, default_latest=False)
         if ref.version is None and ref.alias is None:
             art = await client.get_artifact(ref.project, ref.artifact)
-            by_number: dict[int, list[str]] = {}
-            for alias, n in art.aliases.items():
-                by_number.setdefault(n, []).append(alias)
-            for v in art.versions:
-                if args.tag is not None and args.tag not in v.tags:
-                    continue
-                names = ",".join(sorted(by_number.get(v.number, [])))
-                bad = f"\tDAMAGED: {v.damaged} blob(s) (artfs fsck)" if v.damaged else ""
-                tags = f"\ttags: {','.join(v.tags)}" if v.tags else ""
-                print(
-                    f"v{v.number}\t{v.file_count} files\t{human_bytes(v.total_size)}\t{names}"
-                    f"{tags}{bad}"
-                )
+            print_versions(art, args.json, args.tag)
             return 0
         number = await _resolve_number(client, ref.project, ref.artifact, ref.selector)
         manifest = await client.get_manifest(ref.project, ref.artifact, number)
+        if args.json:
+            print_json(
+                [{"path": p, "size": e.size, "sha256": e.sha256} for p, e in manifest.items()]
+            )
+            return 0
         for path, entry in manifest.items():
             print(f"{entry.size}\t{path}")
         return 0
@@ -167,7 +172,7 @@ def cmd_alias(args: argparse.Namespace) -> int:
             alias = alias_name(args.alias)
             number = await _resolve_number(client, ref.project, ref.artifact, ref.selector)
             await client.set_alias(ref.project, ref.artifact, alias, number, expect=expect)
-            print(f"{ref.project}/{ref.artifact}:{alias} -> v{number}")
+            print(f"{ref.project}/{ref.artifact}:{alias} -> {ref.project}/{ref.artifact}:v{number}")
         else:
             aid = parse_artifact_id(args.artifact)
             alias = alias_name(args.alias)
@@ -233,12 +238,14 @@ def cmd_info(args: argparse.Namespace) -> int:
             "ref": info.ref,
             "type": info.artifact_type,
             "digest": info.digest,
-            "created": info.created,
+            "created": iso_time(info.created),
             "creator": info.creator,
             "description": info.description,
             "aliases": list(info.aliases),
             "metadata": info.metadata,
-            "parent": info.parent,
+            "parent": None
+            if info.parent is None
+            else f"{ref.project}/{ref.artifact}:v{info.parent}",
             "inputs": [i.ref for i in info.inputs],
             "observed_inputs": [i.ref for i in info.inputs if i.kind == OBSERVED],
             "used_by": [
@@ -306,7 +313,9 @@ def cmd_get(args: argparse.Namespace) -> int:
             Path(args.dest),
             cache_size=config.parse_size(args.cache_size) if args.cache_size else None,
         )
-        print(f"{ref}: {count} files, {human_bytes(size)} -> {args.dest}", file=sys.stderr)
+        print(
+            f"{ref}: {plural(count, 'file')}, {human_bytes(size)} -> {args.dest}", file=sys.stderr
+        )
         return 0
 
     return trio.run(_with_client, args, run)
@@ -340,7 +349,7 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
                 await client.aclose()
             where = f"{ref_text}/{prefix}" if prefix else ref_text
             print(
-                f"{where}: {count} files, {human_bytes(size)} cached in {cache_dir}",
+                f"{where}: {plural(count, 'file')}, {human_bytes(size)} cached in {cache_dir}",
                 file=sys.stderr,
             )
         return 0
@@ -370,9 +379,21 @@ def cmd_cache(args: argparse.Namespace) -> int:
         entries = eviction.scan(layout)
         complete = [e for e in entries if e.complete]
         partial = [e for e in entries if not e.complete]
+        done, held = sum(e.held for e in complete), sum(e.held for e in partial)
+        if args.json:
+            print_json(
+                {
+                    "cache": str(root),
+                    "complete_blobs": len(complete),
+                    "complete_bytes": done,
+                    "partial_blobs": len(partial),
+                    "partial_bytes": held,
+                }
+            )
+            return 0
         print(f"cache:          {root}")
-        print(f"complete blobs: {len(complete)} ({human_bytes(sum(e.held for e in complete))})")
-        print(f"partial blobs:  {len(partial)} ({human_bytes(sum(e.held for e in partial))} held)")
+        print(f"complete blobs: {len(complete)} ({human_bytes(done)})")
+        print(f"partial blobs:  {len(partial)} ({human_bytes(held)} held)")
         return 0
     to = config.parse_size(args.to) if args.to else 0
     freed, held = eviction.evict_to(layout, to)
@@ -385,9 +406,15 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="artfs", description="Versioned artifact registry, mounted as a filesystem."
+        prog="artfs",
+        description="Versioned artifact registry, mounted as a filesystem.",
+        epilog=FILES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p.add_argument("--version", action="version", version=f"artfs {__version__}")
+    sub = p.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="run 'artfs COMMAND --help'"
+    )
 
     def with_registry(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sp.add_argument(
@@ -412,7 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_admin_parsers(sub)
 
     s = with_cache(with_registry(sub.add_parser("mount", help="mount the registry")))
-    s.add_argument("mountpoint")
+    s.add_argument("mountpoint", help="an existing, empty directory")
+    s.add_argument(
+        "--nonempty",
+        action="store_true",
+        help="mount over a directory that has files (they are hidden while mounted)",
+    )
     s.add_argument("--cache-size", help="bound the cache, e.g. 20G (default: unbounded)")
     s.add_argument(
         "--foreground", action="store_true", help="stay in the foreground (default: daemonize)"
@@ -455,17 +487,23 @@ def build_parser() -> argparse.ArgumentParser:
         "ARTFS_PASSTHROUGH=0); by default cached blobs and draft files are read and written "
         "by the kernel itself where it allows (Linux >= 6.9, root)",
     )
+    s.add_argument(
+        "--log",
+        metavar="FILE",
+        help="where the daemon logs (default: mount-NAME.log under $XDG_RUNTIME_DIR/artfs-mounts "
+        "or /tmp/artfs-UID; printed when mounted)",
+    )
     s.add_argument("--debug", action="store_true", help="log every request")
     add_no_observed_option(s, "record no reads, so no commit through this mount has any")
     s.set_defaults(fn=cmd_mount)
 
     s = sub.add_parser("umount", help="unmount cleanly")
-    s.add_argument("mountpoint")
+    s.add_argument("mountpoint", help="where the registry is mounted")
     s.set_defaults(fn=cmd_umount)
 
     s = with_registry(sub.add_parser("put", help="publish a file or directory as a new version"))
-    s.add_argument("path", nargs="?", help="file or directory to publish")
-    s.add_argument("artifact", metavar="project/artifact")
+    s.add_argument("path", nargs="?", help="the file or directory to publish")
+    s.add_argument("artifact", metavar="project/artifact", help="created with this version if new")
     add_ref_option(s)
     s.add_argument("--type", help="artifact type when it is created (default: dataset)")
     s.add_argument(
@@ -475,7 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="alias to point at the new version (repeatable)",
     )
     s.add_argument("--metadata", help="JSON object stored with the version")
-    s.add_argument("--description")
+    s.add_argument("--description", help="free text stored with the version")
+    s.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="publish a directory without files (refused by default: usually a wrong path)",
+    )
     add_input_option(s)
     add_commit_options(s)
     s.set_defaults(fn=cmd_put)
@@ -483,8 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = with_cache(
         with_registry(sub.add_parser("get", help="download a version through the shared cache"))
     )
-    s.add_argument("ref", metavar="REF")
-    s.add_argument("dest")
+    s.add_argument("ref", metavar="REF", help="project/artifact[:vN|:alias] (default :latest)")
+    s.add_argument("dest", help="directory to write the version's files into")
     s.add_argument("--cache-size", help="bound the cache while downloading")
     s.set_defaults(fn=cmd_get)
 
@@ -493,24 +536,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_prefetch)
 
     s = with_registry(sub.add_parser("ls", help="list projects, artifacts, versions or files"))
-    s.add_argument("target", nargs="?", metavar="p[/a[:v]]")
+    s.add_argument(
+        "target",
+        nargs="?",
+        metavar="p[/a[:v]]",
+        help="nothing: projects; p: its artifacts; p/a: its versions; p/a:v: its files",
+    )
+    s.add_argument("--json", action="store_true", help="print JSON (times in ISO 8601)")
     cli_runs.add_ls_options(s)
     s.add_argument("--tag", help="list only the versions with this tag (p/a)")
     s.set_defaults(fn=cmd_ls)
 
     s = sub.add_parser("alias", help="move or remove an alias")
-    asub = s.add_subparsers(dest="alias_cmd", required=True)
+    asub = s.add_subparsers(
+        dest="alias_cmd", required=True, metavar="{set,rm}", help="what to do with the alias"
+    )
     a = with_registry(asub.add_parser("set", help="point ALIAS at REF's version"))
-    a.add_argument("ref", metavar="REF")
-    a.add_argument("alias")
+    a.add_argument("ref", metavar="REF", help="project/artifact:vN or :alias")
+    a.add_argument("alias", help="the alias to create or move")
     a.add_argument(
         "--expect",
         help="only if the alias now points at this vN ('none': only if it does not exist)",
     )
     a.set_defaults(fn=cmd_alias)
     a = with_registry(asub.add_parser("rm", help="remove an alias"))
-    a.add_argument("artifact", metavar="project/artifact")
-    a.add_argument("alias")
+    a.add_argument("artifact", metavar="project/artifact", help="the alias's artifact")
+    a.add_argument("alias", help="the alias to remove")
     a.add_argument("--expect", help="only if the alias now points at this vN")
     a.set_defaults(fn=cmd_alias)
     add_alias_parsers(asub, with_registry)
@@ -518,16 +569,29 @@ def build_parser() -> argparse.ArgumentParser:
     s = with_cache(
         with_registry(sub.add_parser("info", help="facts about a reference or a path in a mount"))
     )
-    s.add_argument("target", nargs="?", metavar="REF_OR_PATH")
+    s.add_argument(
+        "target",
+        nargs="?",
+        metavar="REF_OR_PATH",
+        help="project/artifact[:v], or a path in a mount (a mountpoint: the mount's facts)",
+    )
+    s.add_argument(
+        "--json", action="store_true", help="print JSON (the default: info always prints JSON)"
+    )
     cli_runs.add_info_options(s)
     s.add_argument("--history", action="store_true", help="also every edit of it and its artifact")
     s.set_defaults(fn=cmd_info)
 
     s = with_registry(sub.add_parser("lineage", help="the inputs and consumers of a version"))
-    s.add_argument("ref", metavar="REF")
+    s.add_argument("ref", metavar="REF", help="project/artifact[:vN|:alias] (default :latest)")
     for flag, what in (("--up", "inputs"), ("--down", "consumers")):
         s.add_argument(flag, metavar="N", help=f"hops of {what} to walk (default: all)")
-    s.add_argument("--format", choices=("text", "json", "dot", "mermaid"), default="text")
+    s.add_argument(
+        "--format",
+        choices=("text", "json", "dot", "mermaid"),
+        default="text",
+        help="output format (default %(default)s)",
+    )
     s.set_defaults(fn=cmd_lineage)
 
     from .cli_meta import add_parsers as add_meta_parsers
@@ -539,29 +603,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_wandb_parsers(sub, with_registry, with_cache)
     add_meta_parsers(sub, with_registry)
 
-    s = sub.add_parser("cache", help="inspect or shrink the local cache")
-    csub = s.add_subparsers(dest="cache_cmd", required=True)
-    c = with_cache(csub.add_parser("stats"))
+    s = sub.add_parser(
+        "cache",
+        help="inspect or shrink the local cache",
+        description="inspect or shrink the local cache: 'stats' counts its blobs and bytes, "
+        "'prune' evicts the least recently used blobs",
+    )
+    csub = s.add_subparsers(
+        dest="cache_cmd", required=True, metavar="{stats,prune}", help="what to do"
+    )
+    c = with_cache(csub.add_parser("stats", help="complete and partial blobs, and their bytes"))
+    c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(fn=cmd_cache)
-    c = with_cache(csub.add_parser("prune"))
+    c = with_cache(
+        csub.add_parser("prune", help="evict least recently used blobs (open ones are kept)")
+    )
     c.add_argument("--to", help="shrink to at most this size (default: evict everything not open)")
     c.set_defaults(fn=cmd_cache)
+    describe_commands(p)
     return p
-
-
-def add_debug_options(parser: argparse.ArgumentParser) -> None:
-    """``--debug`` on every command that lacks one (``mount --debug`` also logs requests):
-    the traceback of a failure, besides its one line. Walks the parser so a new command
-    gets it without asking."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for child in set(action.choices.values()):
-                add_debug_options(child)
-            return
-    if "--debug" not in parser._option_string_actions:
-        parser.add_argument(
-            "--debug", action="store_true", help="print the traceback of a failure too"
-        )
 
 
 def first_error(exc: BaseException) -> BaseException:
@@ -600,7 +660,9 @@ def main(argv: list[str] | None = None) -> int:
     traceback with ``--debug`` or ``ARTFS_DEBUG=1``) and exit status 1; ^C is 130."""
     parser = build_parser()
     add_debug_options(parser)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the command's usage, not the top level's (parse_args reports them there)
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.fn(args))
     except BaseException as exc:

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from . import config
-from .progress import human_bytes
+from .progress import human_bytes, iso_time, plural
 from .registry.stores import add_store_arguments
 from .server import add_serve_arguments, serve_command
 
 
 def _when(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    return iso_time(t)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -100,25 +100,25 @@ def cmd_gc(args: argparse.Namespace) -> int:
     finally:
         registry.close()
     kept = (
-        f"{report.scanned} blob(s) scanned, {report.referenced} referenced by "
-        f"{report.versions} live version(s), {report.young} younger than the grace "
+        f"{plural(report.scanned, 'blob')} scanned, {report.referenced} referenced by "
+        f"{plural(report.versions, 'live version')}, {report.young} younger than the grace "
         f"({_duration(grace)})"
     )
     uploads = (
-        f"; {'would remove' if report.dry_run else 'removed'} {report.uploads} abandoned "
-        f"upload(s), {human_bytes(report.uploads_bytes)}"
+        f"; {'would remove' if report.dry_run else 'removed'} "
+        f"{plural(report.uploads, 'abandoned upload')}, {human_bytes(report.uploads_bytes)}"
         if report.uploads
         else ""
     )
     if report.proofs:
-        uploads += f"; forgot {report.proofs} expired upload proof(s)"
+        uploads += f"; forgot {plural(report.proofs, 'expired upload proof')}"
     for ref in report.expired:  # versions whose time to live passed (artfs ttl)
         print(f"{'would delete' if report.dry_run else 'deleted'} {ref}: its time to live passed")
     if report.dry_run:
         for sha, size in report.doomed:
             print(f"{sha}\t{size}")
         print(
-            f"dry run: would free {len(report.doomed)} blob(s), "
+            f"dry run: would free {plural(len(report.doomed), 'blob')}, "
             f"{human_bytes(report.doomed_bytes)}; {kept}{uploads}; nothing changed"
         )
     else:
@@ -126,7 +126,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
             f"; finished {report.resumed} left by an interrupted run" if report.resumed else ""
         )
         print(
-            f"freed {report.freed} blob(s), {human_bytes(report.freed_bytes)} in "
+            f"freed {plural(report.freed, 'blob')}, {human_bytes(report.freed_bytes)} in "
             f"{report.seconds:.1f} s; {kept}{resumed}{uploads}"
         )
     return 0
@@ -183,7 +183,9 @@ def add_admin_parsers(sub: Any) -> None:
     s = sub.add_parser(
         "token", help="manage access tokens (on the server's host, with its --data/--db)"
     )
-    tsub = s.add_subparsers(dest="token_cmd", required=True)
+    tsub = s.add_subparsers(
+        dest="token_cmd", required=True, metavar="{create,list,revoke}", help="what to do"
+    )
 
     def with_store(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
         _with_data(sp).add_argument(
@@ -192,7 +194,7 @@ def add_admin_parsers(sub: Any) -> None:
         return sp
 
     t = with_store(tsub.add_parser("create", help="create a token and print its secret once"))
-    t.add_argument("name")
+    t.add_argument("name", help="a name for the token (its user, a job)")
     t.add_argument(
         "--read",
         nargs="+",
@@ -227,7 +229,7 @@ def add_admin_parsers(sub: Any) -> None:
     t.add_argument("--json", action="store_true", help="print JSON records")
     t.set_defaults(fn=cmd_token)
     t = with_store(tsub.add_parser("revoke", help="revoke a token"))
-    t.add_argument("name")
+    t.add_argument("name", help="the token's name, as listed")
     t.set_defaults(fn=cmd_token)
 
     s = _store_command(

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import config
 from .errors import InvalidInput, NotFound
+from .progress import iso_time
 
 
 def _record_path(mountpoint: Path) -> Path:
@@ -54,6 +56,30 @@ def write_record(
     tmp.replace(path)
 
 
+REFUSAL_FILE = "last-refusal.json"
+
+
+def write_refusal(state_dir: Path, op: str, message: str) -> None:
+    """The reason of the mount's last EINVAL (``mkdir v9``, an alias link to a version that
+    does not exist): the errno alone says "Invalid argument"; ``artfs info MOUNT`` shows
+    this. Best effort: a refusal is answered whether or not its reason could be kept."""
+    path = Path(state_dir) / REFUSAL_FILE
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps({"at": time.time(), "op": op, "message": message}))
+        tmp.replace(path)
+    except OSError:
+        pass
+
+
+def read_refusal(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((Path(state_dir) / REFUSAL_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def remove_record(mountpoint: Path) -> None:
     try:
         _record_path(_canonical(mountpoint)).unlink()
@@ -75,6 +101,15 @@ def mount_facts(path: Path) -> dict[str, Any] | None:
     record = read_record(_canonical(path))
     if record is None or not os.path.ismount(_canonical(path)):
         return None
+    state = record.get("state_dir")
+    refusal = read_refusal(Path(state)) if isinstance(state, str) else None
+    if refusal is not None:
+        at = refusal.get("at")
+        record["last_refusal"] = {
+            "at": iso_time(at) if isinstance(at, int | float) else None,
+            "op": refusal.get("op"),
+            "message": refusal.get("message"),
+        }
     return record
 
 

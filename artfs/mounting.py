@@ -68,6 +68,11 @@ def mount_command(args: argparse.Namespace) -> int:
         _replace_dead_mount(point)
     if not os.path.isdir(point):
         raise InvalidInput(f"mountpoint {point} is not a directory (create it first)")
+    if not args.nonempty and os.listdir(point):
+        raise InvalidInput(
+            f"mountpoint {point} is not empty: mounting would hide its files "
+            "(--nonempty mounts over them anyway)"
+        )
     cache_dir = config.cache_dir_from(args.cache_dir)
     state_dir = default_state_dir(point, args.state_dir)
     max_bytes = config.parse_size(args.cache_size) if args.cache_size else None
@@ -98,10 +103,21 @@ def mount_command(args: argparse.Namespace) -> int:
         ]
         if args.cache_size:
             argv += ["--cache-size", args.cache_size]
-        for flag in ("xattrs", "allow_other", "debug", "no_passthrough", "no_observed_inputs"):
+        for flag in (
+            "xattrs",
+            "allow_other",
+            "debug",
+            "no_passthrough",
+            "no_observed_inputs",
+            "nonempty",
+        ):
             if getattr(args, flag):
                 argv.append("--" + flag.replace("_", "-"))
-        log_path = config.runtime_dir() / f"mount-{mount_key(point)}.log"
+        log_path = (
+            Path(args.log).expanduser().absolute()
+            if args.log
+            else config.runtime_dir() / f"mount-{mount_key(point)}.log"
+        )
         mount_background(argv, point, log_path=log_path, timeout=max(30.0, 3 * args.timeout))
         print(f"mounted {registry} at {point} (log: {log_path})", file=sys.stderr)
         return 0

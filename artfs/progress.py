@@ -1,9 +1,11 @@
-"""A one-line progress display for long work on a terminal (silent when stderr is not a tty)."""
+"""A one-line progress display for long work on a terminal (silent when stderr is not a tty),
+and the small formatting rules every human output shares (sizes, counts, times)."""
 
 from __future__ import annotations
 
 import sys
 import time
+from datetime import UTC, datetime
 from typing import TextIO
 
 
@@ -52,7 +54,18 @@ class Progress:
         self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and self.total:  # a phase with nothing to do draws no "0 B / 0 B"
             self._draw(time.monotonic())
             self.stream.write("\n")
             self.stream.flush()
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 file``, ``2 files``: counts in human output agree with their noun."""
+    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
+
+
+def iso_time(t: float) -> str:
+    """A time in human output: ISO 8601 in the local zone, with its offset, to the second
+    (``2026-12-05T01:02:03+00:00``), never an epoch float."""
+    return datetime.fromtimestamp(t, UTC).astimezone().isoformat(timespec="seconds")

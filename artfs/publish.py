@@ -24,7 +24,7 @@ from .client.base import RegistryClient
 from .errors import AlreadyExists, ArtfsError, BeingCollected, InvalidInput, NotFound
 from .hashing import hash_file
 from .manifest import MAX_FILES, Manifest, check_paths
-from .models import CommitResult
+from .models import ArtifactInfo, CommitResult
 from .names import MAX_DEPTH, manifest_path
 from .progress import Progress
 from .refs.model import REF_SUFFIX, parse_ref_file
@@ -192,6 +192,8 @@ async def upload_missing(
     A missing blob without a local source is ``NotFound`` (nothing to upload it from)."""
     blobs = manifest.stored_blobs()
     missing = await client.missing_blobs(blobs)
+    if progress:  # the bytes this upload really sends, not the version's size
+        progress.total = progress.done + sum(blobs[sha] for sha in missing)
     lost = sorted(sha for sha in missing if sha not in sources)
     if lost:
         raise NotFound(
@@ -239,20 +241,64 @@ def _one_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 async def ensure_artifact(
     client: RegistryClient, project: str, artifact: str, type: str | None, description: str = ""
 ) -> None:
+    """Create the artifact now, without a version. Prefer ``artifact_to_create`` plus
+    ``commit(create_type=...)``: an artifact made here stays empty if the commit fails."""
     await client.create_project(project, exist_ok=True)
-    try:
-        info = await client.get_artifact(project, artifact)
-    except NotFound:
+    if await artifact_to_create(client, project, artifact, type) is not None:
         try:
             await client.create_artifact(
                 project, artifact, type=type or "dataset", description=description
             )
         except AlreadyExists:
             pass
-        return
+
+
+async def artifact_to_create(
+    client: RegistryClient, project: str, artifact: str, type: str | None
+) -> str | None:
+    """The type to pass as ``commit(create_type=...)``: ``type`` (default ``dataset``) when
+    the artifact does not exist yet, so the commit creates it with its first version; None
+    when it exists. An explicit ``type`` other than the artifact's is refused before any
+    byte is uploaded."""
+    try:
+        info: ArtifactInfo | None = await client.get_artifact(project, artifact)
+    except NotFound:
+        info = None
+    await check_writable(client, project, info is not None)
+    return creation_type(info, type)
+
+
+async def check_writable(client: RegistryClient, project: str, exists: bool) -> None:
+    """Refuse a token that may not write to ``project`` now, naming the project, before a
+    byte is hashed or uploaded (the upload would refuse it later, unable to name it): an
+    existing project's ``create_project(exist_ok=True)`` is a write that changes nothing.
+    A project that does not exist yet is created by the commit, with its first version."""
+    if not exists:
+        try:
+            await client.list_artifacts(project)
+        except NotFound:
+            return
+    await client.create_project(project, exist_ok=True)
+
+
+def creation_type(info: ArtifactInfo | None, type: str | None) -> str | None:
+    """``artifact_to_create`` for an artifact already looked up (None: it does not exist)."""
+    if info is None:
+        return type or "dataset"
     if type is not None and info.type != type:
         raise InvalidInput(
-            f"artifact {project}/{artifact} has type {info.type!r}, not {type!r} (a type is fixed at creation)"
+            f"artifact {info.project}/{info.name} has type {info.type!r}, not {type!r} "
+            "(a type is fixed at creation)"
+        )
+    return None
+
+
+def refuse_empty(what: str, count: int, allow_empty: bool) -> None:
+    """An empty version is almost always a mistake (a wrong path, a draft written elsewhere):
+    refused unless asked for."""
+    if count == 0 and not allow_empty:
+        raise InvalidInput(
+            f"{what} has no files; refusing an empty version (--allow-empty makes one)"
         )
 
 
@@ -273,18 +319,21 @@ async def put_tree(
     tags: tuple[str, ...] = (),
     ttl: float | None = None,
     allow_duplicate: bool = False,
+    allow_empty: bool = False,
 ) -> tuple[CommitResult, int]:
     """Publish ``root`` as a new version; returns the commit result and the bytes uploaded.
     ``inputs``: lineage, references of the versions it was made from. ``refs``: ``(path,
     url)`` entries whose bytes stay at the URL, as do ``NAME.artfs-ref`` files under
     ``root`` (refs/model.py): each read once here for its size and digests. ``tags``,
-    ``ttl`` and ``allow_duplicate``: as ``RegistryClient.commit``."""
+    ``ttl`` and ``allow_duplicate``: as ``RegistryClient.commit``. The artifact (and
+    project) are created by the commit itself: a put that fails leaves none behind."""
     files, pairs = split_ref_files(scan_tree(root) if root is not None else [], refs)
+    refuse_empty(str(root) if root is not None else "refs", len(files) + len(pairs), allow_empty)
+    create_type = await artifact_to_create(client, project, artifact, type)
     hashing = Progress("hashing", sum(f.size for f in files), enabled=show_progress)
     with tempfile.TemporaryDirectory(prefix="artfs-put-") as tmp:
         manifest, sources = await hash_with_refs(files, pairs, Path(tmp), hashing)
         hashing.close()
-        await ensure_artifact(client, project, artifact, type)
         uploading = Progress(
             "uploading", sum(manifest.stored_blobs().values()), enabled=show_progress
         )
@@ -302,6 +351,7 @@ async def put_tree(
                 tags=tags,
                 ttl=ttl,
                 allow_duplicate=allow_duplicate,
+                create_type=create_type,
             )
 
         try:  # inside the temp directory: refs' block lists are uploaded from it

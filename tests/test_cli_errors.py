@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from artfs.cli import add_debug_options, build_parser
+from artfs.drafts.store import DraftStore
 from tests.e2e import Server, free_port, run_cli
 
 
@@ -121,6 +122,7 @@ def places(tmp_path: Path) -> dict[str, str]:
         '{"version": 1, "storagePolicy": "wandb-storage-policy-v1", "contents": '
         '{"x": {"digest": "1B2M2Y8AsgTpgAmY7PhCfg==", "size": 0}}}'
     )
+    DraftStore(tmp_path / "state", owner=False).close()  # a mount's state dir (artfs draft)
     return {
         "wandb": str(wandb),
         "file": str(file),

@@ -472,7 +472,7 @@ def test_artfs_draft_needs_a_state_dir_when_several_mounts_run(
     with mount_at(server, tmp_path, "m1"), mount_at(server, tmp_path, "m2"):
         out = run_cli("draft", "p/a:v0", "x", check=False)
         assert out.returncode != 0
-        assert "--state-dir" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+        assert "the draft's path" in out.stderr and len(out.stderr.strip().splitlines()) == 1
         state = str(tmp_path / "m2-state")
         run_cli("draft", "--registry", server.url, "p/a:v0", "x", "--state-dir", state)
         assert (tmp_path / "m2" / "p" / "a" / "x" / "f.txt").read_bytes() == b"first\n"

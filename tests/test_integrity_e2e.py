@@ -151,7 +151,7 @@ def test_why_1_damaged_blob_is_reported_quarantined_and_healed_by_put(
         wait_for("v0 to be listed as damaged", lambda: info(server, "p/model:v0")["damaged"] == 1)
         assert server.stats()["integrity_found"] == 1
         listing = run_cli("ls", "p/model", env={"ARTFS_REGISTRY": server.url}).stdout
-        assert "DAMAGED: 1 blob(s)" in listing
+        assert "DAMAGED: 1 blob (artfs fsck)" in listing
 
         # The fix for "Why" 1: put uploads the bytes (not 0 B) and commits no new version
         # on a bad blob; v0 is whole again.
@@ -204,7 +204,7 @@ def test_fsck_finds_damaged_and_missing_blobs_put_heals_them(
 
     # The collector is not confused by quarantined or missing blobs.
     gc = run_cli("gc", *store_args(spec), "--grace", "0")
-    assert gc.stdout.startswith("freed 0 blob(s)"), gc.stdout
+    assert gc.stdout.startswith("freed 0 blobs"), gc.stdout
 
     assert "uploaded 683.6 KiB" in put(server, one, "p/one")
     assert "uploaded 293.0 KiB" in put(server, two, "p/two")

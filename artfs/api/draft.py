@@ -19,7 +19,14 @@ from ..errors import InvalidInput, NotFound
 from ..manifest import FileEntry, Manifest
 from ..models import CommitResult
 from ..names import manifest_path
-from ..publish import LocalFile, ensure_artifact, hash_files, scan_tree, upload_and_commit
+from ..progress import plural
+from ..publish import (
+    LocalFile,
+    artifact_to_create,
+    hash_files,
+    scan_tree,
+    upload_and_commit,
+)
 from .version import Version
 
 if TYPE_CHECKING:
@@ -44,7 +51,7 @@ class Draft:
 
     def __repr__(self) -> str:
         base = f" from {self.base.ref}" if self.base else ""
-        return f"<artfs.Draft {self.project}/{self.artifact}{base}: {len(self.paths())} files>"
+        return f"<artfs.Draft {self.project}/{self.artifact}{base}: {plural(len(self.paths()), 'file')}>"
 
     def paths(self) -> list[str]:
         """The paths the version will have, sorted."""
@@ -131,7 +138,7 @@ async def _commit(draft: Draft, session: Session, options: dict[str, Any]) -> tu
         + [(p, e.size, e.sha256) for p, e in new.items()]
     )
     sources = {new[f.path].sha256: f.source for f in added}
-    await ensure_artifact(client, draft.project, draft.artifact, options["type"])
+    create_type = await artifact_to_create(client, draft.project, draft.artifact, options["type"])
 
     async def commit() -> CommitResult:
         return await client.commit(
@@ -144,6 +151,7 @@ async def _commit(draft: Draft, session: Session, options: dict[str, Any]) -> tu
             parent=draft.base.number if draft.base else None,
             creator=config.creator(),
             inputs=options["inputs"],
+            create_type=create_type,
         )
 
     return await upload_and_commit(client, manifest, sources, None, commit)

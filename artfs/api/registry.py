@@ -177,14 +177,16 @@ class Registry:
         tags: Sequence[str] = (),
         ttl: float | str | None = None,
         allow_duplicate: bool = False,
+        allow_empty: bool = False,
     ) -> Version:
         """Publish a file or directory as a new version of ``project/artifact`` (created if
         needed, with ``type``, default "dataset"); what the registry holds already is not
         uploaded again. Contents identical to a live version return that version (unless
-        ``allow_duplicate``). ``tags``; ``ttl`` (seconds or ``"30d"``): ``artfs gc``
-        deletes the version then unless an alias holds it. ``refs``: path in the version ->
-        URL (``s3://``, ``http(s)://``, ``file://``) of files whose bytes stay there, read
-        once now (``path`` may then be None)."""
+        ``allow_duplicate``). An empty directory is refused unless ``allow_empty``.
+        ``tags``; ``ttl`` (seconds or ``"30d"``): ``artfs gc`` deletes the version then
+        unless an alias holds it. ``refs``: path in the version -> URL (``s3://``,
+        ``http(s)://``, ``file://``) of files whose bytes stay there, read once now
+        (``path`` may then be None)."""
         aid = parse_artifact_id(artifact)
         if path is None and not refs:
             raise InvalidInput("put needs a path to publish, or refs")
@@ -207,6 +209,7 @@ class Registry:
                 tags=tag_set(tags),
                 ttl=parse_ttl(ttl),
                 allow_duplicate=allow_duplicate,
+                allow_empty=allow_empty,
             ),
             whole=True,
         )

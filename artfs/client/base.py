@@ -100,6 +100,7 @@ class RegistryClient(Protocol):
         tags: Iterable[str] = (),
         ttl: float | str | None = None,
         allow_duplicate: bool = False,
+        create_type: str | None = None,
     ) -> CommitResult:
         """Register a version atomically; every blob must already be in the registry.
 
@@ -108,7 +109,9 @@ class RegistryClient(Protocol):
         saw the writers read, recorded as observed; ones gone or unreadable are skipped.
         ``tags``; ``ttl``: gc deletes it that long after (unless an alias holds it). Content
         identical to a live version makes no new version (the result is that version,
-        ``created`` False) unless ``allow_duplicate``."""
+        ``created`` False) unless ``allow_duplicate``. ``create_type``: create the artifact
+        (and its project) with this type in the same transaction if it does not exist, so an
+        artifact never exists without a version."""
         ...
 
     async def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:

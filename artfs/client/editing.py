@@ -75,11 +75,10 @@ class RegistryEditor(Protocol):
 
 def editor_of(client: RegistryClient) -> RegistryEditor:
     """The client's editing calls (every client of artfs has them)."""
+    from ..refs.client import RefReadingClient
     from .http import HttpRegistryClient
     from .local import LocalRegistryClient
     from .memory import MemoryRegistryClient
-
-    from ..refs.client import RefReadingClient
 
     if isinstance(client, RefReadingClient):  # reads refs; edits go to the registry's client
         client = client.inner

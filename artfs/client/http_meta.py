@@ -61,6 +61,7 @@ class HttpMetaCalls:
         tags: Iterable[str] = (),
         ttl: float | str | None = None,
         allow_duplicate: bool = False,
+        create_type: str | None = None,
     ) -> CommitResult:
         body: dict[str, Any] = {
             "manifest": manifest.to_json(),
@@ -70,6 +71,7 @@ class HttpMetaCalls:
             "parent": parent,
             "creator": creator,
             **input_lists(inputs, observed_inputs),
+            "create_type": create_type,
         }
         if tags := tag_set(tags):
             body["tags"] = list(tags)

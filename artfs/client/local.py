@@ -114,6 +114,7 @@ class LocalRegistryClient:
         tags: Iterable[str] = (),
         ttl: float | str | None = None,
         allow_duplicate: bool = False,
+        create_type: str | None = None,
     ) -> CommitResult:
         return await self._run(
             (await self._reg()).commit,
@@ -130,6 +131,7 @@ class LocalRegistryClient:
             tags=list(tags),
             ttl=ttl,
             allow_duplicate=allow_duplicate,
+            create_type=create_type,
         )
 
     async def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:

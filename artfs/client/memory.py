@@ -112,8 +112,11 @@ class MemoryRegistryClient(MemoryRuns, MemoryEdits):
         tags: Iterable[str] = (),
         ttl: float | str | None = None,
         allow_duplicate: bool = False,
+        create_type: str | None = None,
     ) -> CommitResult:
-        art = self._art(project, artifact)
+        new_artifact = create_type is not None and (project, artifact) not in self.artifacts
+        if not new_artifact:
+            self._art(project, artifact)
         tag_tuple = tag_set(tags)
         seconds = parse_ttl(ttl)
         for sha in manifest.stored_blobs():
@@ -121,6 +124,13 @@ class MemoryRegistryClient(MemoryRuns, MemoryEdits):
                 raise InvalidInput(f"blob {sha} is not in the registry")
         resolved = unique_in_order([self._resolve(ref) for ref in parse_inputs(list(inputs))])
         resolved += self._observed(parse_inputs(list(observed_inputs)), resolved)
+        if new_artifact:  # with its first version, as the registry does (one transaction)
+            assert create_type is not None
+            self.projects.setdefault(project, ProjectInfo(project, time.time()))
+            self.artifacts[(project, artifact)] = ArtifactInfo(
+                project, artifact, create_type, "", time.time()
+            )
+        art = self._art(project, artifact)
         same = [v.number for v in art.versions if v.digest == manifest.digest]
         if same and not allow_duplicate:  # identical to a live version: that one, as is
             return CommitResult(
@@ -379,6 +389,7 @@ class MemoryRegistryClient(MemoryRuns, MemoryEdits):
         tags: Iterable[str] = (),
         ttl: float | str | None = None,
         allow_duplicate: bool = False,
+        create_type: str | None = None,
     ) -> CommitResult:
         self.requests += 1
         return self._commit(
@@ -395,6 +406,7 @@ class MemoryRegistryClient(MemoryRuns, MemoryEdits):
             tags=tags,
             ttl=ttl,
             allow_duplicate=allow_duplicate,
+            create_type=create_type,
         )
 
     async def set_alias(

@@ -31,7 +31,7 @@ from ..lineage import add_input_option, parse_inputs
 from ..mountinfo import read_record, running_records
 from ..names import alias_name, parse_ref, version_label
 from ..observed import add_no_observed_option
-from ..progress import Progress, human_bytes
+from ..progress import Progress, human_bytes, iso_time, plural
 from .model import Draft, DraftKey
 from .requests import COMMIT_XATTR, CommitRequest, RequestFiles
 from .store import DraftStore
@@ -85,34 +85,77 @@ def draft_target(state_arg: str | None, registry_arg: str | None) -> tuple[Path,
     """The state directory and registry a new draft goes to: ``--state-dir`` if given, else
     those of the one running mount (a draft is only visible through the mount owning it)."""
     if state_arg:
-        return config.state_dir_from(state_arg), config.registry_from(registry_arg)
+        return existing_state_dir(config.state_dir_from(state_arg)), config.registry_from(
+            registry_arg
+        )
     mounts = [r for r in running_records() if isinstance(r.get("state_dir"), str)]
     if len(mounts) != 1:
         where = ", ".join(str(r.get("mountpoint")) for r in mounts)
         raise InvalidInput(
-            "no artfs mount is running; give --state-dir DIR"
+            "no artfs mount is running; give the draft's path in a mount, or --state-dir DIR"
             if not mounts
-            else f"{len(mounts)} artfs mounts are running ({where}); "
-            "say which with --state-dir DIR (the mount's state directory)"
+            else f"{len(mounts)} artfs mounts are running ({where}); say which by giving the "
+            "draft's path in one (artfs draft p/a:v0 MOUNT/p/a/NAME)"
         )
     record = mounts[0]
     return Path(record["state_dir"]), registry_arg or str(record["registry"])
 
 
+def existing_state_dir(path: Path) -> Path:
+    """``--state-dir`` must name a state directory a mount has used (its ``drafts.db``):
+    a typo would otherwise create a new one that no mount shows, and the draft with it."""
+    if not (path / "drafts.db").is_file():
+        raise InvalidInput(
+            f"--state-dir {path}: not the state directory of an artfs mount (no drafts.db); "
+            "'artfs info MOUNT' shows a mount's state_dir, or give the draft's path in the mount"
+        )
+    return path
+
+
+def draft_in_mount(path: Path, target: str) -> tuple[Path, str, str]:
+    """``MOUNT/p/a/NAME`` (the draft's path in a running mount): that mount's state
+    directory and registry, and NAME. ``target``'s project/artifact must be ``p/a``."""
+    absolute = Path(os.path.abspath(path))
+    for candidate in absolute.parents:
+        record = read_record(candidate)
+        if record is None or not os.path.ismount(candidate):
+            continue
+        rel = absolute.relative_to(candidate).parts
+        ref = parse_ref(target, default_latest=False)
+        if len(rel) != 3 or (rel[0], rel[1]) != (ref.project, ref.artifact):
+            raise InvalidInput(
+                f"{path}: a draft of {ref.project}/{ref.artifact} goes at "
+                f"{candidate}/{ref.project}/{ref.artifact}/NAME"
+            )
+        state = record.get("state_dir")
+        if not isinstance(state, str):
+            raise InvalidInput(f"the mount at {candidate} does not say its state directory")
+        return Path(state), str(record["registry"]), rel[2]
+    raise NotFound(f"{path}: not inside an artfs mount (is it mounted?)")
+
+
 def cmd_draft(args: argparse.Namespace) -> int:
     from ..client import open_client
 
-    state_dir, registry = draft_target(args.state_dir, args.registry)
+    name: str = args.name
+    if "/" in name:  # the draft's path in a mount: that mount's state dir and registry
+        if args.state_dir:
+            raise InvalidInput("give the draft's path in a mount or --state-dir, not both")
+        state_dir, registry, name = draft_in_mount(Path(name), args.target)
+        registry = args.registry or registry
+    else:
+        state_dir, registry = draft_target(args.state_dir, args.registry)
 
     async def run() -> int:
         client = open_client(registry, timeout=args.timeout)
         try:
-            draft, count = await create_draft(client, state_dir, args.target, args.name)
+            draft, count = await create_draft(client, state_dir, args.target, name)
         finally:
             await client.aclose()
         origin = ""
         if draft.base is not None:
-            origin = f" from v{draft.base} ({count} files, no bytes copied)"
+            origin = f" from {draft.key.project}/{draft.key.artifact}:v{draft.base} "
+            origin += f"({plural(count, 'file')}, no bytes copied)"
         print(f"draft {draft.key}{origin}")
         print(f"it appears as MOUNT/{draft.key} in mounts using --state-dir {state_dir}")
         return 0
@@ -219,6 +262,20 @@ def _errno_error(exc: OSError, path: Path) -> ArtfsError:
     return ArtfsError(f"commit of {path} failed: {reason}")
 
 
+def _no_draft(where: DraftLocation, files: RequestFiles | None) -> None:
+    """A commit of a draft that is not there: if the mount committed it (recently), say as
+    which version, not "No such file or directory"."""
+    name = f"{where.project}/{where.artifact}/{where.name}"
+    done = files.read_committed(name) if files is not None else None
+    if done is not None:
+        when = iso_time(float(done["at"])) if isinstance(done.get("at"), int | float) else "?"
+        raise AlreadyExists(
+            f"draft {name} was already committed, as {done.get('ref')} (at {when}); "
+            "the draft is gone once committed"
+        )
+    raise NotFound(f"{where.mountpoint}/{name}: no such draft")
+
+
 def cmd_commit(args: argparse.Namespace) -> int:
     draft_dir = Path(args.path)
     where = locate_draft(draft_dir)
@@ -239,8 +296,11 @@ def cmd_commit(args: argparse.Namespace) -> int:
         inputs=tuple(str(ref) for ref in parse_inputs(args.input)),
         observed=not args.no_observed_inputs,
         **commit_options(args),
+        allow_empty=args.allow_empty,
     )
     files = RequestFiles(where.state_dir) if where.state_dir is not None else None
+    if not os.path.lexists(draft_dir):
+        _no_draft(where, files)
     started = time.monotonic()
     result = request_commit(draft_dir, request, files)
     ref = result.get("ref")
@@ -298,24 +358,37 @@ def add_parsers(
 ) -> None:
     """Register the three commands on ``artfs``'s subparsers."""
     s = with_registry(sub.add_parser("draft", help="make a draft, optionally from a version"))
-    s.add_argument("target", metavar="project/artifact[:BASE]")
-    s.add_argument("name", metavar="NAME")
+    s.add_argument(
+        "target",
+        metavar="project/artifact[:BASE]",
+        help="the artifact; with :BASE the draft starts with that version's files",
+    )
+    s.add_argument(
+        "name",
+        metavar="NAME|MOUNT/project/artifact/NAME",
+        help="the draft's name, or its path in a mount (which mount, when several run)",
+    )
     s.add_argument(
         "--state-dir",
-        help="the state directory of the mount that shows the draft "
-        "(default: that of the one running mount)",
+        help="the state directory of the mount that shows the draft (default: that of the "
+        "one running mount; 'artfs info MOUNT' shows it)",
     )
     s.set_defaults(fn=cmd_draft)
 
     s = sub.add_parser("commit", help="publish a draft of a mount as a new version")
-    s.add_argument("path", metavar="MOUNT/project/artifact/DRAFT")
+    s.add_argument("path", metavar="MOUNT/project/artifact/DRAFT", help="the draft's directory")
     s.add_argument("--alias", action="append", default=[], help="alias to set (repeatable)")
     add_input_option(s)
     add_no_observed_option(s, "only the --input ones are recorded")
     s.add_argument("--metadata", help="JSON object stored with the version")
-    s.add_argument("--description")
+    s.add_argument("--description", help="free text stored with the version")
     s.add_argument("--type", help="artifact type, if the commit creates the artifact")
     add_commit_options(s)
+    s.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="commit a draft without files (refused by default: usually a mistake)",
+    )
     s.set_defaults(fn=cmd_commit)
 
     s = with_registry(

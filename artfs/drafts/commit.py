@@ -39,10 +39,10 @@ from ..client.base import RegistryClient
 from ..errors import ArtfsError, Conflict, IntegrityError, InvalidInput, NotFound
 from ..hashing import hash_file
 from ..manifest import Manifest, check_paths
-from ..models import CommitResult
+from ..models import ArtifactInfo, CommitResult
 from ..names import alias_name, version_label
 from ..progress import Progress
-from ..publish import ensure_artifact, upload_and_commit
+from ..publish import check_writable, creation_type, refuse_empty, upload_and_commit
 from ..refs.drafts import hash_draft_refs, inherited_refs, is_ref_file, ref_pair
 from ..refs.drafts import with_refs as refs_added
 from ..refs.publish import manifest_refs
@@ -112,6 +112,7 @@ class _Publish:
     tags: tuple[str, ...] = ()
     ttl: float | None = None
     allow_duplicate: bool = False
+    allow_empty: bool = False
 
 
 async def commit_draft(
@@ -132,6 +133,7 @@ async def commit_draft(
     tags: Iterable[str] = (),
     ttl: float | None = None,
     allow_duplicate: bool = False,
+    allow_empty: bool = False,
 ) -> CommitOutcome:
     """Publish the draft; it is gone on success and untouched (writable again) on failure.
 
@@ -151,6 +153,7 @@ async def commit_draft(
         tuple(tags),
         ttl,
         allow_duplicate,
+        allow_empty,
     )
     draft = store.begin_commit(draft_id)
     staged: list[StagedBlob] = []
@@ -186,7 +189,12 @@ async def _hash_unknown(
     """sha256 of every file, hashing (in threads) only those not known yet."""
     digests = {f.path: f.sha256 for f in files if f.sha256 is not None}
     todo = [f for f in files if f.sha256 is None]
-    meter = _PhaseProgress("hashing", sum(f.size for f in todo), progress)
+    # The bytes written to the draft, those hashed while being written already done: a
+    # draft hashed in the background shows its size, not "0 B / 0 B". Inherited files
+    # (no local source) are not hashed at all.
+    written = [f for f in files if f.source is not None or f.sha256 is None]
+    meter = _PhaseProgress("hashing", sum(f.size for f in written), progress)
+    meter.advance(sum(f.size for f in written if f.sha256 is not None))
     limiter = trio.CapacityLimiter(HASH_PARALLELISM)
 
     async def one(f: SnapshotFile) -> None:
@@ -218,6 +226,7 @@ async def _publish(
     staged: list[StagedBlob],
 ) -> CommitOutcome:
     every = store.snapshot(draft.id)
+    refuse_empty(f"draft {draft.key}", len(every), wanted.allow_empty)
     check_paths(f.path for f in every)  # refused before hashing or uploading a byte
     files = [f for f in every if not is_ref_file(f.path, f.source)]
     pairs = [
@@ -262,8 +271,14 @@ async def _register(
     effective_type = (
         wanted.type or draft.type or store.artifact_type(key.registry, key.project, key.artifact)
     )
-    await ensure_artifact(client, key.project, key.artifact, effective_type)
-    info = await client.get_artifact(key.project, key.artifact)
+    try:
+        info = await client.get_artifact(key.project, key.artifact)
+        create_type = creation_type(info, effective_type)
+        await check_writable(client, key.project, True)
+    except NotFound:  # new: the commit creates it with this version
+        create_type = creation_type(None, effective_type)
+        info = ArtifactInfo(key.project, key.artifact, create_type or "", "", 0.0)
+        await check_writable(client, key.project, False)
 
     pending = draft.pending
     if pending is not None and pending.digest == manifest.digest:
@@ -314,6 +329,7 @@ async def _register(
             tags=wanted.tags,
             ttl=wanted.ttl,
             allow_duplicate=wanted.allow_duplicate,
+            create_type=create_type,
         )
 
     result, uploaded = await upload_and_commit(client, manifest, upload_sources, meter, commit)

@@ -24,6 +24,7 @@ works the same, without the files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -52,6 +53,7 @@ _KEYS = {
     "tags",
     "ttl",
     "allow_duplicate",
+    "allow_empty",
 }
 
 
@@ -67,6 +69,7 @@ class CommitRequest:
     tags: tuple[str, ...] = ()
     ttl: float | None = None  # seconds: gc deletes the version then unless an alias holds it
     allow_duplicate: bool = False  # a new version even if a live one has the same content
+    allow_empty: bool = False  # commit a draft with no files (refused by default)
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {}
@@ -90,6 +93,8 @@ class CommitRequest:
             body["ttl"] = self.ttl
         if self.allow_duplicate:
             body["allow_duplicate"] = True
+        if self.allow_empty:
+            body["allow_empty"] = True
         data = json.dumps(body, ensure_ascii=False).encode()
         if len(data) > MAX_VALUE:
             raise InvalidInput(f"commit request is {len(data)} bytes, over {MAX_VALUE}")
@@ -142,6 +147,9 @@ class CommitRequest:
         allow_duplicate = body.get("allow_duplicate", False)
         if not isinstance(allow_duplicate, bool):
             raise InvalidInput(f"{COMMIT_XATTR}: 'allow_duplicate' must be true or false")
+        allow_empty = body.get("allow_empty", False)
+        if not isinstance(allow_empty, bool):
+            raise InvalidInput(f"{COMMIT_XATTR}: 'allow_empty' must be true or false")
         return cls(
             tuple(alias_name(a) for a in aliases),
             metadata,
@@ -153,6 +161,7 @@ class CommitRequest:
             tags,
             ttl,
             allow_duplicate,
+            allow_empty,
         )
 
     @staticmethod
@@ -224,6 +233,18 @@ class RequestFiles:
 
     def read_result(self, request: str) -> dict[str, Any] | None:
         return self._read(self._path(request, "result"))
+
+    def _committed_path(self, draft: str) -> Path:
+        return self.dir / f"committed-{hashlib.sha256(draft.encode()).hexdigest()[:32]}.json"
+
+    def write_committed(self, draft: str, ref: str) -> None:
+        """Remember that draft ``p/a/NAME`` became ``ref`` (for a day, like results): a second
+        ``artfs commit`` of the vanished draft then says so instead of ENOENT."""
+        self._write(self._committed_path(draft), {"draft": draft, "ref": ref, "at": time.time()})
+
+    def read_committed(self, draft: str) -> dict[str, Any] | None:
+        body = self._read(self._committed_path(draft))
+        return body if body is not None and body.get("draft") == draft else None
 
     def remove(self, request: str) -> None:
         for kind in ("progress", "result"):

@@ -41,6 +41,7 @@ async def handle_commit_request(
             files.write_failure(request_id, e)
         raise
     rid = request.request
+    key = store.get_draft(draft_id).key
     last = 0.0
 
     def progress(phase: str, done: int, total: int) -> None:
@@ -67,6 +68,7 @@ async def handle_commit_request(
             tags=request.tags,
             ttl=request.ttl,
             allow_duplicate=request.allow_duplicate,
+            allow_empty=request.allow_empty,
         )
     except ArtfsError as e:
         if rid is not None:
@@ -76,6 +78,7 @@ async def handle_commit_request(
         if rid is not None:
             files.write_failure(rid, ArtfsError(f"internal error: {e!r}"))
         raise
+    files.write_committed(f"{key.project}/{key.artifact}/{key.name}", outcome.ref)
     if rid is not None:
         files.write_success(
             rid, outcome.ref, outcome.result.created, outcome.uploaded, outcome.recovered

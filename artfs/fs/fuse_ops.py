@@ -22,6 +22,7 @@ from ..errors import (
     ArtfsError,
     Forbidden,
     IntegrityError,
+    InvalidInput,
     ProtectedAlias,
     StorageFull,
     Unauthorized,
@@ -50,8 +51,12 @@ def _handler(
         except pyfuse3.FUSEError:
             raise
         except ArtfsError as exc:
-            level = logging.WARNING if isinstance(exc, _LOUD) else logging.DEBUG
-            log.log(level, "%s: %s", fn.__name__, exc)
+            if isinstance(exc, InvalidInput):  # "Invalid argument" alone says nothing: why
+                log.info("%s refused: %s", fn.__name__, exc)
+                self.fs.refused(fn.__name__, str(exc))
+            else:
+                level = logging.WARNING if isinstance(exc, _LOUD) else logging.DEBUG
+                log.log(level, "%s: %s", fn.__name__, exc)
             raise pyfuse3.FUSEError(exc.errno) from None
         except Exception:
             log.exception("unexpected error in %s; answering EIO", fn.__name__)

@@ -51,6 +51,7 @@ from ..errors import (
     Unsupported,
 )
 from ..models import OBSERVED, VersionInfo
+from ..mountinfo import write_refusal
 from ..names import LATEST
 from ..observed import OBSERVED_XATTR
 from ..refs.client import add_refs
@@ -136,6 +137,12 @@ class ArtfsFS:
         self.observer = Observer(ProcTable(clock)) if self.options.observe_inputs else None
 
     # --- plumbing -------------------------------------------------------------------
+    def refused(self, op: str, message: str) -> None:
+        """Keep the reason of an EINVAL answer where ``artfs info MOUNT`` finds it (the
+        state directory), since the errno cannot carry it."""
+        if self.drafts is not None:
+            write_refusal(self.drafts.store.state_dir, op, message)
+
     async def _call(self, what: str, fn: Callable[..., Awaitable[T]], *args: object) -> T:
         """A registry call the user asked for (a mutation of the write side): under the
         metadata deadline, tried even while the registry is backed off (``listings.py``)."""

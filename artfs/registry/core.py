@@ -245,14 +245,18 @@ class Registry(RunRegistry, EditingOps):
         ttl: float | str | None = None,
         allow_duplicate: bool = False,
         admin: bool = True,
+        create_type: str | None = None,
     ) -> CommitResult:
         """``inputs``: lineage, references resolved to versions inside the commit;
         ``observed_inputs``: lineage a mount observed (``registry/observeddb.py``). ``tags``,
         ``ttl`` (seconds or ``30d``: gc deletes it then unless an alias holds it). Content
         identical to a live version makes none (the result names it) unless
-        ``allow_duplicate``. ``admin``: the caller may move protected aliases."""
+        ``allow_duplicate``. ``admin``: the caller may move protected aliases.
+        ``create_type``: create the artifact (and project) with this type in the same
+        transaction if it is new, so a failed first commit leaves no empty artifact."""
         project_name(project)
         artifact_name(artifact)
+        create_type = None if create_type is None else artifact_type(create_type)
         input_refs = tuple(parse_inputs(list(inputs)))
         observed_refs = tuple(parse_inputs(list(observed_inputs)))
         if not isinstance(manifest, Manifest):
@@ -300,6 +304,7 @@ class Registry(RunRegistry, EditingOps):
             expires=None if seconds is None else self.clock() + seconds,
             allow_duplicate=allow_duplicate,
             admin=admin,
+            create_type=create_type,
         )
         version, created = self.meta.commit(project, artifact, new, alias_list, verify)
         return CommitResult(version, created)

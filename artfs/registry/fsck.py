@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput
-from ..progress import human_bytes
+from ..progress import human_bytes, plural
 from .core import manifest_blobs
 from .integrity import Verdict, judge, paced
 from .meta import VersionKey
@@ -185,16 +185,16 @@ def format_report(report: FsckReport) -> list[str]:
         else:
             lines.append(f"missing\t{sha}\tused by {users}")
     summary = (
-        f"{report.scanned} blob(s) re-hashed ({human_bytes(report.scanned_bytes)}), "
-        f"{report.versions} live version(s) read in {report.seconds:.1f}s: "
+        f"{plural(report.scanned, 'blob')} re-hashed ({human_bytes(report.scanned_bytes)}), "
+        f"{plural(report.versions, 'live version')} read in {report.seconds:.1f}s: "
         f"{len(report.damaged)} damaged, {len(report.missing)} missing"
     )
     if report.sidecars:
         done = "to rewrite" if report.dry_run else "rewritten"
-        summary += f", {report.sidecars} block-digest file(s) {done}"
+        summary += f", {plural(report.sidecars, 'block-digest file')} {done}"
     if report.cleared:
         done = "to clear" if report.dry_run else "cleared"
-        summary += f", {len(report.cleared)} earlier record(s) {done}"
+        summary += f", {plural(len(report.cleared), 'earlier record')} {done}"
     if not report.clean:
         summary += (
             "; heal by uploading the right bytes: artfs put of any version holding them "

@@ -57,6 +57,10 @@ class NewVersion:
     expires: float | None = None  # epoch seconds from which gc may delete it (its TTL)
     allow_duplicate: bool = False  # a new version even if a live one has this content
     admin: bool = True  # the committer may move protected aliases
+    # Create the artifact (and its project) with this type inside the commit's transaction
+    # if it does not exist: an artifact never exists without a version (a failed first
+    # commit leaves nothing). None: the artifact must exist.
+    create_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -592,6 +592,8 @@ class SqlMetaStore(
     ) -> tuple[VersionInfo, bool]:
         with self._write() as c:
             self._lock_gc(c, exclusive=False)
+            if new.create_type is not None:
+                self._create_for_commit(c, project, artifact, new)
             aid, _, _, _, next_number = self._artifact_row(c, project, artifact, lock=True)
             # Doomed rows first, the epoch second: undoom removes rows and bumps the epoch in one
             # transaction, so whichever side of it this commit reads, it sees one of the two.
@@ -673,6 +675,21 @@ class SqlMetaStore(
             for alias in sorted({*aliases, *([LATEST] if created else [])}):
                 self._upsert_alias(c, aid, alias, number)
             return self._version(c, project, artifact, number), created
+
+    def _create_for_commit(self, c: C, project: str, artifact: str, new: NewVersion) -> None:
+        """A first commit's project and artifact, rolled back with it if it fails; a
+        concurrent creator's rows win (PostgreSQL waits for it on the unique index)."""
+        sql = "INSERT INTO projects (name, created) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
+        self._q(c, sql, project, new.created)
+        self._q(
+            c,
+            "INSERT INTO artifacts (project_id, name, type, description, created) "
+            "VALUES (?, ?, ?, '', ?) ON CONFLICT (project_id, name) DO NOTHING",
+            self._project_id(c, project),
+            artifact,
+            new.create_type,
+            new.created,
+        )
 
     def set_alias(
         self,

@@ -392,8 +392,12 @@ def add_serve_arguments(parser: Any) -> None:
         default=os.environ.get("ARTFS_DATA", "./artfs-data"),
         help="data directory (SQLite + blobs; default $ARTFS_DATA or %(default)s)",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8765, help="API port to listen on (default %(default)s)"
+    )
     parser.add_argument(
         "--blob-port",
         type=int,

@@ -290,6 +290,7 @@ def create_app(
                 ttl=body.get("ttl"),
                 allow_duplicate=json_flag(body.get("allow_duplicate", False), "allow_duplicate"),
                 admin=is_admin(request),
+                create_type=body.get("create_type"),
             )
 
         result = await run(work)
