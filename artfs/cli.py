@@ -20,6 +20,8 @@ import trio
 from . import config
 from .cache.settings import CacheTuning
 from .cli_admin import add_admin_parsers
+from .cli_transfer import add_parsers as add_transfer_parsers
+from .cli_transfer import get_options
 from .client import open_client
 from .client.base import UNSET, Expect, RegistryClient
 from .errors import ArtfsError, InvalidInput, NotFound
@@ -27,6 +29,7 @@ from .fs.siblings import SiblingTuning
 from .lineage import add_input_option, parse_inputs
 from .names import alias_name, parse_artifact_id, parse_ref, parse_version
 from .progress import human_bytes
+from .treescan import SYMLINK_POLICIES
 
 # --------------------------------------------------------------------------- helpers
 
@@ -87,6 +90,7 @@ def cmd_put(args: argparse.Namespace) -> int:
             description=args.description or "",
             creator=config.creator(),
             inputs=tuple(str(ref) for ref in parse_inputs(args.input)),
+            symlinks=args.symlinks,
         )
         v = result.version
         print(v.ref)
@@ -269,22 +273,9 @@ def _cached_bytes(cache_dir: Path, client: RegistryClient, sha256: str, size: in
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from .download import download_version
+    from .cli_transfer import run_get
 
-    ref = parse_ref(args.ref)
-
-    async def run(client: RegistryClient) -> int:
-        count, size = await download_version(
-            client,
-            config.cache_dir_from(args.cache_dir),
-            ref,
-            Path(args.dest),
-            cache_size=config.parse_size(args.cache_size) if args.cache_size else None,
-        )
-        print(f"{ref}: {count} files, {human_bytes(size)} -> {args.dest}", file=sys.stderr)
-        return 0
-
-    return trio.run(_with_client, args, run)
+    return trio.run(_with_client, args, lambda client: run_get(client, args))
 
 
 def cmd_prefetch(args: argparse.Namespace) -> int:
@@ -450,14 +441,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metadata", help="JSON object stored with the version")
     s.add_argument("--description")
     add_input_option(s)
+    s.add_argument(
+        "--symlinks",
+        choices=SYMLINK_POLICIES,
+        default="keep",
+        help="keep: store links as links (they must be relative and stay inside the tree; a "
+        "link pointing outside is refused, naming it); follow: store what they point at; "
+        "skip: leave them out (default: keep)",
+    )
     s.set_defaults(fn=cmd_put)
 
     s = with_cache(
         with_registry(sub.add_parser("get", help="download a version through the shared cache"))
     )
-    s.add_argument("ref", metavar="REF")
+    s.add_argument("ref", metavar="REF", help="project/artifact[:vN|:alias][/path/in/version]")
     s.add_argument("dest")
     s.add_argument("--cache-size", help="bound the cache while downloading")
+    get_options(s)
     s.set_defaults(fn=cmd_get)
 
     s = with_cache(with_registry(sub.add_parser("prefetch", help="fill the cache ahead of a job")))
@@ -500,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .drafts.cli_cmds import add_parsers as add_draft_parsers
 
     add_draft_parsers(sub, with_registry)
+    add_transfer_parsers(sub, with_registry)
 
     s = sub.add_parser("cache", help="inspect or shrink the local cache")
     csub = s.add_subparsers(dest="cache_cmd", required=True)

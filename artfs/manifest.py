@@ -11,8 +11,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import manifest_extras
 from .errors import InvalidInput
 from .hashing import sha256_hex
+from .manifest_extras import EMPTY, Extras
 from .names import manifest_path
 
 # Files in one version. 1,000,000-file manifests are measured to commit, list and mount
@@ -41,20 +43,35 @@ class FileEntry:
 class Manifest(Mapping[str, FileEntry]):
     """An immutable, validated mapping of relative path -> FileEntry, sorted by path."""
 
-    __slots__ = ("_digest", "_files", "within_limits")
+    __slots__ = ("_digest", "_extras", "_files", "within_limits")
 
     def __init__(
-        self, files: dict[str, FileEntry], digest: str, *, within_limits: bool = False
+        self,
+        files: dict[str, FileEntry],
+        digest: str,
+        *,
+        within_limits: bool = False,
+        extras: Extras = EMPTY,
     ) -> None:
         self._files = files
         self._digest = digest
+        self._extras = extras  # executable bits, symlinks, empty dirs (manifest_extras.py)
         # True when built with the commit limits checked; a commit re-checks one that isn't
         self.within_limits = within_limits
 
     @classmethod
-    def build(cls, entries: Iterable[tuple[str, int, str]], *, limits: bool = True) -> Manifest:
+    def build(
+        cls,
+        entries: Iterable[tuple[str, int, str]],
+        *,
+        limits: bool = True,
+        executable: Iterable[str] = (),
+        symlinks: Iterable[tuple[str, str]] = (),
+        dirs: Iterable[str] = (),
+    ) -> Manifest:
         """Validate and sort. ``limits``: also the path length, depth and file count limits
-        (every commit); readers of stored versions pass False (``names.manifest_path``)."""
+        (every commit); readers of stored versions pass False (``names.manifest_path``).
+        ``executable``/``symlinks``/``dirs``: the optional facts of ``manifest_extras``."""
         files: dict[str, FileEntry] = {}
         for item in entries:
             try:
@@ -78,27 +95,59 @@ class Manifest(Mapping[str, FileEntry]):
                 )
         ordered = dict(sorted(files.items()))
         _check_file_dir_conflicts(ordered)
-        return cls(ordered, _digest(ordered), within_limits=limits)
+        extras = manifest_extras.check(ordered, executable, symlinks, dirs, limits=limits)
+        if limits and len(files) + len(extras) > MAX_FILES:
+            raise InvalidInput(f"too many files: more than the limit of {MAX_FILES} per version")
+        return cls(ordered, _digest(ordered, extras), within_limits=limits, extras=extras)
 
     @classmethod
     def from_json(cls, data: Any, *, limits: bool = True) -> Manifest:
-        """Accept ``{"files": [[path, size, sha], ...]}`` or ``{path: {"size", "sha256"}}``.
+        """Accept ``{"files": [[path, size, sha], ...]}`` (with the optional keys of
+        ``manifest_extras``) or ``{path: {"size", "sha256"}}``.
         ``limits``: as in ``build`` (False for a manifest the registry already stored)."""
+        executable: list[str] = []
+        symlinks: list[tuple[str, str]] = []
+        dirs: list[str] = []
         if isinstance(data, dict) and "files" in data:
+            executable, symlinks, dirs = manifest_extras.from_json(data)
             data = data["files"]
+        entries: Iterable[Any]
         if isinstance(data, dict):
             try:
-                return cls.build(
-                    ((p, e["size"], e["sha256"]) for p, e in data.items()), limits=limits
-                )
+                entries = [(p, e["size"], e["sha256"]) for p, e in data.items()]
             except (TypeError, KeyError):
                 raise InvalidInput("invalid manifest: entries need 'size' and 'sha256'") from None
-        if isinstance(data, list):
-            return cls.build((tuple(e) if isinstance(e, list) else e for e in data), limits=limits)
-        raise InvalidInput("invalid manifest: expected a list of [path, size, sha256]")
+        elif isinstance(data, list):
+            entries = (tuple(e) if isinstance(e, list) else e for e in data)
+        else:
+            raise InvalidInput("invalid manifest: expected a list of [path, size, sha256]")
+        return cls.build(
+            entries, limits=limits, executable=executable, symlinks=symlinks, dirs=dirs
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"files": [[p, e.size, e.sha256] for p, e in self._files.items()]}
+        out: dict[str, Any] = {"files": [[p, e.size, e.sha256] for p, e in self._files.items()]}
+        out.update(self._extras.to_json())
+        return out
+
+    @property
+    def extras(self) -> Extras:
+        return self._extras
+
+    @property
+    def executable(self) -> frozenset[str]:
+        """Files whose executable bit is kept (shown 0555, recreated 0755)."""
+        return self._extras.executable
+
+    @property
+    def symlinks(self) -> Mapping[str, str]:
+        """Symlinks inside the version: path -> relative target (never leaving the version)."""
+        return self._extras.symlinks
+
+    @property
+    def dirs(self) -> tuple[str, ...]:
+        """Empty directories."""
+        return self._extras.dirs
 
     @property
     def digest(self) -> str:
@@ -128,11 +177,17 @@ class Manifest(Mapping[str, FileEntry]):
         return hash(self._digest)
 
 
-def _digest(files: dict[str, FileEntry]) -> str:
-    """sha256 over the canonical form: ``path NUL size NUL sha256 LF`` per file, sorted by path."""
+def _digest(files: dict[str, FileEntry], extras: Extras = EMPTY) -> str:
+    """sha256 over the canonical form: ``path NUL size NUL sha256 LF`` per file, sorted by
+    path, with the extra records of ``manifest_extras`` merged in (none: the form as it was)."""
     h = hashlib.sha256()
-    for path, e in files.items():
-        h.update(f"{path}\x00{e.size}\x00{e.sha256}\n".encode())
+    if not extras:
+        for path, e in files.items():
+            h.update(f"{path}\x00{e.size}\x00{e.sha256}\n".encode())
+        return h.hexdigest()
+    rows = ((p, e.size, e.sha256) for p, e in files.items())
+    for line in manifest_extras.canonical_lines(rows, extras):
+        h.update(line.encode())
     return h.hexdigest()
 
 

@@ -10,10 +10,7 @@ the same version (identical content to ``latest``).
 from __future__ import annotations
 
 import logging
-import os
-import stat
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +19,11 @@ import trio
 from .client.base import RegistryClient
 from .errors import AlreadyExists, ArtfsError, BeingCollected, InvalidInput, NotFound
 from .hashing import hash_file
-from .manifest import MAX_FILES, Manifest, check_paths
+from .manifest import Manifest
 from .models import CommitResult
-from .names import MAX_DEPTH, manifest_path
 from .progress import Progress
+from .treescan import LocalFile as LocalFile
+from .treescan import ScannedTree, SymlinkPolicy, scan
 
 log = logging.getLogger(__name__)
 
@@ -35,66 +33,17 @@ COLLECTION_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 HASH_PARALLELISM = 2
 
 
-@dataclass(frozen=True, slots=True)
-class LocalFile:
-    path: str  # relative, '/'-separated
-    source: Path
-    size: int
-
-
 def scan_tree(root: Path) -> list[LocalFile]:
     """Regular files under ``root`` (or ``root`` itself if it is a file). Anything else is
-    refused, and so is a tree no commit would accept (names.MAX_PATH_BYTES, MAX_DEPTH,
-    manifest.MAX_FILES): the error comes before any byte is hashed or uploaded. The walk
-    keeps its own stack (``os.walk`` recurses per level in Python 3.11) and goes no deeper
-    than a version may."""
-    try:
-        st = root.stat()
-    except FileNotFoundError:
-        raise NotFound(f"{root}: no such file or directory") from None
-    if stat.S_ISREG(st.st_mode):
-        files = [LocalFile(root.name, root, st.st_size)]
-        check_paths(f.path for f in files)
-        return files
-    if not stat.S_ISDIR(st.st_mode):
-        raise InvalidInput(f"{root}: not a regular file or directory")
-    files = []
-    stack: list[tuple[Path, str, int]] = [(root, "", 0)]  # directory, its path, its depth
-    while stack:
-        directory, prefix, depth = stack.pop()
-        with os.scandir(directory) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
-            full = Path(entry.path)
-            rel = prefix + entry.name
-            if entry.is_dir(follow_symlinks=False):
-                if depth + 1 >= MAX_DEPTH:
-                    raise InvalidInput(
-                        f"{full}: directories nest deeper than a version's limit of "
-                        f"{MAX_DEPTH} levels"
-                    )
-                stack.append((full, rel + "/", depth + 1))
-                continue
-            if entry.is_symlink():
-                raise InvalidInput(
-                    f"{full}: is a symbolic link; a version holds only regular files"
-                )
-            lst = entry.stat(follow_symlinks=False)
-            if not stat.S_ISREG(lst.st_mode):
-                raise InvalidInput(
-                    f"{full}: not a regular file; a version holds only regular files"
-                )
-            manifest_path(rel)
-            files.append(LocalFile(rel, full, lst.st_size))
-            if len(files) > MAX_FILES:
-                raise InvalidInput(
-                    f"{root}: too many files: more than the limit of {MAX_FILES} per version"
-                )
-    files.sort(key=lambda f: f.path)
-    return files
+    refused, and so is a tree no commit would accept (``treescan.scan``)."""
+    return scan(root, symlinks=None).files
 
 
-async def hash_files(files: list[LocalFile], progress: Progress | None = None) -> Manifest:
+async def hash_files(
+    files: list[LocalFile], progress: Progress | None = None, tree: ScannedTree | None = None
+) -> Manifest:
+    """The manifest of ``files`` (hashed in threads), with ``tree``'s executable bits,
+    symlinks and empty directories when given (``treescan.py``)."""
     limiter = trio.CapacityLimiter(HASH_PARALLELISM)
     digests: dict[str, str] = {}
 
@@ -109,7 +58,20 @@ async def hash_files(files: list[LocalFile], progress: Progress | None = None) -
     async with trio.open_nursery() as nursery:
         for f in files:
             nursery.start_soon(one, f)
-    return Manifest.build((f.path, f.size, digests[f.path]) for f in files)
+    rows = ((f.path, f.size, digests[f.path]) for f in files)
+    if tree is None:
+        return Manifest.build(rows)
+    try:
+        return Manifest.build(
+            rows, executable=tree.executable, symlinks=tree.symlinks, dirs=tree.dirs
+        )
+    except InvalidInput as e:
+        if "symlink" not in str(e):
+            raise
+        raise InvalidInput(
+            f"{e} (put --symlinks=follow stores what a link points at, --symlinks=skip "
+            "leaves links out)"
+        ) from None
 
 
 async def upload_and_commit(
@@ -226,13 +188,16 @@ async def put_tree(
     creator: str = "",
     show_progress: bool | None = None,
     inputs: tuple[str, ...] = (),
+    symlinks: SymlinkPolicy = "keep",
 ) -> tuple[CommitResult, int]:
     """Publish ``root`` as a new version; returns the commit result and the bytes uploaded.
-    ``inputs``: lineage, references of the versions it was made from."""
-    files = scan_tree(root)
+    ``inputs``: lineage, references of the versions it was made from. ``symlinks``: what
+    to do with links (``treescan.py``); executable bits and empty directories are kept."""
+    tree = scan(root, symlinks)
+    files = tree.files
     total = sum(f.size for f in files)
     hashing = Progress("hashing", total, enabled=show_progress)
-    manifest = await hash_files(files, hashing)
+    manifest = await hash_files(files, hashing, tree)
     hashing.close()
     await ensure_artifact(client, project, artifact, type)
     sources = {manifest[f.path].sha256: f.source for f in files}

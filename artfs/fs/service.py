@@ -51,7 +51,7 @@ from ..errors import (
 from ..models import VersionInfo
 from ..names import LATEST
 from . import xattrs
-from .attrs import BLKSIZE, DIR_MODE, FILE_MODE, LINK_MODE, Attr, FsStats, Opened
+from .attrs import BLKSIZE, DIR_MODE, EXEC_MODE, FILE_MODE, LINK_MODE, Attr, FsStats, Opened
 from .drafts_fs import DraftNode, DraftsFS
 from .inodes import (
     AliasNode,
@@ -62,6 +62,7 @@ from .inodes import (
     ListedDir,
     Node,
     TreeDirNode,
+    TreeLinkNode,
     VersionNode,
 )
 from .listings import Listings
@@ -216,8 +217,12 @@ class ArtfsFS:
             return self.drafts.attr(node)
         o = self.options
         ttl, forever = o.listing_ttl, o.immutable_timeout
-        if isinstance(node, FileNode):
-            mtime, size, mode, nlink = node.version.mtime, node.size, FILE_MODE, 1
+        if isinstance(node, TreeLinkNode):
+            mtime, size, mode, nlink = node.version.mtime, node.size, LINK_MODE, 1
+            entry, attr = forever, forever
+        elif isinstance(node, FileNode):
+            mode = EXEC_MODE if node.tree.is_exec(node.index) else FILE_MODE
+            mtime, size, nlink = node.version.mtime, node.size, 1
             entry, attr = forever, forever
         elif isinstance(node, AliasNode):
             mtime, size, mode, nlink = node.artifact.mtime, len(node.target), LINK_MODE, 1
@@ -333,6 +338,8 @@ class ArtfsFS:
 
     async def readlink(self, ino: int) -> str:
         node = self.table.get(ino)
+        if isinstance(node, TreeLinkNode):
+            return node.target
         if not isinstance(node, AliasNode):
             raise InvalidInput(f"inode {ino} is not a symbolic link")
         return (await self._current_alias(node)).target
@@ -379,7 +386,7 @@ class ArtfsFS:
             return self.drafts.open(node, flags)
         if flags & _WRITE_FLAGS:
             self._refuse(node, "open for writing")
-        if not isinstance(node, FileNode):
+        if not isinstance(node, FileNode) or isinstance(node, TreeLinkNode):
             raise InvalidInput(f"inode {ino} is not a regular file")
         return await self.files.open(node)
 
@@ -430,7 +437,7 @@ class ArtfsFS:
             raise Unsupported("extended attributes are off for this mount (mount with --xattrs)")
         if isinstance(node, VersionNode):
             return xattrs.VERSION_NAMES
-        if isinstance(node, FileNode):
+        if isinstance(node, FileNode) and not isinstance(node, TreeLinkNode):
             return xattrs.FILE_NAMES
         return ()
 

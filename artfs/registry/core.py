@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import manifest_extras
 from ..auth import Principal, TokenInfo
 from ..client.base import UNSET, Expect
 from ..errors import BeingCollected, Forbidden, InvalidInput, NotPermitted
@@ -60,8 +61,9 @@ def encode_manifest(manifest: Manifest) -> bytes:
 
 def decode_manifest(data: bytes, digest: str) -> Manifest:
     """Rebuild a manifest this registry stored (validated at commit; not re-checked)."""
-    files = {p: FileEntry(size, sha) for p, size, sha in json.loads(gzip.decompress(data))["files"]}
-    return Manifest(files, digest)
+    doc = json.loads(gzip.decompress(data))
+    files = {p: FileEntry(size, sha) for p, size, sha in doc["files"]}
+    return Manifest(files, digest, extras=manifest_extras.stored(doc))
 
 
 def manifest_blobs(data: bytes) -> set[str]:

@@ -21,8 +21,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from .. import manifest_extras
 from ..client.base import UNSET, Expect
 from ..errors import ArtfsError, Forbidden, InvalidInput, StorageFull, Unauthorized
+from ..manifest_extras import canonical_lines
 from ..names import parse_version, version_label
 
 T = TypeVar("T")
@@ -179,9 +181,9 @@ def selector_param(text: str) -> str:
 def canonical_manifest(data_gz: bytes, gzipped: bool) -> bytes:
     """A stored manifest (gzip JSON, validated and sorted at commit) in canonical form: the
     bytes its digest is over (the client checks that digest)."""
-    files = json.loads(gzip.decompress(data_gz))["files"]
-    raw = "".join(f"{path}\x00{size}\x00{sha}\n" for path, size, sha in files).encode()
-    del files
+    doc = json.loads(gzip.decompress(data_gz))
+    raw = "".join(canonical_lines(doc["files"], manifest_extras.stored(doc))).encode()
+    del doc
     return gzip.compress(raw, 1) if gzipped else raw
 
 
