@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(fuse3 pkg-config attr curl gcc patch xz-utils)
+pkgs=(fuse3 pkg-config attr curl gcc patch xz-utils rsync)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -12,7 +12,7 @@ from typing import Any
 
 from artfs.client.memory import MemoryRegistryClient
 from artfs.drafts.store import DraftStore
-from artfs.fs.drafts_fs import PENDING_LINK_SECONDS
+from artfs.fs.alias_links import PENDING_LINK_SECONDS
 from artfs.fs.options import MountOptions
 from artfs.fs.service import ArtfsFS
 from artfs.fs.testing import MemoryBlobCache

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import trio
 
+from .. import manifest_extras
 from ..cache.ingest import StagedBlob
 from ..client.base import RegistryClient
 from ..errors import ArtfsError, Conflict, IntegrityError, InvalidInput, NotFound
@@ -200,8 +201,17 @@ async def _publish(
 ) -> CommitOutcome:
     files = store.snapshot(draft.id)
     check_paths(f.path for f in files)  # refused before hashing or uploading a byte
+    shape = store.shape(draft.id)  # and its links checked (inside the version), dirs, x bits
+    manifest_extras.check(
+        {f.path for f in files}, shape.executable, shape.symlinks, shape.dirs, limits=True
+    )
     digests = await _hash_unknown(store, files, wanted.progress)
-    manifest = Manifest.build((f.path, f.size, digests[f.path]) for f in files)
+    manifest = Manifest.build(
+        ((f.path, f.size, digests[f.path]) for f in files),
+        executable=shape.executable,
+        symlinks=shape.symlinks,
+        dirs=shape.dirs,
+    )
     try:
         async with trio.open_nursery() as nursery:
             if cache is not None:

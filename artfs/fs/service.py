@@ -43,6 +43,7 @@ from ..errors import (
     InvalidInput,
     NoAttribute,
     NotFound,
+    NotKept,
     NotPermitted,
     ReadOnly,
     Unavailable,
@@ -340,6 +341,9 @@ class ArtfsFS:
         node = self.table.get(ino)
         if isinstance(node, TreeLinkNode):
             return node.target
+        if isinstance(node, DraftNode):
+            assert self.drafts is not None
+            return self.drafts.readlink(node)
         if not isinstance(node, AliasNode):
             raise InvalidInput(f"inode {ino} is not a symbolic link")
         return (await self._current_alias(node)).target
@@ -590,10 +594,17 @@ class ArtfsFS:
             return
         if name in xattrs.SETTABLE_NAMES and _in_version(node):
             raise NotPermitted(f"{name} applies to drafts; a version is already committed")
+        if isinstance(node, DraftNode):
+            # ENOTSUP, not EPERM: what cp -a, tar and rsync take as "this filesystem keeps
+            # no ACLs/xattrs" and go on (with EPERM, cp -a exits 1 after copying everything)
+            raise NotKept(f"set {name}: a draft keeps no extended attributes or ACLs")
         self._refuse(node, f"set {name}")
 
     async def removexattr(self, ino: int, name: str) -> None:
-        self._refuse(self.table.get(ino), f"remove {name}")
+        node = self.table.get(ino)
+        if isinstance(node, DraftNode):
+            raise NotKept(f"remove {name}: a draft keeps no extended attributes or ACLs")
+        self._refuse(node, f"remove {name}")
 
     # --- lifetime ---------------------------------------------------------------------------
     async def aclose(self) -> None:
