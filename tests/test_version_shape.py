@@ -272,3 +272,26 @@ def test_put_symlink_policies_and_get_path_merge_link_verify(
     assert not list((cache / "v1" / "blobs").rglob("*")) or all(
         p.is_dir() for p in (cache / "v1" / "blobs").rglob("*")
     )
+
+
+def test_python_api_put_download_verify_keep_the_shape(server: Server, tmp_path: Path) -> None:
+    import artfs
+
+    src = tmp_path / "src"
+    make_source(src)
+    with artfs.Registry(server.url, cache_dir=tmp_path / "api-cache") as reg:
+        v = reg.put(src, "api/shape")
+        m = v.manifest()
+        assert m.executable == {"bin/run.sh"} and m.dirs == ("cache", "logs/empty")
+        assert m.symlinks["latest-sub"] == "data/sub"
+        out = v.download(tmp_path / "out")
+        check_shape(out)
+        v.verify(out)
+        os.unlink(out / "latest-sub")
+        (out / "cache").rmdir()
+        with pytest.raises(artfs.IntegrityError, match="missing cache/; missing latest-sub"):
+            v.verify(out)
+        os.symlink("/etc/hostname", src / "outside")
+        with pytest.raises(artfs.InvalidInput, match="is absolute"):
+            reg.put(src, "api/shape")
+        assert reg.put(src, "api/shape", symlinks="skip").number == 1

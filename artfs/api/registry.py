@@ -17,6 +17,7 @@ from ..manifest import Manifest
 from ..models import VersionInfo
 from ..names import parse_artifact_id, parse_ref, parse_version
 from ..publish import put_tree
+from ..treescan import SymlinkPolicy
 from .sync import RUNTIME, Portal, Session, SessionKey, normalize_registry
 from .version import Version
 
@@ -172,10 +173,13 @@ class Registry:
         metadata: dict[str, Any] | None = None,
         description: str = "",
         inputs: Sequence[str | Version] = (),
+        symlinks: SymlinkPolicy = "keep",
     ) -> Version:
         """Publish a file or directory as a new version of ``project/artifact`` (created if
         needed, with ``type``, default "dataset"); what the registry holds already is not
-        uploaded again. Identical contents to ``latest`` return that version."""
+        uploaded again. Identical contents to ``latest`` return that version. Executable
+        bits and empty directories are kept; ``symlinks``: "keep" (relative links inside
+        the tree; others are refused), "follow" or "skip" (``artfs put --symlinks``)."""
         aid = parse_artifact_id(artifact)
         _, session = self._session()
         result, _ = self._call(
@@ -192,6 +196,7 @@ class Registry:
                 creator=config.creator(),
                 show_progress=False,
                 inputs=input_refs(inputs),
+                symlinks=symlinks,
             ),
             whole=True,
         )
