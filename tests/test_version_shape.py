@@ -291,7 +291,17 @@ def test_python_api_put_download_verify_keep_the_shape(server: Server, tmp_path:
         (out / "cache").rmdir()
         with pytest.raises(artfs.IntegrityError, match="missing cache/; missing latest-sub"):
             v.verify(out)
+        # a draft from it keeps what it does not change
+        draft = reg.draft("api/shape", v)
+        (tmp_path / "new.sh").write_text("#!/bin/sh\n")
+        (tmp_path / "new.sh").chmod(0o700)
+        draft.add_file(tmp_path / "new.sh", "bin/new.sh")
+        draft.remove("data/current")
+        m2 = draft.commit().manifest()
+        assert m2.executable == {"bin/run.sh", "bin/new.sh"}
+        assert "data/current" not in m2.symlinks and m2.symlinks["latest-sub"] == "data/sub"
+        assert m2.dirs == m.dirs
         os.symlink("/etc/hostname", src / "outside")
         with pytest.raises(artfs.InvalidInput, match="is absolute"):
             reg.put(src, "api/shape")
-        assert reg.put(src, "api/shape", symlinks="skip").number == 1
+        assert reg.put(src, "api/shape", symlinks="skip").number == 2
