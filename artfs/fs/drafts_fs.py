@@ -15,7 +15,9 @@ calls it as docs/design-drafts.md ("Operations the mount calls") prescribes.
   store; inherited files are read through the blob cache and copied locally
   (``cow.Materializer``) before their first change. Draft nodes get short
   kernel timeouts and no ``keep_cache``: they change.
-* Alias links in an artifact directory: ``symlink(NAME -> vN)`` sets an alias
+* Inside a draft a symlink is a plain link, kept by the commit if it stays inside the
+  version (``drafts/links.py``); xattrs and ACLs on draft nodes answer EOPNOTSUPP.
+* Alias links in an artifact directory (``alias_links.py``): ``symlink(NAME -> vN)`` sets an alias
   that does not exist yet; ``rename`` of a link over another moves the target
   alias with ``expect=`` its current version (atomic at the registry, what
   ``ln -sfn`` does through a temporary name), then removes the temporary one;
