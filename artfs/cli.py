@@ -29,6 +29,8 @@ from .cli_meta import (
     info_facts,
     unchanged_note,
 )
+from .cli_transfer import add_parsers as add_transfer_parsers
+from .cli_transfer import get_options
 from .client import open_client
 from .client.base import UNSET, Expect, RegistryClient
 from .errors import ArtfsError, InvalidInput, NotFound
@@ -39,6 +41,7 @@ from .names import alias_name, parse_artifact_id, parse_ref, parse_version
 from .observed import add_no_observed_option
 from .progress import human_bytes, iso_time, plural
 from .refs.cli import add_ref_option, ref_pairs
+from .treescan import SYMLINK_POLICIES
 
 # --------------------------------------------------------------------------- helpers
 
@@ -103,6 +106,7 @@ def cmd_put(args: argparse.Namespace) -> int:
             refs=refs,
             **commit_options(args),
             allow_empty=args.allow_empty,
+            symlinks=args.symlinks,
         )
         v = result.version
         print(v.ref)
@@ -301,24 +305,9 @@ def _cached_bytes(cache_dir: Path, client: RegistryClient, sha256: str, size: in
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from .download import download_version
+    from .cli_transfer import run_get
 
-    ref = parse_ref(args.ref)
-
-    async def run(client: RegistryClient) -> int:
-        count, size = await download_version(
-            client,
-            config.cache_dir_from(args.cache_dir),
-            ref,
-            Path(args.dest),
-            cache_size=config.parse_size(args.cache_size) if args.cache_size else None,
-        )
-        print(
-            f"{ref}: {plural(count, 'file')}, {human_bytes(size)} -> {args.dest}", file=sys.stderr
-        )
-        return 0
-
-    return trio.run(_with_client, args, run)
+    return trio.run(_with_client, args, lambda client: run_get(client, args))
 
 
 def cmd_prefetch(args: argparse.Namespace) -> int:
@@ -521,14 +510,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_input_option(s)
     add_commit_options(s)
+    s.add_argument(
+        "--symlinks",
+        choices=SYMLINK_POLICIES,
+        default="keep",
+        help="keep: store links as links (they must be relative and stay inside the tree; a "
+        "link pointing outside is refused, naming it); follow: store what they point at; "
+        "skip: leave them out (default: keep)",
+    )
     s.set_defaults(fn=cmd_put)
 
     s = with_cache(
         with_registry(sub.add_parser("get", help="download a version through the shared cache"))
     )
-    s.add_argument("ref", metavar="REF", help="project/artifact[:vN|:alias] (default :latest)")
-    s.add_argument("dest", help="directory to write the version's files into")
+    s.add_argument("ref", metavar="REF", help="project/artifact[:vN|:alias][/path/in/version]")
+    s.add_argument("dest", help="where to write the version's files (or the one file)")
     s.add_argument("--cache-size", help="bound the cache while downloading")
+    get_options(s)
     s.set_defaults(fn=cmd_get)
 
     s = with_cache(with_registry(sub.add_parser("prefetch", help="fill the cache ahead of a job")))
@@ -602,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_runs.add_parsers(sub, with_registry)
     add_wandb_parsers(sub, with_registry, with_cache)
     add_meta_parsers(sub, with_registry)
+    add_transfer_parsers(sub, with_registry)
 
     s = sub.add_parser(
         "cache",

@@ -113,6 +113,15 @@ class Unsupported(ArtfsError):
     errno = _errno.ENOSYS
 
 
+class NotKept(Unsupported):
+    """Something this object does not keep, asked of it alone (EOPNOTSUPP: an ACL or xattr
+    on a draft file). Not ENOSYS, which would make the kernel refuse every later setxattr
+    of the mount, ``user.artfs.commit`` included; ``cp -a``/``rsync -a`` go on past it."""
+
+    code = "not_kept"
+    errno = _errno.EOPNOTSUPP
+
+
 class NotEmpty(Conflict):
     """A directory that still has entries (rmdir, rename over it): ENOTEMPTY."""
 
@@ -201,6 +210,7 @@ ALL_ERRORS: tuple[type[ArtfsError], ...] = (
     Forbidden,
     NoAttribute,
     Unsupported,
+    NotKept,
     NotEmpty,
     IsADirectory,
     NotADirectory,

@@ -11,8 +11,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import manifest_extras
 from .errors import InvalidInput
 from .hashing import sha256_hex
+from .manifest_extras import EMPTY, Extras
 from .names import manifest_path
 from .refs.model import BlobRef, blocks_size, check_ref, refs_from_json
 
@@ -42,7 +44,7 @@ class FileEntry:
 class Manifest(Mapping[str, FileEntry]):
     """An immutable, validated mapping of relative path -> FileEntry, sorted by path."""
 
-    __slots__ = ("_digest", "_files", "_refs", "within_limits")
+    __slots__ = ("_digest", "_extras", "_files", "_refs", "within_limits")
 
     def __init__(
         self,
@@ -51,10 +53,12 @@ class Manifest(Mapping[str, FileEntry]):
         *,
         within_limits: bool = False,
         refs: dict[str, BlobRef] | None = None,
+        extras: Extras = EMPTY,
     ) -> None:
         self._files = files
         self._digest = digest
         self._refs = refs or {}  # sha256 -> where its bytes stay (refs/model.py)
+        self._extras = extras  # executable bits, symlinks, empty dirs (manifest_extras.py)
         # True when built with the commit limits checked; a commit re-checks one that isn't
         self.within_limits = within_limits
 
@@ -65,10 +69,14 @@ class Manifest(Mapping[str, FileEntry]):
         *,
         limits: bool = True,
         refs: Mapping[str, BlobRef] | None = None,
+        executable: Iterable[str] = (),
+        symlinks: Iterable[tuple[str, str]] = (),
+        dirs: Iterable[str] = (),
     ) -> Manifest:
         """Validate and sort. ``limits``: also the path length, depth and file count limits
         (every commit); readers of stored versions pass False (``names.manifest_path``).
-        ``refs``: blobs whose bytes stay at a URL (each must be a blob of an entry)."""
+        ``refs``: blobs whose bytes stay at a URL (each must be a blob of an entry).
+        ``executable``/``symlinks``/``dirs``: the optional facts of ``manifest_extras``."""
         files: dict[str, FileEntry] = {}
         for item in entries:
             try:
@@ -93,41 +101,77 @@ class Manifest(Mapping[str, FileEntry]):
         ordered = dict(sorted(files.items()))
         _check_file_dir_conflicts(ordered)
         kept = _checked_refs(ordered, refs or {})
-        return cls(ordered, _digest(ordered, kept), within_limits=limits, refs=kept)
+        extras = manifest_extras.check(ordered, executable, symlinks, dirs, limits=limits)
+        if limits and len(files) + len(extras) > MAX_FILES:
+            raise InvalidInput(f"too many files: more than the limit of {MAX_FILES} per version")
+        digest = _digest(ordered, extras, kept)
+        return cls(ordered, digest, within_limits=limits, refs=kept, extras=extras)
 
     @classmethod
     def from_json(cls, data: Any, *, limits: bool = True) -> Manifest:
-        """Accept ``{"files": [[path, size, sha], ...]}`` or ``{path: {"size", "sha256"}}``.
+        """Accept ``{"files": [[path, size, sha], ...]}`` (with the optional keys of
+        ``manifest_extras``) or ``{path: {"size", "sha256"}}``.
         ``limits``: as in ``build`` (False for a manifest the registry already stored)."""
         refs = None
+        executable: list[str] = []
+        symlinks: list[tuple[str, str]] = []
+        dirs: list[str] = []
         if isinstance(data, dict) and "files" in data:
             refs = refs_from_json(data["refs"]) if "refs" in data else None
+            executable, symlinks, dirs = manifest_extras.from_json(data)
             data = data["files"]
+        entries: Iterable[Any]
         if isinstance(data, dict):
             try:
-                return cls.build(
-                    ((p, e["size"], e["sha256"]) for p, e in data.items()), limits=limits
-                )
+                entries = [(p, e["size"], e["sha256"]) for p, e in data.items()]
             except (TypeError, KeyError):
                 raise InvalidInput("invalid manifest: entries need 'size' and 'sha256'") from None
-        if isinstance(data, list):
-            return cls.build(
-                (tuple(e) if isinstance(e, list) else e for e in data), limits=limits, refs=refs
-            )
-        raise InvalidInput("invalid manifest: expected a list of [path, size, sha256]")
+        elif isinstance(data, list):
+            entries = (tuple(e) if isinstance(e, list) else e for e in data)
+        else:
+            raise InvalidInput("invalid manifest: expected a list of [path, size, sha256]")
+        return cls.build(
+            entries,
+            limits=limits,
+            refs=refs,
+            executable=executable,
+            symlinks=symlinks,
+            dirs=dirs,
+        )
 
     def to_json(self) -> dict[str, Any]:
-        files = [[p, e.size, e.sha256] for p, e in self._files.items()]
-        if not self._refs:  # no "refs" key at all: older readers see what they always saw
-            return {"files": files}
-        # refs first: the server tells a stored manifest with refs by its first bytes
-        # (server/requestio.has_refs), without inflating a million file entries
-        return {"refs": {sha: ref.to_json() for sha, ref in self._refs.items()}, "files": files}
+        out: dict[str, Any] = {}
+        if self._refs:  # no "refs" key at all without refs: older readers see what they saw
+            # refs first: the server tells a stored manifest with refs by its first bytes
+            # (server/requestio.has_refs), without inflating a million file entries
+            out["refs"] = {sha: ref.to_json() for sha, ref in self._refs.items()}
+        out["files"] = [[p, e.size, e.sha256] for p, e in self._files.items()]
+        out.update(self._extras.to_json())
+        return out
 
     @property
     def refs(self) -> Mapping[str, BlobRef]:
         """sha256 -> ``BlobRef`` of the blobs whose bytes stay at a URL (sorted by sha256)."""
         return self._refs
+
+    @property
+    def extras(self) -> Extras:
+        return self._extras
+
+    @property
+    def executable(self) -> frozenset[str]:
+        """Files whose executable bit is kept (shown 0555, recreated 0755)."""
+        return self._extras.executable
+
+    @property
+    def symlinks(self) -> Mapping[str, str]:
+        """Symlinks inside the version: path -> relative target (never leaving the version)."""
+        return self._extras.symlinks
+
+    @property
+    def dirs(self) -> tuple[str, ...]:
+        """Empty directories."""
+        return self._extras.dirs
 
     @property
     def digest(self) -> str:
@@ -168,14 +212,24 @@ class Manifest(Mapping[str, FileEntry]):
         return hash(self._digest)
 
 
-def _digest(files: dict[str, FileEntry], refs: Mapping[str, BlobRef]) -> str:
+def _digest(
+    files: dict[str, FileEntry],
+    extras: Extras = EMPTY,
+    refs: Mapping[str, BlobRef] | None = None,
+) -> str:
     """sha256 over the canonical form: ``path NUL size NUL sha256 LF`` per file, sorted by
-    path, then one record per ref (``BlobRef.record``, sorted by sha256; none: a manifest
-    without refs has the digest it always had)."""
+    path, with the extra records of ``manifest_extras`` merged in, then one record per ref
+    (``BlobRef.record``, sorted by sha256). Without extras or refs: the form as it always
+    was, so older versions keep their digests."""
     h = hashlib.sha256()
-    for path, e in files.items():
-        h.update(f"{path}\x00{e.size}\x00{e.sha256}\n".encode())
-    for sha, ref in refs.items():
+    if not extras:
+        for path, e in files.items():
+            h.update(f"{path}\x00{e.size}\x00{e.sha256}\n".encode())
+    else:
+        rows = ((p, e.size, e.sha256) for p, e in files.items())
+        for line in manifest_extras.canonical_lines(rows, extras):
+            h.update(line.encode())
+    for sha, ref in (refs or {}).items():
         h.update(ref.record(sha).encode())
     return h.hexdigest()
 

@@ -18,7 +18,15 @@ from collections.abc import Iterable, Iterator
 
 from .errors import InvalidInput
 from .manifest import Manifest
+from .manifest_extras import EXTRA as EXTRA
+from .manifest_extras import canonical_lines, merged
 from .refs.model import BlobRef, check_url
+
+
+def records(manifest: Manifest) -> Iterator[tuple[str, int, str]]:
+    """The records of ``manifest`` as ``CanonicalParser`` gives them, without the bytes."""
+    return merged(((p, e.size, e.sha256) for p, e in manifest.items()), manifest.extras)
+
 
 MEDIA_TYPE = "application/vnd.artfs.manifest.canonical"  # the HTTP Content-Type
 FORMAT = "canonical"  # the ``format`` query parameter of GET .../manifest
@@ -30,9 +38,9 @@ def canonical_chunks(manifest: Manifest, chunk: int = CHUNK) -> Iterator[bytes]:
     """The canonical bytes of ``manifest``, in chunks of about ``chunk`` bytes."""
     buf: list[bytes] = []
     held = 0
-    for path in manifest:
-        e = manifest[path]
-        line = f"{path}\x00{e.size}\x00{e.sha256}\n".encode()
+    rows = ((p, e.size, e.sha256) for p, e in manifest.items())
+    for text in canonical_lines(rows, manifest.extras):
+        line = text.encode()
         buf.append(line)
         held += len(line)
         if held >= chunk:
@@ -45,7 +53,8 @@ def canonical_chunks(manifest: Manifest, chunk: int = CHUNK) -> Iterator[bytes]:
 
 
 class CanonicalParser:
-    """Feed chunks of canonical bytes; get back ``(path, size, sha256)`` per whole record.
+    """Feed chunks of canonical bytes; get back ``(path, size, sha256)`` per whole record
+    (an extra record: ``(path, EXTRA, kind + argument)``).
 
     The sha256 of everything fed is kept, so ``finish`` can tell whether the bytes are
     the manifest the caller expected (its digest)."""
@@ -63,16 +72,29 @@ class CanonicalParser:
         out: list[tuple[str, int, str]] = []
         pos = 0
         while True:
+            if pos < len(buf) and buf[pos] == 0:  # NUL-led: a ref or an extra record
+                k = buf.find(b"\x00", pos + 1)
+                if k < 0:
+                    break
+                if buf[pos + 1 : k] == b"ref":  # NUL "ref" NUL sha NUL blocks NUL url LF
+                    end = buf.find(b"\n", pos)
+                    if end < 0:
+                        break
+                    self._ref(bytes(buf[pos:end]))
+                    pos = end + 1
+                    continue
+                if self.refs:
+                    raise InvalidInput(f"manifest record {self.records + 1}: after the refs")
+                extra = self._extra(buf, pos)
+                if extra is None:
+                    break
+                out.append(extra[0])
+                self.records += 1
+                pos = extra[1]
+                continue
             a = buf.find(b"\x00", pos)
             if a < 0:
                 break
-            if a == pos:  # a ref record: NUL "ref" NUL sha NUL blocks NUL url LF
-                end = buf.find(b"\n", pos)
-                if end < 0:
-                    break
-                self._ref(bytes(buf[pos:end]))
-                pos = end + 1
-                continue
             if self.refs:
                 raise InvalidInput(f"manifest record {self.records + 1}: a file after the refs")
             b = buf.find(b"\x00", a + 1)
@@ -111,6 +133,26 @@ class CanonicalParser:
             raise InvalidInput(f"manifest record {self.records + 1}: refs out of order")
         self.refs[sha] = BlobRef(check_url(url), blocks or None)
         self.records += 1
+
+    def _extra(self, buf: bytearray, pos: int) -> tuple[tuple[str, int, str], int] | None:
+        """The extra record at ``pos`` and where the next starts (None: not all here yet)."""
+        k = buf.find(b"\x00", pos + 1)
+        p = buf.find(b"\x00", k + 1) if k >= 0 else -1
+        a = buf.find(b"\x00", p + 1) if p >= 0 else -1
+        if a < 0 or len(buf) <= a + 1:
+            return None
+        n = self.records + 1
+        kind = bytes(buf[pos + 1 : k])
+        if kind not in (b"x", b"l", b"d") or buf[a + 1] != 0x0A:
+            raise InvalidInput(f"manifest record {n}: invalid extra record")
+        try:
+            path = buf[k + 1 : p].decode("utf-8")
+            arg = buf[p + 1 : a].decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput(f"manifest record {n}: not UTF-8") from None
+        if not path or (kind == b"l") != bool(arg):
+            raise InvalidInput(f"manifest record {n}: invalid extra record")
+        return (path, EXTRA, kind.decode() + arg), a + 2
 
     def finish(self) -> str:
         """The digest of all that was fed; an error if it ended inside a record."""

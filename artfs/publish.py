@@ -10,11 +10,8 @@ the same version (identical content to ``latest``).
 from __future__ import annotations
 
 import logging
-import os
-import stat
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +20,12 @@ import trio
 from .client.base import RegistryClient
 from .errors import AlreadyExists, ArtfsError, BeingCollected, InvalidInput, NotFound
 from .hashing import hash_file
-from .manifest import MAX_FILES, Manifest, check_paths
+from .manifest import Manifest
 from .models import ArtifactInfo, CommitResult
-from .names import MAX_DEPTH, manifest_path
 from .progress import Progress
 from .refs.model import REF_SUFFIX, parse_ref_file
+from .treescan import LocalFile as LocalFile
+from .treescan import ScannedTree, SymlinkPolicy, scan
 
 log = logging.getLogger(__name__)
 
@@ -37,66 +35,17 @@ COLLECTION_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 HASH_PARALLELISM = 2
 
 
-@dataclass(frozen=True, slots=True)
-class LocalFile:
-    path: str  # relative, '/'-separated
-    source: Path
-    size: int
-
-
 def scan_tree(root: Path) -> list[LocalFile]:
     """Regular files under ``root`` (or ``root`` itself if it is a file). Anything else is
-    refused, and so is a tree no commit would accept (names.MAX_PATH_BYTES, MAX_DEPTH,
-    manifest.MAX_FILES): the error comes before any byte is hashed or uploaded. The walk
-    keeps its own stack (``os.walk`` recurses per level in Python 3.11) and goes no deeper
-    than a version may."""
-    try:
-        st = root.stat()
-    except FileNotFoundError:
-        raise NotFound(f"{root}: no such file or directory") from None
-    if stat.S_ISREG(st.st_mode):
-        files = [LocalFile(root.name, root, st.st_size)]
-        check_paths(f.path for f in files)
-        return files
-    if not stat.S_ISDIR(st.st_mode):
-        raise InvalidInput(f"{root}: not a regular file or directory")
-    files = []
-    stack: list[tuple[Path, str, int]] = [(root, "", 0)]  # directory, its path, its depth
-    while stack:
-        directory, prefix, depth = stack.pop()
-        with os.scandir(directory) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
-            full = Path(entry.path)
-            rel = prefix + entry.name
-            if entry.is_dir(follow_symlinks=False):
-                if depth + 1 >= MAX_DEPTH:
-                    raise InvalidInput(
-                        f"{full}: directories nest deeper than a version's limit of "
-                        f"{MAX_DEPTH} levels"
-                    )
-                stack.append((full, rel + "/", depth + 1))
-                continue
-            if entry.is_symlink():
-                raise InvalidInput(
-                    f"{full}: is a symbolic link; a version holds only regular files"
-                )
-            lst = entry.stat(follow_symlinks=False)
-            if not stat.S_ISREG(lst.st_mode):
-                raise InvalidInput(
-                    f"{full}: not a regular file; a version holds only regular files"
-                )
-            manifest_path(rel)
-            files.append(LocalFile(rel, full, lst.st_size))
-            if len(files) > MAX_FILES:
-                raise InvalidInput(
-                    f"{root}: too many files: more than the limit of {MAX_FILES} per version"
-                )
-    files.sort(key=lambda f: f.path)
-    return files
+    refused, and so is a tree no commit would accept (``treescan.scan``)."""
+    return scan(root, symlinks=None).files
 
 
-async def hash_files(files: list[LocalFile], progress: Progress | None = None) -> Manifest:
+async def hash_files(
+    files: list[LocalFile], progress: Progress | None = None, tree: ScannedTree | None = None
+) -> Manifest:
+    """The manifest of ``files`` (hashed in threads), with ``tree``'s executable bits,
+    symlinks and empty directories when given (``treescan.py``)."""
     limiter = trio.CapacityLimiter(HASH_PARALLELISM)
     digests: dict[str, str] = {}
 
@@ -111,7 +60,20 @@ async def hash_files(files: list[LocalFile], progress: Progress | None = None) -
     async with trio.open_nursery() as nursery:
         for f in files:
             nursery.start_soon(one, f)
-    return Manifest.build((f.path, f.size, digests[f.path]) for f in files)
+    rows = ((f.path, f.size, digests[f.path]) for f in files)
+    if tree is None:
+        return Manifest.build(rows)
+    try:
+        return Manifest.build(
+            rows, executable=tree.executable, symlinks=tree.symlinks, dirs=tree.dirs
+        )
+    except InvalidInput as e:
+        if "symlink" not in str(e):
+            raise
+        raise InvalidInput(
+            f"{e} (put --symlinks=follow stores what a link points at, --symlinks=skip "
+            "leaves links out)"
+        ) from None
 
 
 def split_ref_files(
@@ -134,10 +96,12 @@ async def hash_with_refs(
     pairs: Sequence[tuple[str, str]],
     tmp: Path,
     progress: Progress | None = None,
+    tree: ScannedTree | None = None,
 ) -> tuple[Manifest, dict[str, Path]]:
     """The manifest of local ``files`` plus refs (read once from their sources), and the
-    local file of each blob to upload (refs' block lists are written under ``tmp``)."""
-    plain = await hash_files(files, progress)
+    local file of each blob to upload (refs' block lists are written under ``tmp``);
+    ``tree``: its executable bits, symlinks and empty directories (``hash_files``)."""
+    plain = await hash_files(files, progress, tree)
     sources = {plain[f.path].sha256: f.source for f in files}
     if not pairs:
         return plain, sources
@@ -152,7 +116,14 @@ async def hash_with_refs(
     entries = [(p, e.size, e.sha256) for p, e in plain.items()]
     entries += [(h.path, h.size, h.sha256) for h in hashed]
     refs = {sha: ref for sha, ref in manifest_refs(hashed).items() if sha not in sources}
-    return Manifest.build(entries, refs=refs), {**sources, **lists}
+    manifest = Manifest.build(
+        entries,
+        refs=refs,
+        executable=plain.executable,
+        symlinks=plain.symlinks.items(),
+        dirs=plain.dirs,
+    )
+    return manifest, {**sources, **lists}
 
 
 async def upload_and_commit(
@@ -320,19 +291,24 @@ async def put_tree(
     ttl: float | None = None,
     allow_duplicate: bool = False,
     allow_empty: bool = False,
+    symlinks: SymlinkPolicy = "keep",
 ) -> tuple[CommitResult, int]:
     """Publish ``root`` as a new version; returns the commit result and the bytes uploaded.
     ``inputs``: lineage, references of the versions it was made from. ``refs``: ``(path,
     url)`` entries whose bytes stay at the URL, as do ``NAME.artfs-ref`` files under
     ``root`` (refs/model.py): each read once here for its size and digests. ``tags``,
-    ``ttl`` and ``allow_duplicate``: as ``RegistryClient.commit``. The artifact (and
-    project) are created by the commit itself: a put that fails leaves none behind."""
-    files, pairs = split_ref_files(scan_tree(root) if root is not None else [], refs)
-    refuse_empty(str(root) if root is not None else "refs", len(files) + len(pairs), allow_empty)
+    ``ttl`` and ``allow_duplicate``: as ``RegistryClient.commit``. ``symlinks``: what to do
+    with links (``treescan.py``); executable bits and empty directories are kept. The
+    artifact (and project) are created by the commit itself: a put that fails leaves none
+    behind."""
+    tree = scan(root, symlinks) if root is not None else ScannedTree()
+    files, pairs = split_ref_files(tree.files, refs)
+    count = len(files) + len(pairs) + len(tree.symlinks)
+    refuse_empty(str(root) if root is not None else "refs", count, allow_empty)
     create_type = await artifact_to_create(client, project, artifact, type)
     hashing = Progress("hashing", sum(f.size for f in files), enabled=show_progress)
     with tempfile.TemporaryDirectory(prefix="artfs-put-") as tmp:
-        manifest, sources = await hash_with_refs(files, pairs, Path(tmp), hashing)
+        manifest, sources = await hash_with_refs(files, pairs, Path(tmp), hashing, tree)
         hashing.close()
         uploading = Progress(
             "uploading", sum(manifest.stored_blobs().values()), enabled=show_progress

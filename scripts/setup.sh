@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(fuse3 pkg-config attr curl gcc patch xz-utils chromium chromium-driver)  # chromium: tests/test_ui_browser.py
+pkgs=(fuse3 pkg-config attr curl gcc patch xz-utils rsync chromium chromium-driver)  # chromium: tests/test_ui_browser.py
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -68,6 +68,7 @@ BAD_INPUT: dict[tuple[str, ...], list[str]] = {
     ("commit",): ["{missing}/p/a/draft"],
     ("put",): ["{file}", "no-slash"],
     ("get",): ["no-slash", "{dest}"],
+    ("verify",): ["{dest}", "no-slash"],
     ("prefetch",): ["p/a:v0x"],
     ("ls",): ["p/a:"],
     ("alias", "set"): ["p/a:v1", "v2"],
@@ -91,6 +92,7 @@ BAD_INPUT: dict[tuple[str, ...], list[str]] = {
 REMOTE: dict[tuple[str, ...], list[str]] = {
     ("put",): ["{file}", "p/a"],
     ("get",): ["p/a", "{dest}"],
+    ("verify",): ["{dest}", "p/a"],
     ("prefetch",): ["p/a"],
     ("ls",): ["p/a"],
     ("alias", "set"): ["p/a:v1", "best"],

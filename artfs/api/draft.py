@@ -10,6 +10,7 @@ with the base as parent. A local file must stay unchanged until then.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,8 +45,13 @@ class Draft:
         self.project = project
         self.artifact = artifact
         self.base = base
-        self._kept: dict[str, FileEntry] = dict(base.manifest().items()) if base else {}
+        manifest = base.manifest() if base else None
+        self._kept: dict[str, FileEntry] = dict(manifest.items()) if manifest else {}
         self._added: dict[str, LocalFile] = {}
+        # what the base keeps besides bytes (manifest_extras.py), for the paths still kept
+        self._exec: set[str] = set(manifest.executable) if manifest else set()
+        self._links: dict[str, str] = dict(manifest.symlinks) if manifest else {}
+        self._dirs: set[str] = set(manifest.dirs) if manifest else set()
         self.uploaded = 0
         """Bytes the last ``commit`` uploaded (only blobs the registry did not hold)."""
 
@@ -75,6 +81,7 @@ class Draft:
         path = name.strip("/") if name is not None else source.name
         manifest_path(path)
         self._kept.pop(path, None)
+        self._links.pop(path, None)
         self._added[path] = LocalFile(path, source.absolute(), source.stat().st_size)
         return path
 
@@ -86,6 +93,7 @@ class Draft:
             path = f"{prefix}/{f.path}" if prefix else f.path
             manifest_path(path)
             self._kept.pop(path, None)
+            self._links.pop(path, None)
             self._added[path] = LocalFile(path, f.source.absolute(), f.size)
             added.append(path)
         return added
@@ -94,10 +102,14 @@ class Draft:
         """Remove a file, or every file under a directory; returns how many went."""
         path = path.strip("/")
         gone = 0
-        for table in (self._kept, self._added):
+        tables: tuple[dict[str, Any], ...] = (self._kept, self._added, self._links)
+        for table in tables:
             for p in [p for p in table if p == path or p.startswith(path + "/") or not path]:
                 del table[p]
                 gone += 1
+        for p in [p for p in self._dirs if p == path or p.startswith(path + "/") or not path]:
+            self._dirs.discard(p)
+            gone += 1
         if not gone:
             raise NotFound(f"{path!r} is not in this draft")
         return gone
@@ -133,9 +145,14 @@ async def _commit(draft: Draft, session: Session, options: dict[str, Any]) -> tu
     client = session.client
     added = sorted(draft._added.values(), key=lambda f: f.path)
     new = await hash_files(added)
+    executable = {p for p in draft._exec if p in draft._kept}
+    executable.update(f.path for f in added if os.stat(f.source).st_mode & stat.S_IXUSR)
     manifest = Manifest.build(
         [(p, e.size, e.sha256) for p, e in draft._kept.items()]
-        + [(p, e.size, e.sha256) for p, e in new.items()]
+        + [(p, e.size, e.sha256) for p, e in new.items()],
+        executable=executable,
+        symlinks=draft._links.items(),
+        dirs=[d for d in draft._dirs if d not in draft._kept and d not in draft._added],
     )
     sources = {new[f.path].sha256: f.source for f in added}
     create_type = await artifact_to_create(client, draft.project, draft.artifact, options["type"])

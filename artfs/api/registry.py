@@ -17,6 +17,7 @@ from ..manifest import Manifest
 from ..models import VersionInfo
 from ..names import parse_artifact_id, parse_ref, parse_version
 from ..publish import put_tree
+from ..treescan import SymlinkPolicy
 from ..versionmeta import parse_ttl, tag_set
 from .sync import RUNTIME, Portal, Session, SessionKey, normalize_registry
 from .version import Version
@@ -178,6 +179,7 @@ class Registry:
         ttl: float | str | None = None,
         allow_duplicate: bool = False,
         allow_empty: bool = False,
+        symlinks: SymlinkPolicy = "keep",
     ) -> Version:
         """Publish a file or directory as a new version of ``project/artifact`` (created if
         needed, with ``type``, default "dataset"); what the registry holds already is not
@@ -186,7 +188,9 @@ class Registry:
         ``tags``; ``ttl`` (seconds or ``"30d"``): ``artfs gc`` deletes the version then
         unless an alias holds it. ``refs``: path in the version -> URL (``s3://``,
         ``http(s)://``, ``file://``) of files whose bytes stay there, read once now
-        (``path`` may then be None)."""
+        (``path`` may then be None). Executable bits and empty directories are kept;
+        ``symlinks``: "keep" (relative links inside the tree; others are refused), "follow"
+        or "skip" (``artfs put --symlinks``)."""
         aid = parse_artifact_id(artifact)
         if path is None and not refs:
             raise InvalidInput("put needs a path to publish, or refs")
@@ -210,6 +214,7 @@ class Registry:
                 ttl=parse_ttl(ttl),
                 allow_duplicate=allow_duplicate,
                 allow_empty=allow_empty,
+                symlinks=symlinks,
             ),
             whole=True,
         )

@@ -8,13 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..download import download_into
+from ..download import download_into, select_tree
 from ..errors import IntegrityError, InvalidInput, IsADirectory, NotFound
-from ..hashing import hash_file
 from ..manifest import Manifest
 from ..models import VersionInfo
-from ..names import manifest_path, version_label
-from ..publish import scan_tree
+from ..names import version_label
+from ..verify import compare
 from .fileobj import BlobReadFunctions, VersionFile
 
 if TYPE_CHECKING:
@@ -244,25 +243,10 @@ class Version:
     def verify(self, directory: str | os.PathLike[str]) -> None:
         """Check that ``directory`` holds exactly this version's files with the right bytes;
         raises ``artfs.IntegrityError`` naming what differs. Hashes every file."""
-        root = Path(directory)
-        manifest = self.manifest()
-        if not root.is_dir():
-            raise NotFound(f"{root}: not a directory")
-        local = {f.path: f for f in scan_tree(root)}
-        problems: list[str] = []
-        for path, entry in manifest.items():
-            found = local.pop(path, None)
-            if found is None:
-                problems.append(f"missing {path}")
-            elif found.size != entry.size:
-                problems.append(f"{path}: {found.size} bytes, expected {entry.size}")
-            elif hash_file(root.joinpath(*manifest_path(path, limits=False))).hexdigest() != (
-                entry.sha256
-            ):
-                problems.append(f"{path}: contents differ")
-        problems.extend(f"extra {path}" for path in sorted(local))
+        report = compare(Path(directory), select_tree(self.manifest()))
+        problems = report.problems()
         if problems:
             more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
             raise IntegrityError(
-                f"{root} does not match {self.ref}: {'; '.join(problems[:3])}{more}"
+                f"{directory} does not match {self.ref}: {'; '.join(problems[:3])}{more}"
             )

@@ -7,6 +7,10 @@ data file itself is never touched once complete, so that its ctime tells whether
 bytes may have changed since they were checked (trust.py). A blob is evicted
 only after taking LOCK_EX on its pin file without blocking: any process holding the blob
 open holds LOCK_SH there, so open blobs are skipped, never waited for.
+
+A complete blob whose data file has another name (``artfs get --link`` hard-linked it into
+a destination: ``copyout.py``) is never evicted: removing the cache's name would free no
+space, the bytes stay on disk under the other name. Deleting that copy unpins it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class CacheEntry:
     complete: bool
     held: int  # bytes on disk for this blob's data
     last_used: float
+    linked: bool = False  # the complete file has another name (get --link): not evictable
 
 
 def scan(layout: CacheLayout) -> list[CacheEntry]:
@@ -48,12 +53,17 @@ def scan(layout: CacheLayout) -> list[CacheEntry]:
                 held = st.st_size if complete else min(st.st_size, st.st_blocks * 512)
                 last = used.get(name, st.st_mtime)
                 prev = found.get(name)
+                linked = complete and st.st_nlink > 1
                 if prev is not None:  # complete and partial copies: count both, newest use
                     found[name] = CacheEntry(
-                        name, True, prev.held + held, max(prev.last_used, last)
+                        name,
+                        True,
+                        prev.held + held,
+                        max(prev.last_used, last),
+                        prev.linked or linked,
                     )
                 else:
-                    found[name] = CacheEntry(name, complete, held, last)
+                    found[name] = CacheEntry(name, complete, held, last, linked)
     return list(found.values())
 
 
@@ -119,6 +129,8 @@ def evict_to(layout: CacheLayout, target: int) -> tuple[int, int]:
         for entry in sorted(entries, key=lambda e: e.last_used):
             if total - freed <= target:
                 break
+            if entry.linked:
+                continue
             if evict_one(layout, entry.sha):
                 freed += entry.held
                 log.debug("evicted blob %s (%d bytes)", entry.sha[:12], entry.held)

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import trio
 
+from .. import manifest_extras
 from ..cache.ingest import StagedBlob
 from ..client.base import RegistryClient
 from ..errors import ArtfsError, Conflict, IntegrityError, InvalidInput, NotFound
@@ -226,12 +227,20 @@ async def _publish(
     staged: list[StagedBlob],
 ) -> CommitOutcome:
     every = store.snapshot(draft.id)
-    refuse_empty(f"draft {draft.key}", len(every), wanted.allow_empty)
+    shape = store.shape(draft.id)  # its links (checked: inside the version), dirs, x bits
+    refuse_empty(f"draft {draft.key}", len(every) + len(shape.symlinks), wanted.allow_empty)
     check_paths(f.path for f in every)  # refused before hashing or uploading a byte
     files = [f for f in every if not is_ref_file(f.path, f.source)]
     pairs = [
         ref_pair(f.path, f.source) for f in every if f.source and is_ref_file(f.path, f.source)
     ]
+    manifest_extras.check(
+        {f.path for f in files} | {path for path, _ in pairs},
+        shape.executable,
+        shape.symlinks,
+        shape.dirs,
+        limits=True,
+    )
     digests = await _hash_unknown(store, files, wanted.progress)
     try:
         with tempfile.TemporaryDirectory(prefix="artfs-commit-") as tmp:
@@ -240,7 +249,13 @@ async def _publish(
             entries += [(h.path, h.size, h.sha256) for h in hashed]
             local = {digests[f.path] for f in files if f.source is not None}
             refs = {s: r for s, r in manifest_refs(hashed).items() if s not in local}
-            manifest = Manifest.build(entries, refs=refs)
+            manifest = Manifest.build(
+                entries,
+                refs=refs,
+                executable=shape.executable,
+                symlinks=shape.symlinks,
+                dirs=shape.dirs,
+            )
             async with trio.open_nursery() as nursery:
                 if cache is not None:
                     nursery.start_soon(_stage_all, cache, files, digests, staged)

@@ -7,14 +7,23 @@ A mixin of ``DraftStore`` (``store.py``), run under the store's lock.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .db import DraftDB
 from .model import Draft, PendingCommit, SnapshotFile
 from .nodes import StoreNode, data_stamp
 from .oserrors import disk_error
+
+
+@dataclass(slots=True)
+class DraftShape:
+    executable: list[str] = field(default_factory=list)
+    symlinks: list[tuple[str, str]] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
 
 
 class CommitView:
@@ -99,8 +108,28 @@ class CommitView:
                 path = f"{prefix}{name}"
                 if child.is_dir:
                     stack.append((child, path + "/"))
-                else:
+                elif child.target is None:
                     yield self._snapshot_file(child, path)
+
+    def shape(self, draft_id: int) -> DraftShape:
+        """What the commit records besides files' bytes: executable files (the owner's
+        x bit), symlinks and empty directories (``manifest_extras.py``)."""
+        with self._lock:
+            out = DraftShape()
+            stack = [(self._nodes[self.get_draft(draft_id).root], "")]
+            while stack:
+                node, prefix = stack.pop()
+                for name, child in node.children.items():
+                    path = f"{prefix}{name}"
+                    if child.is_dir:
+                        if not child.children:
+                            out.dirs.append(path)
+                        stack.append((child, path + "/"))
+                    elif child.target is not None:
+                        out.symlinks.append((path, child.target))
+                    elif child.mode & stat.S_IXUSR:
+                        out.executable.append(path)
+            return out
 
     def _snapshot_file(self, child: StoreNode, path: str) -> SnapshotFile:
         if not child.local:

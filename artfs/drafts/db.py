@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS nodes (
     local INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS nodes_by_draft ON nodes (draft);
+CREATE TABLE IF NOT EXISTS links (
+    node INTEGER PRIMARY KEY,
+    target TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS artifact_types (
     registry TEXT NOT NULL,
     project TEXT NOT NULL,
@@ -162,8 +166,9 @@ class DraftDB:
 
 def tree_rows(
     c: Any, draft_id: int, manifest: Manifest | None, mode: int, now_ns: int
-) -> list[tuple[object, ...]]:
-    """Node rows for a new draft: its root, then the directories and files of ``manifest``."""
+) -> tuple[list[tuple[object, ...]], list[tuple[int, str]]]:
+    """Node rows for a new draft: its root, then the directories and files of ``manifest``
+    (executables 0755), its empty directories and its symlinks; and the ``links`` rows."""
     (top,) = c.execute("SELECT coalesce(max(id), 0) FROM nodes").fetchone()
     next_id = int(top) + 1
     root = next_id
@@ -190,11 +195,14 @@ def tree_rows(
             dirs[made] = parent = nid
         return parent
 
-    for path in manifest or ():
-        entry = manifest[path] if manifest is not None else None
-        assert entry is not None
+    links: list[tuple[int, str]] = []
+    if manifest is None:
+        return rows, links
+    executable = manifest.executable
+    for path, entry in manifest.items():
         parent_path, _, name = path.rpartition("/")
         parent = dir_id(parent_path)
+        file_mode = 0o755 if path in executable else DEFAULT_FILE_MODE
         rows.append(
             (
                 next_id,
@@ -202,7 +210,7 @@ def tree_rows(
                 parent,
                 name,
                 0,
-                DEFAULT_FILE_MODE,
+                file_mode,
                 now_ns,
                 entry.size,
                 entry.sha256,
@@ -211,4 +219,12 @@ def tree_rows(
             )
         )
         next_id += 1
-    return rows
+    for path in manifest.dirs:
+        dir_id(path)
+    for path, target in manifest.symlinks.items():
+        parent_path, _, name = path.rpartition("/")
+        parent = dir_id(parent_path)
+        rows.append((next_id, draft_id, parent, name, 0, 0o777, now_ns, 0, None, None, 0))
+        links.append((next_id, target))
+        next_id += 1
+    return rows, links

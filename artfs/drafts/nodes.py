@@ -44,6 +44,7 @@ class StoreNode:
         "sha256",
         "size",
         "subdirs",
+        "target",
         "writers",
     )
 
@@ -78,6 +79,7 @@ class StoreNode:
         self.mtime_dirty = False
         self.kernel_writers = 0  # handles whose writes the kernel makes itself (passthrough)
         self.on_disk: tuple[int, int] = (0, 0)  # (size, mtime_ns) of the bytes when last looked
+        self.target: str | None = None  # a symlink's target (links.py); None: not a link
 
 
 class DraftHandle:

@@ -61,6 +61,7 @@ from .db import (
     tree_rows,
 )
 from .fileio import FileBytes
+from .links import DraftLinks, drop_links
 from .model import Draft, DraftKey, NodeStat, PendingCommit, entry_name
 from .nodes import DraftHandle, StoreNode, data_stamp
 from .oserrors import disk_error
@@ -72,7 +73,7 @@ RENAME_EXCHANGE = 2
 _ACCMODE = os.O_ACCMODE
 
 
-class DraftStore(FileBytes, CommitView):
+class DraftStore(FileBytes, CommitView, DraftLinks):
     """Drafts of every registry and artifact of one mount, under one state directory."""
 
     def __init__(
@@ -175,6 +176,7 @@ class DraftStore(FileBytes, CommitView):
             if node.local:
                 self._load_local(node, stamp if isinstance(stamp, str) else None)
             nodes[nid] = node
+        self._load_links(draft.id, nodes)
         for node in nodes.values():
             if node.parent is not None:
                 parent_node = nodes.get(node.parent)
@@ -283,10 +285,11 @@ class DraftStore(FileBytes, CommitView):
                 )
                 did = cur.lastrowid
                 assert did is not None
-                rows = tree_rows(c, did, manifest, mode & 0o7777, now_ns)
+                rows, links = tree_rows(c, did, manifest, mode & 0o7777, now_ns)
                 c.executemany(
                     f"INSERT INTO nodes ({NODE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows
                 )
+                c.executemany("INSERT INTO links (node, target) VALUES (?,?)", links)
                 c.execute("UPDATE drafts SET root=? WHERE id=?", (rows[0][0], did))
             loaded = self._load_new()
             assert loaded and loaded[-1].key == key
@@ -310,6 +313,7 @@ class DraftStore(FileBytes, CommitView):
 
     def _drop_draft(self, draft: Draft) -> None:
         def drop(c: sqlite3.Connection) -> None:
+            drop_links(c, draft=draft.id)
             c.execute("DELETE FROM nodes WHERE draft=?", (draft.id,))
             c.execute("DELETE FROM drafts WHERE id=?", (draft.id,))
 
@@ -380,6 +384,8 @@ class DraftStore(FileBytes, CommitView):
             self._look_at_disk(node)
         if node.is_dir:
             mode, nlink = stat.S_IFDIR | node.mode, 2 + node.subdirs
+        elif node.target is not None:
+            mode, nlink = stat.S_IFLNK | 0o777, 1 if node.attached else 0
         else:
             mode, nlink = stat.S_IFREG | node.mode, 1 if node.attached else 0
         return NodeStat(node.id, node.draft, mode, node.size, node.mtime_ns, nlink)
@@ -496,15 +502,19 @@ class DraftStore(FileBytes, CommitView):
     def mknod(self, parent: int, name: str, mode: int) -> NodeStat:
         """Regular files only: a version cannot hold devices, FIFOs or sockets."""
         if not stat.S_ISREG(mode) and stat.S_IFMT(mode) != 0:
-            raise NotPermitted(f"{name}: a draft holds only regular files and directories")
+            raise NotPermitted(
+                f"{name}: a draft holds only regular files, directories and symbolic links"
+            )
         handle, st = self.create(parent, name, stat.S_IMODE(mode), os.O_WRONLY | os.O_EXCL)
         handle.release()
         return st
 
     @staticmethod
     def refuse_special(what: str) -> NotPermitted:
-        """The error for symlink/link/device creation inside a draft."""
-        return NotPermitted(f"{what}: a draft holds only regular files and directories")
+        """The error for hard link/device creation inside a draft."""
+        return NotPermitted(
+            f"{what}: a draft holds only regular files, directories and symbolic links"
+        )
 
     def _new_data_file(self, node: StoreNode) -> None:
         path = self.data_path(node)
@@ -556,6 +566,7 @@ class DraftStore(FileBytes, CommitView):
         now_ns = time.time_ns()
 
         def remove(c: sqlite3.Connection) -> None:
+            drop_links(c, node=node.id)
             c.execute("DELETE FROM nodes WHERE id=?", (node.id,))
             c.execute("UPDATE nodes SET mtime_ns=? WHERE id=?", (now_ns, dir_node.id))
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 DIR_MODE = stat.S_IFDIR | 0o555
 FILE_MODE = stat.S_IFREG | 0o444
+EXEC_MODE = stat.S_IFREG | 0o555  # a file committed with its executable bit
 LINK_MODE = stat.S_IFLNK | 0o777
 BLKSIZE = 1024 * 1024  # I/O size programs should use (cp, cat size buffers by st_blksize): the
 # kernel sends 1 MiB READs after read-ahead is raised, and cp into a draft measured 2.2-2.8 s

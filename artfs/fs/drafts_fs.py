@@ -15,6 +15,8 @@ calls it as docs/design-drafts.md ("Operations the mount calls") prescribes.
   store; inherited files are read through the blob cache and copied locally
   (``cow.Materializer``) before their first change. Draft nodes get short
   kernel timeouts and no ``keep_cache``: they change.
+* Inside a draft a symlink is a plain link, kept by the commit if it stays inside the
+  version (``drafts/links.py``); xattrs and ACLs on draft nodes answer EOPNOTSUPP.
 * Alias links in an artifact directory (``ln -s``, ``ln -sfn``, ``rm``): the
   ``AliasLinks`` mixin of ``alias_links.py``.
 * ``setxattr user.artfs.commit`` on a draft runs the commit here, in the
@@ -49,6 +51,7 @@ from ..errors import (
     ArtfsError,
     InvalidInput,
     IsADirectory,
+    NotEmpty,
     NotFound,
     NotPermitted,
     Unavailable,
@@ -443,10 +446,15 @@ class DraftsFS(AliasLinks):
     def link(self, new_parent: Node, name: str) -> Attr:
         raise self.store.refuse_special(f"hard link {name}")
 
+    # --- symlinks: alias links in an artifact directory, plain links inside a draft ----------
     async def symlink(self, parent: Node, name: str, target: str) -> Attr:
         if isinstance(parent, DraftNode):
-            raise self.store.refuse_special(f"symbolic link {name}")
+            st = self.store.symlink(parent.store_id, name, target)
+            return self.attr(self._node(st.id, parent.ino, name, parent.draft_id))
         return await self.symlink_alias(parent, name, target)
+
+    def readlink(self, node: DraftNode) -> str:
+        return self.store.readlink(node.store_id)
 
     # --- removing and renaming ---------------------------------------------------------------------
     async def unlink(self, parent: Node, name: str) -> None:
@@ -476,7 +484,34 @@ class DraftsFS(AliasLinks):
                 return
             if child is None:
                 raise NotFound(f"{name}: no such draft")
+        if isinstance(parent, ProjectNode):
+            child = (await self.fs._children(parent)).get(name)
+            if isinstance(child, LocalArtifactNode):
+                await self._rmdir_local_artifact(parent, child)
+                return
+            if isinstance(child, ArtifactNode) and not child.children:
+                raise NotPermitted(
+                    f"rmdir {name}: {parent.project}/{name} exists at the registry (with no "
+                    "versions); it is not deleted from a mount"
+                )
+        if isinstance(parent, RootNode):
+            child = (await self.fs._children(parent)).get(name)
+            if isinstance(child, ProjectNode):
+                raise NotPermitted(
+                    f"rmdir {name}: the project {name} exists at the registry (mkdir of a "
+                    "project creates it there); it is not deleted from a mount"
+                )
         self.fs._refuse(self.fs._target(parent.ino, name), f"rmdir {name}")
+
+    async def _rmdir_local_artifact(self, project: ProjectNode, node: LocalArtifactNode) -> None:
+        """An artifact made by mkdir and never committed: it was only ever in this mount."""
+        key = (project.project, node.artifact)
+        if self.store.drafts(await self.registry_id(), *key):
+            raise NotEmpty(f"{node.artifact}: it holds drafts (rmdir them first)")
+        self._local.pop(key, None)
+        del project.children[node.artifact]
+        self.fs.table.drop(node)
+        project._changed()
 
     async def rename(
         self, old_parent: Node, old: str, new_parent: Node, new: str, flags: int

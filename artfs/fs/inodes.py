@@ -197,6 +197,18 @@ class FileNode(Node):
         return self.tree.sha256(self.index)  # made when asked: readdir never needs it
 
 
+class TreeLinkNode(FileNode):
+    """A symlink inside a version (relative, never leaving it: ``manifest_extras.py``).
+    A ``FileNode`` for everything that asks "is it in a version?"; never opened (the
+    kernel follows a link), its attributes and ``readlink`` say what it is."""
+
+    __slots__ = ()
+
+    @property
+    def target(self) -> str:
+        return self.tree.link_target(self.index)
+
+
 def tree_node(version: VersionNode, tree: PackedTree, index: int) -> Node:
     """The node (a view) of entry ``index`` of ``version``'s tree."""
     if index == ROOT:
@@ -206,6 +218,8 @@ def tree_node(version: VersionNode, tree: PackedTree, index: int) -> Node:
     parent_ino = version.ino if parent == ROOT else base + parent
     if tree.is_dir(index):
         return TreeDirNode(base + index, parent_ino, tree.name(index), version, tree, index)
+    if tree.has_links and tree.is_link(index):
+        return TreeLinkNode(base + index, parent_ino, tree.name(index), version, tree, index)
     return FileNode(base + index, parent_ino, tree.name(index), version, tree, index)
 
 

@@ -34,7 +34,7 @@ from typing import IO, Any, TypeVar
 
 from ..errors import ArtfsError, IntegrityError
 from ..manifest import Manifest
-from ..manifest_stream import CHUNK
+from ..manifest_stream import CHUNK, records
 from ..models import ArtifactInfo, ProjectInfo, VersionInfo
 from .inodes import VersionKey
 from .packed import PackedTree, pack, pack_canonical
@@ -186,11 +186,7 @@ class MetaStore:
             f = open(path, "rb")  # noqa: SIM115 - closed below, whatever happens
         except FileNotFoundError:
             manifest = self.load_manifest(key, digest)  # a file an older mount wrote
-            return (
-                None
-                if manifest is None
-                else pack((p, e.size, e.sha256) for p, e in manifest.items())
-            )
+            return None if manifest is None else pack(records(manifest))
         except OSError as e:
             log.warning("ignoring unreadable manifest %s: %s", path, e)
             return None

@@ -13,6 +13,10 @@ bytes plus 60 (docs/decisions.md, "Packed version trees"):
 * ``dirs``: the indices of the directories, ascending; per directory (in that order)
   ``first``/``count`` locate its children in ``children``, sorted by name: readdir is a
   slice;
+* ``exec``: the indices of the executable files, ascending; ``links``: symlink index ->
+  target (a symlink is a non-directory entry whose size is its target's length). Both
+  are rare, so a sorted array and a dict cost nothing for versions that have none
+  (``manifest_extras.py``);
 * ``slots``: an open-addressing hash table of every entry by (parent, name), at most half
   full: lookup is one hash and a probe or two (a binary search over a directory's sorted
   names, in Python, cost 3-4 times as much per lookup; docs/decisions.md).
@@ -32,7 +36,8 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 
 from ..errors import IntegrityError, InvalidInput
-from ..manifest_stream import CanonicalParser
+from ..manifest_extras import DIR, EXEC, LINK
+from ..manifest_stream import EXTRA, CanonicalParser
 from ..names import MAX_COMPONENT_BYTES, manifest_path
 from ..refs.model import BlobRef
 
@@ -48,7 +53,9 @@ class PackedTree:
         "_count",
         "_digests",
         "_dirs",
+        "_exec",
         "_first",
+        "_links",
         "_name_off",
         "_names",
         "_parent",
@@ -69,7 +76,11 @@ class PackedTree:
         count: array[int],
         children: array[int],
         slots: array[int],
+        exec_: array[int] | None = None,
+        links: dict[int, str] | None = None,
     ) -> None:
+        self._exec = exec_ if exec_ is not None else array("I")
+        self._links = links if links is not None else {}
         self._names = names
         self._name_off = name_off
         # sha256 -> BlobRef: blobs read from their URL (refs/model.py); the mount hands them
@@ -99,6 +110,8 @@ class PackedTree:
         total += self._count.itemsize * len(self._count)
         total += self._children.itemsize * len(self._children)
         total += self._slots.itemsize * len(self._slots)
+        total += self._exec.itemsize * len(self._exec)
+        total += sum(len(t) + 100 for t in self._links.values())
         return total + len(self._names) + len(self._digests)
 
     # --- one entry ---------------------------------------------------------------------
@@ -110,6 +123,21 @@ class PackedTree:
 
     def is_dir(self, index: int) -> bool:
         return self._dir_number(index) >= 0
+
+    def is_link(self, index: int) -> bool:
+        return index in self._links
+
+    def link_target(self, index: int) -> str:
+        return self._links[index]
+
+    def is_exec(self, index: int) -> bool:
+        ex = self._exec
+        k = bisect_left(ex, index)
+        return k < len(ex) and ex[k] == index
+
+    @property
+    def has_links(self) -> bool:
+        return bool(self._links)
 
     def name_bytes(self, index: int) -> bytes:
         off = self._name_off
@@ -165,16 +193,20 @@ class PackedTree:
         """The distinct sha256 of directory ``index``'s non-empty files, at most ``limit``."""
         seen: dict[bytes, None] = {}
         digests, size = self._digests, self._size
+        links = self._links
         for child in self.children(index):
-            if size[child] and self._dir_number(child) < 0:
+            if size[child] and self._dir_number(child) < 0 and child not in links:
                 seen[bytes(digests[child * _DIGEST : (child + 1) * _DIGEST])] = None
                 if len(seen) >= limit:
                     break
         return [d.hex() for d in seen]
 
     def files_of(self, index: int) -> array[int]:
-        """The files (not directories) of directory ``index``, in name order."""
-        return array("I", (c for c in self.children(index) if self._dir_number(c) < 0))
+        """The files (not directories or symlinks) of directory ``index``, in name order."""
+        links = self._links
+        return array(
+            "I", (c for c in self.children(index) if self._dir_number(c) < 0 and c not in links)
+        )
 
 
 def _component(name: str, path: str) -> bytes:
@@ -222,6 +254,9 @@ class PackedBuilder:
         self._children = array("I")
         self._open: list[_OpenDir] = [_OpenDir(ROOT, 0, "")]
         self._last: str | None = None
+        self._last_file = -1  # the index of the file just added (what an x record marks)
+        self._exec = array("I")
+        self._links: dict[int, str] = {}
         self._done = False
 
     def _entry(self, name: bytes, parent: int, size: int, digest: bytes) -> int:
@@ -234,22 +269,62 @@ class PackedBuilder:
         return index
 
     def add(self, path: str, size: int, sha256: str) -> None:
-        """One file; paths must come strictly increasing (a manifest's order)."""
-        if self._last is not None and path <= self._last:
-            raise InvalidInput(f"manifest paths out of order or repeated at {path!r}")
-        self._last = path
+        """One file; paths must come strictly increasing (a manifest's order). An extra
+        record (``size == EXTRA``, see ``manifest_stream``) adds a symlink or an empty
+        directory, or marks the file just added executable."""
+        if size == EXTRA:
+            self._extra(path, sha256[:1], sha256[1:])
+            return
+        self._order(path)
         parts = path.split("/")
         if self._validate:
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
                 raise InvalidInput(f"invalid size {size!r} for {path!r}")
-            if "\x00" in path or "" in parts or "." in parts or ".." in parts:
-                manifest_path(path)  # raises, saying what is wrong
+            self._check(path, parts)
         try:
             digest = bytes.fromhex(sha256)
         except ValueError:
             digest = b""
         if len(digest) != _DIGEST or sha256 != sha256.lower():
             raise InvalidInput(f"invalid sha256 {sha256!r} for {path!r}")
+        top = self._open_parents(path, parts)
+        self._last_file = self._entry(_component(parts[-1], path), top.index, size, digest)
+        top.files.append(self._last_file)
+
+    def _extra(self, path: str, kind: str, arg: str) -> None:
+        if kind == EXEC:
+            if path != self._last or self._last_file < 0:
+                raise InvalidInput(f"manifest: executable mark for {path!r} is not after its file")
+            self._exec.append(self._last_file)
+            return
+        self._order(path)
+        parts = path.split("/")
+        if self._validate:
+            self._check(path, parts)
+        top = self._open_parents(path, parts)
+        if kind == LINK:
+            name = _component(parts[-1], path)
+            index = self._entry(name, top.index, len(arg.encode()), bytes(_DIGEST))
+            self._links[index] = arg
+            top.files.append(index)
+        elif kind == DIR:
+            self._open_dir(top, parts[-1], path)
+        else:
+            raise InvalidInput(f"manifest: unknown extra record {kind!r} for {path!r}")
+
+    def _order(self, path: str) -> None:
+        if self._last is not None and path <= self._last:
+            raise InvalidInput(f"manifest paths out of order or repeated at {path!r}")
+        self._last = path
+        self._last_file = -1
+
+    @staticmethod
+    def _check(path: str, parts: list[str]) -> None:
+        if "\x00" in path or "" in parts or "." in parts or ".." in parts:
+            manifest_path(path)  # raises, saying what is wrong
+
+    def _open_parents(self, path: str, parts: list[str]) -> _OpenDir:
+        """Close the directories ``path`` is not in, open (make) those it is: its parent."""
         opened = self._open
         depth = 1  # opened[0] is the root; opened[k] is the directory parts[k - 1]
         while depth < len(opened) and depth <= len(parts) - 1:
@@ -259,16 +334,17 @@ class PackedBuilder:
         while len(opened) > depth:
             self._close(opened.pop())
         for name in parts[len(opened) - 1 : -1]:
-            top = opened[-1]
-            index = self._entry(_component(name, path), top.index, 0, bytes(_DIGEST))
-            number = len(self._dirs)
-            self._dirs.append(index)
-            self._first.append(0)
-            self._count.append(0)
-            top.subdirs.append(index)
-            opened.append(_OpenDir(index, number, name))
-        top = opened[-1]
-        top.files.append(self._entry(_component(parts[-1], path), top.index, size, digest))
+            self._open_dir(opened[-1], name, path)
+        return opened[-1]
+
+    def _open_dir(self, top: _OpenDir, name: str, path: str) -> None:
+        index = self._entry(_component(name, path), top.index, 0, bytes(_DIGEST))
+        number = len(self._dirs)
+        self._dirs.append(index)
+        self._first.append(0)
+        self._count.append(0)
+        top.subdirs.append(index)
+        self._open.append(_OpenDir(index, number, name))
 
     def _close(self, node: _OpenDir) -> None:
         """Sort the directory's children by name into ``children`` (a merge: files are
@@ -326,6 +402,8 @@ class PackedBuilder:
             self._count,
             self._children,
             self._hash_index(),
+            self._exec,
+            self._links,
         )
 
     def _hash_index(self) -> array[int]:

@@ -45,6 +45,7 @@ from ..errors import (
     InvalidInput,
     NoAttribute,
     NotFound,
+    NotKept,
     NotPermitted,
     ReadOnly,
     Unavailable,
@@ -56,7 +57,7 @@ from ..names import LATEST
 from ..observed import OBSERVED_XATTR
 from ..refs.client import add_refs
 from . import xattrs
-from .attrs import BLKSIZE, DIR_MODE, FILE_MODE, LINK_MODE, Attr, FsStats, Opened
+from .attrs import BLKSIZE, DIR_MODE, EXEC_MODE, FILE_MODE, LINK_MODE, Attr, FsStats, Opened
 from .drafts_fs import DraftNode, DraftsFS
 from .inodes import (
     AliasNode,
@@ -67,6 +68,7 @@ from .inodes import (
     ListedDir,
     Node,
     TreeDirNode,
+    TreeLinkNode,
     VersionNode,
 )
 from .listings import Listings
@@ -242,8 +244,12 @@ class ArtfsFS:
             return self.drafts.attr(node)
         o = self.options
         ttl, forever = o.listing_ttl, o.immutable_timeout
-        if isinstance(node, FileNode):
-            mtime, size, mode, nlink = node.version.mtime, node.size, FILE_MODE, 1
+        if isinstance(node, TreeLinkNode):
+            mtime, size, mode, nlink = node.version.mtime, node.size, LINK_MODE, 1
+            entry, attr = forever, forever
+        elif isinstance(node, FileNode):
+            mode = EXEC_MODE if node.tree.is_exec(node.index) else FILE_MODE
+            mtime, size, nlink = node.version.mtime, node.size, 1
             entry, attr = forever, forever
         elif isinstance(node, AliasNode):
             mtime, size, mode, nlink = node.artifact.mtime, len(node.target), LINK_MODE, 1
@@ -359,6 +365,11 @@ class ArtfsFS:
 
     async def readlink(self, ino: int) -> str:
         node = self.table.get(ino)
+        if isinstance(node, TreeLinkNode):
+            return node.target
+        if isinstance(node, DraftNode):
+            assert self.drafts is not None
+            return self.drafts.readlink(node)
         if not isinstance(node, AliasNode):
             raise InvalidInput(f"inode {ino} is not a symbolic link")
         return (await self._current_alias(node)).target
@@ -408,7 +419,7 @@ class ArtfsFS:
             return self.drafts.open(node, flags)
         if flags & _WRITE_FLAGS:
             self._refuse(node, "open for writing")
-        if not isinstance(node, FileNode):
+        if not isinstance(node, FileNode) or isinstance(node, TreeLinkNode):
             raise InvalidInput(f"inode {ino} is not a regular file")
         opened = await self.files.open(node)
         if self.observer is not None:  # at open: passthrough READs never reach us
@@ -477,7 +488,7 @@ class ArtfsFS:
             raise Unsupported("extended attributes are off for this mount (mount with --xattrs)")
         if isinstance(node, VersionNode):
             return xattrs.VERSION_NAMES
-        if isinstance(node, FileNode):
+        if isinstance(node, FileNode) and not isinstance(node, TreeLinkNode):
             return xattrs.FILE_NAMES
         return ()
 
@@ -651,6 +662,10 @@ class ArtfsFS:
             return
         if name in xattrs.SETTABLE_NAMES and _in_version(node):
             raise NotPermitted(f"{name} applies to drafts; a version is already committed")
+        if isinstance(node, DraftNode):
+            # ENOTSUP, not EPERM: what cp -a, tar and rsync take as "this filesystem keeps
+            # no ACLs/xattrs" and go on (with EPERM, cp -a exits 1 after copying everything)
+            raise NotKept(f"set {name}: a draft keeps no extended attributes or ACLs")
         self._refuse(node, f"set {name}")
 
     def _answer_observed(self, value: bytes) -> None:
@@ -664,7 +679,10 @@ class ArtfsFS:
         RequestFiles(self.drafts.store.state_dir).write_body(request, body)
 
     async def removexattr(self, ino: int, name: str) -> None:
-        self._refuse(self.table.get(ino), f"remove {name}")
+        node = self.table.get(ino)
+        if isinstance(node, DraftNode):
+            raise NotKept(f"remove {name}: a draft keeps no extended attributes or ACLs")
+        self._refuse(node, f"remove {name}")
 
     # --- lifetime ---------------------------------------------------------------------------
     async def aclose(self) -> None:

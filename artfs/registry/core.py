@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import manifest_extras
 from ..auth import Principal, TokenInfo
 from ..client.base import UNSET, Expect
 from ..errors import BeingCollected, Forbidden, InvalidInput, NotPermitted, Unavailable
@@ -66,10 +67,10 @@ def encode_manifest(manifest: Manifest) -> bytes:
 
 def decode_manifest(data: bytes, digest: str) -> Manifest:
     """Rebuild a manifest this registry stored (validated at commit; not re-checked)."""
-    body = json.loads(gzip.decompress(data))
-    files = {p: FileEntry(size, sha) for p, size, sha in body["files"]}
-    refs = refs_from_json(body["refs"]) if "refs" in body else None
-    return Manifest(files, digest, refs=refs)
+    doc = json.loads(gzip.decompress(data))
+    files = {p: FileEntry(size, sha) for p, size, sha in doc["files"]}
+    refs = refs_from_json(doc["refs"]) if "refs" in doc else None
+    return Manifest(files, digest, refs=refs, extras=manifest_extras.stored(doc))
 
 
 def manifest_blobs(data: bytes) -> set[str]:

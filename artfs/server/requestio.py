@@ -21,8 +21,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from .. import manifest_extras
 from ..client.base import UNSET, Expect
 from ..errors import ArtfsError, Forbidden, InvalidInput, StorageFull, Unauthorized
+from ..manifest_extras import canonical_lines
 from ..names import parse_version, version_label
 from ..refs.model import refs_from_json
 
@@ -180,12 +182,12 @@ def selector_param(text: str) -> str:
 def canonical_manifest(data_gz: bytes, gzipped: bool) -> bytes:
     """A stored manifest (gzip JSON, validated and sorted at commit) in canonical form: the
     bytes its digest is over (the client checks that digest)."""
-    body = json.loads(gzip.decompress(data_gz))
-    raw = "".join(f"{path}\x00{size}\x00{sha}\n" for path, size, sha in body["files"]).encode()
-    if "refs" in body:  # after the files, by sha256 (refs/model.py)
-        refs = refs_from_json(body["refs"])
+    doc = json.loads(gzip.decompress(data_gz))
+    raw = "".join(canonical_lines(doc["files"], manifest_extras.stored(doc))).encode()
+    if "refs" in doc:  # after the files, by sha256 (refs/model.py)
+        refs = refs_from_json(doc["refs"])
         raw += "".join(refs[sha].record(sha) for sha in sorted(refs)).encode()
-    del body
+    del doc
     return gzip.compress(raw, 1) if gzipped else raw
 
 
