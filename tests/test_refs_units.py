@@ -203,3 +203,41 @@ async def test_a_hung_http_source_is_unavailable_within_its_deadline() -> None:
     finally:
         await source.aclose()
         listener.close()
+
+
+def test_refs_and_extras_in_one_manifest() -> None:
+    """A version with external refs AND executable bits, symlinks and empty dirs (two
+    features that each add NUL-led records to the canonical form): one digest over both,
+    the stream parses back to the same records and refs, and JSON round-trips."""
+    m = Manifest.build(
+        [("bin/run.sh", 3, SHA_A), ("data/x", 5, SHA_B)],
+        refs={SHA_B: BlobRef("s3://bkt/x")},
+        executable=["bin/run.sh"],
+        symlinks=[("latest.sh", "bin/run.sh")],
+        dirs=["empty"],
+    )
+    plain = Manifest.build([("bin/run.sh", 3, SHA_A), ("data/x", 5, SHA_B)])
+    only_refs = Manifest.build(
+        [("bin/run.sh", 3, SHA_A), ("data/x", 5, SHA_B)], refs={SHA_B: BlobRef("s3://bkt/x")}
+    )
+    assert len({m.digest, plain.digest, only_refs.digest}) == 3
+    again = Manifest.from_json(m.to_json())
+    assert again.digest == m.digest and again.refs == m.refs
+    assert again.symlinks == {"latest.sh": "bin/run.sh"} and again.dirs == ("empty",)
+    assert next(iter(m.to_json())) == "refs"  # refs first: the server's has_refs test
+    for size in (1, 7, 1 << 20):  # chunk boundaries anywhere in a record
+        data = b"".join(canonical_chunks(m))
+        parser = CanonicalParser()
+        records = [r for i in range(0, len(data), size) for r in parser.feed(data[i : i + size])]
+        assert parser.finish() == m.digest
+        assert parser.refs == {SHA_B: BlobRef("s3://bkt/x")}
+        assert [r[0] for r in records] == [
+            "bin/run.sh",
+            "bin/run.sh",
+            "data/x",
+            "empty",
+            "latest.sh",
+        ]
+    late_extra = b"".join(canonical_chunks(m)) + b"\x00x\x00data/x\x00\x00\n"
+    with pytest.raises(InvalidInput, match="after the refs"):
+        CanonicalParser().feed(late_extra)
