@@ -282,7 +282,7 @@ def add_parsers(sub: Any, with_registry: WithRegistry) -> None:
     s.set_defaults(fn=cmd_edit)
 
     s = sub.add_parser("tag", help="add or remove tags of a version")
-    tsub = s.add_subparsers(dest="tag_cmd", required=True)
+    tsub = s.add_subparsers(dest="tag_cmd", required=True, help="add or rm")
     for name, what in (("add", "add tags to"), ("rm", "remove tags from")):
         t = with_registry(tsub.add_parser(name, help=f"{what} REF's version"))
         t.add_argument("ref", metavar="REF", help="p/a:vN or p/a:alias")
@@ -309,6 +309,6 @@ def add_alias_parsers(asub: Any, with_registry: WithRegistry) -> None:
         ("unprotect", "let write tokens move ALIAS again"),
     ):
         a = with_registry(asub.add_parser(name, help=f"{what} (needs an admin token)"))
-        a.add_argument("artifact", metavar="project/artifact")
-        a.add_argument("alias")
+        a.add_argument("artifact", metavar="project/artifact", help="the artifact of the alias")
+        a.add_argument("alias", help="the alias (e.g. production)")
         a.set_defaults(fn=cmd_protect)

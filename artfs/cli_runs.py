@@ -300,13 +300,14 @@ def add_parsers(
     s.add_argument("--job-type", default="", help="e.g. train, eval, preprocess")
     s.add_argument("--config", metavar="JSON", help="the run's config, a JSON object")
     # dest "cmd": "command" is the name of the subcommand (cli.main's error line)
-    s.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    s.add_argument(
+        "cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command to run as the run"
+    )
     s.set_defaults(fn=cmd_run, run_parser=s)
 
 
 def add_ls_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--runs", action="store_true", help="the runs of project P, newest first")
-    s.add_argument("--json", action="store_true", help="with --runs: as JSON")
     s.add_argument("--limit", type=int, default=100, help="with --runs: at most this many")
 
 

@@ -79,7 +79,7 @@ def cmd_export_wandb(args: argparse.Namespace) -> int:
 def add_parsers(sub: Any, with_registry: Wrap, with_cache: Wrap) -> None:
     """``import`` and ``export``, each with a ``wandb`` kind."""
     s = sub.add_parser("import", help="publish a directory another tool downloaded")
-    kinds = s.add_subparsers(dest="kind", required=True, metavar="KIND")
+    kinds = s.add_subparsers(dest="kind", required=True, metavar="KIND", help="wandb")
     w = with_registry(
         kinds.add_parser(
             "wandb",
@@ -100,7 +100,7 @@ def add_parsers(sub: Any, with_registry: Wrap, with_cache: Wrap) -> None:
     w.set_defaults(fn=cmd_import_wandb)
 
     s = sub.add_parser("export", help="write a version out in another tool's layout")
-    kinds = s.add_subparsers(dest="kind", required=True, metavar="KIND")
+    kinds = s.add_subparsers(dest="kind", required=True, metavar="KIND", help="wandb")
     w = with_cache(
         with_registry(
             kinds.add_parser(
