@@ -26,18 +26,17 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, TypeVar
 
-from ..client.base import UNSET, Expect
 from ..errors import (
     AlreadyExists,
     BeingCollected,
     Conflict,
     InvalidInput,
     NotFound,
-    PreconditionFailed,
 )
 from ..lineage import unique_in_order
 from ..models import ArtifactInfo, ProjectInfo, VersionInfo, VersionInput, VersionSummary
 from ..names import LATEST, Ref
+from .aliasdb import AliasQueries
 from .blobrefs import BLOB_REFS_SCHEMA_TEMPLATE, BlobRefsSql
 from .damagedb import DAMAGE_SCHEMA_TEMPLATE, DamageQueries
 from .deletedb import DeleteQueries
@@ -213,6 +212,7 @@ C = TypeVar("C")
 
 
 class SqlMetaStore(
+    AliasQueries[C],  # first: other mixins' runtime stubs (e.g. _upsert_alias) must not shadow it
     GcQueries[C],
     TokenQueries[C],
     BlobRefsSql[C],
@@ -451,27 +451,6 @@ class SqlMetaStore(
             for aid, aname, atype, desc, created in arts
         ]
 
-    def _upsert_alias(self, c: C, aid: int, alias: str, number: int) -> None:
-        self._q(
-            c,
-            "INSERT INTO aliases (artifact_id, name, number) VALUES (?, ?, ?) "
-            "ON CONFLICT (artifact_id, name) DO UPDATE SET number=excluded.number",
-            aid,
-            alias,
-            number,
-        )
-
-    def _check_expect(self, c: C, aid: int, label: str, alias: str, expect: Expect) -> int | None:
-        row = self._q(
-            c, "SELECT number FROM aliases WHERE artifact_id=? AND name=?", aid, alias
-        ).fetchone()
-        current = None if row is None else int(row[0])
-        if expect is not UNSET and current != expect:
-            want = "not to exist" if expect is None else f"to point at v{expect}"
-            have = "does not exist" if current is None else f"points at v{current}"
-            raise PreconditionFailed(f"alias {label}:{alias} {have}; expected it {want}")
-        return current
-
     # --- MetaStore ----------------------------------------------------------------------------
     def registry_id(self) -> str:
         return self._registry_id
@@ -681,43 +660,19 @@ class SqlMetaStore(
         concurrent creator's rows win (PostgreSQL waits for it on the unique index)."""
         sql = "INSERT INTO projects (name, created) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
         self._q(c, sql, project, new.created)
-        self._q(
+        pid = self._project_id(c, project)
+        inserted = self._q(
             c,
             "INSERT INTO artifacts (project_id, name, type, description, created) "
             "VALUES (?, ?, ?, '', ?) ON CONFLICT (project_id, name) DO NOTHING",
-            self._project_id(c, project),
+            pid,
             artifact,
             new.create_type,
             new.created,
-        )
-
-    def set_alias(
-        self,
-        project: str,
-        artifact: str,
-        alias: str,
-        number: int,
-        expect: Expect,
-        admin: bool = True,
-    ) -> None:
-        label = f"{project}/{artifact}"
-        with self._write() as c:
-            aid = self._artifact_row(c, project, artifact, lock=True)[0]
-            self._live_number(c, aid, number, label)
-            current = self._check_expect(c, aid, label, alias, expect)
-            if current != number:
-                self._guard_protected(c, aid, label, [alias], admin, "move")
-            self._upsert_alias(c, aid, alias, number)
-
-    def delete_alias(
-        self, project: str, artifact: str, alias: str, expect: Expect, admin: bool = True
-    ) -> None:
-        label = f"{project}/{artifact}"
-        with self._write() as c:
-            aid = self._artifact_row(c, project, artifact, lock=True)[0]
-            current = self._check_expect(c, aid, label, alias, expect)
-            if current is None:
-                raise NotFound(f"alias {label}:{alias} not found")
-            self._guard_protected(c, aid, label, [alias], admin, "remove")
-            self._q(c, "DELETE FROM aliases WHERE artifact_id=? AND name=?", aid, alias)
-            self._q(c, "DELETE FROM protected_aliases WHERE artifact_id=? AND name=?", aid, alias)
+        ).rowcount
+        if not inserted:  # one deleted whole (editsdb.py) is created again, numbering kept
+            row = self._q(
+                c, "SELECT id FROM artifacts WHERE project_id=? AND name=?", pid, artifact
+            ).fetchone()
+            assert new.create_type is not None
+            self._revive_artifact(c, int(row[0]), new.create_type, "", new.created)
