@@ -18,7 +18,7 @@ from typing import Any
 import trio
 
 from .client.base import RegistryClient
-from .errors import AlreadyExists, ArtfsError, BeingCollected, InvalidInput, NotFound
+from .errors import ArtfsError, BeingCollected, InvalidInput, NotFound
 from .hashing import hash_file
 from .manifest import Manifest
 from .models import ArtifactInfo, CommitResult
@@ -207,21 +207,6 @@ def _one_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
             if isinstance(leaf, kind):
                 return leaf
     return leaves[0] if len(leaves) == 1 else group
-
-
-async def ensure_artifact(
-    client: RegistryClient, project: str, artifact: str, type: str | None, description: str = ""
-) -> None:
-    """Create the artifact now, without a version. Prefer ``artifact_to_create`` plus
-    ``commit(create_type=...)``: an artifact made here stays empty if the commit fails."""
-    await client.create_project(project, exist_ok=True)
-    if await artifact_to_create(client, project, artifact, type) is not None:
-        try:
-            await client.create_artifact(
-                project, artifact, type=type or "dataset", description=description
-            )
-        except AlreadyExists:
-            pass
 
 
 async def artifact_to_create(

@@ -30,7 +30,7 @@ from .manifest import Manifest
 from .models import CommitResult
 from .names import Ref, manifest_path
 from .progress import Progress
-from .publish import ensure_artifact, upload_and_commit
+from .publish import artifact_to_create, upload_and_commit
 from .refs.publish import hash_refs, manifest_refs
 from .refs.sources import Sources
 from .wandb_io import (
@@ -122,7 +122,7 @@ async def import_wandb(
         kept = {sha: r for sha, r in manifest_refs(hashed).items() if sha not in sources}
         manifest = Manifest.build(entries, refs=kept)
         meta = {**import_metadata(wb), **(metadata or {})}
-        await ensure_artifact(client, project, artifact, type)
+        create_type = await artifact_to_create(client, project, artifact, type)
         uploading = Progress(
             "uploading", sum(manifest.stored_blobs().values()), enabled=show_progress
         )
@@ -136,6 +136,7 @@ async def import_wandb(
                 description=description,
                 aliases=aliases,
                 creator=creator,
+                create_type=create_type,
             )
 
         try:
