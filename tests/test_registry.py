@@ -416,3 +416,30 @@ def test_concurrent_alias_moves_are_atomic(reg: Registry) -> None:
     for t in threads:
         t.join()
     assert len(wins) == 1  # compare-and-set: exactly one mover wins
+
+
+def test_get_versions_is_get_version_for_a_page(reg: Registry) -> None:
+    """The web page's batch read gives what ``get_version`` gives, row by row: aliases,
+    tags, expiry, declared and observed inputs; deleted and unknown numbers left out."""
+    src = reg.commit("p", "src", manifest_of(reg, {"s": b"source"}), create_type="data").version
+    for i in range(5):
+        files = {"x": f"version {i}".encode()}
+        reg.commit(
+            "p",
+            "a",
+            manifest_of(reg, files),
+            aliases=["best"] if i == 2 else [],
+            inputs=[src.ref] if i % 2 else [],
+            observed_inputs=[src.ref] if i == 4 else [],
+            tags=["nightly"] if i < 3 else [],
+            ttl="30d" if i == 3 else None,
+            create_type="model",
+        )
+    reg.delete_version("p", "a", 1)
+    got = reg.get_versions("p", "a", [4, 3, 1, 2, 0, 99])
+    assert [v.number for v in got] == [4, 3, 2, 0]
+    assert got == [reg.get_version("p", "a", f"v{n}") for n in (4, 3, 2, 0)]
+    assert got[2].aliases == ("best",) and got[3].tags == ("nightly",)
+    assert got[1].expires is not None and got[1].inputs[0].ref == src.ref
+    assert [i.kind for i in got[0].inputs] == [reg.get_version("p", "a", "v4").inputs[0].kind]
+    assert reg.get_versions("p", "a", []) == []

@@ -357,6 +357,13 @@ class Registry(RunRegistry, EditingOps):
     def get_version(self, project: str, artifact: str, selector: str) -> VersionInfo:
         return self.meta.get_version(project, artifact, self.resolve(project, artifact, selector))
 
+    def get_versions(
+        self, project: str, artifact: str, numbers: Iterable[int]
+    ) -> list[VersionInfo]:
+        """Several versions in one read (a listing page): the live ones among ``numbers``."""
+        wanted = [_number(n) for n in numbers]
+        return self.meta.get_versions(project_name(project), artifact_name(artifact), wanted)
+
     def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:
         """Live versions made from this one (its consumers in the lineage)."""
         return self.meta.used_by(project_name(project), artifact_name(artifact), _number(number))

@@ -114,6 +114,12 @@ class MetaStore(Protocol):
 
     def get_version(self, project: str, artifact: str, number: int) -> VersionInfo: ...
 
+    def get_versions(
+        self, project: str, artifact: str, numbers: Sequence[int]
+    ) -> list[VersionInfo]:
+        """The live versions among ``numbers`` (at most 500), in that order; others left out."""
+        ...
+
     def resolve_alias(self, project: str, artifact: str, alias: str) -> int: ...
 
     def used_by(self, project: str, artifact: str, number: int) -> list[VersionInput]:

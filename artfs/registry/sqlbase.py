@@ -52,6 +52,7 @@ from .observeddb import (
 )
 from .rundb import RUNS_SCHEMA_TEMPLATE, RunQueries
 from .tokendb import TokenQueries
+from .versionsdb import VERSION_COLS, VersionPageQueries
 
 # Tables shared by both databases; the column types that differ are filled in per database.
 SCHEMA_TEMPLATE = """
@@ -190,10 +191,6 @@ def schema_ddl(**types: str) -> str:
 
 MAX_USED_BY = 10_000  # consumers listed by used_by, at most
 
-_VERSION_COLS = (
-    "number, digest, created, creator, description, metadata, parent, file_count, total_size"
-)
-
 
 class Rows(Protocol):
     """What a statement returns: a DB-API cursor."""
@@ -212,6 +209,7 @@ C = TypeVar("C")
 
 
 class SqlMetaStore(
+    VersionPageQueries[C],  # no runtime stubs, like AliasQueries
     AliasQueries[C],  # first: other mixins' runtime stubs (e.g. _upsert_alias) must not shadow it
     GcQueries[C],
     TokenQueries[C],
@@ -300,7 +298,7 @@ class SqlMetaStore(
         aid, atype, *_ = self._artifact_row(c, project, artifact)
         row = self._q(
             c,
-            f"SELECT {_VERSION_COLS} FROM versions WHERE artifact_id=? AND number=? AND NOT deleted",
+            f"SELECT {VERSION_COLS} FROM versions WHERE artifact_id=? AND number=? AND NOT deleted",
             aid,
             number,
         ).fetchone()
@@ -613,7 +611,7 @@ class SqlMetaStore(
                 number, created = int(next_number), True
                 self._q(
                     c,
-                    f"INSERT INTO versions (artifact_id, {_VERSION_COLS}) "
+                    f"INSERT INTO versions (artifact_id, {VERSION_COLS}) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?)",
                     aid,
                     number,

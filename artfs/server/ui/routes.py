@@ -19,7 +19,6 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlencode
@@ -185,12 +184,7 @@ class UiPages:
         project, artifact = _artifact(request, who)
         art = self.r.get_artifact(project, artifact)
         pager, numbers = views.version_page(art, views.page_param(request.query_params.get("page")))
-        # One get_version per row (the API's call, tags and all) is 4 queries; on PostgreSQL
-        # each waits a round trip, so a few run at once (docs/decisions.md, "Registry web page").
-        with ThreadPoolExecutor(ROW_FETCHERS, thread_name_prefix="artfs-ui") as pool:
-            infos = list(
-                pool.map(lambda n: self.r.get_version(project, artifact, f"v{n}"), numbers)
-            )
+        infos = self.r.get_versions(project, artifact, numbers)  # one read (versionsdb.py)
         rows = [(i, views.tags_of(i), views.meta_text(i.metadata)) for i in infos]
         return self.render(
             "versions.html",
