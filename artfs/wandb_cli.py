@@ -12,7 +12,7 @@ import trio
 
 from . import config
 from .client.base import RegistryClient
-from .progress import human_bytes
+from .progress import human_bytes, plural
 
 Wrap = Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
 
@@ -43,7 +43,7 @@ def cmd_import_wandb(args: argparse.Namespace) -> int:
         print(
             f"{said}: {v.file_count} files, {human_bytes(v.total_size)}, every md5 checked"
             + (
-                f" except {done.unchecked} reference(s) W&B gave no md5 for"
+                f" except {plural(done.unchecked, 'reference')} W&B gave no md5 for"
                 if done.unchecked
                 else ""
             )

@@ -78,7 +78,7 @@ def build(spec: RegistrySpec, tmp: Path) -> str:
         blob.write_bytes(b"x")
         sha = hashlib.sha256(b"x").hexdigest()
         reg.put_file(sha, blob)
-        # consecutive versions of an artifact must differ, or a commit returns the last one
+        # identical content makes no new version unless allow_duplicate (one per node here)
         manifests = [Manifest.build([]), Manifest.build([("f", 1, sha)])]
         for project in ("lin", "sec"):
             reg.create_project(project)
@@ -91,7 +91,9 @@ def build(spec: RegistrySpec, tmp: Path) -> str:
         reg.commit("lin", "seed", manifests[0], inputs=["sec/raw:v0"])
         for k in range(1, LAYERS + 1):
             for j in range(WIDTH):
-                reg.commit("lin", f"l{k}", manifests[j % 2], inputs=_inputs(k, j))
+                reg.commit(
+                    "lin", f"l{k}", manifests[j % 2], inputs=_inputs(k, j), allow_duplicate=True
+                )
         top = [f"lin/l{LAYERS}:v{j}" for j in range(WIDTH)]
         reg.commit("lin", "top", manifests[0], inputs=top)
         reg.commit("sec", "uses", manifests[0], inputs=[f"lin/l{LAYERS}:v5"])
@@ -290,7 +292,7 @@ def test_the_store_stops_at_the_node_cap(backend: str, tmp_path: Path) -> None:
         ]
         reg.commit("c", "a", manifests[0])
         for n in range(1, 8):  # a chain c/a:v0 <- v1 <- ... <- v7
-            reg.commit("c", "a", manifests[n % 2], inputs=[f"c/a:v{n - 1}"])
+            reg.commit("c", "a", manifests[n % 2], inputs=[f"c/a:v{n - 1}"], allow_duplicate=True)
         full = reg.meta.lineage("c", "a", 4, up=None, down=None, can_read=lambda _p: True)
         assert [n.distance for n in full.nodes] == [0, -1, -2, -3, -4, 1, 2, 3]
         capped = reg.meta.lineage(

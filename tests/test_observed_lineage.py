@@ -157,7 +157,7 @@ def test_a_job_records_what_it_read_and_nothing_else(server: Server, tmp_path: P
         run_session(f"cat {model}/v4/y {mnt}/{p}/data/v0/x >/dev/null; echo 6 >> {model}/run6/y")
         run_cli("commit", str(model / "run6"))
         v5 = info(model / "v5")
-        assert v5["parent"] == 4 and v5["observed_inputs"] == [f"{p}/data:v0"]
+        assert v5["parent"] == f"{p}/model:v4" and v5["observed_inputs"] == [f"{p}/data:v0"]
 
 
 def server_version(server: Server, p: str, artifact: str, number: int) -> dict[str, object]:

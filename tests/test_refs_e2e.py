@@ -276,6 +276,6 @@ def test_gc_keeps_a_refs_block_list_while_its_version_lives(server: Server, tmp_
     run_cli("delete", "--registry", server.url, "p/gc:v0", "--force")
     second = run_cli(*gc)
     said = first.stdout + first.stderr
-    assert "1 blob(s) scanned, 1 referenced by 1 live version(s)" in said, said
+    assert "1 blob scanned, 1 referenced by 1 live version," in said, said
     said = second.stdout + second.stderr
-    assert "freed 1 blob(s)" in said, said  # the list was the version's only blob
+    assert "freed 1 blob," in said, said  # the list was the version's only blob

@@ -142,9 +142,11 @@ class Fsck:
             if time.monotonic() - last > PROGRESS_EVERY:
                 last = time.monotonic()
                 self.progress(
-                    f"re-hashed {report.scanned} blob(s), {human_bytes(report.scanned_bytes)}"
+                    f"re-hashed {plural(report.scanned, 'blob')}, {human_bytes(report.scanned_bytes)}"
                 )
-        self.progress(f"re-hashed {report.scanned} blob(s), {human_bytes(report.scanned_bytes)}")
+        self.progress(
+            f"re-hashed {plural(report.scanned, 'blob')}, {human_bytes(report.scanned_bytes)}"
+        )
         return intact, vanished
 
     def references(
@@ -167,7 +169,7 @@ class Fsck:
                     users.setdefault(sha, []).append(key)
             after = page[-1][0]
         report.missing = sorted(missing)
-        self.progress(f"read {report.versions} live version(s)")
+        self.progress(f"read {plural(report.versions, 'live version')}")
         return users
 
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput
-from ..progress import human_bytes
+from ..progress import human_bytes, plural
 from .blobrefs import UPLOAD_PROOF_SECONDS
 from .core import manifest_blobs
 from .meta import VersionKey
@@ -131,7 +131,7 @@ class GarbageCollector:
         left = self.meta.doomed_blobs()
         if not left:
             return 0
-        self.progress(f"finishing {len(left)} blob(s) doomed by an interrupted collection")
+        self.progress(f"finishing {plural(len(left), 'blob')} doomed by an interrupted collection")
         self._delete_and_undoom(left)
         return len(left)
 
@@ -144,7 +144,7 @@ class GarbageCollector:
         count, size = self.blobs.remove_stale_uploads(idle_since, dry_run=dry_run)
         if count:
             self.progress(
-                f"{'would remove' if dry_run else 'removed'} {count} abandoned upload(s), "
+                f"{'would remove' if dry_run else 'removed'} {plural(count, 'abandoned upload')}, "
                 f"{human_bytes(size)}"
             )
         return count, size
@@ -173,7 +173,9 @@ class GarbageCollector:
                         report.young += 1
                     else:
                         candidates[sha] = size
-        self.progress(f"scanned {report.scanned} blob(s), {human_bytes(report.scanned_bytes)}")
+        self.progress(
+            f"scanned {plural(report.scanned, 'blob')}, {human_bytes(report.scanned_bytes)}"
+        )
         return candidates, seen
 
     def references(self, report: GcReport, into: ReferenceSet) -> set[VersionKey]:
@@ -187,7 +189,9 @@ class GarbageCollector:
                 seen.add(key)
             after = page[-1][0]
         report.versions = len(seen)
-        self.progress(f"read {len(seen)} live version(s) referencing {len(into)} blob(s)")
+        self.progress(
+            f"read {plural(len(seen), 'live version')} referencing {plural(len(into), 'blob')}"
+        )
         return seen
 
     def mark(
@@ -202,7 +206,9 @@ class GarbageCollector:
 
     def sweep(self, doomed: list[tuple[str, int]]) -> tuple[int, int]:
         """Steps 4 and 5: delete the doomed blobs from the store, then un-doom them."""
-        self.progress(f"deleting {len(doomed)} blob(s), {human_bytes(sum(s for _, s in doomed))}")
+        self.progress(
+            f"deleting {plural(len(doomed), 'blob')}, {human_bytes(sum(s for _, s in doomed))}"
+        )
         self._delete_and_undoom([sha for sha, _ in doomed])
         return len(doomed), sum(size for _, size in doomed)
 
