@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,23 +33,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchstore import add_store_options, open_registry, serving
+
 from artfs.lineage_graph import MAX_LINEAGE_NODES
 from artfs.manifest import Manifest
 from artfs.registry import Registry
-
-_READY = re.compile(r"listening on (http://\S+)")
-
-
-def open_registry(args: argparse.Namespace, data: Path) -> Registry:
-    if args.db is None:
-        return Registry.open(data)
-    from artfs.registry.postgres import PostgresMetaStore
-    from artfs.registry.s3 import S3BlobStore, parse_s3_url
-
-    bucket, prefix = parse_s3_url(args.blobs)
-    return Registry(
-        PostgresMetaStore(args.db), S3BlobStore(bucket, prefix, endpoint_url=args.s3_endpoint)
-    )
 
 
 def build(reg: Registry, layers: int, width: int, tmp: Path, runs: bool = False) -> float:
@@ -73,11 +59,12 @@ def build(reg: Registry, layers: int, width: int, tmp: Path, runs: bool = False)
                 else [f"bench/l{k - 1}:v{j}", f"bench/l{k - 1}:v{(j + 1) % width}"]
             )
             if not runs:
-                reg.commit("bench", f"l{k}", manifests[j % 2], inputs=below)
+                reg.commit("bench", f"l{k}", manifests[j % 2], inputs=below, allow_duplicate=True)
                 continue
             run = reg.create_run("bench", name=f"make-l{k}-{j}", job_type="bench")
             reg.add_run_inputs(run.id, below)
-            number = reg.commit("bench", f"l{k}", manifests[j % 2]).version.number
+            made = reg.commit("bench", f"l{k}", manifests[j % 2], allow_duplicate=True)
+            number = made.version.number
             reg.add_run_outputs(run.id, [f"bench/l{k}:v{number}"])
             reg.update_run(run.id, status="finished", exit_code=0)
     return time.perf_counter() - t0
@@ -107,9 +94,7 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", action="store_true", help="versions made by runs (above)")
-    ap.add_argument("--db", help="postgresql://... (default: SQLite in a temp directory)")
-    ap.add_argument("--blobs", help="s3://bucket/prefix (with --db)")
-    ap.add_argument("--s3-endpoint")
+    add_store_options(ap)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -122,50 +107,26 @@ def main() -> int:
         runs = args.layers * args.width if args.runs else 0
         nodes, hops = versions + runs, args.layers * (2 if args.runs else 1)
         print(f"committed {versions} versions ({runs} runs) in {built:.1f} s")
-        store = ["--db", args.db, "--blobs", args.blobs] if args.db else []
-        store += ["--s3-endpoint", args.s3_endpoint] if args.s3_endpoint else []
-        cmd = [sys.executable, "-m", "artfs.server", "--data", str(tmp / "data"), "--port", "0"]
-        proc = subprocess.Popen(
-            [*cmd, "--blob-port", "0", *store],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            assert proc.stdout is not None
-            url = ""
-            for line in proc.stdout:
-                m = _READY.search(line)
-                if m:
-                    url = m.group(1)
-                    break
-            if not url:
-                raise SystemExit("the server did not start")
-            with httpx.Client(timeout=120) as http:
-                path = f"{url}/v1/projects/bench/artifacts/seed/versions/0/lineage"
-                times, size = [], 0
-                for _ in range(args.rounds):
-                    t0 = time.perf_counter()
-                    r = http.get(path)
-                    times.append(time.perf_counter() - t0)
-                    size = len(r.content)
-                    assert len(r.json()["nodes"]) == min(nodes, MAX_LINEAGE_NODES)
-                one = statistics.median(times)
-                print(
-                    f"one request:  {one * 1000:7.1f} ms  ({size / 1024:.0f} KiB JSON, "
-                    f"{min(nodes, MAX_LINEAGE_NODES)} nodes, {hops} hops)"
-                )
-                if not args.runs:
-                    t0 = time.perf_counter()
-                    requests, seen = hop_by_hop(http, url)
-                    walked = time.perf_counter() - t0
-                    assert seen == versions
-                    print(
-                        f"hop by hop:   {walked * 1000:7.1f} ms  ({requests} requests to used-by)"
-                    )
-        finally:
-            proc.terminate()
-            proc.wait(10)
+        with serving(args, tmp / "data") as url, httpx.Client(timeout=120) as http:
+            path = f"{url}/v1/projects/bench/artifacts/seed/versions/0/lineage"
+            times, size = [], 0
+            for _ in range(args.rounds):
+                t0 = time.perf_counter()
+                r = http.get(path)
+                times.append(time.perf_counter() - t0)
+                size = len(r.content)
+                assert len(r.json()["nodes"]) == min(nodes, MAX_LINEAGE_NODES)
+            one = statistics.median(times)
+            print(
+                f"one request:  {one * 1000:7.1f} ms  ({size / 1024:.0f} KiB JSON, "
+                f"{min(nodes, MAX_LINEAGE_NODES)} nodes, {hops} hops)"
+            )
+            if not args.runs:
+                t0 = time.perf_counter()
+                requests, seen = hop_by_hop(http, url)
+                walked = time.perf_counter() - t0
+                assert seen == versions
+                print(f"hop by hop:   {walked * 1000:7.1f} ms  ({requests} requests to used-by)")
     return 0
 
 

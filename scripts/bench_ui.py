@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,24 +29,13 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchstore import add_store_options, open_registry, serving
+
 from artfs.manifest import Manifest
 from artfs.registry import Registry
 
-_READY = re.compile(r"listening on (http://\S+)")
 BLOBS = 256  # distinct blobs the files share
 MODELS = 100
-
-
-def open_registry(args: argparse.Namespace, data: Path) -> Registry:
-    if args.db is None:
-        return Registry.open(data)
-    from artfs.registry.postgres import PostgresMetaStore
-    from artfs.registry.s3 import S3BlobStore, parse_s3_url
-
-    bucket, prefix = parse_s3_url(args.blobs)
-    return Registry(
-        PostgresMetaStore(args.db), S3BlobStore(bucket, prefix, endpoint_url=args.s3_endpoint)
-    )
 
 
 def build(reg: Registry, versions: int, files: int, tmp: Path) -> float:
@@ -99,9 +86,7 @@ def main() -> int:
     ap.add_argument("--versions", type=int, default=10_000)
     ap.add_argument("--files", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--db", help="postgresql://... (default: SQLite in a temp directory)")
-    ap.add_argument("--blobs", help="s3://bucket/prefix (with --db)")
-    ap.add_argument("--s3-endpoint")
+    add_store_options(ap)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -111,25 +96,7 @@ def main() -> int:
         finally:
             reg.close()
         print(f"committed {args.versions} + {MODELS} + 2 versions in {built:.1f} s")
-        store = ["--db", args.db, "--blobs", args.blobs] if args.db else []
-        store += ["--s3-endpoint", args.s3_endpoint] if args.s3_endpoint else []
-        cmd = [sys.executable, "-m", "artfs.server", "--data", str(tmp / "data"), "--port", "0"]
-        proc = subprocess.Popen(
-            [*cmd, "--blob-port", "0", *store],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            assert proc.stdout is not None
-            url = ""
-            for line in proc.stdout:
-                m = _READY.search(line)
-                if m:
-                    url = m.group(1)
-                    break
-            if not url:
-                raise SystemExit("the server did not start")
+        with serving(args, tmp / "data") as url:
             last = args.versions - 1
             pages = [
                 ("projects", "/ui/"),
@@ -161,9 +128,6 @@ def main() -> int:
                     assert size < 1 << 20, (path, size)
                     med = statistics.median(times)
                     print(f"{name:32} {cold * 1000:8.1f} {med * 1000:10.1f} {size / 1024:7.1f}")
-        finally:
-            proc.terminate()
-            proc.wait(10)
     return 0
 
 
