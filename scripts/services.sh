@@ -102,6 +102,10 @@ start_postgres() {
         "${psql[@]}" -c "CREATE ROLE artfs LOGIN CREATEDB PASSWORD '$PG_PASSWORD'" >&2
         "${psql[@]}" -c "CREATE DATABASE artfs OWNER artfs" >&2
     fi
+    # DROP DATABASE ... WITH (FORCE) (the tests' cleanup) must be able to end an
+    # autovacuum worker that happens to be in the database: without this role it fails
+    # with "must be a member of the role whose process is being terminated".
+    "${psql[@]}" -c "GRANT pg_signal_backend TO artfs" >&2
 }
 
 start_seaweedfs() {

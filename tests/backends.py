@@ -13,6 +13,7 @@ Every registry made here is fresh: its own PostgreSQL schema (in-process) or dat
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,16 @@ def drop_database(dsn: str) -> None:
     assert PG_DSN is not None
     name = urlsplit(dsn).path.lstrip("/")
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for attempt in range(20):
+            try:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except psycopg.errors.InsufficientPrivilege:
+                # An autovacuum worker in the database (no role: services.sh grants
+                # pg_signal_backend for that; an older services state may lack it).
+                if attempt == 19:
+                    raise
+                time.sleep(0.25)
 
 
 def make_spec(backend: str, data_dir: Path, *, for_servers: bool = False) -> RegistrySpec:
