@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
 import artfs
 from tests.e2e import mounted, run_cli
@@ -212,6 +213,12 @@ def test_info_lists_refs_briefly_and_json_fully(target: Target, tmp_path: Path) 
     full = info("p/many:v0", "--json")["external_refs"]
     assert full == {"count": 12, "files": [row(i) for i in range(12)]}
     if target.server is not None:  # the route info asks (docs/api.md), its limit checked
+        from artfs.client import open_client
+        from artfs.client.http_refs import RefsHttp
+
+        client = open_client(target.location)  # (what info uses: the route, not the manifest)
+        assert isinstance(getattr(client, "inner", client), RefsHttp)
+        trio.run(client.aclose)
         url = f"{target.location}/v1/projects/p/artifacts/many/versions/0/refs"
         assert httpx.get(url, params={"limit": "0"}, timeout=10).json() == {
             "count": 12,
