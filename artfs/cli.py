@@ -40,7 +40,7 @@ from .models import OBSERVED
 from .names import alias_name, parse_artifact_id, parse_ref, parse_version
 from .observed import add_no_observed_option
 from .progress import human_bytes, iso_time, plural
-from .refs.cli import add_ref_option, ref_pairs
+from .refs.cli import add_ref_option, file_ref_fact, ref_facts, ref_pairs
 from .treescan import SYMLINK_POLICIES
 
 # --------------------------------------------------------------------------- helpers
@@ -262,6 +262,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         }
         if not sub_path:
             facts.update(await cli_runs.version_run_facts(client, info))
+            facts.update(await ref_facts(client, ref.project, ref.artifact, info.number, args.json))
         else:
             manifest = await client.get_manifest(ref.project, ref.artifact, info.number)
             if sub_path in manifest:
@@ -271,6 +272,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                     "path": sub_path,
                     "size": entry.size,
                     "sha256": entry.sha256,
+                    **file_ref_fact(manifest, entry.sha256),  # "external_ref": its URL
                     "cached": _cached_bytes(cache_dir, client, entry.sha256, entry.size),
                 }
             else:
@@ -574,7 +576,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="project/artifact[:v], or a path in a mount (a mountpoint: the mount's facts)",
     )
     s.add_argument(
-        "--json", action="store_true", help="print JSON (the default: info always prints JSON)"
+        "--json",
+        action="store_true",
+        help="full facts for machines (info always prints JSON; --json lists every "
+        "external ref, with its size and sha256, not only the first 10)",
     )
     cli_runs.add_info_options(s)
     s.add_argument("--history", action="store_true", help="also every edit of it and its artifact")

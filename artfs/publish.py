@@ -187,11 +187,11 @@ async def upload_missing(
             for sha in sorted(missing):
                 nursery.start_soon(one, sha)
     except BaseExceptionGroup as group:
-        raise _one_error(group) from None
+        raise one_error(group) from None
     return uploaded
 
 
-def _one_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+def one_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """What parallel uploads that failed together report: an interrupt if there was one,
     else the first artfs error (one clear line in the CLI), else the group itself."""
     leaves: list[BaseException] = []

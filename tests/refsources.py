@@ -7,15 +7,19 @@ import contextlib
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 S3_ENDPOINT = os.environ.get("ARTFS_TEST_S3_ENDPOINT")
 S3_BUCKET = os.environ.get("ARTFS_TEST_S3_BUCKET", "artfs-test")
 HAVE_S3 = bool(S3_ENDPOINT and os.environ.get("AWS_ACCESS_KEY_ID"))
+KINDS = ["file", "http", pytest.param("s3", marks=pytest.mark.skipif(not HAVE_S3, reason="no S3"))]
 
 
 class RangeServer:
@@ -117,3 +121,31 @@ class S3Objects:
         listed = self.s3.list_objects_v2(Bucket=S3_BUCKET, Prefix=self.prefix)
         for item in listed.get("Contents", []):
             self.s3.delete_object(Bucket=S3_BUCKET, Key=item["Key"])
+
+
+@dataclass
+class Place:
+    """Where ref objects live for one scheme: ``put`` returns a URL, ``put`` again changes it."""
+
+    put: Callable[[str, bytes], str]
+
+
+@pytest.fixture(params=KINDS)
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def to_dir(name: str, body: bytes) -> Path:
+        (data / name).write_bytes(body)
+        return data / name
+
+    if request.param == "file":
+        yield Place(lambda n, b: to_dir(n, b).as_uri())
+    elif request.param == "http":
+        http = RangeServer(data)
+        yield Place(lambda n, b: (to_dir(n, b), http.url(n))[1])
+        http.close()
+    else:
+        s3 = S3Objects()
+        yield Place(s3.put)
+        s3.close()

@@ -8,8 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import random
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,12 +16,13 @@ import pytest
 
 from tests.backends import backend_params, make_spec, release
 from tests.e2e import Server, mounted, run_cli
-from tests.refsources import HAVE_S3, S3_ENDPOINT, RangeServer, S3Objects
+from tests.refsources import S3_ENDPOINT, Place, RangeServer, place
+
+__all__ = ["place"]  # fixtures
 
 pytestmark = pytest.mark.timeout(300)
 FUSE = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 BIG = 3 * 1024 * 1024 + 12_345  # 25 blocks, the last one short
-KINDS = ["file", "http", pytest.param("s3", marks=pytest.mark.skipif(not HAVE_S3, reason="no S3"))]
 
 
 @pytest.fixture(autouse=True)
@@ -43,34 +43,6 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     yield s
     s.stop()
     release(spec)
-
-
-@dataclass
-class Place:
-    """Where ref objects live for one scheme: ``put`` returns a URL, ``put`` again changes it."""
-
-    put: Callable[[str, bytes], str]
-
-
-@pytest.fixture(params=KINDS)
-def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
-    data = tmp_path / "data"
-    data.mkdir()
-
-    def to_dir(name: str, body: bytes) -> Path:
-        (data / name).write_bytes(body)
-        return data / name
-
-    if request.param == "file":
-        yield Place(lambda n, b: to_dir(n, b).as_uri())
-    elif request.param == "http":
-        http = RangeServer(data)
-        yield Place(lambda n, b: (to_dir(n, b), http.url(n))[1])
-        http.close()
-    else:
-        s3 = S3Objects()
-        yield Place(s3.put)
-        s3.close()
 
 
 def get(server: Server, ref: str, dest: Path, cache: Path, check: bool = True) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from ..errors import IntegrityError, InvalidInput, IsADirectory, NotFound
 from ..manifest import Manifest
 from ..models import VersionInfo
 from ..names import version_label
+from ..refs.model import BlobRef
 from ..verify import compare
 from .fileobj import BlobReadFunctions, VersionFile
 
@@ -22,11 +24,18 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class File:
-    """A file of a version: its path inside the version, size and sha256."""
+    """A file of a version: its path inside the version, size and sha256; ``url``: where
+    its bytes stay if it is an external reference (``Draft.add_ref``, ``artfs put --ref``),
+    None when the registry holds them. Either way it reads the same (``Version.open``)."""
 
     path: str
     size: int
     sha256: str
+    url: str | None = None
+
+    @property
+    def is_ref(self) -> bool:
+        return self.url is not None
 
 
 class Version:
@@ -188,7 +197,13 @@ class Version:
 
     def files(self) -> list[File]:
         """Every file, sorted by path."""
-        return [File(p, e.size, e.sha256) for p, e in self.manifest().items()]
+        manifest = self.manifest()
+        refs = manifest.refs
+        return [File(p, e.size, e.sha256, _url(refs, e.sha256)) for p, e in manifest.items()]
+
+    def refs(self) -> list[File]:
+        """The files that are external references (``File.url`` set), sorted by path."""
+        return [f for f in self.files() if f.url is not None] if self.manifest().refs else []
 
     def file(self, path: str) -> File:
         path = path.strip("/")
@@ -197,7 +212,7 @@ class Version:
             if any(p.startswith(path + "/") for p in self.manifest()):
                 raise IsADirectory(f"{self.ref}: {path!r} is a directory")
             raise NotFound(f"{self.ref}: no file {path!r}")
-        return File(path, entry.size, entry.sha256)
+        return File(path, entry.size, entry.sha256, _url(self.manifest().refs, entry.sha256))
 
     def open(self, path: str, mode: str = "rb") -> VersionFile:
         """Open a file of the version for binary reading: a seekable ``io.RawIOBase`` whose
@@ -250,3 +265,8 @@ class Version:
             raise IntegrityError(
                 f"{directory} does not match {self.ref}: {'; '.join(problems[:3])}{more}"
             )
+
+
+def _url(refs: Mapping[str, BlobRef], sha256: str) -> str | None:
+    ref = refs.get(sha256)
+    return None if ref is None else ref.url

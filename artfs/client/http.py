@@ -72,6 +72,7 @@ from ..names import alias_name, artifact_name, parse_version, project_name
 from .base import UNSET, DataSink, Expect
 from .blobreads import BlobReads
 from .http_meta import HttpMetaCalls
+from .http_refs import RefsHttp
 from .http_runs import RunsHttp
 from .locations import BlobLocations
 from .ranges import (
@@ -101,7 +102,7 @@ def _q(segment: str) -> str:
     return quote(segment, safe="")
 
 
-class HttpRegistryClient(RunsHttp, BlobLocations, HttpMetaCalls, BlobReads):
+class HttpRegistryClient(RunsHttp, BlobLocations, HttpMetaCalls, RefsHttp, BlobReads):
     def __init__(self, base_url: str, *, timeout: float = 10.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout

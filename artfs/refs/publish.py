@@ -18,6 +18,7 @@ from ..errors import InvalidInput
 from ..hashing import BLOCK_SIZE, BlobHasher
 from ..names import manifest_path
 from ..progress import Progress
+from ..publish import one_error
 from .model import BlobRef, check_url
 from .sources import Sources
 
@@ -72,9 +73,12 @@ async def hash_refs(
                 lists[blocks] = tmp / blocks
             done[path] = HashedRef(path, size, sha, BlobRef(url, blocks), md5.digest())
 
-    async with trio.open_nursery() as nursery:
-        for path, url in pairs:
-            nursery.start_soon(one, path, url)
+    try:
+        async with trio.open_nursery() as nursery:
+            for path, url in pairs:
+                nursery.start_soon(one, path, url)
+    except BaseExceptionGroup as group:  # one clear error for the Python API, as for the CLI
+        raise one_error(group) from None
     return [done[p] for p, _ in pairs], lists
 
 

@@ -43,6 +43,7 @@ from ..registry.uploads import parse_etags
 from .auth import Authenticator
 from .limits import DEFAULT_LIMITS, ServerLimits, UploadSlots, paced_receive
 from .meta_routes import is_admin, meta_routes
+from .refs_routes import refs_routes
 from .requestio import (
     OLD_CLIENT,
     canonical_manifest,
@@ -580,6 +581,7 @@ def create_app(
         Route(f"{art}/aliases/{{alias}}", guarded(set_alias, write), methods=["PUT"]),
         Route(f"{art}/aliases/{{alias}}", guarded(delete_alias, write), methods=["DELETE"]),
         *meta_routes(r, guarded, read, write, on_project(ADMIN)),
+        *refs_routes(r, art, guarded, read),
         Route("/v1/blobs/missing", guarded(missing_blobs, blob_write), methods=["POST"]),
         Route("/v1/blobs/locate", guarded(locate_blobs, blob_read), methods=["POST"]),
         Route("/v1/blobs/uploads", guarded(begin_upload, blob_write), methods=["POST"]),

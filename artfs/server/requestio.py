@@ -26,6 +26,7 @@ from ..client.base import UNSET, Expect
 from ..errors import ArtfsError, Forbidden, InvalidInput, StorageFull, Unauthorized
 from ..manifest_extras import canonical_lines
 from ..names import parse_version, version_label
+from ..refs.listing import stored_has_refs
 from ..refs.model import refs_from_json
 
 T = TypeVar("T")
@@ -202,8 +203,7 @@ def has_refs(data_gz: bytes) -> bool:
     ``?refs=1``; one that does not predates them and is refused (docs/api.md). A manifest
     with refs is stored with them first (``Manifest.to_json``), so its first 9 bytes tell:
     inflating a whole 1,000,000-file manifest to look took 1.3 s, this takes microseconds."""
-    head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data_gz, 16)
-    return head.startswith(b'{"refs":')
+    return stored_has_refs(data_gz)
 
 
 def query_flag(request: Request, name: str) -> bool:

@@ -19,6 +19,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from importlib import resources
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlencode
@@ -36,7 +37,7 @@ from ...lineage_graph import VERSION, LineageGraph, LineageNode, hops
 from ...names import artifact_name, project_name
 from ...registry import Registry
 from ..auth import Authenticator
-from ..requestio import run
+from ..requestio import has_refs, run
 from . import views
 from .layout import Node, render_svg
 
@@ -97,6 +98,15 @@ def decode_files(data: bytes) -> list[list[Any]]:
     return files
 
 
+def decode_refs(data: bytes) -> views.RefMarks:
+    """A stored manifest's external refs; one without is told by its first bytes, not
+    inflated (``requestio.has_refs``)."""
+    if not has_refs(data):
+        return views.NO_REFS
+    doc = json.loads(gzip.decompress(data))
+    return views.ref_marks(doc["refs"], doc["files"])
+
+
 class UiPages:
     def __init__(self, registry: Registry, auth: Authenticator, locate: Locate) -> None:
         self.r = registry
@@ -111,6 +121,7 @@ class UiPages:
         self.diffs: Kept[tuple[str, str], views.Classified] = Kept(
             KEPT_ROWS, lambda c: len(c.added) + len(c.removed) + len(c.changed)
         )
+        self.refs: Kept[str, views.RefMarks] = Kept(KEPT_ROWS, lambda m: len(m.urls) + 1)
         self.env = Environment(
             loader=PackageLoader("artfs.server.ui", "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -160,14 +171,21 @@ class UiPages:
 
         return endpoint
 
-    def files(self, project: str, artifact: str, info_digest: str, number: int) -> list[list[Any]]:
-        def load() -> bytes:
-            digest, data = self.r.manifest_gz(project, artifact, number)
-            if digest != info_digest:  # (a version's manifest never changes)
-                raise NotFound(f"{project}/{artifact}:v{number} changed while read")
-            return data
+    def _load(self, project: str, artifact: str, info_digest: str, number: int) -> bytes:
+        digest, data = self.r.manifest_gz(project, artifact, number)
+        if digest != info_digest:  # (a version's manifest never changes)
+            raise NotFound(f"{project}/{artifact}:v{number} changed while read")
+        return data
 
+    def files(self, project: str, artifact: str, info_digest: str, number: int) -> list[list[Any]]:
+        load = partial(self._load, project, artifact, info_digest, number)
         return self.manifests.get(info_digest, lambda: decode_files(load()))
+
+    def ref_marks(
+        self, project: str, artifact: str, info_digest: str, number: int
+    ) -> views.RefMarks:
+        load = partial(self._load, project, artifact, info_digest, number)
+        return self.refs.get(info_digest, lambda: decode_refs(load()))
 
     # --- pages -----------------------------------------------------------------------
     def projects(self, request: Request, who: Principal) -> str:
@@ -207,7 +225,8 @@ class UiPages:
             (info.digest, directory),
             lambda: views.scan_dir(self.files(project, artifact, info.digest, number), directory),
         )
-        listing = views.page_dir(scan, views.page_param(q.get("page")))
+        refs = self.ref_marks(project, artifact, info.digest, number)
+        listing = views.page_dir(scan, views.page_param(q.get("page")), refs)
         base = str(request.base_url).rstrip("/")
         return self.render(
             "version.html",
@@ -216,6 +235,7 @@ class UiPages:
             tags=views.tags_of(info),
             metadata=json.dumps(info.metadata, indent=2, ensure_ascii=False),
             listing=listing,
+            refs=refs,
             crumbs=views.breadcrumbs(listing.directory),
             commands=views.commands(base, info),
         )

@@ -136,6 +136,7 @@ class DirEntry:
     size: int  # a directory: the total of the files under it
     sha256: str = ""
     files: int = 1  # a directory: the files under it
+    url: str = ""  # a file that is an external ref: where its bytes stay
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +201,25 @@ def scan_dir(files: Sequence[FileRow], directory: str) -> DirScan:
     return DirScan(directory, subdirs, plain, hi - lo, total)
 
 
-def page_dir(scan: DirScan, page: int) -> DirListing:
+@dataclass(frozen=True, slots=True)
+class RefMarks:
+    """A version's external refs as its page marks them: sha256 -> URL, and how many of
+    its files are refs."""
+
+    urls: dict[str, str]
+    files: int
+
+
+NO_REFS = RefMarks({}, 0)
+
+
+def ref_marks(refs: Mapping[str, Any], files: Sequence[FileRow]) -> RefMarks:
+    """From a stored manifest's ``refs`` (sha256 -> ``{"url": ...}``) and file rows."""
+    urls = {str(sha): str(ref["url"]) for sha, ref in refs.items()}
+    return RefMarks(urls, sum(1 for row in files if row[2] in urls)) if urls else NO_REFS
+
+
+def page_dir(scan: DirScan, page: int, refs: RefMarks = NO_REFS) -> DirListing:
     """One page of a scanned directory: subdirectories first, then files, by name."""
     names, plain = scan.dirs, scan.plain
     pager = Pager(page, PAGE_FILES, len(names) + len(plain)).check()
@@ -214,7 +233,9 @@ def page_dir(scan: DirScan, page: int) -> DirListing:
         else:
             row = plain[i - len(names)]
             path = str(row[0])
-            entries.append(DirEntry(path[cut:], path, False, int(row[1]), str(row[2])))
+            sha = str(row[2])
+            url = refs.urls.get(sha, "")
+            entries.append(DirEntry(path[cut:], path, False, int(row[1]), sha, url=url))
     return DirListing(scan.directory, entries, pager, scan.files, scan.size)
 
 
