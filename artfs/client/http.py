@@ -78,6 +78,7 @@ from .ranges import (
     RawRangeFetcher,
 )
 from .resend import RESENDS, ConnectionTrace
+from .tags_search import HttpTagSearch
 from .uploads import UPLOAD_MIN_RATE, put_file, upload_presigned
 
 HTTPX_CHUNK = 1 << 20  # measured: larger aiter_raw chunks are slower (joins)
@@ -101,7 +102,7 @@ def _q(segment: str) -> str:
     return quote(segment, safe="")
 
 
-class HttpRegistryClient(RunsHttp, BlobLocations, HttpMetaCalls, BlobReads):
+class HttpRegistryClient(RunsHttp, BlobLocations, HttpMetaCalls, BlobReads, HttpTagSearch):
     def __init__(self, base_url: str, *, timeout: float = 10.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
