@@ -155,3 +155,43 @@ def test_two_mounts_and_a_project_created_elsewhere(server: Server, tmp_path: Pa
             (ma / "q").mkdir()
         assert rmdir_errno(mb / "q") == errno.ENOTEMPTY
         assert "q" in registry_projects(server)
+
+
+@pytest.fixture(params=backend_params())
+def auth_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Server, str]]:
+    """A server with ``--auth on`` and a token that reads every project, writes ``mine``."""
+    spec = make_spec(request.param, tmp_path / "registry", for_servers=True)
+    store = ["--data", spec.data_dir, *(["--db", spec.db] if spec.db else [])]
+    token = run_cli("token", "create", "ci", "--read", "*", "--write", "mine", *store).stdout
+    s = Server(Path(spec.data_dir), extra_args=(*spec.serve_args(), "--auth", "on"))
+    s.start()
+    try:
+        yield s, token.strip()
+    finally:
+        s.stop()
+        release(spec)
+
+
+def test_the_token_decides_at_mkdir_what_it_may_read_and_at_commit_what_it_may_write(
+    auth_server: tuple[Server, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, token = auth_server
+    monkeypatch.setenv("ARTFS_TOKEN", token)
+    with mount(server, tmp_path, "m") as m:
+        (m / "mine").mkdir()
+        (m / "other").mkdir()  # readable and free: made here, the write right is the commit's
+        draft = m / "other" / "a" / "d"
+        draft.mkdir(parents=True)
+        (draft / "f.txt").write_text("x\n")
+        proc = run_cli("commit", str(draft), check=False)
+        assert proc.returncode == 1 and "no write right on project 'other'" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert (draft / "f.txt").read_text() == "x\n"  # the draft is kept
+        os.unlink(draft / "f.txt")
+        os.rmdir(draft)
+        os.rmdir(m / "other" / "a")
+        os.rmdir(m / "other")
+        assert "other" not in os.listdir(m) and "other" not in registry_projects(server)
+        commit_one(m, "mine", "a", "mine\n")
+        assert registry_projects(server) == ["mine"]
+        assert (m / "mine" / "a" / "v0" / "f.txt").read_text() == "mine\n"
