@@ -21,7 +21,7 @@ from . import __version__, cli_runs, config
 from .cache.settings import CacheTuning
 from .cli_admin import add_admin_parsers
 from .cli_help import FILES_EPILOG, add_debug_options, describe_commands
-from .cli_listing import artifact_json, print_json, print_versions
+from .cli_listing import artifact_json, print_json, print_tagged, print_versions
 from .cli_meta import (
     add_alias_parsers,
     add_commit_options,
@@ -41,6 +41,7 @@ from .names import alias_name, parse_artifact_id, parse_ref, parse_version
 from .observed import add_no_observed_option
 from .progress import human_bytes, iso_time, plural
 from .refs.cli import add_ref_option, file_ref_fact, ref_facts, ref_pairs
+from .tagsearch import all_tagged
 from .treescan import SYMLINK_POLICIES
 
 # --------------------------------------------------------------------------- helpers
@@ -138,6 +139,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 return 0
             for p in projects:
                 print(p.name)
+            return 0
+        if "/" not in target and args.tag is not None:  # one request per page, not per artifact
+            print_tagged([v async for v in all_tagged(client, target, args.tag)], args.json)
             return 0
         if "/" not in target:
             artifacts = await client.list_artifacts(target)
@@ -544,7 +548,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true", help="print JSON (times in ISO 8601)")
     cli_runs.add_ls_options(s)
-    s.add_argument("--tag", help="list only the versions with this tag (p/a)")
+    s.add_argument(
+        "--tag",
+        help="list only the versions with this tag (p/a: of the artifact; p: of every artifact)",
+    )
     s.set_defaults(fn=cmd_ls)
 
     s = sub.add_parser("alias", help="move or remove an alias")

@@ -11,6 +11,7 @@ from typing import Any
 
 from .models import ArtifactInfo
 from .progress import human_bytes, iso_time, plural
+from .tagsearch import TaggedVersion
 
 
 def print_json(value: Any) -> None:
@@ -61,4 +62,30 @@ def print_versions(art: ArtifactInfo, as_json: bool, tag: str | None = None) -> 
         print(
             f"v{v.number}\t{iso_time(v.created)}\t{plural(v.file_count, 'file')}\t"
             f"{human_bytes(v.total_size)}\t{names}{tags}{bad}"
+        )
+
+
+def print_tagged(versions: list[TaggedVersion], as_json: bool) -> None:
+    """``artfs ls p --tag T``: every version of the project with tag ``T``, by full ref."""
+    if as_json:
+        print_json(
+            [
+                {
+                    "ref": v.ref,
+                    "created": iso_time(v.summary.created),
+                    "files": v.summary.file_count,
+                    "size": v.summary.total_size,
+                    "tags": list(v.summary.tags),
+                    "damaged": v.summary.damaged,
+                }
+                for v in versions
+            ]
+        )
+        return
+    for v in versions:
+        s = v.summary
+        bad = f"\tDAMAGED: {plural(s.damaged, 'blob')} (artfs fsck)" if s.damaged else ""
+        print(
+            f"{v.ref}\t{iso_time(s.created)}\t{plural(s.file_count, 'file')}\t"
+            f"{human_bytes(s.total_size)}\ttags: {','.join(s.tags)}{bad}"
         )

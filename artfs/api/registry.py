@@ -17,6 +17,7 @@ from ..manifest import Manifest
 from ..models import VersionInfo
 from ..names import parse_artifact_id, parse_ref, parse_version
 from ..publish import put_tree
+from ..tagsearch import all_tagged
 from ..treescan import SymlinkPolicy
 from ..versionmeta import parse_ttl, tag_set
 from .sync import RUNTIME, Portal, Session, SessionKey, normalize_registry
@@ -130,6 +131,17 @@ class Registry:
         """``project/artifact`` names of a project."""
         _, session = self._session()
         return [f"{project}/{a.name}" for a in self._call(session.client.list_artifacts, project)]
+
+    def tagged(self, project: str, tag: str) -> list[str]:
+        """Refs (``project/artifact:vN``) of every live version of ``project`` with ``tag``,
+        by artifact then number; one request per page of 200, whatever the artifact count."""
+        _, session = self._session()
+
+        async def refs() -> list[str]:
+            return [v.ref async for v in all_tagged(session.client, project, tag)]
+
+        result: list[str] = self._call(refs)
+        return result
 
     def projects(self) -> list[str]:
         _, session = self._session()

@@ -79,6 +79,7 @@ from .ranges import (
     RawRangeFetcher,
 )
 from .resend import RESENDS, ConnectionTrace
+from .tags_search import HttpTagSearch
 from .uploads import UPLOAD_MIN_RATE, put_file, upload_presigned
 
 HTTPX_CHUNK = 1 << 20  # measured: larger aiter_raw chunks are slower (joins)
@@ -102,7 +103,9 @@ def _q(segment: str) -> str:
     return quote(segment, safe="")
 
 
-class HttpRegistryClient(RunsHttp, BlobLocations, HttpMetaCalls, RefsHttp, BlobReads):
+class HttpRegistryClient(
+    RunsHttp, BlobLocations, HttpMetaCalls, RefsHttp, BlobReads, HttpTagSearch
+):
     def __init__(self, base_url: str, *, timeout: float = 10.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout

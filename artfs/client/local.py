@@ -25,12 +25,13 @@ from ..registry import Registry
 from ..runs import DECLARED, RunInfo, VersionRuns
 from ..versionmeta import MERGE, MetaEdit
 from .base import UNSET, DataSink, Expect
+from .tags_search import LocalTagSearch
 
 T = TypeVar("T")
 READ_CHUNK = 4 << 20
 
 
-class LocalRegistryClient:
+class LocalRegistryClient(LocalTagSearch):
     def __init__(self, data_dir: str | Path) -> None:
         self.data_dir = Path(data_dir)
         self._registry: Registry | None = None

@@ -44,9 +44,10 @@ from ..versionmeta import parse_ttl, tag_set
 from .base import UNSET, DataSink, Expect, RegistryClient
 from .memory_edits import MemoryEdits
 from .memory_runs import MemoryRuns
+from .tags_search import MemoryTagSearch
 
 
-class MemoryRegistryClient(MemoryRuns, MemoryEdits):
+class MemoryRegistryClient(MemoryRuns, MemoryEdits, MemoryTagSearch):
     def __init__(self) -> None:
         self.projects: dict[str, ProjectInfo] = {}
         self.artifacts: dict[tuple[str, str], ArtifactInfo] = {}

@@ -6,7 +6,8 @@ every operation on a draft node, to ``DraftsFS``. The draft data itself lives
 in ``artfs.drafts.DraftStore``; this module maps its node ids to inodes and
 calls it as docs/design-drafts.md ("Operations the mount calls") prescribes.
 
-* ``mkdir MOUNT/p`` creates the project at the registry. ``mkdir MOUNT/p/a``
+* ``mkdir MOUNT/p`` makes a *local* project, created at the registry by the first
+  commit into it (``local_projects.py``). ``mkdir MOUNT/p/a``
   makes a *local* artifact: an empty directory in this mount only, created at
   the registry by the first commit, so that ``setfattr user.artfs.type`` can
   still choose its type (a type is fixed at creation). ``mkdir MOUNT/p/a/NAME``
@@ -57,7 +58,7 @@ from ..errors import (
     Unavailable,
 )
 from ..models import ArtifactInfo
-from ..names import LATEST, alias_name, artifact_name, project_name, version_label
+from ..names import LATEST, alias_name, artifact_name, version_label
 from ..registry.core import artifact_type as check_artifact_type
 from .alias_links import AliasLinks
 from .attrs import Attr, Opened
@@ -72,6 +73,7 @@ from .inodes import (
     RootNode,
     VersionNode,
 )
+from .local_projects import LocalProjects
 from .metastore import recall_registry_id
 
 if TYPE_CHECKING:
@@ -110,7 +112,7 @@ class _DraftFile:
     reader_sha: str | None = None
 
 
-class DraftsFS(AliasLinks):
+class DraftsFS(AliasLinks, LocalProjects):
     """Every mutation the mount accepts, and the draft nodes' attributes, reads and writes."""
 
     def __init__(
@@ -130,6 +132,7 @@ class DraftsFS(AliasLinks):
         self._nodes: dict[int, DraftNode] = {}  # store node id -> node
         self._files: dict[int, _DraftFile] = {}  # file handle -> open draft file
         self._local: dict[tuple[str, str], float] = {}  # artifacts made by mkdir: created
+        self._local_projects: dict[str, float] = {}  # projects made by mkdir: created
         self._registry_id: str | None = None
 
     # --- plumbing ------------------------------------------------------------------------
@@ -177,8 +180,11 @@ class DraftsFS(AliasLinks):
 
     # --- local children of listed directories ------------------------------------------------
     async def sync_local(self, node: ListedDir) -> None:
-        """Add what this mount has and the registry does not list: drafts, local artifacts."""
-        if isinstance(node, ArtifactNode):
+        """Add what this mount has and the registry does not list: drafts, local artifacts
+        and projects."""
+        if isinstance(node, RootNode):
+            await self._sync_local_projects(node)
+        elif isinstance(node, ArtifactNode):
             await self._sync_drafts(node)
             await self._publish_stale_links(node)
         elif isinstance(node, ProjectNode):
@@ -401,13 +407,6 @@ class DraftsFS(AliasLinks):
         if name in await self.fs._children(parent):
             raise AlreadyExists(f"{name} already exists")
 
-    async def _mkdir_project(self, root: RootNode, name: str) -> Attr:
-        await self._existing(root, name)
-        project_name(name)
-        await self.fs._call(f"create project {name}", self.fs.client.create_project, name)
-        child = await self._relist(root, name)
-        return self.fs.attr(child)
-
     async def _mkdir_artifact(self, project: ProjectNode, name: str) -> Attr:
         await self._existing(project, name)
         artifact_name(name)
@@ -497,10 +496,8 @@ class DraftsFS(AliasLinks):
         if isinstance(parent, RootNode):
             child = (await self.fs._children(parent)).get(name)
             if isinstance(child, ProjectNode):
-                raise NotPermitted(
-                    f"rmdir {name}: the project {name} exists at the registry (mkdir of a "
-                    "project creates it there); it is not deleted from a mount"
-                )
+                await self._rmdir_project(parent, child)
+                return
         self.fs._refuse(self.fs._target(parent.ino, name), f"rmdir {name}")
 
     async def _rmdir_local_artifact(self, project: ProjectNode, node: LocalArtifactNode) -> None:
@@ -582,6 +579,7 @@ class DraftsFS(AliasLinks):
         key = draft.key
         log.info("committed %s as %s", key, outcome.ref)
         self._local.pop((key.project, key.artifact), None)
+        self._committed_to(key.project)
         if not isinstance(artifact, ArtifactNode):
             return
         self._forget_draft(artifact, draft.id, key.name)

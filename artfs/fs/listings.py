@@ -259,9 +259,16 @@ class Listings:
             fs.table.sync_projects(projects)
             (await fs.meta_store()).save_projects(projects)
         elif isinstance(node, ProjectNode):
-            arts = await self.call(
-                f"list {node.project}", client.list_artifacts, node.project, force=force
-            )
+            try:
+                arts = await self.call(
+                    f"list {node.project}", client.list_artifacts, node.project, force=force
+                )
+            except NotFound:
+                kept = fs.drafts.local_project_artifacts(node) if fs.drafts else None
+                if kept is None:
+                    raise
+                fs.table.sync_artifacts(node, kept, now)  # made here, not committed to yet
+                return
             fs.table.sync_artifacts(node, arts, now)
             (await fs.meta_store()).save_artifacts(node.project, arts)
         elif isinstance(node, ArtifactNode):

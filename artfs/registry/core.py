@@ -35,7 +35,8 @@ from ..names import (
     project_name,
 )
 from ..refs.model import refs_from_json
-from ..versionmeta import parse_ttl, tag_set
+from ..tagsearch import DEFAULT_PAGE, TaggedPage, page_limit, parse_cursor
+from ..versionmeta import parse_ttl, tag_name, tag_set
 from .blobrefs import UPLOAD_PROOF_SECONDS
 from .blobs import BlobStore, BlobWriter, LocalBlobStore, store_file
 from .editing import EditingOps
@@ -227,6 +228,15 @@ class Registry(RunRegistry, EditingOps):
 
     def list_artifacts(self, project: str) -> list[ArtifactInfo]:
         return self.meta.list_artifacts(project_name(project))
+
+    def tagged_versions(
+        self, project: str, tag: str, *, after: str | None = None, limit: int = DEFAULT_PAGE
+    ) -> TaggedPage:
+        """A page of ``project``'s live versions with ``tag`` (``artfs/tagsearch.py``)."""
+        start = None if after is None else parse_cursor(after)
+        return self.meta.tagged_versions(
+            project_name(project), tag_name(tag), start, page_limit(limit)
+        )
 
     # --- versions -------------------------------------------------------------
     def commit(

@@ -33,6 +33,7 @@ from ..runs import RunInfo, VersionRuns
 
 if TYPE_CHECKING:
     from .rundb import NewRun
+from ..tagsearch import TaggedPage
 from ..versionmeta import MetaEdit
 from .editsdb import EditFn
 
@@ -219,6 +220,13 @@ class MetaStore(Protocol):
         remove: Sequence[str],
     ) -> tuple[str, ...]:
         """The version's tags after the change."""
+        ...
+
+    def tagged_versions(
+        self, project: str, tag: str, after: tuple[str, int] | None, limit: int
+    ) -> TaggedPage:
+        """Live versions of ``project`` with ``tag`` after (artifact, number), by artifact
+        name then number, ``limit`` at most (``registry/tagsearchdb.py``)."""
         ...
 
     def set_expiry(

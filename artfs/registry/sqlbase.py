@@ -51,6 +51,7 @@ from .observeddb import (
     input_kind,
 )
 from .rundb import RUNS_SCHEMA_TEMPLATE, RunQueries
+from .tagsearchdb import TagSearchQueries
 from .tokendb import TokenQueries
 from .versionsdb import VERSION_COLS, VersionPageQueries
 
@@ -220,6 +221,7 @@ class SqlMetaStore(
     ObservedInputQueries[C],
     EditQueries[C],
     DeleteQueries[C],
+    TagSearchQueries[C],
     ABC,
     Generic[C],
 ):

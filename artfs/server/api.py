@@ -61,6 +61,7 @@ from .requestio import (
 )
 from .runs_api import run_routes
 from .signing import DEFAULT_LIFETIME, UrlSigner
+from .tags_api import tag_routes
 from .ui import ui_routes
 
 T = TypeVar("T")
@@ -592,6 +593,7 @@ def create_app(
         Route("/v1/blobs/{sha}/damage", guarded(damage, blob_read), methods=["POST"]),
         *ui_routes(r, auth, _locations),  # the read-only web page (server/ui/)
         *run_routes(r, guarded),  # runs_api.py
+        *tag_routes(r, guarded, read),  # tags_api.py
     ]
     counted = _CountRequests(Starlette(routes=routes, exception_handlers=exception_handlers()))
     return counted
