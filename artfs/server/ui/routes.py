@@ -1,7 +1,8 @@
 """The registry web page's routes: read-only HTML under ``/ui/`` on the API port.
 
 Every page is rendered on the server from the registry calls the JSON API makes
-(``Registry.list_projects``/``get_artifact``/``get_version``/``manifest_gz``/``lineage``),
+(``Registry.list_projects``/``get_artifact``/``get_version``/``manifest_gz``/
+``manifest_canonical_gz``/``lineage``),
 with the same checks: a token is a ``Principal`` (``server/auth.py``), a project page
 needs read on that project, the project list and the lineage walk leave out what the
 token may not read, and a download goes through the API's own blob locator (signed
@@ -38,6 +39,7 @@ from ...registry import Registry
 from ..auth import Authenticator
 from ..requestio import run
 from . import views
+from .canonical import classify_canonical
 from .layout import Node, render_svg
 
 COOKIE = "artfs_ui_token"
@@ -169,6 +171,14 @@ class UiPages:
 
         return self.manifests.get(info_digest, lambda: decode_files(load()))
 
+    def canonical(self, project: str, artifact: str, info_digest: str, number: int) -> bytes:
+        """A version's manifest in canonical form, as stored (``canonical.py`` compares two;
+        nothing is kept: a comparison is kept whole, in ``self.diffs``)."""
+        digest, _, data = self.r.manifest_canonical_gz(project, artifact, number)
+        if digest != info_digest:  # (a version's manifest never changes)
+            raise NotFound(f"{project}/{artifact}:v{number} changed while read")
+        return gzip.decompress(data)
+
     # --- pages -----------------------------------------------------------------------
     def projects(self, request: Request, who: Principal) -> str:
         projects = [p for p in self.r.list_projects() if who.can(READ, p.name)]
@@ -233,9 +243,9 @@ class UiPages:
         ib = self.r.get_version(project, artifact, f"v{b}")
         classified = self.diffs.get(
             (ia.digest, ib.digest),
-            lambda: views.classify(
-                self.files(project, artifact, ia.digest, a),
-                self.files(project, artifact, ib.digest, b),
+            lambda: classify_canonical(
+                self.canonical(project, artifact, ia.digest, a),
+                self.canonical(project, artifact, ib.digest, b),
             ),
         )
         show = q.get("show", "changed")
