@@ -109,16 +109,18 @@ def test_extras_and_refs_are_left_out_as_in_the_page() -> None:
 
 
 def test_the_stored_form_is_the_converted_json() -> None:
-    m = Manifest.build(
-        [("a\nb", 1, sha(1)), ("é", 2, sha(2)), ("x/y", 3, sha(3))],
-        executable=["x/y"],
-        symlinks=[("l", "é")],
-        refs={sha(2): BlobRef("https://h/x")},
-    )
-    raw = gzip.decompress(encode_canonical(m))
-    assert raw == canonical_manifest(encode_manifest(m), False)
-    assert raw == canonical_from_json(json.loads(gzip.decompress(encode_manifest(m))))
-    assert hashlib.sha256(raw).hexdigest() == m.digest
+    files = [("a\nb", 1, sha(1)), ("é", 2, sha(2)), ("x/y", 3, sha(3))]
+    ref = {sha(2): BlobRef("https://h/x")}
+    for m in (
+        Manifest.build(files, executable=["x/y"], symlinks=[("l", "é")], refs=ref),
+        Manifest.build(files, refs=ref),  # (no extras: encoded in one pass)
+        Manifest.build(files),
+    ):
+        raw = gzip.decompress(encode_canonical(m))
+        assert raw == b"".join(canonical_chunks(m))
+        assert raw == canonical_manifest(encode_manifest(m), False)
+        assert raw == canonical_from_json(json.loads(gzip.decompress(encode_manifest(m))))
+        assert hashlib.sha256(raw).hexdigest() == m.digest
 
 
 # --------------------------------------------------------------------------- served

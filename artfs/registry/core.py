@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .. import manifest_extras
 from ..auth import Principal, TokenInfo
 from ..client.base import UNSET, Expect
-from ..errors import BeingCollected, Forbidden, InvalidInput, NotPermitted, Unavailable
+from ..errors import ArtfsError, BeingCollected, Forbidden, InvalidInput, NotPermitted, Unavailable
 from ..hashing import sha256_hex
 from ..lineage import parse_inputs
 from ..lineage_graph import LineageGraph
@@ -414,7 +414,10 @@ class Registry(RunRegistry, EditingOps):
         has_refs = "refs" in doc
         canonical = gzip.compress(canonical_from_json(doc), compresslevel=1, mtime=0)
         del doc
-        self.meta.put_canonical_gz(p, a, n, digest, has_refs, canonical)
+        try:
+            self.meta.put_canonical_gz(p, a, n, digest, has_refs, canonical)
+        except ArtfsError as e:  # (a copy for the next reader: this one has its bytes)
+            log.warning("could not store the canonical manifest of %s/%s:v%d: %s", p, a, n, e)
         return digest, has_refs, canonical
 
     def get_manifest(self, project: str, artifact: str, number: int) -> Manifest:

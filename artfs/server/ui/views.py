@@ -5,7 +5,8 @@ by path, not as a ``Manifest``: building 100,000 ``FileEntry`` objects costs mor
 the page's whole time budget (docs/decisions.md, "Registry web page"). Listing one
 directory is a ``bisect`` to the range of paths under it and one pass over that range;
 comparing two versions sorts every file into added, removed, changed or the same once
-(``classify``), and a page shows one slice of one kind, so no page grows with the
+(``Classified``: made from the stored canonical forms by ``canonical.py``, or from rows by
+``classify``), and a page shows one slice of one kind, so no page grows with the
 manifests.
 """
 
