@@ -17,8 +17,10 @@ by record (``CanonicalParser``) and compared as rows: slower, never wrong.
 
 from __future__ import annotations
 
-from itertools import compress, count
+from collections.abc import Iterator, Sequence
+from itertools import compress, count, islice
 from operator import ne
+from typing import overload
 
 from ...manifest_extras import EXTRA
 from ...manifest_stream import CanonicalParser
@@ -54,6 +56,52 @@ def parsed_rows(raw: bytes) -> list[Row]:
 
 
 END = b"\xff"  # after every record: UTF-8 never holds this byte
+MIN_BATCH, MAX_BATCH = 8, 4096  # differing pairs checked at once (fewer after a shift)
+
+
+class Records(Sequence[FileRow]):
+    """Plain records kept whole, parsed into ``(path, size, sha256)`` only when read: a
+    page shows 500 of them, and parsing all 21,000 that differ between the benchmark's two
+    versions took 20-60 ms (docs/decisions.md)."""
+
+    def __init__(self, records: list[bytes]) -> None:
+        self._records = records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @overload
+    def __getitem__(self, index: int) -> FileRow: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[FileRow]: ...
+    def __getitem__(self, index: int | slice) -> FileRow | list[FileRow]:
+        if isinstance(index, slice):
+            return [_row(r) for r in self._records[index]]
+        return _row(self._records[index])
+
+    def size(self) -> int:
+        return sum(int(r.split(b"\x00")[1]) for r in self._records)
+
+
+class Pairs(Sequence[tuple[FileRow, FileRow]]):
+    """(old, new) rows of the changed files, parsed when read, like ``Records``."""
+
+    def __init__(self, old: Records, new: Records) -> None:
+        self._old, self._new = old, new
+
+    def __len__(self) -> int:
+        return len(self._old)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[FileRow, FileRow]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[FileRow, FileRow]]: ...
+    def __getitem__(
+        self, index: int | slice
+    ) -> tuple[FileRow, FileRow] | list[tuple[FileRow, FileRow]]:
+        if isinstance(index, slice):
+            return list(zip(self._old[index], self._new[index], strict=True))
+        return self._old[index], self._new[index]
 
 
 def _row(record: bytes) -> Row:
@@ -61,40 +109,83 @@ def _row(record: bytes) -> Row:
     return path.decode(), int(size), sha.decode()
 
 
-def classify_canonical(a: bytes, b: bytes) -> Classified:
-    """What ``views.classify`` makes of the two manifests' rows, from their canonical forms.
+def _same_path_changes(
+    xs: list[bytes], ys: list[bytes], old: list[bytes], new: list[bytes]
+) -> None:
+    """Of pairs known to share their paths, the ones whose digests differ (a size change
+    without a digest change is the same file, as in ``views.classify``)."""
+    differ = list(map(ne, [x[-64:] for x in xs], [y[-64:] for y in ys]))
+    old += compress(xs, differ)
+    new += compress(ys, differ)
 
-    A merge walk of the two sorted record lists in which equal records are skipped in C
-    (``map(ne, ...)`` under ``compress``): Python runs only where the versions differ,
-    and parses only those records. Both lists end with the same sentinel, so the walk ends
-    with both at their end."""
+
+def _from(records: list[bytes], start: int) -> Iterator[bytes]:
+    """An iterator over ``records[start:]`` without copying them or stepping to ``start``."""
+    it = iter(records)
+    it.__setstate__(start)  # type: ignore[attr-defined]  # (list iterators resume in O(1))
+    return it
+
+
+def _path(record: bytes) -> bytes:
+    return record.partition(b"\x00")[0]
+
+
+def classify_canonical(a: bytes, b: bytes) -> Classified:
+    """What ``views.classify`` makes of the two manifests' rows, from their canonical forms
+    (rows of bytes on the fast path).
+
+    A merge walk of the two sorted record lists that runs in C wherever it can: records
+    are compared pairwise in place (``map(ne, ...)`` under ``compress``), a batch of the
+    pairs that differ is checked in bulk to share their paths (a changed file), and Python
+    steps record by record only where one version has a path the other has not, until the
+    two are aligned again. The records that differ are kept whole and parsed in one pass
+    at the end. Both lists end with the same sentinel, so the walk ends with both there."""
     la, lb = plain_records(a), plain_records(b)
     if la is None or lb is None:
         return classify(parsed_rows(a), parsed_rows(b))
     files = len(la)
     la.append(END)
     lb.append(END)
-    ita, itb = iter(la), iter(lb)
-    removed: list[FileRow] = []
-    added: list[FileRow] = []
-    changed: list[tuple[FileRow, FileRow]] = []
-    ea = eb = 0  # records each side advanced beyond the pairs ``map`` took
-    for k in compress(count(), map(ne, ita, itb)):
-        x, y = la[k + ea], lb[k + eb]
+    removed: list[bytes] = []
+    added: list[bytes] = []
+    old: list[bytes] = []
+    new: list[bytes] = []
+    i = j = 0  # where the aligned walk resumes in each list
+    batch = MIN_BATCH
+    while True:
+        pairs = map(ne, _from(la, i), _from(lb, j))
+        ks = list(islice(compress(count(), pairs), batch))
+        if not ks:
+            break  # (the rest is equal, down to both sentinels)
+        xs = [la[i + k] for k in ks]
+        ys = [lb[j + k] for k in ks]
+        aligned = next(compress(count(), map(ne, map(_path, xs), map(_path, ys))), len(ks))
+        _same_path_changes(xs[:aligned], ys[:aligned], old, new)
+        if aligned == len(ks):
+            i += ks[-1] + 1
+            j += ks[-1] + 1
+            batch = min(batch * 2, MAX_BATCH)
+            continue
+        i += ks[aligned]  # a path of one version only: step until aligned again
+        j += ks[aligned]
+        x, y = la[i], lb[j]
         while x != y:
-            px, py = x.partition(b"\x00")[0], y.partition(b"\x00")[0]
+            px, py = _path(x), _path(y)
             if px == py:
-                old, new = _row(x), _row(y)
-                if old[2] != new[2]:
-                    changed.append((old, new))
-                break  # (a size without a digest change is the same file, as in classify)
+                _same_path_changes([x], [y], old, new)
+                i += 1
+                j += 1
+                break
             if px < py:
-                removed.append(_row(x))
-                x = next(ita)
-                ea += 1
+                removed.append(x)
+                i += 1
+                x = la[i]
             else:
-                added.append(_row(y))
-                y = next(itb)
-                eb += 1
-    same = files - len(removed) - len(changed)
-    return Classified(removed, added, changed, same)
+                added.append(y)
+                j += 1
+                y = lb[j]
+        batch = MIN_BATCH
+    gone, more, before, after = Records(removed), Records(added), Records(old), Records(new)
+    sizes = {"changed": after.size(), "added": more.size(), "removed": gone.size()}
+    same = files - len(removed) - len(old)
+    return Classified(gone, more, Pairs(before, after), same, sizes)

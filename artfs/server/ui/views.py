@@ -249,10 +249,11 @@ class Classified:
     """Every file of two versions sorted into its kind (paths in order); the part of a
     comparison that depends only on the two manifests, so a page can keep it."""
 
-    removed: list[FileRow]
-    added: list[FileRow]
-    changed: list[tuple[FileRow, FileRow]]
+    removed: Sequence[FileRow]
+    added: Sequence[FileRow]
+    changed: Sequence[tuple[FileRow, FileRow]]
     same: int
+    sizes: Mapping[str, int] | None = None  # of each kind, where known when made
 
     def count(self, kind: str) -> int:
         if kind == "changed":
@@ -261,6 +262,8 @@ class Classified:
 
     def size(self, kind: str) -> int:
         """Bytes removed (in a), added (in b), changed (in b)."""
+        if self.sizes is not None:
+            return self.sizes[kind]
         if kind == "changed":
             return sum(int(new[1]) for _, new in self.changed)
         return sum(int(r[1]) for r in (self.removed if kind == "removed" else self.added))
