@@ -4,8 +4,8 @@
 A mixin of ``SqlMetaStore`` (its ``_q``/``_read``/``_write``). The canonical bytes are what a
 mount fetches (``GET .../manifest?format=canonical``) and what the web page compares two
 versions over (``server/ui/canonical.py``); converting the stored JSON on every request cost
-86 ms per 100,000 files and seconds per 1,000,000 (docs/decisions.md, "Canonical manifests
-stored at commit"). A commit writes both forms in one transaction; a version committed
+86 ms per 100,000 files and seconds per 1,000,000 (docs/decisions.md, "Manifests stored
+in canonical form"). A commit writes both forms in one transaction; a version committed
 before schema 11 has no row here until its first canonical read converts it and stores the
 result (``put_canonical_gz``), so old registries upgrade lazily, one version at a time.
 """

@@ -3,11 +3,12 @@
 The canonical form (``manifest_stream.py``) is ``path NUL size NUL sha256 LF`` per file,
 sorted by path, and a commit stores it (schema 11, ``registry/canonicaldb.py``). Two
 versions of one artifact share most of their records byte for byte, so the comparison
-splits each form into records and takes the two set differences in C; only the records
-that differ are parsed into rows. Decoding both JSON manifests into 100,000 lists each and
-matching them with dicts (``views.classify``) made the first comparison of two 100,000-file
-versions 231-265 ms; this is the part that makes it fast (docs/decisions.md, "Comparing
-versions over the canonical form").
+splits each form into records and walks the two sorted lists with the equal stretches
+compared in C (``classify_canonical``); only records that differ are touched in Python,
+and only those a page shows are parsed into rows. Decoding both JSON manifests into
+100,000 lists each and matching them with dicts (``views.classify``) made the first
+comparison of two 100,000-file versions 231-265 ms (docs/decisions.md, "Manifests stored
+in canonical form").
 
 Splitting at LF is only right when every record is a plain file record without a LF in
 its path: then each record holds exactly two NULs and one LF, and no record starts with a
