@@ -245,3 +245,9 @@ def test_a_registry_from_before_schema_11_compares_and_serves(served: Served) ->
     page = served.get("/ui/p/p/d/compare?a=1&b=0")  # (another pair: not a kept comparison)
     assert SUMMARY.search(page.text).groups() == ("30", "20", "2")  # type: ignore[union-attr]
     assert served.canonical_rows() == 2
+    reg = served.spec.open()
+    try:
+        reg.delete_version("p", "d", 0)  # its canonical form goes with its JSON
+    finally:
+        reg.close()
+    assert served.canonical_rows() == 1
