@@ -7,7 +7,7 @@ which enforces every SPEC path rule, so holding one means it is valid.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,6 +195,11 @@ class Manifest(Mapping[str, FileEntry]):
             if ref.blocks is not None:
                 out[ref.blocks] = blocks_size(every[sha])
         return out
+
+    def file_items(self) -> ItemsView[str, FileEntry]:
+        """(path, entry) in path order at dict speed: ``Mapping.items()`` goes through
+        ``__getitem__`` per path (2x slower over 100,000 files, ``encode_canonical``)."""
+        return self._files.items()
 
     def __getitem__(self, path: str) -> FileEntry:
         return self._files[path]

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 from .. import manifest_extras
 from ..auth import Principal, TokenInfo
 from ..client.base import UNSET, Expect
-from ..errors import BeingCollected, Forbidden, InvalidInput, NotPermitted, Unavailable
+from ..errors import ArtfsError, BeingCollected, Forbidden, InvalidInput, NotPermitted, Unavailable
 from ..hashing import sha256_hex
 from ..lineage import parse_inputs
 from ..lineage_graph import LineageGraph
 from ..manifest import FileEntry, Manifest, check_paths
+from ..manifest_stream import canonical_from_json, encode_canonical
 from ..models import ArtifactInfo, CommitResult, ProjectInfo, VersionInfo, VersionInput
 from ..names import (
     LATEST,
@@ -308,6 +309,8 @@ class Registry(RunRegistry, EditingOps):
             file_count=len(manifest),
             total_size=manifest.total_size,
             manifest_gz=encode_manifest(manifest),
+            canonical_gz=encode_canonical(manifest),
+            has_refs=bool(manifest.refs),
             blobs=frozenset(manifest.stored_blobs()),
             inputs=input_refs,
             observed=observed_refs,
@@ -405,6 +408,27 @@ class Registry(RunRegistry, EditingOps):
         return self.meta.get_manifest_gz(
             project_name(project), artifact_name(artifact), _number(number)
         )
+
+    def manifest_canonical_gz(
+        self, project: str, artifact: str, number: int
+    ) -> tuple[str, bool, bytes]:
+        """(digest, has external refs, gzip canonical form) of a version's manifest: as
+        stored at commit, or, for a version committed before schema 11, converted once from
+        its JSON and stored for the next reader (canonicaldb.py)."""
+        p, a, n = project_name(project), artifact_name(artifact), _number(number)
+        found = self.meta.get_canonical_gz(p, a, n)
+        if not isinstance(found, str):
+            return found
+        digest, data = self.meta.get_manifest_gz(p, a, n)
+        doc = json.loads(gzip.decompress(data))
+        has_refs = "refs" in doc
+        canonical = gzip.compress(canonical_from_json(doc), compresslevel=1, mtime=0)
+        del doc
+        try:
+            self.meta.put_canonical_gz(p, a, n, digest, has_refs, canonical)
+        except ArtfsError as e:  # (a copy for the next reader: this one has its bytes)
+            log.warning("could not store the canonical manifest of %s/%s:v%d: %s", p, a, n, e)
+        return digest, has_refs, canonical
 
     def get_manifest(self, project: str, artifact: str, number: int) -> Manifest:
         digest, data = self.manifest_gz(project, artifact, number)

@@ -91,6 +91,7 @@ class DeleteQueries(Generic[C]):
         )
         self._q(c, "DELETE FROM version_expiry WHERE artifact_id=? AND number=?", aid, number)
         self._q(c, "DELETE FROM aliases WHERE artifact_id=? AND number=?", aid, number)
+        self._q(c, "DELETE FROM canonical_manifests WHERE artifact_id=? AND number=?", aid, number)
         self._q(c, "DELETE FROM manifests WHERE artifact_id=? AND number=?", aid, number)
         self._q(c, "UPDATE versions SET deleted=TRUE WHERE artifact_id=? AND number=?", aid, number)
         if (

@@ -58,6 +58,10 @@ class NewVersion:
     expires: float | None = None  # epoch seconds from which gc may delete it (its TTL)
     allow_duplicate: bool = False  # a new version even if a live one has this content
     admin: bool = True  # the committer may move protected aliases
+    # gzip of the canonical form (manifest_stream.py; schema 11, canonicaldb.py), and
+    # whether the manifest has external refs; None: not stored (read lazily from the JSON)
+    canonical_gz: bytes | None = None
+    has_refs: bool = False
     # Create the artifact (and its project) with this type inside the commit's transaction
     # if it does not exist: an artifact never exists without a version (a failed first
     # commit leaves nothing). None: the artifact must exist.
@@ -379,5 +383,19 @@ class MetaStore(Protocol):
     def add_run_outputs(self, run_id: str, refs: Sequence[Ref], now: float) -> RunInfo: ...
 
     def version_runs(self, project: str, artifact: str, number: int, now: float) -> VersionRuns: ...
+
+    # --- canonical manifests (schema 11, canonicaldb.py) ---------------------------------
+    def get_canonical_gz(
+        self, project: str, artifact: str, number: int
+    ) -> tuple[str, bool, bytes] | str:
+        """(digest, has refs, gzip canonical form) of a live version's manifest, or only its
+        digest where none is stored (committed before schema 11)."""
+        ...
+
+    def put_canonical_gz(
+        self, project: str, artifact: str, number: int, digest: str, has_refs: bool, data: bytes
+    ) -> None:
+        """Store the canonical form of an older version (no-op if stored, gone or changed)."""
+        ...
 
     def close(self) -> None: ...

@@ -38,6 +38,7 @@ from ..models import ArtifactInfo, ProjectInfo, VersionInfo, VersionInput, Versi
 from ..names import LATEST, Ref
 from .aliasdb import AliasQueries
 from .blobrefs import BLOB_REFS_SCHEMA_TEMPLATE, BlobRefsSql
+from .canonicaldb import CANONICAL_SCHEMA_TEMPLATE, CanonicalQueries
 from .damagedb import DAMAGE_SCHEMA_TEMPLATE, DamageQueries
 from .deletedb import DeleteQueries
 from .editsdb import EDITS_SCHEMA_TEMPLATE, LIVE_ARTIFACT, EditQueries
@@ -168,8 +169,9 @@ CREATE TABLE IF NOT EXISTS token_expiry (
 # 8: + runs, run_inputs, run_outputs (rundb.py: runs);
 # 9: + observed_inputs (observeddb.py: lineage a mount observed);
 # 10: + version_tags, version_expiry, meta_edits, protected_aliases, deleted_artifacts
-# (editsdb.py: what changes after a commit)
-SCHEMA_VERSION = 10
+# (editsdb.py: what changes after a commit);
+# 11: + canonical_manifests (canonicaldb.py: manifests stored in canonical form too)
+SCHEMA_VERSION = 11
 
 
 def schema_ddl(**types: str) -> str:
@@ -186,6 +188,7 @@ def schema_ddl(**types: str) -> str:
         RUNS_SCHEMA_TEMPLATE,
         OBSERVED_INPUTS_SCHEMA_TEMPLATE,
         EDITS_SCHEMA_TEMPLATE,
+        CANONICAL_SCHEMA_TEMPLATE,
     )
     return "".join(templates).format(**types)
 
@@ -216,6 +219,7 @@ class SqlMetaStore(
     TokenQueries[C],
     BlobRefsSql[C],
     DamageQueries[C],
+    CanonicalQueries[C],
     RunQueries[C],  # before LineageQueries: its run-hop stubs are RunQueries' methods
     LineageQueries[C],
     ObservedInputQueries[C],
@@ -633,6 +637,8 @@ class SqlMetaStore(
                     number,
                     new.manifest_gz,
                 )
+                if new.canonical_gz is not None:
+                    self._insert_canonical(c, aid, number, new.has_refs, new.canonical_gz)
                 for position, (input_aid, input_number, input_digest) in enumerate(inputs):
                     self._q(
                         c,

@@ -21,13 +21,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from .. import manifest_extras
 from ..client.base import UNSET, Expect
 from ..errors import ArtfsError, Forbidden, InvalidInput, StorageFull, Unauthorized
-from ..manifest_extras import canonical_lines
+from ..manifest_stream import canonical_from_json
 from ..names import parse_version, version_label
 from ..refs.listing import stored_has_refs
-from ..refs.model import refs_from_json
 
 T = TypeVar("T")
 log = logging.getLogger("artfs.server")
@@ -183,12 +181,7 @@ def selector_param(text: str) -> str:
 def canonical_manifest(data_gz: bytes, gzipped: bool) -> bytes:
     """A stored manifest (gzip JSON, validated and sorted at commit) in canonical form: the
     bytes its digest is over (the client checks that digest)."""
-    doc = json.loads(gzip.decompress(data_gz))
-    raw = "".join(canonical_lines(doc["files"], manifest_extras.stored(doc))).encode()
-    if "refs" in doc:  # after the files, by sha256 (refs/model.py)
-        refs = refs_from_json(doc["refs"])
-        raw += "".join(refs[sha].record(sha) for sha in sorted(refs)).encode()
-    del doc
+    raw = canonical_from_json(json.loads(gzip.decompress(data_gz)))
     return gzip.compress(raw, 1) if gzipped else raw
 
 

@@ -5,7 +5,8 @@ by path, not as a ``Manifest``: building 100,000 ``FileEntry`` objects costs mor
 the page's whole time budget (docs/decisions.md, "Registry web page"). Listing one
 directory is a ``bisect`` to the range of paths under it and one pass over that range;
 comparing two versions sorts every file into added, removed, changed or the same once
-(``classify``), and a page shows one slice of one kind, so no page grows with the
+(``Classified``: made from the stored canonical forms by ``canonical.py``, or from rows by
+``classify``), and a page shows one slice of one kind, so no page grows with the
 manifests.
 """
 
@@ -269,10 +270,11 @@ class Classified:
     """Every file of two versions sorted into its kind (paths in order); the part of a
     comparison that depends only on the two manifests, so a page can keep it."""
 
-    removed: list[FileRow]
-    added: list[FileRow]
-    changed: list[tuple[FileRow, FileRow]]
+    removed: Sequence[FileRow]
+    added: Sequence[FileRow]
+    changed: Sequence[tuple[FileRow, FileRow]]
     same: int
+    sizes: Mapping[str, int] | None = None  # of each kind, where known when made
 
     def count(self, kind: str) -> int:
         if kind == "changed":
@@ -281,6 +283,8 @@ class Classified:
 
     def size(self, kind: str) -> int:
         """Bytes removed (in a), added (in b), changed (in b)."""
+        if self.sizes is not None:
+            return self.sizes[kind]
         if kind == "changed":
             return sum(int(new[1]) for _, new in self.changed)
         return sum(int(r[1]) for r in (self.removed if kind == "removed" else self.added))
