@@ -43,15 +43,13 @@ from ..drafts.store import DraftStore
 from ..errors import (
     IntegrityError,
     InvalidInput,
-    NoAttribute,
     NotFound,
     NotKept,
     NotPermitted,
     ReadOnly,
     Unavailable,
-    Unsupported,
 )
-from ..models import OBSERVED, VersionInfo
+from ..models import VersionInfo
 from ..mountinfo import write_refusal
 from ..names import LATEST
 from ..observed import OBSERVED_XATTR
@@ -61,7 +59,6 @@ from .attrs import BLKSIZE, DIR_MODE, EXEC_MODE, FILE_MODE, LINK_MODE, Attr, FsS
 from .drafts_fs import DraftNode, DraftsFS
 from .inodes import (
     AliasNode,
-    ArtifactNode,
     DirNode,
     FileNode,
     InodeTable,
@@ -79,6 +76,7 @@ from .options import MountOptions
 from .packed import ROOT, PackedTree
 from .passthrough import Backing, IoModes, PassthroughState
 from .procs import ProcTable
+from .xattr_answers import XattrAnswers
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -128,6 +126,7 @@ class ArtfsFS:
         self._dirs: dict[int, Sequence[tuple[str, Node]]] = {}
         self._hinted: dict[int, float] = {}  # directory inode -> when its files were hinted
         self.files = VersionFiles(self)
+        self.xattrs = XattrAnswers(self)
         self.table.on_unbuild = self.files.drop_walks
         # Set by the mount once the kernel has shown it accepts backing files (passthrough.py).
         self.io_modes: IoModes | None = None
@@ -483,64 +482,11 @@ class ArtfsFS:
         )
 
     # --- extended attributes -------------------------------------------------------------------
-    def _xattr_names(self, node: Node) -> tuple[str, ...]:
-        if not self.options.xattrs:
-            raise Unsupported("extended attributes are off for this mount (mount with --xattrs)")
-        if isinstance(node, VersionNode):
-            return xattrs.VERSION_NAMES
-        if isinstance(node, FileNode) and not isinstance(node, TreeLinkNode):
-            return xattrs.FILE_NAMES
-        return ()
-
     async def listxattr(self, ino: int) -> list[str]:
-        return list(self._xattr_names(self.table.get(ino)))
+        return list(self.xattrs.names(self.table.get(ino)))
 
     async def getxattr(self, ino: int, name: str) -> bytes:
-        node = self.table.get(ino)
-        if name not in self._xattr_names(node):
-            raise NoAttribute(f"no attribute {name}")
-        if isinstance(node, FileNode):
-            return self._file_xattr(node, name)
-        assert isinstance(node, VersionNode)
-        return await self._version_xattr(node, name)
-
-    def _file_xattr(self, node: FileNode, name: str) -> bytes:
-        if name == xattrs.SHA256:
-            return xattrs.text(node.sha256)
-        if name == xattrs.CACHED:
-            return xattrs.text(str(self.cache.cached_bytes(node.sha256, node.size)))
-        if name == xattrs.REF:
-            return xattrs.text(node.version.key.ref)
-        if name == xattrs.PATH:
-            return xattrs.text(self.table.path_in_version(node))
-        return xattrs.text(str(node.size))
-
-    async def _version_xattr(self, node: VersionNode, name: str) -> bytes:
-        summary = node.summary
-        if name == xattrs.REF:
-            return xattrs.text(node.key.ref)
-        if name == xattrs.DIGEST:
-            return xattrs.text(summary.digest)
-        if name == xattrs.CREATED:
-            return xattrs.timestamp(summary.created)
-        artifact = self.table.get(node.parent)
-        assert isinstance(artifact, ArtifactNode)
-        if name == xattrs.ALIASES:
-            await self._fresh(artifact)
-            number = node.key.number
-            return xattrs.alias_list([a for a, n in artifact.aliases.items() if n == number])
-        if name == xattrs.TYPE:
-            return xattrs.text(artifact.artifact_type)
-        info = await self.version_info(node)
-        if name == xattrs.METADATA:
-            return xattrs.metadata_json(info.metadata)
-        if name == xattrs.INPUTS:
-            return xattrs.ref_list([i.ref for i in info.inputs])
-        if name == xattrs.OBSERVED_INPUTS:
-            return xattrs.ref_list([i.ref for i in info.inputs if i.kind == OBSERVED])
-        if name == xattrs.TAGS:
-            return xattrs.alias_list(list(info.tags))
-        return xattrs.text(info.description)
+        return await self.xattrs.get(self.table.get(ino), name)
 
     # --- mutations: refused here (drafts, alias links and commits come with the write side) ---
     def _refuse(self, node: Node, what: str) -> NoReturn:
