@@ -24,7 +24,9 @@ last) mean the body was longer than its ``Content-Length``: 400, nothing stored.
 
 Limits (``limits.py``): over ``max_connections`` open connections a new one is answered
 503 at once; over ``max_uploads`` an upload waits for a slot, then gets 503; a body slower
-than the ``BodyPacer`` allows gets 408 and the connection is closed.
+than the ``BodyPacer`` allows gets 408 and the connection is closed. Reads come first
+(``accept.py``): uploads start, are refused and take their bytes at most ``TURNS`` per
+scheduler pass, so a crowd of them doesn't queue a GET behind it.
 
 Access (given by the server when ``--auth on``): GET/HEAD need a URL signed by the API
 (``read_gate``, signing.py; without one, a read right on some project), PUT a write right
@@ -50,6 +52,7 @@ import trio
 from ..auth import READ, WRITE
 from ..errors import ArtfsError, Forbidden, InvalidInput, NotFound, Unauthorized
 from ..registry.blobs import BlobWriter
+from .accept import Admission
 from .limits import DEFAULT_LIMITS, ServerLimits, UploadSlots, busy_body
 from .signing import ReadGate
 from .upload_body import receive_body
@@ -68,6 +71,7 @@ BUSY_SECONDS = 1.0  # how long a connection over the cap gets to read its 503
 REFUSED_DRAIN_MAX = 8 << 20  # a refused upload's body is read and dropped up to this size
 PENDING_MAX = 64 << 10  # bytes past an upload's body looked at before it is stored
 OVERLONG_DRAIN_SECONDS = 1.0  # how long the rest of a too-long upload body is read and dropped
+TURNS = 4  # upload steps (a start, a refusal, a slow byte) per scheduler pass, at most
 
 Resolver = Callable[[str], Path]
 """sha256 -> the blob's file; raises (any exception) when the blob is not held."""
@@ -200,36 +204,34 @@ class BlobDataServer:
         self.send_timeout = send_timeout
         self.limits = limits
         self.uploads = UploadSlots(limits.max_uploads, limits.upload_wait)
+        # Upload work comes in crowds (400 connect together, their waits for a slot end
+        # together); taking turns spreads it over scheduler passes so a GET's steps run
+        # between (docs/decisions.md, "GETs behind a crowd of uploads"). GETs take no turn.
+        self.turns = trio.CapacityLimiter(TURNS)
+        self.admission = Admission(self.handle, self._busy, limits.max_connections, TURNS)
         self.bytes_sent = 0
         self.bytes_received = 0
         self.requests = 0
-        self.connections = 0  # open now
         self.refused_busy = 0  # connections answered 503 for being over the cap
+
+    @property
+    def connections(self) -> int:
+        """Open now (uploads waiting to start included)."""
+        return self.admission.open
 
     async def serve(
         self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> None:
         listeners = await trio.open_tcp_listeners(port, host=host)
         bound = listeners[0].socket.getsockname()[1]
-        async with trio.open_nursery() as nursery:
-            task_status.started(bound)
-            await trio.serve_listeners(self._capped, listeners, handler_nursery=nursery)
+        task_status.started(bound)
+        await self.admission.serve(listeners)
 
-    async def _capped(self, stream: trio.SocketStream) -> None:
-        """``handle``, or a 503 when ``max_connections`` are open already."""
-        if self.connections >= self.limits.max_connections:
-            self.refused_busy += 1
-            await self._busy(stream)
-            return
-        self.connections += 1
-        try:
-            await self.handle(stream)
-        finally:
-            self.connections -= 1
-
-    async def _busy(self, stream: trio.SocketStream) -> None:
-        """Answer 503 without reading the request, let the client finish sending a little
-        so it reads the answer rather than a reset, and close: all within ``BUSY_SECONDS``."""
+    async def _busy(self, stream: trio.SocketStream, first: bytes = b"") -> None:
+        """Answer 503 to a connection over ``max_connections`` without reading the request,
+        let the client finish sending a little so it reads the answer rather than a reset,
+        and close: all within ``BUSY_SECONDS``."""
+        self.refused_busy += 1
         body = busy_body(f"the data server has {self.limits.max_connections} connections open")
         head = (
             b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
@@ -246,8 +248,11 @@ class BlobDataServer:
         with trio.CancelScope(shield=True):
             await stream.aclose()
 
-    async def handle(self, stream: trio.SocketStream) -> None:
+    async def handle(self, stream: trio.SocketStream, first: bytes = b"") -> None:
+        """Serve one connection; ``first``: what it sent before it was accepted."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
+        if first:  # (empty data would mean end of stream to h11)
+            conn.receive_data(first)
         try:
             while True:
                 event = await self._next_event(conn, stream)
@@ -446,7 +451,8 @@ class BlobDataServer:
             return None
         sha, length = m.group(1).decode(), int(declared)
         try:
-            await self.authorize(_authorization(req), WRITE)
+            async with self.turns:
+                await self.authorize(_authorization(req), WRITE)
         except (Unauthorized, Forbidden) as e:
             await self._refuse_upload(conn, stream, e, length)
             return None
@@ -471,7 +477,8 @@ class BlobDataServer:
     ) -> bytes | None:
         assert self.writer is not None
         try:
-            writer = await self.writer(_authorization(req), sha, length)
+            async with self.turns:
+                writer = await self.writer(_authorization(req), sha, length)
         except ArtfsError as e:  # e.g. the blob is being garbage-collected: 409
             await self._refuse_upload(conn, stream, e, length)
             return None
@@ -483,7 +490,13 @@ class BlobDataServer:
         try:
             try:
                 await receive_body(
-                    stream.socket, writer, first, length, self.limits.pacer(), self._count
+                    stream.socket,
+                    writer,
+                    first,
+                    length,
+                    self.limits.pacer(),
+                    self._count,
+                    self.turns,
                 )
             except BaseExceptionGroup as group:
                 raise _single(group) from None
@@ -502,8 +515,9 @@ class BlobDataServer:
             created = await trio.to_thread.run_sync(writer.finish)
             created = await self.stored(_authorization(req), sha, created)
         except ArtfsError as e:
-            writer.abort()
-            await self._json(conn, stream, e.http_status, _error_body(e))
+            async with self.turns:  # (64 slow bodies time out together)
+                writer.abort()
+                await self._json(conn, stream, e.http_status, _error_body(e))
             if overlong:  # let the client finish sending, so it reads this, not a reset
                 await self._drain(stream, REFUSED_DRAIN_MAX, OVERLONG_DRAIN_SECONDS)
             return None
@@ -522,7 +536,8 @@ class BlobDataServer:
         """Answer a refused upload, then let the client finish sending a small body so it
         reads the answer rather than a reset connection. (A client that asked
         ``Expect: 100-continue`` sends nothing more; large uploads should ask.)"""
-        await self._json(conn, stream, e.http_status, _error_body(e), _auth_headers(e))
+        async with self.turns:  # (the uploads waiting for a slot give up together)
+            await self._json(conn, stream, e.http_status, _error_body(e), _auth_headers(e))
         if conn.they_are_waiting_for_100_continue or length > REFUSED_DRAIN_MAX:
             return
         head, _ = conn.trailing_data

@@ -47,6 +47,14 @@ async def _readable(sock: trio.socket.SocketType, pacer: BodyPacer) -> None:
         pacer.expired()
 
 
+async def _turn(turns: trio.CapacityLimiter) -> None:
+    """Wait for a turn: at most ``turns.total_tokens`` tasks come out of this in one
+    scheduler pass, each running its next step there (what follows up to its next await),
+    not held across a wait on a client or a worker thread."""
+    async with turns:
+        pass
+
+
 async def receive_body(
     sock: trio.socket.SocketType,
     writer: BlobWriter,
@@ -54,10 +62,12 @@ async def receive_body(
     length: int,
     pacer: BodyPacer,
     count: Callable[[int], None],
+    turns: trio.CapacityLimiter,
 ) -> None:
     """Receive ``length`` body bytes (``first`` already here) into ``writer``; ``count`` is
-    told of every chunk received. Raises ``TooSlow`` (``pacer``), ``BrokenResourceError``
-    (the client left) or what the writer raises."""
+    told of every chunk received. Each chunk waits for a turn (``turns``: the bytes of many
+    uploads arrive together; a GET takes no turn). Raises ``TooSlow`` (``pacer``),
+    ``BrokenResourceError`` (the client left) or what the writer raises."""
     full_send, full_recv = trio.open_memory_channel[tuple[bytearray, int]](UPLOAD_BUFFERS)
     free_send, free_recv = trio.open_memory_channel[bytearray](UPLOAD_BUFFERS)
     allocated = 0
@@ -66,6 +76,7 @@ async def receive_body(
     async def store() -> None:
         async with full_recv:
             async for buf, n in full_recv:
+                await _turn(turns)
                 await trio.to_thread.run_sync(writer.write, memoryview(buf)[:n])
                 free_send.send_nowait(buf)
 
@@ -92,11 +103,13 @@ async def receive_body(
         nursery.start_soon(store)
         async with full_send:
             if first:
+                await _turn(turns)
                 await trio.to_thread.run_sync(writer.write, first)
                 count(len(first))
             remaining = length - len(first)
             while remaining:
                 await _readable(sock, pacer)  # no buffer before there are bytes for it
+                await _turn(turns)
                 buf = await take_buffer(remaining)
                 view = memoryview(buf)
                 want = min(len(buf), remaining)
