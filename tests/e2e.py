@@ -120,6 +120,25 @@ class Server:
         return {k: int(v) for k, v in data.items()}
 
 
+@contextlib.contextmanager
+def backend_server(backend: str, data: Path, *extra: str) -> Iterator[Server]:
+    """A real ``artfs serve`` on a fresh registry of ``backend`` (tests/backends.py: SQLite
+    and a blob directory, or a database of its own and an S3 prefix) with ``extra``
+    arguments; stopped, and its database dropped, on exit, whatever the test did to it."""
+    from tests.backends import make_spec, release
+
+    spec = make_spec(backend, data, for_servers=True)
+    server = Server(Path(spec.data_dir), extra_args=(*spec.serve_args(), *extra))
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.proc.send_signal(signal.SIGCONT)  # a stopped server ignores SIGTERM
+        server.stop()
+        release(spec)
+
+
 def is_mounted(path: Path) -> bool:
     real = os.path.realpath(path)
     with open("/proc/self/mountinfo") as f:

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.backends import backend_params, make_spec, release
-from tests.e2e import Server, is_mounted, mounted, run_cli
+from tests.backends import backend_params
+from tests.e2e import Server, backend_server, is_mounted, mounted, run_cli
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 
@@ -49,12 +49,8 @@ def write_tree(root: Path, files: dict[str, bytes]) -> None:
 @pytest.fixture(params=backend_params())
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     """A real ``artfs serve``: SQLite + local blobs, or PostgreSQL + S3 (presigned reads)."""
-    spec = make_spec(request.param, tmp_path / "registry", for_servers=True)
-    s = Server(tmp_path / "registry", extra_args=tuple(spec.serve_args()))
-    s.start()
-    yield s
-    s.stop()
-    release(spec)
+    with backend_server(request.param, tmp_path / "registry") as s:
+        yield s
 
 
 @pytest.fixture

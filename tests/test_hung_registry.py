@@ -26,8 +26,8 @@ from typing import TypeVar
 
 import pytest
 
-from tests.backends import backend_params, make_spec, release
-from tests.e2e import Server, mounted, run_cli
+from tests.backends import backend_params
+from tests.e2e import Server, backend_server, mounted, run_cli
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
 
@@ -58,16 +58,8 @@ def opened(path: Path) -> int:
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     """SQLite + local blobs (the data port stops with the server), or PostgreSQL + S3
     (presigned reads: the store stays up)."""
-    spec = make_spec(request.param, tmp_path / "registry", for_servers=True)
-    s = Server(tmp_path / "registry", extra_args=tuple(spec.serve_args()))
-    s.start()
-    try:
+    with backend_server(request.param, tmp_path / "registry") as s:
         yield s
-    finally:
-        if s.proc is not None and s.proc.poll() is None:
-            os.kill(s.proc.pid, signal.SIGCONT)  # always: a stopped server ignores SIGTERM
-        s.stop()
-        release(spec)
 
 
 @pytest.mark.parametrize("how", ["sigstop", "sigkill"])

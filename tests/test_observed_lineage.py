@@ -24,8 +24,8 @@ import pytest
 from artfs import observed
 from artfs.mountinfo import running_records
 from artfs.observed import observed_read_details, observed_reads
-from tests.backends import backend_params, make_spec, release
-from tests.e2e import Server, mounted, run_cli
+from tests.backends import backend_params
+from tests.e2e import Server, backend_server, mounted, run_cli
 
 TRAIN = """
 import multiprocessing, pathlib, sys
@@ -47,12 +47,8 @@ if __name__ == "__main__":
 
 @pytest.fixture(params=backend_params())
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    spec = make_spec(request.param, tmp_path / "registry", for_servers=True)
-    s = Server(tmp_path / "registry", extra_args=tuple(spec.serve_args()))
-    s.start()
-    yield s
-    s.stop()
-    release(spec)
+    with backend_server(request.param, tmp_path / "registry") as s:
+        yield s
 
 
 def session(script: str, timeout: float = 60) -> subprocess.Popen[bytes]:

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.backends import backend_params, make_spec, release
-from tests.e2e import Server, mounted, run_cli
+from tests.backends import backend_params
+from tests.e2e import Server, backend_server, mounted, run_cli
 from tests.refsources import S3_ENDPOINT, Place, RangeServer, place
 
 __all__ = ["place"]  # fixtures
@@ -37,12 +37,8 @@ def private_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(params=backend_params())
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    spec = make_spec(request.param, tmp_path / "registry", for_servers=True)
-    s = Server(tmp_path / "registry", extra_args=tuple(spec.serve_args()))
-    s.start()
-    yield s
-    s.stop()
-    release(spec)
+    with backend_server(request.param, tmp_path / "registry") as s:
+        yield s
 
 
 def get(server: Server, ref: str, dest: Path, cache: Path, check: bool = True) -> str:

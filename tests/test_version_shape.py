@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends import backend_params, make_spec, release
-from tests.e2e import Server, mounted, run_cli
+from tests.backends import backend_params
+from tests.e2e import Server, backend_server, mounted, run_cli
 
 pytestmark = [
     pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse"),
@@ -35,14 +35,8 @@ def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(params=backend_params())
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    spec = make_spec(request.param, tmp_path / "registry", for_servers=True)
-    s = Server(Path(spec.data_dir), extra_args=tuple(spec.serve_args()))
-    s.start()
-    try:
+    with backend_server(request.param, tmp_path / "registry") as s:
         yield s
-    finally:
-        s.stop()
-        release(spec)
 
 
 def make_source(root: Path) -> None:
