@@ -139,6 +139,23 @@ def backend_server(backend: str, data: Path, *extra: str) -> Iterator[Server]:
         release(spec)
 
 
+def named_mount(
+    url: str, tmp_path: Path, name: str, *extra: str
+) -> contextlib.AbstractContextManager[Path]:
+    """``mounted`` at ``tmp_path/NAME`` with its own cache and state directory (``NAME-cache``,
+    ``NAME-state``) and a 1 s listing TTL, so that a test sees other hosts' changes soon."""
+    return mounted(
+        url,
+        tmp_path / name,
+        tmp_path / f"{name}-cache",
+        "--state-dir",
+        str(tmp_path / f"{name}-state"),
+        "--ttl",
+        "1",
+        *extra,
+    )
+
+
 def is_mounted(path: Path) -> bool:
     real = os.path.realpath(path)
     with open("/proc/self/mountinfo") as f:

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from artfs.mountinfo import read_record
-from tests.e2e import ARTFS, Server, is_mounted, mounted, run_cli
+from tests.e2e import ARTFS, Server, is_mounted, mounted, named_mount, run_cli
 
 pytestmark = [
     pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse"),
@@ -53,16 +53,7 @@ def mount_at(
     server: Server, tmp_path: Path, name: str, *extra: str
 ) -> contextlib.AbstractContextManager[Path]:
     """A mount with its own cache and state directory (both named after it)."""
-    return mounted(
-        server.url,
-        tmp_path / name,
-        tmp_path / f"{name}-cache",
-        "--state-dir",
-        str(tmp_path / f"{name}-state"),
-        "--ttl",
-        "1",
-        *extra,
-    )
+    return named_mount(server.url, tmp_path, name, *extra)
 
 
 def tree(seed: int, big: int = 3 * 1024 * 1024) -> dict[str, bytes]:

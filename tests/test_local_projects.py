@@ -9,13 +9,14 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.backends import backend_params, make_spec, release
-from tests.e2e import Server, backend_server, mounted, run_cli
+from tests.e2e import Server, backend_server, named_mount, run_cli
 
 pytestmark = [
     pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse"),
@@ -37,16 +38,8 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
         yield s
 
 
-def mount(server: Server, tmp_path: Path, name: str) -> mounted:  # type: ignore[valid-type]
-    return mounted(
-        server.url,
-        tmp_path / name,
-        tmp_path / f"{name}-cache",
-        "--state-dir",
-        str(tmp_path / f"{name}-state"),
-        "--ttl",
-        "1",
-    )
+def mount(server: Server, tmp_path: Path, name: str) -> AbstractContextManager[Path]:
+    return named_mount(server.url, tmp_path, name)
 
 
 def registry_projects(server: Server) -> list[str]:

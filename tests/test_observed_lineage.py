@@ -25,7 +25,7 @@ from artfs import observed
 from artfs.mountinfo import running_records
 from artfs.observed import observed_read_details, observed_reads
 from tests.backends import backend_params
-from tests.e2e import Server, backend_server, mounted, run_cli
+from tests.e2e import Server, backend_server, mounted, named_mount, run_cli
 
 TRAIN = """
 import multiprocessing, pathlib, sys
@@ -75,17 +75,7 @@ def publish(server: Server, tmp_path: Path, p: str) -> None:
 
 
 def mount(server: Server, tmp_path: Path, name: str, *extra: str) -> object:
-    return mounted(
-        server.url,
-        tmp_path / name,
-        tmp_path / f"{name}-cache",
-        "--state-dir",
-        str(tmp_path / f"{name}-state"),
-        "--xattrs",
-        "--ttl",
-        "1",
-        *extra,
-    )
+    return named_mount(server.url, tmp_path, name, "--xattrs", *extra)
 
 
 def info(path: Path) -> dict[str, object]:

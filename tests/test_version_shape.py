@@ -12,12 +12,13 @@ import stat
 import struct
 import subprocess
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 
 from tests.backends import backend_params
-from tests.e2e import Server, backend_server, mounted, run_cli
+from tests.e2e import Server, backend_server, named_mount, run_cli
 
 pytestmark = [
     pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse"),
@@ -71,16 +72,8 @@ def check_shape(root: Path) -> None:
         assert (root / empty).is_dir() and not any((root / empty).iterdir()), empty
 
 
-def mount(server: Server, tmp_path: Path, name: str) -> mounted:  # type: ignore[valid-type]
-    return mounted(
-        server.url,
-        tmp_path / name,
-        tmp_path / f"{name}-cache",
-        "--state-dir",
-        str(tmp_path / f"{name}-state"),
-        "--ttl",
-        "1",
-    )
+def mount(server: Server, tmp_path: Path, name: str) -> AbstractContextManager[Path]:
+    return named_mount(server.url, tmp_path, name)
 
 
 def test_cp_tar_rsync_into_drafts_keep_modes_links_and_empty_dirs(
