@@ -69,6 +69,29 @@ def limited_server(tmp_path: Path) -> Iterator[RunningServer]:
         stop_server(server.proc)
 
 
+def sockets_open(pid: int) -> int:
+    """How many sockets the server process holds (listeners, accepted connections)."""
+    fds = Path(f"/proc/{pid}/fd")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            count += fd.readlink().name.startswith("socket:")
+        except FileNotFoundError:  # closed while we looked
+            pass
+    return count
+
+
+def wait_sockets(pid: int, n: int, timeout: float = 20.0) -> None:
+    """Wait until the server holds ``n`` sockets: a connection it has accepted is counted
+    in the same step as the accept; one it has closed is uncounted a step later, so a
+    little sleep follows. (Fixed sleeps were too short on a loaded CI machine.)"""
+    deadline = time.monotonic() + timeout
+    while (now := sockets_open(pid)) != n:
+        assert time.monotonic() < deadline, f"the server holds {now} sockets, not {n}"
+        time.sleep(0.02)
+    time.sleep(0.2)
+
+
 def put_blob(server: RunningServer, data: bytes) -> str:
     digest = hashlib.sha256(data).hexdigest()
     r = httpx.put(f"{server.blob_url}/blobs/{digest}", content=data, timeout=30)
@@ -141,20 +164,26 @@ def test_connection_and_upload_caps_answer_503(tmp_path: Path) -> None:
         tmp_path / "data", "--max-connections", "4", "--max-uploads", "1", "--body-timeout", "30"
     )
     assert server.blob_port is not None
+    pid = server.proc.pid
     try:
+        base = sockets_open(pid)
         digest = put_blob(server, b"held")
+        # The upload's connection must be gone before the four idle ones arrive, or the
+        # fourth is the one refused and the GET below finds a free place.
+        wait_sockets(pid, base)
         idle = [socket.create_connection(("127.0.0.1", server.blob_port)) for _ in range(4)]
-        time.sleep(0.3)  # accepted and counted
+        wait_sockets(pid, base + 4)  # accepted and counted
         r = httpx.get(f"{server.blob_url}/blobs/{digest}", timeout=10)
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
         assert r.json()["error"]["code"] == "unavailable"
         for s in idle:
             s.close()
-        time.sleep(0.3)
+        wait_sockets(pid, base)
         assert httpx.get(f"{server.blob_url}/blobs/{digest}", timeout=10).content == b"held"
+        wait_sockets(pid, base)
         # One upload slot: a second upload waits (10 s), then 503; the first is unaffected.
         first = open_upload(server.blob_port, hashlib.sha256(b"xy").hexdigest(), 2)
-        time.sleep(0.3)
+        wait_sockets(pid, base + 1)  # accepted; it takes the slot within a pass or two
         t0 = time.monotonic()
         second = open_upload(server.blob_port, "ef" * 32, 10)
         second.settimeout(30)
@@ -168,10 +197,14 @@ def test_connection_and_upload_caps_answer_503(tmp_path: Path) -> None:
         first.close()
         # The API port: at most 4 requests running; slow uploads count.
         api_port = int(server.url.rsplit(":", 1)[1])
+        wait_sockets(pid, base)
         held = [open_upload(api_port, "ab" * 32, 100, "/v1/blobs/") for _ in range(4)]
-        time.sleep(0.5)
-        r = httpx.get(f"{server.url}/v1/projects", timeout=10)
-        assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+        wait_sockets(pid, base + 4)
+        deadline = time.monotonic() + 15  # each starts its request once Hypercorn reads it
+        while (r := httpx.get(f"{server.url}/v1/projects", timeout=10)).status_code != 503:
+            assert time.monotonic() < deadline, "4 slow uploads and the API still answers"
+            time.sleep(0.1)
+        assert r.json()["error"]["code"] == "unavailable"
         for s in held:
             s.close()
         deadline = time.monotonic() + 15  # the server notices the closed uploads
