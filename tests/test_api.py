@@ -41,6 +41,7 @@ from artfs.hashing import BLOCK_SIZE, BlobHasher
 from artfs.manifest import Manifest
 from artfs.manifest_stream import MEDIA_TYPE, CanonicalParser
 
+from .backends import SQLITE
 from .conftest_server import RunningServer
 
 
@@ -881,6 +882,34 @@ async def test_locate_many(http_client: HttpRegistryClient, tmp_path: Path) -> N
         await http_client.locate_many([*digests, sha(b"absent blob")])
     with pytest.raises(NotFound):
         await http_client.locate(sha(b"absent blob"), refresh=True)
+
+
+async def test_prepare_read_locates_ahead_once_and_never_fails(
+    http_client: HttpRegistryClient, registry_server: RunningServer, tmp_path: Path
+) -> None:
+    """A cold open asks where the blob is before its first read (issue 9, first byte): one
+    locate request for a presigned store, none for the data server's URL template; the
+    read's own locate then makes no request; an absent blob or a dead registry raise
+    nothing (the read meets them and reports)."""
+    digest = await upload(http_client, tmp_path, os.urandom(3 * BLOCK_SIZE))
+    await http_client.registry_id()  # GET /v1: the URL template, where there is one
+    presigned = registry_server.backend != SQLITE
+
+    def requests() -> int:
+        return int(httpx.get(registry_server.url + "/v1/stats").json()["requests"])
+
+    before = requests()
+    await http_client.prepare_read(digest)
+    after_prepare = requests()
+    assert after_prepare - before == (1 if presigned else 0)  # (stats count none)
+    assert digest in (await http_client.locate(digest)).split("?", 1)[0]
+    assert requests() == after_prepare
+    await http_client.prepare_read(sha(b"absent blob"))  # raises nothing
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    async with HttpRegistryClient(f"http://127.0.0.1:{dead}", timeout=2) as down:
+        await down.prepare_read(digest)  # raises nothing
 
 
 async def test_httpx_path_for_other_urls(http_client: HttpRegistryClient, tmp_path: Path) -> None:

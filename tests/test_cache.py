@@ -36,6 +36,10 @@ class TrackingClient(MemoryRegistryClient):
         self.gate_after = 0  # bytes of each request delivered before waiting at the gate
         self.corrupt_requests = 0  # corrupt the first byte of this many upcoming requests
         self.blocks_requests = 0
+        self.prepared: list[str] = []  # prepare_read calls, in order
+
+    async def prepare_read(self, sha256: str) -> None:
+        self.prepared.append(sha256)
 
     async def blob_blocks(self, sha256: str, size: int) -> list[bytes]:
         self.blocks_requests += 1
@@ -108,6 +112,32 @@ async def test_small_blob_needs_no_digest_request(tmp_path: Path) -> None:
         await until_complete(cache, sha)
         assert cache.layout.complete(sha).read_bytes() == data
         assert cache.cached_bytes(sha, len(data)) == len(data)
+
+
+async def test_a_cold_open_prepares_the_read_before_it_comes(tmp_path: Path) -> None:
+    """Opening a blob this cache has never seen asks the client to prepare its read (locate
+    it) before the open returns; a blob partly or wholly cached, or of one block (fetched
+    whole at its first read, where the location is asked for anyway), is not prepared."""
+    client = TrackingClient()
+    size = 3 * BLOCK_SIZE + 7
+    sha, data = make_blob(client, size, 3)
+    small, small_data = make_blob(client, 5000, 4)
+    async with BlobCache(tmp_path, client) as cache:
+        async with await cache.open(sha, size) as reader:
+            await trio.testing.wait_all_tasks_blocked()
+            assert client.prepared == [sha] and client.ranges == []  # before any read
+            assert await reader.read(0, BLOCK_SIZE) == data[:BLOCK_SIZE]
+        async with await cache.open(sha, size) as reader:  # partly cached now
+            assert await reader.read(0, size) == data
+        await until_complete(cache, sha)
+        async with await cache.open(sha, size) as reader:  # complete
+            assert await reader.read(size - 7, 7) == data[-7:]
+        async with await cache.open(small, len(small_data)) as reader:
+            assert await reader.read(0, 10) == small_data[:10]
+        assert client.prepared == [sha]
+    async with BlobCache(tmp_path, client) as cache, await cache.open(sha, size) as reader:
+        assert await reader.read(0, 10) == data[:10]  # (a new process finds it complete)
+    assert client.prepared == [sha]
 
 
 async def test_empty_blob(tmp_path: Path) -> None:

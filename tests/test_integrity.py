@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from artfs.errors import NotFound
-from artfs.hashing import BlobHasher
+from artfs.hashing import BLOCK_SIZE, BlobHasher
 from artfs.manifest import Manifest
 from artfs.registry import Registry
 from artfs.registry.blobs import LocalBlobStore, store_bytes
@@ -225,6 +225,36 @@ def test_fsck_finds_damaged_and_missing_blobs_and_reports_versions(
     assert again.damaged == {} and set(again.missing) == {s0["one.bin"], s1["two.bin"]}
     assert again.quarantined == {s0["one.bin"]}
     assert {d.sha256: d.state for d in registry.damaged_blobs()} == states
+
+
+def test_an_s3_store_keeps_block_digests_and_a_rewritten_sidecar_replaces_them(
+    spec: RegistrySpec, registry: Registry
+) -> None:
+    """Block digests read or written by an S3 store are kept in memory (a cold read's digest
+    request then makes no store round trip: issue 9, first byte); a sidecar rewritten by a
+    repair replaces them, and a deleted blob is not answered from them."""
+    from artfs.registry.s3 import S3BlobStore
+
+    store = registry.blobs
+    if not isinstance(store, S3BlobStore):
+        pytest.skip("a local store reads its sidecar from its own disk")
+    data = os.urandom(3 * BLOCK_SIZE + 5)
+    _, shas = publish(registry, {"f": data})
+    sha = shas["f"]
+    h = BlobHasher()
+    h.update(data)
+    right = h.block_digests()
+    assert registry.blob_blocks(sha) == right
+    store.client.delete_object(Bucket=store.bucket, Key=store.key(sha) + ".blocks")
+    assert registry.blob_blocks(sha) == right  # kept: no store round trip
+    wrong = b"\0" * 32 * 4
+    store.write_sidecar(sha, wrong)  # (what a repair does, with the right ones)
+    assert registry.blob_blocks(sha) == wrong
+    assert registry.check_blob(sha) == "sidecar"  # repaired: the right ones again
+    assert registry.blob_blocks(sha) == right
+    store.delete(sha)
+    with pytest.raises(NotFound):
+        registry.blob_blocks(sha)
 
 
 def test_fsck_rewrites_a_wrong_sidecar_and_clears_healed_records(

@@ -151,6 +151,7 @@ async def test_a_refresh_that_answers_late_still_applies(env: Env) -> None:
     assert set(await listdir(fs, ROOT_INODE)) == {"p"}
     env.registry.publish("q", "b", {"g": b"y"})
     async with fs.running():
+        await fs.listings.warmed.wait()  # (its listings are fresh: the test's clock stands still)
         env.client.hold = trio.Event()
         env.clock.now += TTL * 2
         took = await timed(listdir(fs, ROOT_INODE))
@@ -184,3 +185,34 @@ async def test_without_a_nursery_the_back_off_still_holds(env: Env) -> None:
     env.clock.now += 1.0
     assert set(await listdir(fs, (await walk(fs, "p/a")).ino)) == {"v0", "v1", "latest"}
     assert fs.listings.health.up
+
+
+async def test_the_mount_lists_a_few_projects_as_it_starts(env: Env) -> None:
+    """Warm-up (issue 9, first byte): the root and, with at most ``WARM_PROJECTS`` projects,
+    each project's listing are fetched as the mount starts, so the first path a job opens
+    waits for neither; with more projects only the root (no guess which)."""
+    for project in ("p", "q"):
+        env.registry.publish(project, "a", {"f": b"x"})
+    fs = env.fs
+    async with fs.running():
+        await fs.listings.warmed.wait()
+        calls = env.client.calls
+        assert set(await listdir(fs, (await walk(fs, "q/a")).ino)) == {"v0", "latest"}
+        assert env.client.calls == calls
+
+
+async def test_the_warm_up_lists_no_project_of_a_bigger_registry(tmp_path: Path) -> None:
+    from artfs.fs.listings import WARM_PROJECTS
+
+    registry = MemoryRegistryClient()
+    for i in range(WARM_PROJECTS + 1):
+        registry.publish(f"p{i:02d}", "a", {"f": b"x"})
+    client = CountingClient(registry)
+    fs = ArtfsFS(client, MemoryBlobCache(client, tmp_path / "cache"), options(tmp_path))
+    async with fs.running():
+        await fs.listings.warmed.wait()
+        calls = client.calls
+        assert len(await listdir(fs, ROOT_INODE)) == WARM_PROJECTS + 1  # the root: listed
+        assert client.calls == calls
+        await walk(fs, "p00/a")
+        assert client.calls == calls + 1  # its project: listed now

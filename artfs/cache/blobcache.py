@@ -155,12 +155,16 @@ class BlobCache(LocalIngest):
     # --- opening ------------------------------------------------------------------------
     async def open(self, sha256: str, size: int) -> CachedBlobReader:
         self._check(sha256, size)
-        if (
-            size <= BLOCK_SIZE
-            and sha256 not in self._states
-            and not os.path.exists(self.layout.complete(sha256))
-        ):
+        known = sha256 in self._states
+        if not known and os.path.exists(self.layout.complete(sha256)):
+            return CachedBlobReader(self, sha256, size, await self._acquire(sha256, size))
+        if size <= BLOCK_SIZE and not known:
             return CachedBlobReader(self, sha256, size, None)  # fetched on first read
+        cold = not known and not os.path.exists(self.layout.partial_map(sha256))
+        if cold:  # its first read needs a location: asked for while the state's files are made
+            assert self._nursery is not None
+            self._nursery.start_soon(self.client.prepare_read, sha256)  # (never fails)
+            await trio.lowlevel.checkpoint()  # (the request leaves before that sync work)
         return CachedBlobReader(self, sha256, size, await self._acquire(sha256, size))
 
     def _check(self, sha: str, size: int) -> None:

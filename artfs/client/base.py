@@ -153,6 +153,12 @@ class RegistryClient(Protocol):
         correctness: callers bound it with a short deadline and ignore failures."""
         ...
 
+    async def prepare_read(self, sha256: str) -> None:
+        """A read of this blob starts now: ask for what it needs from the registry (its
+        presigned URL) at once, beside the caller's own work, so the read finds it ready.
+        Never fails (the read asks again and reports); a no-op where locating is free."""
+        ...
+
     def hint_blobs(self, digests: Sequence[str]) -> None:
         """These blobs are likely to be read soon (the files of a directory being listed).
 

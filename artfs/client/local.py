@@ -172,6 +172,9 @@ class LocalRegistryClient(LocalTagSearch):
         raw = await self._run((await self._reg()).blob_blocks, sha256)
         return split_block_digests(raw, size)
 
+    async def prepare_read(self, sha256: str) -> None:
+        """Nothing to prepare: blobs are files in the registry directory."""
+
     def hint_blobs(self, digests: Sequence[str]) -> None:
         """Nothing to prepare: blobs are files in the registry directory."""
 

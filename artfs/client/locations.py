@@ -8,6 +8,7 @@ they expire; directory hints (``hint_blobs``) ride along in the next request.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -18,6 +19,8 @@ from cachetools import LRUCache
 
 from ..errors import ArtfsError, InvalidInput, NotFound, ProtocolError
 from ..hashing import sha256_hex
+
+log = logging.getLogger(__name__)
 
 LOCATE_BATCH = 10_000
 LOCATIONS_KEPT = 100_000
@@ -96,6 +99,15 @@ class BlobLocations:
                 self._flight = None
                 flight.done.set()
             return flight.result(sha256)
+
+    async def prepare_read(self, sha256: str) -> None:
+        """Locate the blob now (a read is about to need its URL); never fails."""
+        try:
+            await self.locate(sha256)
+        except ArtfsError as e:
+            log.debug("locating %s ahead of its read: %s", sha256[:12], e)
+        except Exception:  # (a background task: the read that follows meets it too)
+            log.exception("locating %s ahead of its read failed", sha256[:12])
 
     def hint_blobs(self, digests: Sequence[str]) -> None:
         """Remember blobs likely to be read soon; the next locate request carries them.

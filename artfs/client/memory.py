@@ -486,6 +486,9 @@ class MemoryRegistryClient(MemoryRuns, MemoryEdits, MemoryTagSearch):
         except KeyError:
             raise NotFound(f"blob {sha256} not found") from None
 
+    async def prepare_read(self, sha256: str) -> None:
+        """Nothing to prepare: every blob is at hand."""
+
     def hint_blobs(self, digests: Sequence[str]) -> None:
         """Nothing to prepare: every blob is at hand."""
 
@@ -529,6 +532,9 @@ class FaultyClient:
             return await attr(*args, **kwargs)
 
         return call
+
+    async def prepare_read(self, sha256: str) -> None:
+        await self.inner.prepare_read(sha256)  # (a no-op there: no fault to inject)
 
     def hint_blobs(self, digests: Sequence[str]) -> None:
         self.inner.hint_blobs(digests)  # a hint makes no request: no fault to inject

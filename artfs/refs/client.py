@@ -77,6 +77,10 @@ class RefReadingClient:
         else:
             await self.sources.read(ref.url, size, offset, length, sink)
 
+    async def prepare_read(self, sha256: str) -> None:
+        if sha256 not in self.refs:  # (a ref is read from its source: nothing to locate)
+            await self.inner.prepare_read(sha256)
+
     def hint_blobs(self, digests: Sequence[str]) -> None:
         """Registry locate hints for the registry's blobs only (a ref is never located)."""
         refs = self.refs
