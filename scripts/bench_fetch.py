@@ -130,7 +130,7 @@ class Bench:
         """Serve from PostgreSQL + the S3 store of scripts/services.sh (its env must be set):
         blob bytes then come from the store through presigned URLs."""
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from bench_peers import create_database, drop_database
+        from peer_services import create_database, drop_database
 
         admin = os.environ["ARTFS_TEST_PG_DSN"]
         db = create_database(admin)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -45,22 +44,30 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scripts.bench import drop_caches, read_all  # noqa: E402
-from tests.e2e import Server, is_mounted, run_cli  # noqa: E402
+from scripts.peer_mounts import ArtfsTool, RcloneTool, S3fsTool, Tool, readahead_kb  # noqa: E402
+from scripts.peer_services import (  # noqa: E402
+    SMALL_DIR,
+    create_database,
+    drop_database,
+    ensure_peers,
+    log,
+    make_data,
+    start_services,
+    stop_services,
+    store_from_env,
+    upload_plain,
+)
+from tests.e2e import Server, run_cli  # noqa: E402
 
-PEER_PACKAGES = {"rclone": "rclone", "s3fs": "s3fs"}  # command -> Debian package
-SMALL_DIR = "small"
-MOUNT_WAIT = 30.0
 RANDOM_COUNT = 2000
 RANDOM_SECONDS = 60.0  # a slow peer ends its random-read step here; IOPS = reads / time
 
@@ -137,294 +144,6 @@ def measure_main(argv: list[str]) -> None:
     else:
         raise SystemExit(f"unknown measurement {kind}")
     print(json.dumps(result))
-
-
-# ---------------------------------------------------------------- services and data
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def ensure_peers(install: bool) -> None:
-    missing = [pkg for cmd, pkg in PEER_PACKAGES.items() if shutil.which(cmd) is None]
-    if not missing:
-        return
-    if not install:
-        raise SystemExit(f"missing {' '.join(missing)}: run with --install (apt-get, as root)")
-    log(f"installing {' '.join(missing)} (apt)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600)
-    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env, timeout=900)
-
-
-@dataclass
-class Store:
-    """The S3 store and the PostgreSQL cluster everything in this run uses."""
-
-    endpoint: str
-    bucket: str
-    pg_dsn: str
-    access_key: str
-    secret_key: str
-
-
-def start_services(state: Path, pg_port: int, weed_base: int) -> Store:
-    env = {
-        **os.environ,
-        "ARTFS_SERVICES_DIR": str(state),
-        "ARTFS_PG_PORT": str(pg_port),
-        "ARTFS_WEED_PORT_BASE": str(weed_base),
-    }
-    out = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "services.sh"), "start"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if out.returncode != 0:
-        raise SystemExit(f"scripts/services.sh start failed:\n{out.stderr}")
-    for line in out.stdout.splitlines():
-        if line.startswith("export ") and "=" in line:
-            key, value = line[len("export ") :].split("=", 1)
-            os.environ[key] = value
-    return store_from_env()
-
-
-def stop_services(state: Path, pg_port: int, weed_base: int) -> None:
-    env = {
-        **os.environ,
-        "ARTFS_SERVICES_DIR": str(state),
-        "ARTFS_PG_PORT": str(pg_port),
-        "ARTFS_WEED_PORT_BASE": str(weed_base),
-    }
-    subprocess.run(
-        ["bash", str(ROOT / "scripts" / "services.sh"), "stop"],
-        env=env,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def store_from_env() -> Store:
-    try:
-        return Store(
-            endpoint=os.environ["ARTFS_TEST_S3_ENDPOINT"],
-            bucket=os.environ.get("ARTFS_TEST_S3_BUCKET", "artfs-test"),
-            pg_dsn=os.environ["ARTFS_TEST_PG_DSN"],
-            access_key=os.environ["AWS_ACCESS_KEY_ID"],
-            secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-        )
-    except KeyError as e:
-        raise SystemExit(f"--services env: {e.args[0]} is not set (scripts/services.sh)") from None
-
-
-def create_database(dsn: str) -> str:
-    """A fresh database on the cluster of ``dsn`` (a run never sees another run's data)."""
-    import psycopg
-
-    name = f"artfs_peers_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
-
-
-def drop_database(admin_dsn: str, dsn: str) -> None:
-    import psycopg
-
-    name = urlsplit(dsn).path.lstrip("/")
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def make_data(work: Path, size: int, nfiles: int) -> tuple[Path, str, Path]:
-    """A random file of ``size`` bytes (and its sha256) and a flat directory of small files."""
-    big_dir = work / "src-big"
-    big_dir.mkdir()
-    big = big_dir / "big.bin"
-    h = hashlib.sha256()
-    rng = random.Random(1)
-    with open(big, "wb") as f:
-        left = size
-        while left:
-            piece = rng.randbytes(min(left, 16 << 20))
-            h.update(piece)
-            f.write(piece)
-            left -= len(piece)
-    small = work / "src-small" / SMALL_DIR
-    small.mkdir(parents=True)
-    for i in range(nfiles):
-        (small / f"f{i:05d}.bin").write_bytes(rng.randbytes(rng.randrange(100, 4096)))
-    return big, h.hexdigest(), small
-
-
-def s3_client(store: Store) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=store.endpoint,
-        aws_access_key_id=store.access_key,
-        aws_secret_access_key=store.secret_key,
-        region_name="us-east-1",
-    )
-
-
-def upload_plain(store: Store, prefix: str, big: Path, small: Path) -> None:
-    """The same files under plain names, for the peers (one prefix, same bucket)."""
-    s3 = s3_client(store)
-    s3.upload_file(str(big), store.bucket, f"{prefix}/big.bin")
-    paths = sorted(small.iterdir())
-
-    def put(p: Path) -> None:
-        s3.put_object(
-            Bucket=store.bucket, Key=f"{prefix}/{SMALL_DIR}/{p.name}", Body=p.read_bytes()
-        )
-
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(put, paths))
-
-
-# ---------------------------------------------------------------- the mounts
-
-
-@dataclass
-class Tool:
-    """One FUSE mount under test: how to mount it on a cache directory and where its files are."""
-
-    name: str
-    mnt: Path
-    work: Path
-    big_rel: str
-    small_rel: str
-    proc: subprocess.Popen[bytes] | None = None
-    mounts: int = 0
-
-    def command(self, cache: Path) -> list[str] | None:
-        """The foreground mount process to start, or None when ``mount`` is overridden."""
-        raise NotImplementedError
-
-    def env(self) -> dict[str, str]:
-        return dict(os.environ)
-
-    def mount(self, cache: Path) -> None:
-        self.mnt.mkdir(parents=True, exist_ok=True)
-        cache.mkdir(parents=True, exist_ok=True)
-        self.mounts += 1
-        cmd = self.command(cache)
-        assert cmd is not None
-        logf = open(self.work / f"{self.name}-{self.mounts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, env=self.env()
-        )
-        logf.close()
-        deadline = time.monotonic() + MOUNT_WAIT
-        while not is_mounted(self.mnt):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                text = (self.work / f"{self.name}-{self.mounts}.log").read_text(errors="replace")
-                raise RuntimeError(f"{self.name} did not mount:\n{text[-2000:]}")
-            time.sleep(0.05)
-
-    def umount(self) -> None:
-        if is_mounted(self.mnt):
-            done = subprocess.run(["fusermount3", "-u", str(self.mnt)], check=False)
-            if done.returncode != 0:
-                subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], check=False)
-        if self.proc is not None:
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-    @property
-    def big(self) -> Path:
-        return self.mnt / self.big_rel
-
-    @property
-    def small(self) -> Path:
-        return self.mnt / self.small_rel
-
-
-@dataclass
-class ArtfsTool(Tool):
-    server: Server | None = None
-    extra: tuple[str, ...] = ()  # more ``artfs mount`` options
-
-    def mount(self, cache: Path) -> None:
-        assert self.server is not None
-        self.mnt.mkdir(parents=True, exist_ok=True)
-        self.mounts += 1
-        run_cli(
-            "mount",
-            "--registry",
-            self.server.url,
-            str(self.mnt),
-            "--cache-dir",
-            str(cache),
-            "--state-dir",
-            str(self.work / "artfs-state"),
-            *self.extra,
-        )
-
-    def umount(self) -> None:
-        if is_mounted(self.mnt):
-            proc = run_cli("umount", str(self.mnt), check=False)
-            if is_mounted(self.mnt):
-                log(f"artfs umount failed ({proc.stderr.strip()}); lazy unmount")
-                subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], check=False)
-
-
-@dataclass
-class RcloneTool(Tool):
-    store: Store | None = None
-    remote: str = ""
-
-    def command(self, cache: Path) -> list[str]:
-        assert self.store is not None
-        return [
-            "rclone",
-            "mount",
-            f":s3:{self.remote}",
-            str(self.mnt),
-            "--s3-provider=Other",
-            f"--s3-endpoint={self.store.endpoint}",
-            "--s3-env-auth=false",
-            f"--s3-access-key-id={self.store.access_key}",
-            f"--s3-secret-access-key={self.store.secret_key}",
-            "--read-only",
-            "--vfs-cache-mode=full",
-            f"--cache-dir={cache}",
-            # Modification times from the listing, not one HEAD per file (its docs' advice
-            # for S3): the peer at its best for ls -l.
-            "--use-server-modtime",
-        ]
-
-    def env(self) -> dict[str, str]:
-        # The AWS SDK in rclone fails on an AWS_CA_BUNDLE ("unsupported transport"); the
-        # store is plain http on loopback, so no bundle is needed.
-        return {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-
-
-@dataclass
-class S3fsTool(Tool):
-    store: Store | None = None
-    remote: str = ""
-    passwd: Path = field(default_factory=Path)
-
-    def command(self, cache: Path) -> list[str]:
-        assert self.store is not None
-        opts = [
-            f"url={self.store.endpoint}",
-            "use_path_request_style",
-            f"passwd_file={self.passwd}",
-            f"use_cache={cache}",
-            "ro",
-        ]
-        return ["s3fs", self.remote, str(self.mnt), "-f", "-o", ",".join(opts)]
 
 
 # ---------------------------------------------------------------- the run
@@ -896,16 +615,6 @@ def loopback_bytes() -> int:
             if name.strip() == "lo":
                 return int(rest.split()[0])
     return 0
-
-
-def readahead_kb(mnt: Path) -> str:
-    """The mount's bdi read-ahead: how large the kernel's read requests to the daemon get."""
-    dev = os.stat(mnt).st_dev
-    bdi = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
-    try:
-        return bdi.read_text().strip()
-    except OSError:
-        return "?"
 
 
 def machine() -> str:
