@@ -257,6 +257,45 @@ def test_an_s3_store_keeps_block_digests_and_a_rewritten_sidecar_replaces_them(
         registry.blob_blocks(sha)
 
 
+def test_fsck_rebuilds_a_damaged_canonical_manifest_and_reports_a_lost_one(
+    spec: RegistrySpec, registry: Registry
+) -> None:
+    """Step 4: a stored canonical form (what mounts fetch) that does not match its version's
+    digest is rebuilt from the JSON form; with both forms damaged the version is reported as
+    lost, and the rest of fsck still runs."""
+    import gzip
+    import hashlib
+
+    number, _ = publish(registry, {"x.bin": b"x" * 1000, "y.bin": b"y"})
+    number2, _ = publish(registry, {"z.bin": b"z"})
+    digest, _, good = registry.manifest_canonical_gz("p", "a", number)
+    keys = {k[1]: k for k, *_ in registry.meta.manifest_forms_after(None, 10)}
+    key = keys[number]
+    junk = gzip.compress(b"not/a/manifest\x000\x00" + b"0" * 64 + b"\n")
+    assert registry.meta.replace_canonical_gz(key, digest, False, junk)
+    dry = Fsck(registry).run(dry_run=True)
+    assert dry.manifests_rebuilt == [f"p/a:v{number}"] and dry.manifests_lost == []
+    assert registry.manifest_canonical_gz("p", "a", number)[2] == junk  # dry run: unchanged
+    assert any(line.startswith("manifest\tp/a:v") for line in format_report(dry))
+    report = Fsck(registry).run()
+    assert report.manifests_rebuilt == [f"p/a:v{number}"] and report.clean
+    rebuilt = gzip.decompress(registry.manifest_canonical_gz("p", "a", number)[2])
+    assert hashlib.sha256(rebuilt).hexdigest() == digest
+    assert rebuilt == gzip.decompress(good)
+    assert Fsck(registry).run().manifests_rebuilt == []  # repaired for good
+    # Both forms of the second version damaged: lost, reported, the run completes.
+    key2 = keys[number2]
+    digest2 = registry.manifest_canonical_gz("p", "a", number2)[0]
+    assert registry.meta.replace_canonical_gz(key2, digest2, False, junk)
+    with registry.meta._write() as c:  # type: ignore[attr-defined]
+        registry.meta._q(  # type: ignore[attr-defined]
+            c, "UPDATE manifests SET data=? WHERE artifact_id=? AND number=?", b"junk", *key2
+        )
+    report = Fsck(registry).run()
+    assert report.manifests_lost == [f"p/a:v{number2}"] and not report.clean
+    assert "1 manifest lost" in format_report(report)[-1]
+
+
 def test_fsck_rewrites_a_wrong_sidecar_and_clears_healed_records(
     spec: RegistrySpec, registry: Registry
 ) -> None:

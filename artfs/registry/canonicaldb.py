@@ -86,6 +86,47 @@ class CanonicalQueries(Generic[C]):
                 digest,
             )
 
+    def manifest_forms_after(
+        self, after: tuple[int, int] | None, limit: int
+    ) -> list[tuple[tuple[int, int], str, bytes, bytes | None]]:
+        where, args = (
+            ("", ()) if after is None else (" AND (v.artifact_id, v.number) > (?, ?)", after)
+        )
+        with self._read() as c:
+            rows = self._q(
+                c,
+                "SELECT v.artifact_id, v.number, v.digest, m.data, cm.data FROM versions v "
+                "JOIN manifests m ON m.artifact_id = v.artifact_id AND m.number = v.number "
+                "LEFT JOIN canonical_manifests cm "
+                "ON cm.artifact_id = v.artifact_id AND cm.number = v.number "
+                f"WHERE NOT v.deleted{where} ORDER BY v.artifact_id, v.number LIMIT ?",
+                *args,
+                limit,
+            ).fetchall()
+        return [
+            ((int(a), int(n)), str(d), bytes(j), None if cm is None else bytes(cm))
+            for a, n, d, j, cm in rows
+        ]
+
+    def replace_canonical_gz(
+        self, key: tuple[int, int], digest: str, has_refs: bool, data: bytes
+    ) -> bool:
+        aid, number = key
+        with self._write() as c:
+            live = self._q(
+                c,
+                "SELECT 1 FROM versions WHERE artifact_id=? AND number=? AND digest=? "
+                "AND NOT deleted",
+                aid,
+                number,
+                digest,
+            ).fetchone()
+            if live is None:
+                return False
+            self._delete_canonical(c, aid, number)
+            self._insert_canonical(c, aid, number, has_refs, data)
+        return True
+
     def _insert_canonical(self, c: C, aid: int, number: int, has_refs: bool, data: bytes) -> None:
         self._q(
             c,

@@ -10,7 +10,11 @@ servers running or not:
    is *missing* (a lost disk, a hand-deleted file, an S3 lifecycle rule gone wrong);
 3. record both in the metadata store with the versions they break (``damaged_blobs``), so
    ``artfs info``/``ls`` show those versions as damaged and uploads know to heal them; clear
-   the records of blobs now intact (healed by an upload meanwhile, or by hand).
+   the records of blobs now intact (healed by an upload meanwhile, or by hand);
+4. check every live version's stored manifest against its digest, in both forms: a canonical
+   form (what mounts fetch) that does not match is rebuilt from the JSON form when that one
+   matches; a version with no form that matches is reported (its manifest is lost: restore
+   the metadata database from a backup).
 
 The listed blobs go to a ``ReferenceSet`` on disk, so memory stays flat however large the
 store. ``--dry-run`` changes nothing and reports what it would do.
@@ -18,12 +22,17 @@ store. ``--dry-run`` changes nothing and reports what it would do.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import json
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..errors import InvalidInput
+from ..errors import ArtfsError, InvalidInput
+from ..manifest_stream import canonical_from_json
 from ..progress import human_bytes, plural
 from .core import manifest_blobs
 from .integrity import Verdict, judge, paced
@@ -50,10 +59,12 @@ class FsckReport:
     quarantined: set[str] = field(default_factory=set)  # missing ones quarantined earlier
     users: dict[str, list[str]] = field(default_factory=dict)  # sha -> "p/a:vN" using it
     seconds: float = 0.0
+    manifests_rebuilt: list[str] = field(default_factory=list)  # "p/a:vN", canonical form
+    manifests_lost: list[str] = field(default_factory=list)  # "p/a:vN": no form matches
 
     @property
     def clean(self) -> bool:
-        return not self.damaged and not self.missing
+        return not self.damaged and not self.missing and not self.manifests_lost
 
 
 class Fsck:
@@ -103,8 +114,35 @@ class Fsck:
         report.cleared = sorted(stale)
         if not dry_run and stale:
             self.meta.clear_damage(stale)
+        self.check_manifests(report, dry_run=dry_run)
         report.seconds = time.monotonic() - started
         return report
+
+    def check_manifests(self, report: FsckReport, *, dry_run: bool) -> None:
+        """Step 4: every live version's stored manifest against its digest."""
+        rebuilt: list[VersionKey] = []
+        lost: list[VersionKey] = []
+        after: VersionKey | None = None
+        while page := self.meta.manifest_forms_after(after, MANIFEST_PAGE):
+            for key, digest, json_gz, canonical_gz in page:
+                if canonical_gz is not None and _matches(_gunzip(canonical_gz), digest):
+                    continue  # (the JSON form was read in step 2; the canonical one is served)
+                try:
+                    doc = json.loads(gzip.decompress(json_gz))
+                    canonical = canonical_from_json(doc)
+                except (ValueError, KeyError, TypeError, EOFError, OSError, zlib.error, ArtfsError):
+                    canonical = None
+                if canonical is None or not _matches(canonical, digest):
+                    lost.append(key)
+                elif canonical_gz is not None:  # (none stored: converted at its first read)
+                    rebuilt.append(key)
+                    if not dry_run:
+                        data = gzip.compress(canonical, compresslevel=1, mtime=0)
+                        self.meta.replace_canonical_gz(key, digest, "refs" in doc, data)
+            after = page[-1][0]
+        labels = self.meta.version_labels({*rebuilt, *lost})
+        report.manifests_rebuilt = sorted(labels[k] for k in rebuilt)
+        report.manifests_lost = sorted(labels[k] for k in lost)
 
     def rehash_all(
         self, report: FsckReport, listed: ReferenceSet, known: set[str], *, dry_run: bool
@@ -161,7 +199,10 @@ class Fsck:
         while page := self.meta.manifests_after(after, MANIFEST_PAGE):
             for key, data in page:
                 report.versions += 1
-                blobs = manifest_blobs(data)
+                try:
+                    blobs = manifest_blobs(data)
+                except (ValueError, KeyError, TypeError, EOFError, OSError, zlib.error):
+                    continue  # a damaged JSON form: step 4 says so (and rebuilds what it can)
                 present = listed.referenced(sorted(blobs))
                 gone = (blobs - present) | (blobs & vanished)
                 missing |= gone
@@ -173,10 +214,32 @@ class Fsck:
         return users
 
 
+def _gunzip(data: bytes) -> bytes | None:
+    try:
+        return gzip.decompress(data)
+    except (EOFError, zlib.error, OSError):
+        return None
+
+
+def _matches(canonical: bytes | None, digest: str) -> bool:
+    """Whether canonical manifest bytes are those of ``digest`` (what a mount checks)."""
+    return canonical is not None and hashlib.sha256(canonical).hexdigest() == digest
+
+
 def format_report(report: FsckReport) -> list[str]:
     """What ``artfs fsck`` prints: one line per damaged / missing blob, then a summary."""
     lines: list[str] = []
     act = "would quarantine" if report.dry_run else "quarantined"
+    fix = "would rebuild" if report.dry_run else "rebuilt"
+    for label in report.manifests_rebuilt:
+        lines.append(
+            f"manifest\t{label}\tits canonical form did not match its digest; {fix} from JSON"
+        )
+    for label in report.manifests_lost:
+        lines.append(
+            f"manifest\t{label}\tno stored form matches its digest: restore the metadata "
+            "database from a backup"
+        )
     for sha, detail in sorted(report.damaged.items()):
         users = ", ".join(report.users.get(sha, [])) or "no live version"
         lines.append(f"damaged\t{sha}\t{act}; {detail}; used by {users}")
@@ -197,7 +260,12 @@ def format_report(report: FsckReport) -> list[str]:
     if report.cleared:
         done = "to clear" if report.dry_run else "cleared"
         summary += f", {plural(len(report.cleared), 'earlier record')} {done}"
-    if not report.clean:
+    if report.manifests_rebuilt:
+        done = "to rebuild" if report.dry_run else "rebuilt"
+        summary += f", {plural(len(report.manifests_rebuilt), 'canonical manifest')} {done}"
+    if report.manifests_lost:
+        summary += f", {plural(len(report.manifests_lost), 'manifest')} lost"
+    if report.damaged or report.missing:
         summary += (
             "; heal by uploading the right bytes: artfs put of any version holding them "
             "(the registry asks for exactly these blobs)"

@@ -398,4 +398,18 @@ class MetaStore(Protocol):
         """Store the canonical form of an older version (no-op if stored, gone or changed)."""
         ...
 
+    def manifest_forms_after(
+        self, after: VersionKey | None, limit: int
+    ) -> list[tuple[VersionKey, str, bytes, bytes | None]]:
+        """``fsck``: up to ``limit`` live versions after ``after``, in key order, each as
+        (key, digest, gzip JSON manifest, gzip canonical form or None where none is stored)."""
+        ...
+
+    def replace_canonical_gz(
+        self, key: VersionKey, digest: str, has_refs: bool, data: bytes
+    ) -> bool:
+        """``fsck``: replace a version's stored canonical form (one found not to match its
+        digest) with ``data``; False if the version is gone or holds other content."""
+        ...
+
     def close(self) -> None: ...
