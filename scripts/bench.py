@@ -61,6 +61,19 @@ def drop_caches(level: int = 3) -> None:
         )
 
 
+def write_random(path: Path, size: int, rng: random.Random) -> str:
+    """Write ``size`` bytes from ``rng`` to ``path`` in 16 MiB pieces; their sha256."""
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            piece = rng.randbytes(min(left, 16 << 20))
+            h.update(piece)
+            f.write(piece)
+            left -= len(piece)
+    return h.hexdigest()
+
+
 def read_all(path: Path) -> int:
     total = 0
     buf = bytearray(CHUNK)
@@ -218,15 +231,7 @@ class Bench:
         big_dir = self.work / "src-big"
         big_dir.mkdir()
         big = big_dir / "big.bin"
-        h = hashlib.sha256()
-        with open(big, "wb") as f:
-            left = self.size
-            rng = random.Random(1)
-            while left:
-                piece = rng.randbytes(min(left, 16 << 20))
-                h.update(piece)
-                f.write(piece)
-                left -= len(piece)
+        sha = write_random(big, self.size, random.Random(1))
         tree = self.work / "src-tree"
         rng = random.Random(2)
         for i in range(self.nfiles):
@@ -237,7 +242,7 @@ class Bench:
         self.server.start()
         run_cli("put", str(big_dir), "bench/big", "--registry", self.server.url, timeout=1200)
         run_cli("put", str(tree), "bench/tree", "--registry", self.server.url, timeout=1200)
-        return big, h.hexdigest(), tree
+        return big, sha, tree
 
     def run(self) -> None:
         big, sha, tree = self.prepare()

@@ -21,7 +21,6 @@ The machine is shared and noisy: compare ratios, not absolute numbers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -35,7 +34,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.bench import CHUNK, bench_args, drop_caches, render_table, run_cleanly, timed
+from scripts.bench import (
+    CHUNK,
+    bench_args,
+    drop_caches,
+    render_table,
+    run_cleanly,
+    timed,
+    write_random,
+)
 from tests.e2e import Server, is_mounted, run_cli
 
 
@@ -47,15 +54,7 @@ def make_tree(root: Path, size: int, files: int) -> dict[Path, str]:
     for i in range(files):
         path = root / f"shard-{i // 8:02d}" / f"part-{i:04d}.bin"
         path.parent.mkdir(parents=True, exist_ok=True)
-        h = hashlib.sha256()
-        with open(path, "wb") as f:
-            left = each
-            while left:
-                piece = rng.randbytes(min(left, 16 << 20))
-                h.update(piece)
-                f.write(piece)
-                left -= len(piece)
-        digests[path] = h.hexdigest()
+        digests[path] = write_random(path, each, rng)
     return digests
 
 

@@ -45,6 +45,7 @@ from scripts.bench import (
     render_table,
     run_cleanly,
     timed,
+    write_random,
 )
 from tests.e2e import Server, run_cli
 
@@ -79,12 +80,7 @@ class PythonBench:
         for name in ("a", "b"):
             d = self.work / f"src-{name}"
             d.mkdir()
-            with open(d / "big.bin", "wb") as f:
-                left = self.size
-                while left:
-                    piece = rng.randbytes(min(left, 16 << 20))
-                    f.write(piece)
-                    left -= len(piece)
+            write_random(d / "big.bin", self.size, rng)
         self.server.start()
         for name in ("a", "b"):
             run_cli(

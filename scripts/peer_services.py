@@ -4,7 +4,6 @@ plain names for the peers."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import shutil
@@ -20,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from scripts.bench import write_random  # noqa: E402
 
 PEER_PACKAGES = {"rclone": "rclone", "s3fs": "s3fs"}  # command -> Debian package
 SMALL_DIR = "small"
@@ -127,20 +128,13 @@ def make_data(work: Path, size: int, nfiles: int) -> tuple[Path, str, Path]:
     big_dir = work / "src-big"
     big_dir.mkdir()
     big = big_dir / "big.bin"
-    h = hashlib.sha256()
     rng = random.Random(1)
-    with open(big, "wb") as f:
-        left = size
-        while left:
-            piece = rng.randbytes(min(left, 16 << 20))
-            h.update(piece)
-            f.write(piece)
-            left -= len(piece)
+    sha = write_random(big, size, rng)
     small = work / "src-small" / SMALL_DIR
     small.mkdir(parents=True)
     for i in range(nfiles):
         (small / f"f{i:05d}.bin").write_bytes(rng.randbytes(rng.randrange(100, 4096)))
-    return big, h.hexdigest(), small
+    return big, sha, small
 
 
 def s3_client(store: Store) -> Any:
