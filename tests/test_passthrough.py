@@ -28,6 +28,7 @@ import pytest
 import trio
 
 from artfs.cache.blobcache import BlobCache
+from artfs.cache.layout import CacheLayout
 from artfs.cache.settings import CacheTuning
 from artfs.client.memory import MemoryRegistryClient
 from artfs.drafts.store import DraftStore
@@ -339,7 +340,12 @@ def test_the_kernel_reads_cached_files_itself(server: Server, tmp_path: Path) ->
         assert m.mode() == "passthrough"
         path = m.point / "p" / "a" / "v0" / "weights.bin"
         assert path.read_bytes() == data  # cold: through the daemon, completes the blob
-        time.sleep(0.5)  # (the blob is published complete in the background)
+        complete = CacheLayout(tmp_path / "cache").complete(hashlib.sha256(data).hexdigest())
+        deadline = time.monotonic() + 30  # (hashed and published in the background)
+        while not complete.exists():
+            assert time.monotonic() < deadline, "the blob was never published complete"
+            time.sleep(0.05)
+        time.sleep(0.2)  # (and stamped, a step after)
         start = len(m.log_lines())
         for _ in range(3):
             drop_page_cache()
