@@ -92,6 +92,33 @@ def test_draft_add_ref_commits_refs_that_open_and_download(
         assert httpx.get(url.replace("/1/", "/0/"), timeout=10).status_code == 200  # no refs
 
 
+def test_fsspec_marks_refs_with_their_url(
+    reg: artfs.Registry, target: Target, place: Place, tmp_path: Path
+) -> None:
+    """``ls``/``info`` of the fsspec filesystem give a ref's ``url`` (as ``File.url``); other
+    files have none; its bytes read through fsspec like any file's."""
+    from artfs.api.fsspec_fs import ArtfsFileSystem
+
+    small = b"a small ref\n"
+    d = reg.draft("p/r")
+    url = place.put("small.txt", small)
+    d.add_ref(url, "refs/small.txt")
+    d.add_file(local(tmp_path, "own.txt", b"own bytes\n"), "refs/own.txt")
+    d.commit()
+    fs = ArtfsFileSystem(registry=target.location, cache_dir=str(tmp_path / "cache"))
+    try:
+        listed = {e["name"].rsplit("/", 1)[1]: e for e in fs.ls("p/r:v0/refs")}
+        assert listed["small.txt"]["url"] == url and listed["small.txt"]["size"] == len(small)
+        assert "url" not in listed["own.txt"]
+        info = fs.info("p/r:v0/refs/small.txt")
+        assert info["url"] == url and info["sha256"] == sha(small)
+        assert "url" not in fs.info("p/r:latest/refs/own.txt")
+        assert fs.cat_file("p/r:v0/refs/small.txt") == small
+    finally:
+        fs.registry.close()
+        ArtfsFileSystem.clear_instance_cache()
+
+
 def test_a_draft_keeps_its_bases_refs_and_a_local_copy_replaces_one(
     reg: artfs.Registry, tmp_path: Path
 ) -> None:

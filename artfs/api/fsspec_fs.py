@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from .. import config
 from ..errors import ArtfsError, InvalidInput, IsADirectory, NotFound
 from ..manifest import FileEntry, Manifest
 from ..names import parse_artifact_id, parse_ref, parse_version
+from ..refs.model import BlobRef
 from .draft import Draft
 from .fileobj import BlobReadFunctions
 from .registry import Registry
@@ -174,14 +175,15 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
             base = f"{project}/{artifact}:{selector}"
             if inner in index.dirs:
                 prefix = f"{base}/{inner}" if inner else base
+                refs = index.manifest.refs
                 return [
-                    _entry(f"{prefix}/{name}", item)
+                    _entry(f"{prefix}/{name}", item, refs)
                     for name, item in sorted(index.dirs[inner].items())
                 ]
             entry = index.manifest.get(inner)
             if entry is None:
                 raise NotFound(f"{base}: no file or directory {inner!r}")
-            return [_entry(f"{base}/{inner}", entry)]
+            return [_entry(f"{base}/{inner}", entry, index.manifest.refs)]
         if not parts:
             return [_dir(p) for p in self.registry.projects()]
         if len(parts) == 1:
@@ -241,7 +243,7 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
             entry = index.manifest.get(inner)
             if entry is None:
                 raise NotFound(f"{name}: no such file or directory")
-            return _entry(name, entry)
+            return _entry(name, entry, index.manifest.refs)
 
     def _file(self, path: str) -> dict[str, Any]:
         """``info`` of a file of a version, remembered (a version's files never change; a
@@ -432,10 +434,16 @@ def _dir(name: str) -> dict[str, Any]:
     return {"name": name, "type": "directory", "size": 0}
 
 
-def _entry(name: str, item: FileEntry | None) -> dict[str, Any]:
+def _entry(name: str, item: FileEntry | None, refs: Mapping[str, BlobRef]) -> dict[str, Any]:
+    """A file's fsspec info; an external reference also has ``url`` (where its bytes stay,
+    as ``File.url`` in the Python API)."""
     if item is None:
         return _dir(name)
-    return {"name": name, "type": "file", "size": item.size, "sha256": item.sha256}
+    entry = {"name": name, "type": "file", "size": item.size, "sha256": item.sha256}
+    ref = refs.get(item.sha256)
+    if ref is not None:
+        entry["url"] = ref.url
+    return entry
 
 
 class ArtfsFile(AbstractBufferedFile):  # type: ignore[misc]
