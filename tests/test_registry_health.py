@@ -216,3 +216,46 @@ async def test_the_warm_up_lists_no_project_of_a_bigger_registry(tmp_path: Path)
         assert client.calls == calls
         await walk(fs, "p00/a")
         assert client.calls == calls + 1  # its project: listed now
+
+
+class Preparing(MemoryRegistryClient):
+    """Records ``prepare_read`` calls (a presigned client's locate ahead of reads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prepared: list[str] = []
+
+    async def prepare_read(self, sha256: str) -> None:
+        self.prepared.append(sha256)
+
+
+async def test_a_small_directory_looked_into_has_its_cold_blobs_located_once(
+    tmp_path: Path,
+) -> None:
+    """A directory of a few files (a checkpoint) that some lookup enters has its blobs'
+    locations asked for in one request, while the lookup is answered and the file opened;
+    a big directory only hints them (the next locate carries them), a cached one asks
+    nothing, and the same directory asks again only after a minute."""
+    from artfs.fs.service import _LOCATE_AHEAD
+
+    registry = Preparing()
+    registry.publish("p", "ckpt", {"model.bin": b"m" * 5000, "cfg.json": b"{}", "tok.txt": b"t"})
+    registry.publish("p", "data", {f"f{i:03d}": bytes([i]) * 10 for i in range(_LOCATE_AHEAD + 1)})
+    clock = Clock()
+    cache = MemoryBlobCache(registry, tmp_path / "cache")
+    fs = ArtfsFS(registry, cache, options(tmp_path), clock=clock)
+    async with fs.running():
+        await fs.listings.warmed.wait()
+        await walk(fs, "p/ckpt/v0/model.bin")
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(registry.prepared) == 1  # one request, carrying the others as hints
+        assert await cat(fs, (await walk(fs, "p/ckpt/v0/cfg.json")).ino) == b"{}"
+        await walk(fs, "p/data/v0/f000")
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(registry.prepared) == 1  # 17 files: hinted only
+        for name in ("model.bin", "tok.txt"):
+            await cat(fs, (await walk(fs, f"p/ckpt/v0/{name}")).ino)
+        clock.now += 61  # the directory is hinted (and located) again a minute later...
+        await walk(fs, "p/ckpt/v0/model.bin")
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(registry.prepared) == 1  # ... but all its blobs are cached now

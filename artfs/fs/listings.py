@@ -109,6 +109,12 @@ class Listings:
                 self._nursery = None
                 nursery.cancel_scope.cancel()
 
+    def spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run ``fn(*args)`` in the background nursery (a request ahead of need, which must
+        not fail); nothing without a running nursery (the service driven directly)."""
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+
     async def _warm_up(self) -> None:
         """Learn the registry's id and list the root as the mount starts, while the kernel
         finishes INIT: the first path a job opens then waits for neither a new connection nor

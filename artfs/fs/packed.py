@@ -191,15 +191,20 @@ class PackedTree:
 
     def file_digests(self, index: int, limit: int) -> list[str]:
         """The distinct sha256 of directory ``index``'s non-empty files, at most ``limit``."""
-        seen: dict[bytes, None] = {}
+        return [sha for sha, _ in self.file_blobs(index, limit)]
+
+    def file_blobs(self, index: int, limit: int) -> list[tuple[str, int]]:
+        """(sha256, size) of directory ``index``'s non-empty files, distinct, at most
+        ``limit``, in name order."""
+        seen: dict[bytes, int] = {}
         digests, size = self._digests, self._size
         links = self._links
         for child in self.children(index):
             if size[child] and self._dir_number(child) < 0 and child not in links:
-                seen[bytes(digests[child * _DIGEST : (child + 1) * _DIGEST])] = None
+                seen[bytes(digests[child * _DIGEST : (child + 1) * _DIGEST])] = size[child]
                 if len(seen) >= limit:
                     break
-        return [d.hex() for d in seen]
+        return [(d.hex(), n) for d, n in seen.items()]
 
     def files_of(self, index: int) -> array[int]:
         """The files (not directories or symlinks) of directory ``index``, in name order."""

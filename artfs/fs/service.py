@@ -85,6 +85,9 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _HINT_FILES = 10_000  # files of one directory hinted to the client (see _hint_files)
 _HINT_EVERY = 60.0  # seconds before a directory is hinted again (locations expire)
 _HINTED_DIRS_KEPT = 10_000
+# A directory of at most this many blobs, some not cached, has them located when it is first
+# looked into: one request, made while the lookup is answered and the file opened.
+_LOCATE_AHEAD = 16
 
 
 def _version_of(node: Node) -> VersionNode | None:
@@ -316,9 +319,14 @@ class ArtfsFS:
         if tree is None:
             return
         index = node.index if isinstance(node, TreeDirNode) else ROOT
-        digests = tree.file_digests(index, _HINT_FILES)
-        if digests:
-            self.client.hint_blobs(digests)
+        blobs = tree.file_blobs(index, _HINT_FILES)
+        if not blobs:
+            return
+        self.client.hint_blobs([sha for sha, _ in blobs])
+        if len(blobs) <= _LOCATE_AHEAD:  # (a checkpoint's files, a config directory)
+            cold = [sha for sha, size in blobs if self.cache.cached_bytes(sha, size) < size]
+            if cold:  # the first one's locate request carries the others (hinted above)
+                self.listings.spawn(self.client.prepare_read, cold[0])
 
     # --- the read operations -----------------------------------------------------------------
     async def lookup(self, parent_ino: int, name: str) -> Attr:
