@@ -386,6 +386,38 @@ def test_ctrl_c_cancels_the_call_in_the_loop_too(tmp_path: Path) -> None:
             child.wait()
 
 
+def test_signals_reach_the_calling_thread_not_the_loop_threads(tmp_path: Path) -> None:
+    """The portal thread, and the threads it starts (trio's workers), block the signals
+    Python handles in the main thread: a process-directed Ctrl-C then always lands where a
+    caller waits for its result (the test above failed once on a loaded machine: the signal
+    went to another thread, and the call ran on to its timeout)."""
+    from artfs.api.sync import CALLER_SIGNALS, PORTAL_THREAD
+
+    src = tmp_path / "f.txt"
+    src.write_text("x")
+    with artfs.Registry(tmp_path / "reg", cache_dir=tmp_path / "cache") as reg:
+        reg.put(src, "proj/data")
+        assert reg.version("proj/data:latest").read_bytes("f.txt") == b"x"
+        threads = [t for t in threading.enumerate() if t.name == PORTAL_THREAD]
+        assert threads, "no loop thread"
+        for t in threads:
+            assert t.native_id is not None
+            blocked = _blocked_signals(t.native_id)
+            for sig in CALLER_SIGNALS:
+                assert sig in blocked, f"{signal.Signals(sig).name} not blocked"
+    main = threading.main_thread().native_id
+    assert main is not None and signal.SIGINT not in _blocked_signals(main)  # callers get it
+
+
+def _blocked_signals(tid: int) -> set[int]:
+    """The signals thread ``tid`` of this process blocks (``SigBlk`` in its status)."""
+    for line in Path(f"/proc/self/task/{tid}/status").read_text().splitlines():
+        if line.startswith("SigBlk:"):
+            mask = int(line.split()[1], 16)
+            return {n for n in range(1, 65) if mask & (1 << (n - 1))}
+    raise AssertionError("no SigBlk line")
+
+
 def test_threads_share_one_registry(target: Target, tmp_path: Path) -> None:
     """Sixteen threads' first calls at once, then reads of one file: every thread gets the
     right bytes, and closing the registry stops the loop thread (no reference leaked)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,15 @@ from ..errors import InvalidInput, Unavailable
 
 T = TypeVar("T")
 PORTAL_THREAD = "artfs-portal"
+# Signals the portal thread (and every thread it starts: they inherit its mask) leaves to the
+# calling threads. A process-directed signal goes to any thread not blocking it; delivered
+# to this one, a Ctrl-C would not wake a caller waiting for its result (seen on a loaded
+# machine: the call ran on to its timeout), as Python runs handlers in the main thread only.
+CALLER_SIGNALS = frozenset(
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
+    if hasattr(signal, name)
+)
 
 
 class Portal:
@@ -50,6 +60,7 @@ class Portal:
             raise self._error
 
     def _run(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, CALLER_SIGNALS)
         try:
             trio.run(self._main)
         except BaseException as e:  # reported to the thread that started us, or lost at exit
