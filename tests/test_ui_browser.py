@@ -84,6 +84,17 @@ def login(driver: WebDriver, token: str) -> None:
     driver.find_element(By.ID, "login").click()
 
 
+def signed_in(driver: WebDriver) -> None:
+    """Wait for a page that shows the session (its log-out form).
+
+    The login form answers at the address asked for, so the address alone cannot tell
+    the form from the page after it: a test that went on at once could navigate before
+    the session cookie was set (CI saw the next page answer with the login form).
+    """
+    script = "return !!document.querySelector('form.logout') && !document.getElementById('token')"
+    WebDriverWait(driver, 15).until(lambda d: d.execute_script(script))
+
+
 def wait_url(driver: WebDriver, ending: str) -> None:
     """Wait for a click's navigation to land (a click returns before the next page loads)."""
     WebDriverWait(driver, 15).until(lambda d: d.current_url.endswith(ending))
@@ -101,6 +112,7 @@ def test_click_from_the_project_list_to_a_lineage_graph(ui: UiRegistry, browser:
         assert d.find_element(By.ID, "token").get_attribute("type") == "password"
         shot(d, ui, "01-login")
         login(d, ui.reader)
+        signed_in(d)
         wait_url(d, "/ui/")
         # Projects: what the reader may read, and nothing else.
         readable = [p.name for p in reg.list_projects() if p.name == "vision"]
@@ -183,6 +195,7 @@ def test_token_prompt_returns_to_the_page_asked(ui: UiRegistry, browser: WebDriv
     login(d, "artfs_not-a-real-token")
     assert "unknown token" in d.find_element(By.ID, "login-error").text
     login(d, ui.reader)
+    signed_in(d)
     wait_url(d, "/ui/p/vision/many?page=2")
     assert "page 2 of 3" in d.find_element(By.CSS_SELECTOR, ".pager").text
     # The session keeps the token: other pages need no prompt; nlp stays out of reach.
@@ -201,6 +214,7 @@ def test_compare_two_versions(ui: UiRegistry, browser: WebDriver) -> None:
         d = browser
         d.get(f"{ui.url}/ui/")
         login(d, ui.reader)
+        signed_in(d)
         wait_url(d, "/ui/")
         d.get(f"{ui.url}/ui/p/vision/data")
         d.find_element(By.CSS_SELECTOR, "input[name='a'][value='0']").click()
