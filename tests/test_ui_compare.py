@@ -17,6 +17,7 @@ import json
 import random
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,8 @@ def as_lists(c: views.Classified) -> tuple[Any, ...]:
 
 def check_pair(ma: Manifest, mb: Manifest) -> views.Classified:
     want = views.classify(ma.to_json()["files"], mb.to_json()["files"])  # the old path
+    urls = {sha: ref.url for m in (ma, mb) for sha, ref in m.refs.items()}
+    want = replace(want, refs=urls)  # (the JSON rows leave refs out; the page marks them)
     ca, cb = (b"".join(canonical_chunks(m)) for m in (ma, mb))
     got = classify_canonical(ca, cb)
     assert as_lists(got) == as_lists(want)
@@ -115,6 +118,12 @@ def test_extras_and_refs_are_left_out_as_in_the_page() -> None:
     other = Manifest.build([*files[:2], ("data/b", 6, sha(4))])
     c = check_pair(shaped, other)
     assert [(o[0], n[0]) for o, n in c.changed] == [("data/b", "data/b")] and c.same == 2
+    # The page marks each side that is an external ref, with its URL.
+    (row,) = views.compare(c, "changed", 1).rows
+    assert (row.url_a, row.url_b) == ("s3://bkt/key", "")
+    back = check_pair(other, shaped)
+    (row,) = views.compare(back, "changed", 1).rows
+    assert (row.url_a, row.url_b) == ("", "s3://bkt/key")
 
 
 def test_the_stored_form_is_the_converted_json() -> None:
@@ -169,6 +178,10 @@ def _commit_all(reg: Registry, tmp: Path) -> None:
     reg.commit("p", "d", Manifest.build(odd, executable=["new/x"], dirs=["empty"]))
     reg.create_artifact("p", "r", type="dataset")
     reg.commit("p", "r", Manifest.build(_files(3), refs={sha(1): BlobRef("s3://bkt/k")}))
+    # v1: the ref d1/f0001.bin becomes a stored file, a ref is added
+    first, _, third = _files(3)
+    v1 = [first, ("d1/f0001.bin", 1, sha(3)), third, ("e/ref", 1, sha(4))]
+    reg.commit("p", "r", Manifest.build(v1, refs={sha(4): REF_URL}))
 
 
 @pytest.fixture(scope="module", params=backend_params())
@@ -193,6 +206,7 @@ def served(
 
 
 COMPARE = "/ui/p/p/d/compare?a=0&b=1"
+REF_URL = BlobRef("https://h/x?a=1&b=2")
 SUMMARY = re.compile(r"(\d+) changed \([^)]*\), (\d+) added \([^)]*\), (\d+) removed")
 
 
@@ -208,8 +222,8 @@ def _manifest_bytes(s: Served, art: str, number: int) -> dict[str, bytes]:
 
 
 def test_commit_stores_the_canonical_form_and_the_route_serves_it(served: Served) -> None:
-    assert served.canonical_rows() == 3
-    for art, number in (("d", 0), ("d", 1), ("r", 0)):
+    assert served.canonical_rows() == 4
+    for art, number in (("d", 0), ("d", 1), ("r", 0), ("r", 1)):
         got = _manifest_bytes(served, art, number)
         assert got["canonical-gzip"] == got["canonical-identity"]
         assert got["canonical-gzip"] == canonical_from_json(json.loads(got["json-identity"]))
@@ -220,6 +234,29 @@ def test_commit_stores_the_canonical_form_and_the_route_serves_it(served: Served
     assert SUMMARY.search(page.text).groups() == ("30", "2", "20")  # type: ignore[union-attr]
     added = served.get(COMPARE + "&show=added").text
     assert "odd\nname &#34;q&#34; é" in added and "new/x" in added
+    assert 'class="ref"' not in added
+
+
+def _diff_cells(html: str) -> list[list[str]]:
+    """The compare page's table rows, each cell's text (tags dropped)."""
+    body = html.split('<table id="diff"', 1)[1].split("</table>", 1)[0].split("<tbody>", 1)[1]
+    return [
+        [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+        for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)
+    ]
+
+
+def test_the_compare_page_marks_external_refs(served: Served) -> None:
+    changed = _diff_cells(served.get("/ui/p/p/r/compare?a=0&b=1").text)
+    assert changed == [
+        ["d1/f0001.bin", "1", "1", f"{sha(1)[:16]} ref s3://bkt/k", sha(3)[:16]],
+    ]
+    added = served.get("/ui/p/p/r/compare?a=0&b=1&show=added").text
+    assert _diff_cells(added) == [
+        ["e/ref", "", "1", "", f"{sha(4)[:16]} ref https://h/x?a=1&amp;b=2"]
+    ]
+    removed = _diff_cells(served.get("/ui/p/p/r/compare?a=1&b=0&show=removed").text)
+    assert removed == [["e/ref", "1", "", f"{sha(4)[:16]} ref https://h/x?a=1&amp;b=2", ""]]
 
 
 def test_a_registry_from_before_schema_11_compares_and_serves(served: Served) -> None:

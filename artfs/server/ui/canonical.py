@@ -19,6 +19,7 @@ by record (``CanonicalParser``) and compared as rows: slower, never wrong.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from itertools import compress, count, islice
 from operator import ne
 from typing import overload
@@ -50,10 +51,16 @@ def plain_records(raw: bytes) -> list[bytes] | None:
 def parsed_rows(raw: bytes) -> list[Row]:
     """The file rows of any canonical form, record by record (extras and refs left out:
     the comparison is of files, as ``views.classify`` is)."""
+    return parsed(raw)[0]
+
+
+def parsed(raw: bytes) -> tuple[list[Row], dict[str, str]]:
+    """The file rows of any canonical form, and the URLs of its external refs by sha256
+    (a ref's record follows the files: ``refs/model.py``)."""
     parser = CanonicalParser()
     rows = [r for r in parser.feed(raw) if r[1] != EXTRA]
     parser.finish()
-    return rows
+    return rows, {sha: ref.url for sha, ref in parser.refs.items()}
 
 
 END = b"\xff"  # after every record: UTF-8 never holds this byte
@@ -142,8 +149,9 @@ def classify_canonical(a: bytes, b: bytes) -> Classified:
     two are aligned again. The records that differ are kept whole and parsed in one pass
     at the end. Both lists end with the same sentinel, so the walk ends with both there."""
     la, lb = plain_records(a), plain_records(b)
-    if la is None or lb is None:
-        return classify(parsed_rows(a), parsed_rows(b))
+    if la is None or lb is None:  # (a version with refs is always here: its form has them)
+        (rows_a, refs_a), (rows_b, refs_b) = parsed(a), parsed(b)
+        return replace(classify(rows_a, rows_b), refs=refs_a | refs_b)
     files = len(la)
     la.append(END)
     lb.append(END)

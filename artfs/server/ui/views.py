@@ -16,7 +16,7 @@ import json
 import shlex
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -263,6 +263,8 @@ class DiffRow:
     size_b: int | None
     sha_a: str
     sha_b: str
+    url_a: str = ""  # where a side is an external ref: its source URL
+    url_b: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +277,7 @@ class Classified:
     changed: Sequence[tuple[FileRow, FileRow]]
     same: int
     sizes: Mapping[str, int] | None = None  # of each kind, where known when made
+    refs: Mapping[str, str] = field(default_factory=dict)  # sha256 -> URL, of either version
 
     def count(self, kind: str) -> int:
         if kind == "changed":
@@ -326,15 +329,23 @@ def compare(c: Classified, kind: str, page: int) -> Diff:
         raise InvalidInput(f"'show' must be one of {', '.join(KINDS)}")
     pager = Pager(page, PAGE_DIFF, c.count(kind)).check()
     rows: list[DiffRow] = []
+    url = c.refs.get
     if kind == "changed":
         for old, new in c.changed[pager.start : pager.stop]:
-            rows.append(DiffRow(str(old[0]), int(old[1]), int(new[1]), str(old[2]), str(new[2])))
+            a, b = str(old[2]), str(new[2])
+            rows.append(
+                DiffRow(str(old[0]), int(old[1]), int(new[1]), a, b, url(a, ""), url(b, ""))
+            )
     elif kind == "added":
         for r in c.added[pager.start : pager.stop]:
-            rows.append(DiffRow(str(r[0]), None, int(r[1]), "", str(r[2])))
+            rows.append(
+                DiffRow(str(r[0]), None, int(r[1]), "", str(r[2]), url_b=url(str(r[2]), ""))
+            )
     else:
         for r in c.removed[pager.start : pager.stop]:
-            rows.append(DiffRow(str(r[0]), int(r[1]), None, str(r[2]), ""))
+            rows.append(
+                DiffRow(str(r[0]), int(r[1]), None, str(r[2]), "", url_a=url(str(r[2]), ""))
+            )
     counts = {k: c.count(k) for k in KINDS}
     sizes = {k: c.size(k) for k in KINDS}
     return Diff(counts, sizes, c.same, kind, rows, pager)
