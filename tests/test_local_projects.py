@@ -182,3 +182,30 @@ def test_the_token_decides_at_mkdir_what_it_may_read_and_at_commit_what_it_may_w
         commit_one(m, "mine", "a", "mine\n")
         assert registry_projects(server) == ["mine"]
         assert (m / "mine" / "a" / "v0" / "f.txt").read_text() == "mine\n"
+
+
+def test_a_draft_in_a_local_project_is_reachable_while_the_registry_is_down(
+    server: Server, tmp_path: Path
+) -> None:
+    """A project and artifact made here have nothing at the registry to miss: a remount
+    while the registry is down lists and serves their drafts (the listings of an earlier
+    mount's copy would not have them)."""
+    with mount(server, tmp_path, "m") as m:
+        (m / "p" / "a" / "d").mkdir(parents=True)
+        (m / "p" / "a" / "d" / "f.txt").write_text("kept\n")
+    server.stop()
+    started = False
+    try:
+        with mount(server, tmp_path, "m") as m:
+            assert os.listdir(m / "p") == ["a"] and os.listdir(m / "p" / "a") == ["d"]
+            assert (m / "p" / "a" / "d" / "f.txt").read_text() == "kept\n"
+            (m / "p" / "a" / "d" / "g.txt").write_text("more\n")
+            assert sorted(os.listdir(m / "p" / "a" / "d")) == ["f.txt", "g.txt"]
+            assert "p" in os.listdir(m)
+            server.start()
+            started = True
+            run_cli("commit", str(m / "p" / "a" / "d"))
+            assert (m / "p" / "a" / "v0" / "g.txt").read_text() == "more\n"
+    finally:
+        if not started:
+            server.start()

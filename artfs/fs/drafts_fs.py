@@ -578,6 +578,9 @@ class DraftsFS(AliasLinks, LocalProjects):
         )
         key = draft.key
         log.info("committed %s as %s", key, outcome.ref)
+        # The registry answered (the commit talks to it directly): a mount that had it down
+        # reads the new version now, not after its next probe
+        self.fs.listings.health.answered()
         self._local.pop((key.project, key.artifact), None)
         self._committed_to(key.project)
         if not isinstance(artifact, ArtifactNode):

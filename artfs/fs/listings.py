@@ -14,7 +14,9 @@ depends on what the mount knows and on the registry's health (``health.py``):
 * unknown listing (never fetched by this mount): restored from disk (an earlier mount's
   copy) while the registry is down, else fetched while the caller waits (at most
   ``meta_timeout``); with neither, ``Unavailable`` (EIO) at once while the registry is
-  down, after ``meta_timeout`` at most otherwise.
+  down, after ``meta_timeout`` at most otherwise. A project or artifact made in this
+  mount and not committed to (``local_projects.py``) has nothing at the registry to
+  miss: while the registry is down it lists what the mount has (its drafts).
 
 Every other metadata read of the mount (manifests, version records, the registry id) goes
 through ``call``: under the deadline, recorded in the health, and refused at once while the
@@ -339,14 +341,18 @@ class Listings:
             fs.table.sync_projects(projects)
         elif isinstance(node, ProjectNode):
             arts = store.load_artifacts(node.project)
-            if arts is None:
-                return False
+            if arts is None:  # a project made here (mkdir, drafts) lists what it has here
+                arts = fs.drafts.local_project_artifacts(node) if fs.drafts else None
+                if arts is None:
+                    return False
             # an artifact's own record may be newer than the project listing
             arts = [store.load_artifact(node.project, a.name) or a for a in arts]
             fs.table.sync_artifacts(node, arts, fs._clock())
         elif isinstance(node, ArtifactNode):
             info = store.load_artifact(node.project, node.artifact)
             if info is None:
-                return False
+                info = fs.drafts.local_artifact_info(node) if fs.drafts else None
+                if info is None:
+                    return False
             fs.table.sync_artifact(node, info)
         return True
