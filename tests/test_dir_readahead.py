@@ -216,8 +216,11 @@ async def test_prefetch_stays_within_a_quarter_of_the_cache_limit(tmp_path: Path
         data = random.Random(k).randbytes(300 << 10)
         blobs.append((registry.add_blob(data), len(data)))
     async with BlobCache(tmp_path, registry, max_bytes=4 << 20, tuning=TUNING) as cache:
-        cache.prefetch_soon(blobs)
-        await trio.sleep(0.3)
+        cache.prefetch_soon(blobs)  # queues what fits its budget, at this call
+        assert await wait_cached(cache, blobs[:3])
+        with trio.move_on_after(5):  # the budget is given back as each fetch ends
+            while cache._soon_bytes:
+                await trio.sleep(0.01)
         cached = [b for b in blobs if cache.cached_bytes(*b) == b[1]]
         assert cached == blobs[:3]  # 1 MiB of guesses under a 4 MiB limit
         cache.prefetch_soon(blobs)  # the budget is free again: the next ones
