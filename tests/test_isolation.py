@@ -28,6 +28,7 @@ from artfs.client.http import HttpRegistryClient
 from artfs.errors import Forbidden, NotFound
 from artfs.manifest import Manifest
 from artfs.models import HIDDEN_INPUT, HIDDEN_REF
+from artfs.registry import blobrefs
 from artfs.registry.blobrefs import UPLOAD_PROOF_SECONDS
 from artfs.server.signing import UrlSigner
 
@@ -425,6 +426,41 @@ def test_upgrade_to_schema_6_records_which_project_holds_which_blob(
     try:
         assert registry.visible_blobs(Principal("a", {"alpha": "read"}), [sha(data)]) == {sha(data)}
         assert registry.visible_blobs(Principal("b", {"beta": "read"}), [sha(data)]) == set()
+    finally:
+        registry.close()
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_visibility_lookups_in_several_digest_lists(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The digests go to the database as one parameter per ``DIGEST_LIST_CHUNK`` (a JSON
+    array for SQLite, a comma-joined string for PostgreSQL): with lists of 3, a commit of 10
+    blobs and lookups of 11 cross every boundary and answer as one list would."""
+    monkeypatch.setattr(blobrefs, "DIGEST_LIST_CHUNK", 3)
+    spec = make_spec(backend, tmp_path / "reg")
+    registry = spec.open()
+    try:
+        meta = registry.meta
+        digests = [hashlib.sha256(bytes([i])).hexdigest() for i in range(12)]
+        held, other, uploaded = digests[:10], digests[10], digests[11]
+        for project in ("alpha", "beta"):
+            registry.create_project(project)
+        with meta._read() as c:  # type: ignore[attr-defined]
+            row = meta._q(c, "SELECT id FROM projects WHERE name = ?", "alpha").fetchone()  # type: ignore[attr-defined]
+        with meta._write() as c:  # type: ignore[attr-defined]
+            meta._record_refs(c, int(row[0]), held)  # type: ignore[attr-defined]
+            meta._record_refs(c, int(row[0]), held[:4])  # (again: nothing doubled)
+        meta.record_upload("tok", uploaded, time.time(), 0.0)
+        asked = [*digests, "f" * 64]
+        assert meta.visible_blobs(asked, ["alpha"], None, 0.0) == set(held)
+        assert meta.visible_blobs(asked, ["alpha", "beta"], "tok", 0.0) == {*held, uploaded}
+        assert meta.visible_blobs(asked, ["beta"], "tok", 0.0) == {uploaded}
+        assert meta.visible_blobs(asked, None, None, 0.0) == set(held)
+        assert other not in meta.visible_blobs(asked, None, "tok", 0.0)
+        with meta._read() as c:  # type: ignore[attr-defined]
+            count = meta._q(c, "SELECT COUNT(*) FROM project_blobs").fetchone()  # type: ignore[attr-defined]
+        assert int(count[0]) == 10
     finally:
         registry.close()
 

@@ -83,12 +83,16 @@ class PostgresMetaStore(SqlMetaStore[Conn]):
     # Every write to an artifact locks its row first: the per-artifact serialisation point.
     _LOCK_ARTIFACT = " FOR UPDATE OF a"
     _COLLATE = ' COLLATE "C"'  # bytewise, as in SQLite, whatever the database's locale
-    _DIGEST_LIST = (
-        "unnest(?::text[]) AS d(sha)"  # blobrefs.BlobRefsSql: many digests, one parameter
-    )
+    # blobrefs.BlobRefsSql: many digests, one parameter. One comma-joined string, split by
+    # the server: psycopg adapting a list of 100,000 strings to a text[] took 0.35 s of
+    # every such query (a 1,000,000-file check 7 s, 3.5 s of it adapting; docs/decisions.md)
+    _DIGEST_LIST = "unnest(string_to_array(?, ',')) AS d(sha)"
 
     def _digest_list(self, digests: Sequence[str]) -> Any:
-        return list(digests)
+        joined = ",".join(digests)
+        if digests and joined.count(",") != len(digests) - 1:  # (hex digests: never, but...)
+            raise InvalidInput("a blob digest holds a comma")
+        return joined
 
     def __init__(
         self,
