@@ -79,8 +79,8 @@ def as_lists(c: views.Classified) -> tuple[Any, ...]:
 
 def check_pair(ma: Manifest, mb: Manifest) -> views.Classified:
     want = views.classify(ma.to_json()["files"], mb.to_json()["files"])  # the old path
-    urls = {sha: ref.url for m in (ma, mb) for sha, ref in m.refs.items()}
-    want = replace(want, refs=urls)  # (the JSON rows leave refs out; the page marks them)
+    urls_a, urls_b = ({sha: ref.url for sha, ref in m.refs.items()} for m in (ma, mb))
+    want = replace(want, refs_a=urls_a, refs_b=urls_b)  # (JSON rows leave refs out)
     ca, cb = (b"".join(canonical_chunks(m)) for m in (ma, mb))
     got = classify_canonical(ca, cb)
     assert as_lists(got) == as_lists(want)
@@ -118,12 +118,19 @@ def test_extras_and_refs_are_left_out_as_in_the_page() -> None:
     other = Manifest.build([*files[:2], ("data/b", 6, sha(4))])
     c = check_pair(shaped, other)
     assert [(o[0], n[0]) for o, n in c.changed] == [("data/b", "data/b")] and c.same == 2
-    # The page marks each side that is an external ref, with its URL.
-    (row,) = views.compare(c, "changed", 1).rows
-    assert (row.url_a, row.url_b) == ("s3://bkt/key", "")
-    back = check_pair(other, shaped)
-    (row,) = views.compare(back, "changed", 1).rows
-    assert (row.url_a, row.url_b) == ("", "s3://bkt/key")
+    # The page marks each side that is an external ref, with its URL; the same blob stored
+    # in the other version (data/a.txt below) is not a ref there.
+    other = Manifest.build([files[0], ("data/a.txt", 5, sha(3)), ("data/b", 6, sha(4))])
+    marks = {
+        r.path: (r.url_a, r.url_b)
+        for r in views.compare(check_pair(shaped, other), "changed", 1).rows
+    }
+    assert marks == {"data/a.txt": ("", ""), "data/b": ("s3://bkt/key", "")}
+    back = {
+        r.path: (r.url_a, r.url_b)
+        for r in views.compare(check_pair(other, shaped), "changed", 1).rows
+    }
+    assert back == {"data/a.txt": ("", ""), "data/b": ("", "s3://bkt/key")}
 
 
 def test_the_stored_form_is_the_converted_json() -> None:

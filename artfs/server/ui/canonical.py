@@ -151,7 +151,7 @@ def classify_canonical(a: bytes, b: bytes) -> Classified:
     la, lb = plain_records(a), plain_records(b)
     if la is None or lb is None:  # (a version with refs is always here: its form has them)
         (rows_a, refs_a), (rows_b, refs_b) = parsed(a), parsed(b)
-        return replace(classify(rows_a, rows_b), refs=refs_a | refs_b)
+        return replace(classify(rows_a, rows_b), refs_a=refs_a, refs_b=refs_b)
     files = len(la)
     la.append(END)
     lb.append(END)

@@ -277,7 +277,9 @@ class Classified:
     changed: Sequence[tuple[FileRow, FileRow]]
     same: int
     sizes: Mapping[str, int] | None = None  # of each kind, where known when made
-    refs: Mapping[str, str] = field(default_factory=dict)  # sha256 -> URL, of either version
+    # external refs, sha256 -> URL, of each version (a blob may be a ref in one, stored in the other)
+    refs_a: Mapping[str, str] = field(default_factory=dict)
+    refs_b: Mapping[str, str] = field(default_factory=dict)
 
     def count(self, kind: str) -> int:
         if kind == "changed":
@@ -329,22 +331,22 @@ def compare(c: Classified, kind: str, page: int) -> Diff:
         raise InvalidInput(f"'show' must be one of {', '.join(KINDS)}")
     pager = Pager(page, PAGE_DIFF, c.count(kind)).check()
     rows: list[DiffRow] = []
-    url = c.refs.get
+    url_a, url_b = c.refs_a.get, c.refs_b.get
     if kind == "changed":
         for old, new in c.changed[pager.start : pager.stop]:
             a, b = str(old[2]), str(new[2])
             rows.append(
-                DiffRow(str(old[0]), int(old[1]), int(new[1]), a, b, url(a, ""), url(b, ""))
+                DiffRow(str(old[0]), int(old[1]), int(new[1]), a, b, url_a(a, ""), url_b(b, ""))
             )
     elif kind == "added":
         for r in c.added[pager.start : pager.stop]:
             rows.append(
-                DiffRow(str(r[0]), None, int(r[1]), "", str(r[2]), url_b=url(str(r[2]), ""))
+                DiffRow(str(r[0]), None, int(r[1]), "", str(r[2]), url_b=url_b(str(r[2]), ""))
             )
     else:
         for r in c.removed[pager.start : pager.stop]:
             rows.append(
-                DiffRow(str(r[0]), int(r[1]), None, str(r[2]), "", url_a=url(str(r[2]), ""))
+                DiffRow(str(r[0]), int(r[1]), None, str(r[2]), "", url_a=url_a(str(r[2]), ""))
             )
     counts = {k: c.count(k) for k in KINDS}
     sizes = {k: c.size(k) for k in KINDS}
