@@ -68,10 +68,17 @@ def drop_caches() -> None:
         print("warning: cannot drop the page cache; cold/warm rows are optimistic", file=sys.stderr)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (all held at once while picked: two binds in a row may get
+    the same port from the kernel)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def sha256_of(path: Path) -> str:
@@ -146,7 +153,7 @@ class Gpu:
             raise RuntimeError(f"artfs {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
 
     def serve(self) -> None:
-        port, blob_port = free_port(), free_port()
+        port, blob_port = free_ports(2)
         data = self.work / "registry"
         log = open(self.work / "server.log", "ab")  # noqa: SIM115
         self.server = subprocess.Popen(
