@@ -39,8 +39,10 @@ def write_record(
     pid: int,
     state_dir: Path | None = None,
     mode: str = "starting",
+    replies: str = "starting",
 ) -> None:
-    """``mode``: how the mount reads cached files ("passthrough", or why not)."""
+    """``mode``: how the mount reads cached files ("passthrough", or why not); ``replies``:
+    how the daemon answers the READs it gets (fs/splicing.py)."""
     mountpoint = _canonical(mountpoint)
     data = {
         "mountpoint": str(mountpoint),
@@ -49,6 +51,7 @@ def write_record(
         "pid": pid,
         "state_dir": str(state_dir) if state_dir else None,
         "mode": mode,
+        "replies": replies,
     }
     path = _record_path(mountpoint)
     tmp = path.with_suffix(".tmp")

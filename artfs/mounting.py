@@ -158,7 +158,7 @@ async def _serve(
             )
 
             def ready(fs: ArtfsFS) -> None:
-                record(mode=fs.passthrough.mode)
+                record(mode=fs.passthrough.mode, replies=fs.replies.mode)
 
             mount = functools.partial(run_mount, drafts=drafts, ready=ready)
             await nursery.start(mount, point, client, cache, options)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build libfuse 3.17 and a pyfuse3 with FUSE passthrough into the project's virtualenv.
+# Build libfuse 3.17 and a pyfuse3 with FUSE passthrough (and READ replies from a file) into
+# the project's virtualenv.
 #
 #   scripts/build_fuse.sh VENV        (run by scripts/setup.sh; idempotent)
 #
@@ -21,7 +22,7 @@ prefix="$venv/fuse"
 stamp="$venv/.artfs-fuse-$FUSE_VERSION-pyfuse3-$PYFUSE3_VERSION-$(sha256sum scripts/pyfuse3_passthrough.py | cut -c1-12)"
 py="$venv/bin/python"
 
-if [ -f "$stamp" ] && "$py" -c 'import pyfuse3, sys; sys.exit(not hasattr(pyfuse3, "backing_open"))' 2>/dev/null; then
+if [ -f "$stamp" ] && "$py" -c 'import pyfuse3, sys; sys.exit(not hasattr(pyfuse3, "splice_write_granted"))' 2>/dev/null; then
     exit 0
 fi
 say() { echo "setup: $*" >&2; }
@@ -59,7 +60,7 @@ PKG_CONFIG_PATH="$prefix/lib/pkgconfig" LDFLAGS="-Wl,-rpath,$prefix/lib" \
 # --no-deps above keeps the reinstall to pyfuse3 alone; its one runtime dependency is trio,
 # which a fresh venv does not have yet (the import below needs it).
 "$py" -m pip install -q "trio>=0.15" 2>&1 | grep -v '^WARNING: Location' || true
-"$py" -c 'import pyfuse3; assert hasattr(pyfuse3, "backing_open"), "pyfuse3 built without passthrough"'
+"$py" -c 'import pyfuse3; assert hasattr(pyfuse3, "backing_open") and hasattr(pyfuse3, "splice_write_granted"), "pyfuse3 built without our patch"'
 rm -f "$venv"/.artfs-fuse-*
 touch "$stamp"
 say "libfuse $FUSE_VERSION and pyfuse3 $PYFUSE3_VERSION (passthrough) are in $venv"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +15,16 @@ class CacheStats:
     partial_blobs: int
     partial_bytes: int  # bytes actually held of partial blobs
     limit_bytes: int | None
+
+
+class FileSlice(NamedTuple):
+    """``size`` verified bytes of the open file ``fd`` from ``offset``: a READ the mount answers
+    from the cache file itself (libfuse splices its pages into /dev/fuse), the bytes never
+    becoming a Python object (fs/splicing.py)."""
+
+    fd: int
+    offset: int
+    size: int
 
 
 class BlobReader(Protocol):
@@ -32,6 +42,11 @@ class BlobReader(Protocol):
         the timeout), ``IntegrityError`` (the source keeps sending wrong bytes),
         ``StorageFull``.
         """
+        ...
+
+    async def read_reply(self, offset: int, length: int) -> bytes | FileSlice:
+        """``read``, for a FUSE reply: the same bytes, or where they lie in a cache file of
+        this reader (valid until the caller's next checkpoint: the reply is made at once)."""
         ...
 
     def cached_bytes(self) -> int: ...

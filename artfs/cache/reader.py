@@ -17,6 +17,7 @@ import trio
 from ..errors import InvalidInput
 from .blobstate import BlobState
 from .blockmap import BLOCK_SHIFT, span
+from .protocol import FileSlice
 from .readahead import ReadAhead
 
 if TYPE_CHECKING:
@@ -61,6 +62,14 @@ class CachedBlobReader:
             return self._state
 
     async def read(self, offset: int, length: int) -> bytes:
+        data = await self._read(offset, length, False)
+        assert isinstance(data, bytes)
+        return data
+
+    async def read_reply(self, offset: int, length: int) -> bytes | FileSlice:
+        return await self._read(offset, length, True)
+
+    async def _read(self, offset: int, length: int, slices: bool) -> bytes | FileSlice:
         if self._closed:
             raise InvalidInput("read from a closed blob reader")
         if offset < 0 or length < 0:
@@ -88,10 +97,14 @@ class CachedBlobReader:
             try:
                 if await state.ensure(first, stop):
                     self._cache._check_complete_soon(state)
-                return os.pread(state.data_fd, end - offset, offset)
+                if not slices or self._closed:  # (closed meanwhile: only this ref holds it)
+                    return os.pread(state.data_fd, end - offset, offset)
             finally:
                 self._cache._release(state)
-        # Hot path: verified blocks are read inline, no thread hop (see fuse-performance.md).
+        # Verified blocks are read inline, no thread hop (see fuse-performance.md). A FUSE
+        # reply takes them from the file itself, held open by this open reader's pin.
+        if slices:
+            return FileSlice(state.data_fd, offset, end - offset)
         return os.pread(state.data_fd, end - offset, offset)
 
     def cached_bytes(self) -> int:

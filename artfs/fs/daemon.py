@@ -23,7 +23,8 @@ from ..cache.protocol import BlobCacheAPI
 from ..client.base import RegistryClient
 from ..drafts.store import DraftStore
 from ..errors import AlreadyExists, ArtfsError, Conflict, InvalidInput, NotFound, Unavailable
-from .fuse_ops import FuseOperations, KernelBacking, invalidate_entry
+from . import splicing
+from .fuse_ops import FuseOperations, KernelBacking, invalidate_entry, splice_granted
 from .options import MountOptions
 from .passthrough import OFF_BY_OPTION, PassthroughState, probe
 from .service import ArtfsFS
@@ -179,6 +180,7 @@ async def _tune_when_ready(
         return
     raise_read_ahead(point)
     _decide_passthrough(fs)
+    _decide_replies(fs)
     if ready is not None:
         ready(fs)
 
@@ -199,6 +201,19 @@ def _decide_passthrough(fs: ArtfsFS) -> None:
         log.info("passthrough: on (cached blobs and draft files are read by the kernel)")
     else:
         log.info("passthrough: off, reads go through the daemon: %s", state.reason)
+
+
+def _decide_replies(fs: ArtfsFS) -> None:
+    """Answer READs from the cache file where libfuse will splice them (splicing.py)."""
+    granted = splice_granted()
+    state = splicing.decide(
+        wanted=fs.options.splice,
+        patched=granted is not None,
+        granted=bool(granted),
+        fits=splicing.pipe_fits(),
+    )
+    fs.use_replies(state)
+    log.info("READ replies: %s", state.mode)
 
 
 async def _terminate_on_signals(*, task_status: trio.TaskStatus[None]) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
 
+from ..cache.protocol import FileSlice
 from ..errors import (
     ArtfsError,
     Forbidden,
@@ -111,6 +112,14 @@ class KernelBacking:
         pyfuse3.backing_close(backing_id)
 
 
+def splice_granted() -> bool | None:
+    """Whether INIT asked the kernel for spliced replies; None: this pyfuse3 cannot reply
+    from a file (built without scripts/build_fuse.sh)."""
+    if not hasattr(pyfuse3, "splice_write_granted"):
+        return None
+    return bool(pyfuse3.splice_write_granted())
+
+
 def invalidate_entry(parent: int, name: str) -> None:
     """Make the kernel forget ``name`` in ``parent`` (``ArtfsFS``'s ``invalidate``).
 
@@ -132,6 +141,7 @@ class FuseOperations(pyfuse3.Operations):
         self.fs = fs
         # Asked for at INIT; used once the mount has probed it (daemon.py).
         self.enable_passthrough = fs.options.passthrough
+        self.enable_splice_write = fs.options.splice  # (ignored by an unpatched pyfuse3)
 
     # --- reading ------------------------------------------------------------------------
     @_handler
@@ -175,8 +185,8 @@ class FuseOperations(pyfuse3.Operations):
         return file_info(await self.fs.open(inode, flags, ctx.pid))
 
     @_handler
-    async def read(self, fh: int, off: int, size: int) -> bytes:
-        return await self.fs.read(fh, off, size)
+    async def read(self, fh: int, off: int, size: int) -> bytes | FileSlice:
+        return await self.fs.read_reply(fh, off, size)  # a slice: replied from that file
 
     @_handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:

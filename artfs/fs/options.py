@@ -23,6 +23,10 @@ def passthrough_default() -> bool:
     return os.environ.get("ARTFS_PASSTHROUGH", "1") != "0"
 
 
+def splice_default() -> bool:
+    return os.environ.get("ARTFS_SPLICE", "1") != "0"
+
+
 @dataclass(frozen=True, slots=True)
 class MountOptions:
     """How the mount behaves.
@@ -55,6 +59,9 @@ class MountOptions:
     # FUSE passthrough for cached blobs and draft files (passthrough.py); ARTFS_PASSTHROUGH=0
     # turns it off by default (the suite runs both ways).
     passthrough: bool = field(default_factory=passthrough_default)
+    # READ replies spliced from the cache file where libfuse can (splicing.py); ARTFS_SPLICE=0
+    # turns it off
+    splice: bool = field(default_factory=splice_default)
     # blobs fetched whole at open, then passed through (ARTFS_SMALL_WHOLE_MAX, for benchmarks)
     small_whole_max: int = field(default_factory=small_whole_default)
     # record which versions processes read and attribute them to drafts (fs/observe.py)

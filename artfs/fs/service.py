@@ -35,7 +35,7 @@ from typing import NoReturn, TypeVar
 
 import trio
 
-from ..cache.protocol import BlobCacheAPI
+from ..cache.protocol import BlobCacheAPI, FileSlice
 from ..client.base import RegistryClient
 from ..drafts.model import Draft
 from ..drafts.requests import RequestFiles
@@ -76,6 +76,7 @@ from .options import MountOptions
 from .packed import ROOT, PackedTree
 from .passthrough import Backing, IoModes, PassthroughState
 from .procs import ProcTable
+from .splicing import ReplyState
 from .xattr_answers import XattrAnswers
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ class ArtfsFS:
         # Set by the mount once the kernel has shown it accepts backing files (passthrough.py).
         self.io_modes: IoModes | None = None
         self.passthrough = PassthroughState(False, "not probed yet")
+        self.replies = ReplyState(False, "not probed yet")
         self._dir_versions: dict[int, VersionNode] = {}  # open directory handle -> its version
         self._next_fh = 1
         self.drafts = DraftsFS(self, drafts, invalidate) if drafts is not None else None
@@ -456,7 +458,20 @@ class ArtfsFS:
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         if self.drafts is not None and self.drafts.owns(fh):
             return await self.drafts.read(fh, offset, size)
-        return await self.files.read(fh, offset, size)
+        data = await self.files.read(fh, offset, size, False)
+        assert isinstance(data, bytes)
+        return data
+
+    async def read_reply(self, fh: int, offset: int, size: int) -> bytes | FileSlice:
+        """``read`` for the kernel: a version file's cached bytes may come as a slice of the
+        cache file, which the reply is made from (``use_replies``)."""
+        if self.drafts is not None and self.drafts.owns(fh):
+            return await self.drafts.read(fh, offset, size)
+        return await self.files.read(fh, offset, size, self.replies.spliced)
+
+    def use_replies(self, state: ReplyState) -> None:
+        """Whether READ replies may come from the cache file (decided after INIT)."""
+        self.replies = state
 
     async def flush(self, fh: int) -> None:
         """Nothing to write back from a read-only file; a draft file records its mtime."""

@@ -27,6 +27,9 @@ class MemoryBlobReader:
         data = await self.cache._complete(self.sha256, self.size)
         return data[offset : offset + length]
 
+    async def read_reply(self, offset: int, length: int) -> bytes:
+        return await self.read(offset, length)  # (bytes in memory: no file to reply from)
+
     def cached_bytes(self) -> int:
         return self.cache.cached_bytes(self.sha256, self.size)
 
