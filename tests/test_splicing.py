@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,8 @@ from artfs.cache.protocol import FileSlice
 from artfs.cache.settings import CacheTuning
 from artfs.client.memory import MemoryRegistryClient
 from artfs.fs import splicing
-from tests.e2e import Server, is_mounted, run_cli
+from tests.conftest_server import RunningServer
+from tests.e2e import is_mounted, run_cli
 
 MiB = 1 << 20
 PIPE_MAX = Path("/proc/sys/fs/pipe-max-size")
@@ -97,14 +99,17 @@ def big_pipes() -> Iterator[None]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path / "registry")
-    s.start()
-    yield s
-    s.stop()
+def server(local_registry_server: RunningServer, unique_project: str) -> Published:
+    return Published(local_registry_server.url, unique_project)
 
 
-def published(server: Server, tmp_path: Path) -> dict[str, bytes]:
+@dataclass(frozen=True)
+class Published:
+    url: str
+    project: str
+
+
+def published(server: Published, tmp_path: Path) -> dict[str, bytes]:
     files = {
         "weights.bin": random.Random(7).randbytes(24 * MiB + 11),
         "config.json": b'{"layers": 12}\n' * 300,
@@ -113,12 +118,12 @@ def published(server: Server, tmp_path: Path) -> dict[str, bytes]:
     src.mkdir()
     for name, data in files.items():
         (src / name).write_bytes(data)
-    run_cli("put", str(src), "p/a", "--registry", server.url)
+    run_cli("put", str(src), f"{server.project}/a", "--registry", server.url)
     return files
 
 
 @contextmanager
-def daemon_mount(server: Server, tmp_path: Path, **env: str) -> Iterator[Path]:
+def daemon_mount(server: Published, tmp_path: Path, **env: str) -> Iterator[Path]:
     """A mount whose every read goes through the daemon (passthrough off)."""
     point = tmp_path / "mnt"
     point.mkdir(exist_ok=True)
@@ -155,8 +160,8 @@ def daemon_read(path: Path, offset: int, length: int) -> bytes:
         os.close(fd)
 
 
-def check_reads(point: Path, files: dict[str, bytes]) -> None:
-    version = point / "p" / "a" / "v0"
+def check_reads(point: Path, project: str, files: dict[str, bytes]) -> None:
+    version = point / project / "a" / "v0"
     for name, data in files.items():
         assert (version / name).read_bytes() == data, name  # cold: fetched as it is read
     big = files["weights.bin"]
@@ -183,25 +188,25 @@ def check_reads(point: Path, files: dict[str, bytes]) -> None:
     assert failures == []
 
 
-def test_daemon_reads_are_spliced_from_the_cache_file(server: Server, tmp_path: Path) -> None:
+def test_daemon_reads_are_spliced_from_the_cache_file(server: Published, tmp_path: Path) -> None:
     files = published(server, tmp_path)
     with big_pipes():
         with daemon_mount(server, tmp_path) as point:
             assert replies(point) == "spliced from the cache file"
-            check_reads(point, files)
+            check_reads(point, server.project, files)
         with daemon_mount(server, tmp_path) as point:  # warm: the blobs complete on disk
             assert replies(point) == "spliced from the cache file"
-            check_reads(point, files)
+            check_reads(point, server.project, files)
 
 
-def test_replies_are_copied_where_a_pipe_cannot_hold_one(server: Server, tmp_path: Path) -> None:
+def test_replies_are_copied_where_a_pipe_cannot_hold_one(server: Published, tmp_path: Path) -> None:
     files = published(server, tmp_path)
     with daemon_mount(server, tmp_path) as point:
         if splicing.pipe_fits():  # (a daemon with CAP_SYS_RESOURCE, or a raised limit)
             assert replies(point) == "spliced from the cache file"
         else:
             assert replies(point).startswith("copied (a 1 MiB reply does not fit a pipe")
-        check_reads(point, files)
+        check_reads(point, server.project, files)
     with big_pipes(), daemon_mount(server, tmp_path, ARTFS_SPLICE="0") as point:
         assert replies(point) == "copied (turned off (ARTFS_SPLICE=0))"
-        check_reads(point, files)
+        check_reads(point, server.project, files)
