@@ -14,9 +14,9 @@ import os
 import random
 import re
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,21 +171,17 @@ def check_reads(point: Path, project: str, files: dict[str, bytes]) -> None:
         offset = rng.randrange(len(big))
         length = rng.choice([1, 4096, 100_000, MiB, 3 * MiB])
         assert daemon_read(path, offset, length) == big[offset : offset + length]
-    failures: list[str] = []
 
-    def reader(seed: int) -> None:
-        r = random.Random(seed)
+    def reader(seed: int) -> list[str]:
+        r, wrong = random.Random(seed), []
         for _ in range(25):
             offset = r.randrange(len(big))
             if daemon_read(path, offset, 2 * MiB) != big[offset : offset + 2 * MiB]:
-                failures.append(f"reader {seed} at {offset}")
+                wrong.append(f"reader {seed} at {offset}")
+        return wrong
 
-    threads = [threading.Thread(target=reader, args=(seed,)) for seed in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert failures == []
+    with ThreadPoolExecutor(4) as pool:  # four readers at once
+        assert [w for wrong in pool.map(reader, range(4)) for w in wrong] == []
 
 
 def test_daemon_reads_are_spliced_from_the_cache_file(server: Published, tmp_path: Path) -> None:
